@@ -1,0 +1,36 @@
+//! Agora's shared vocabulary: every type that crosses the wire and the domain rules that decide
+//! what may happen to jobs and tasks. Server, client and dashboard all depend on this crate, so a
+//! field renamed here is renamed everywhere.
+//!
+//! Layout:
+//! - [`lifecycle`]: the 8-state job machine (`JobStatus::transition`) and the approval path.
+//! - [`task_rules`]: task states, which action is legal in which state, and the retry rule.
+//! - [`plan`]: validation of a plan task's `result.task_specs`.
+//! - [`api`]: the response envelope and the stable error codes.
+//! - [`agent`], [`job`], [`task`], [`event`], [`system`]: request and response bodies.
+//!
+//! No I/O, no async runtime: it compiles for native targets and for wasm32.
+
+pub mod agent;
+pub mod api;
+pub mod event;
+pub mod job;
+pub mod lifecycle;
+pub mod plan;
+pub mod system;
+pub mod task;
+pub mod task_rules;
+pub mod validate;
+
+pub use agent::*;
+pub use api::*;
+pub use event::*;
+pub use job::*;
+pub use lifecycle::*;
+pub use plan::*;
+pub use system::*;
+pub use task::*;
+pub use task_rules::*;
+
+/// Timestamps on the wire: RFC 3339 in UTC.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -1,0 +1,32 @@
+//! Health and statistics.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `GET /api/health`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    /// `ok` when the database answers.
+    pub status: String,
+    pub database: String,
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+    pub version: String,
+}
+
+/// `GET /api/stats`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Stats {
+    pub agents_online: u64,
+    pub agents_total: u64,
+    /// Job count per status name.
+    pub jobs: BTreeMap<String, u64>,
+    /// Task count per status name.
+    pub tasks: BTreeMap<String, u64>,
+    /// Tasks completed in the last 60 seconds.
+    pub tasks_completed_last_minute: u64,
+    /// The newest event id (0 when there is none).
+    pub last_event_id: i64,
+}

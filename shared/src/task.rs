@@ -1,0 +1,152 @@
+//! Tasks: the public view and the bodies of claim, start, progress, complete and fail.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::job::Job;
+use crate::task_rules::{TaskStatus, TaskType};
+use crate::validate::{self, FieldError};
+use crate::Timestamp;
+
+/// A task as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Task {
+    pub id: Uuid,
+    pub job_id: Uuid,
+    /// 0 is the plan task; work tasks are 1..=n in plan order.
+    pub index: u32,
+    #[serde(rename = "type")]
+    pub task_type: TaskType,
+    pub task_spec: serde_json::Value,
+    pub status: TaskStatus,
+    /// Failed attempts so far (failures, timeouts, lost agents).
+    pub attempts: u32,
+    pub max_retries: u32,
+    pub timeout_secs: u64,
+    pub agent_id: Option<Uuid>,
+    pub claimed_at: Option<Timestamp>,
+    pub started_at: Option<Timestamp>,
+    /// A claimed or running task past this counts as a failed attempt.
+    pub deadline: Option<Timestamp>,
+    pub progress: u32,
+    pub progress_message: Option<String>,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// `POST /api/tasks/claim`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ClaimTask {
+    pub agent_id: Uuid,
+    /// Long-poll: wait up to this many seconds (0 to 60) for a task when none is pending.
+    #[serde(default)]
+    pub wait_secs: Option<u32>,
+}
+
+pub const MAX_WAIT_SECS: u32 = 60;
+
+impl ClaimTask {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(w) = self.wait_secs {
+            validate::range("wait_secs", w, 0, MAX_WAIT_SECS)?;
+        }
+        Ok(())
+    }
+}
+
+/// A claimed task with its job, so the agent has the context in one answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClaimedTask {
+    pub task: Task,
+    pub job: Job,
+}
+
+/// `POST /api/tasks/:id/progress`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ProgressTask {
+    /// 0 to 100.
+    pub progress: u32,
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Push the deadline to now + this many seconds (at most the task's `timeout_secs`).
+    #[serde(default)]
+    pub extend_secs: Option<u64>,
+}
+
+pub const MAX_MESSAGE: usize = 2000;
+pub const MAX_ERROR: usize = 10_000;
+
+impl ProgressTask {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate::range("progress", self.progress, 0, 100)?;
+        validate::optional_text("message", self.message.as_deref(), MAX_MESSAGE)?;
+        if let Some(e) = self.extend_secs {
+            validate::range("extend_secs", e, 1, u32::MAX as u64)?;
+        }
+        Ok(())
+    }
+}
+
+/// `POST /api/tasks/:id/complete`. A plan task's result must hold `task_specs`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CompleteTask {
+    #[serde(default)]
+    pub result: serde_json::Value,
+}
+
+/// `POST /api/tasks/:id/fail`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FailTask {
+    pub error: String,
+    /// `false` fails the task for good at once (default `true`).
+    #[serde(default)]
+    pub retryable: Option<bool>,
+}
+
+impl FailTask {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate::text("error", &self.error, MAX_ERROR)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn progress_bounds() {
+        let p = ProgressTask { progress: 101, message: None, extend_secs: None };
+        assert_eq!(p.validate().unwrap_err().field, "progress");
+        let p = ProgressTask { progress: 50, message: None, extend_secs: Some(0) };
+        assert_eq!(p.validate().unwrap_err().field, "extend_secs");
+    }
+
+    #[test]
+    fn claim_wait_bounds() {
+        let c = ClaimTask { agent_id: Uuid::nil(), wait_secs: Some(61) };
+        assert_eq!(c.validate().unwrap_err().field, "wait_secs");
+    }
+
+    #[test]
+    fn task_type_is_named_type_on_the_wire() {
+        let v = json!({"result": {"task_specs": []}});
+        let c: CompleteTask = serde_json::from_value(v).unwrap();
+        assert!(c.result.get("task_specs").is_some());
+        let f: Result<FailTask, _> = serde_json::from_value(json!({"retryable": false}));
+        assert!(f.is_err(), "error is required");
+    }
+}
