@@ -1,1 +1,23 @@
+//! Agora's server: a coordination server for AI agents.
+//!
+//! Layout:
+//! - [`config`]: every setting, from flags and the environment.
+//! - [`error`]: the one error enum and its mapping to the API envelope.
+//! - [`store`]: the database (SQLite or PostgreSQL through sqlx `Any`), group-commit writer.
+//! - [`http`]: the REST API, one module per resource; [`openapi`] documents it.
+//! - [`auth`]: agent, operator and registration tokens.
+//! - [`scheduler`]: deadlines, stale agents, job counters.
+//! - [`startup`]: bind, serve, drain.
 
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod openapi;
+pub mod scheduler;
+pub mod startup;
+pub mod state;
+pub mod store;
+
+pub use config::Config;
+pub use startup::Application;

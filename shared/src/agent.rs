@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::validate::{self, FieldError};
-use crate::Timestamp;
+use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -42,10 +42,10 @@ pub struct Agent {
     pub name: String,
     pub status: AgentStatus,
     pub capabilities: Vec<String>,
-    pub registered_at: Timestamp,
-    pub last_seen_at: Timestamp,
+    pub registered_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
     /// When it last approved a job, for the approval cooldown.
-    pub last_approved_at: Option<Timestamp>,
+    pub last_approved_at: Option<DateTime<Utc>>,
 }
 
 /// `POST /api/agents/register`.
@@ -98,7 +98,7 @@ pub struct Registered {
 pub struct CanApprove {
     pub can_approve: bool,
     /// When the cooldown ends; `null` when it may approve now.
-    pub next_allowed_at: Option<Timestamp>,
+    pub next_allowed_at: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

@@ -55,6 +55,15 @@ pub struct ApiErrorBody {
     pub details: Option<serde_json::Value>,
 }
 
+/// The shape of every error response (for documentation; clients decode `Envelope<T>`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorEnvelope {
+    /// Always `false`.
+    pub success: bool,
+    pub error: ApiErrorBody,
+}
+
 /// Stable error codes. Each has one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

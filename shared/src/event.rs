@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::lifecycle::JobStatus;
-use crate::Timestamp;
+use chrono::{DateTime, Utc};
 
 /// What happened. Job status changes are `job.<status>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -148,7 +148,7 @@ pub struct Event {
     pub agent_id: Option<Uuid>,
     pub kind: EventKind,
     pub data: serde_json::Value,
-    pub at: Timestamp,
+    pub at: DateTime<Utc>,
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::lifecycle::JobStatus;
 use crate::task::Task;
 use crate::validate::{self, FieldError};
-use crate::Timestamp;
+use chrono::{DateTime, Utc};
 
 /// A job as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -28,9 +28,9 @@ pub struct Job {
     pub tasks_completed: u32,
     pub tasks_failed: u32,
     pub tasks_running: u32,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-    pub finished_at: Option<Timestamp>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
 }
 
@@ -101,7 +101,7 @@ pub struct Approval {
     pub agent_id: Uuid,
     pub agent_name: String,
     pub comment: Option<String>,
-    pub created_at: Timestamp,
+    pub created_at: DateTime<Utc>,
 }
 
 /// The answer to an approval: the approval and the job after it.

@@ -17,6 +17,7 @@ pub mod event;
 pub mod job;
 pub mod lifecycle;
 pub mod plan;
+pub mod query;
 pub mod system;
 pub mod task;
 pub mod task_rules;
@@ -28,9 +29,11 @@ pub use event::*;
 pub use job::*;
 pub use lifecycle::*;
 pub use plan::*;
+pub use query::*;
 pub use system::*;
 pub use task::*;
 pub use task_rules::*;
+pub use validate::FieldError;
 
 /// Timestamps on the wire: RFC 3339 in UTC.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::job::Job;
 use crate::task_rules::{TaskStatus, TaskType};
 use crate::validate::{self, FieldError};
-use crate::Timestamp;
+use chrono::{DateTime, Utc};
 
 /// A task as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -25,17 +25,17 @@ pub struct Task {
     pub max_retries: u32,
     pub timeout_secs: u64,
     pub agent_id: Option<Uuid>,
-    pub claimed_at: Option<Timestamp>,
-    pub started_at: Option<Timestamp>,
+    pub claimed_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
     /// A claimed or running task past this counts as a failed attempt.
-    pub deadline: Option<Timestamp>,
+    pub deadline: Option<DateTime<Utc>>,
     pub progress: u32,
     pub progress_message: Option<String>,
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-    pub finished_at: Option<Timestamp>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// `POST /api/tasks/claim`.

@@ -1,0 +1,184 @@
+//! Bearer tokens: agents get a random token at registration and the store keeps only its
+//! SHA-256. Extractors check `Authorization: Bearer …` for agent and operator calls.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A new agent token: 32 random bytes, hex.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Compares secrets without leaking where they differ (through their hashes, so lengths too).
+pub fn secret_eq(a: &str, b: &str) -> bool {
+    let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
+}
+
+/// Token hash → agent id of registered agents seen recently.
+#[derive(Default)]
+pub struct TokenCache {
+    map: RwLock<HashMap<String, Uuid>>,
+}
+
+impl TokenCache {
+    fn get(&self, hash: &str) -> Option<Uuid> {
+        self.map.read().ok()?.get(hash).copied()
+    }
+
+    fn put(&self, hash: String, id: Uuid) {
+        if let Ok(mut m) = self.map.write() {
+            // A cheap bound: a cache this large is mostly dead agents.
+            if m.len() > 200_000 {
+                m.clear();
+            }
+            m.insert(hash, id);
+        }
+    }
+
+    /// Forget an unregistered agent's token.
+    pub fn forget(&self, id: Uuid) {
+        if let Ok(mut m) = self.map.write() {
+            m.retain(|_, v| *v != id);
+        }
+    }
+}
+
+/// The bearer token of a request, from the header or (for WebSockets) `?token=`.
+pub fn bearer(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string());
+    }
+    parts.uri.query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "token")
+            .map(|(_, v)| v.to_string())
+    })
+}
+
+/// The authenticated agent of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentAuth(pub Uuid);
+
+impl AgentAuth {
+    /// 403 unless the agent acts for itself.
+    pub fn require(self, agent_id: Uuid) -> Result<(), ApiError> {
+        if self.0 == agent_id {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this token belongs to agent {}, not to agent {agent_id}",
+                self.0
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for AgentAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or(ApiError::Unauthorized(
+            "this call needs the agent's token as 'Authorization: Bearer <token>'",
+        ))?;
+        let hash = hash_token(&token);
+        if let Some(id) = state.tokens.get(&hash) {
+            return Ok(AgentAuth(id));
+        }
+        match state.store.agent_id_by_token_hash(&hash).await? {
+            Some(id) => {
+                state.tokens.put(hash, id);
+                Ok(AgentAuth(id))
+            }
+            None => Err(ApiError::Unauthorized("unknown or revoked agent token")),
+        }
+    }
+}
+
+/// An operator call: needs `ADMIN_TOKEN` when it is set, open otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAuth;
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        check_secret(parts, state.config.admin_token.as_deref(), "this operator call needs 'Authorization: Bearer <ADMIN_TOKEN>'")?;
+        Ok(AdminAuth)
+    }
+}
+
+/// Registration: needs `REGISTRATION_TOKEN` when it is set, open otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrationAuth;
+
+impl FromRequestParts<AppState> for RegistrationAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        check_secret(
+            parts,
+            state.config.registration_token.as_deref(),
+            "registration needs 'Authorization: Bearer <REGISTRATION_TOKEN>'",
+        )?;
+        Ok(RegistrationAuth)
+    }
+}
+
+fn check_secret(parts: &Parts, expected: Option<&str>, message: &'static str) -> Result<(), ApiError> {
+    match expected {
+        None => Ok(()),
+        Some(secret) => match bearer(parts) {
+            Some(given) if secret_eq(&given, secret) => Ok(()),
+            _ => Err(ApiError::Unauthorized(message)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_hashes_stable() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert_eq!(hash_token(&a), hash_token(&a));
+        assert_ne!(hash_token(&a), a);
+        assert!(secret_eq("x", "x"));
+        assert!(!secret_eq("x", "y"));
+    }
+}
+
+/// `Option<AgentAuth>`: `None` without a token, 401 with a wrong one.
+impl axum::extract::OptionalFromRequestParts<AppState> for AgentAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
+        if bearer(parts).is_none() {
+            return Ok(None);
+        }
+        <AgentAuth as FromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
+    }
+}

@@ -1,0 +1,105 @@
+//! Configuration: every variable of DESIGN.md, from a CLI flag of `agora serve` or the
+//! environment, with the documented defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ArgAction;
+
+#[derive(clap::Parser, Debug, Clone)]
+#[command(about = "Run the Agora server")]
+pub struct Config {
+    /// TCP port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// SQLite database file (WAL mode); used unless DATABASE_URL is set.
+    #[arg(long, env = "DB_PATH", default_value = "data/agora.db")]
+    pub db_path: PathBuf,
+    /// postgres://… switches the store to PostgreSQL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Where per-job git repositories live.
+    #[arg(long, env = "REPOS_DIR", default_value = "data/repos")]
+    pub repos_dir: PathBuf,
+    /// Default task timeout in seconds.
+    #[arg(long, env = "TASK_TIMEOUT", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub task_timeout: u64,
+    /// Default retries per task (attempts allowed = retries + 1).
+    #[arg(long, env = "TASK_MAX_RETRIES", default_value_t = 3)]
+    pub task_max_retries: u32,
+    /// Distinct approvals a job needs before it is accepted (also the floor a submitter may ask).
+    #[arg(long, env = "APPROVALS_REQUIRED", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub approvals_required: u32,
+    /// An agent may approve at most once per this many seconds, across all jobs.
+    #[arg(long, env = "APPROVAL_COOLDOWN_SECS", default_value_t = 3600)]
+    pub approval_cooldown_secs: u64,
+    /// An agent not heard from for this long goes offline and its tasks go back to pending.
+    #[arg(long, env = "AGENT_STALE_SECS", default_value_t = 90.0)]
+    pub agent_stale_secs: f64,
+    /// How long a WebSocket task offer waits for accept before it is released.
+    #[arg(long, env = "OFFER_TTL_SECS", default_value_t = 15.0)]
+    pub offer_ttl_secs: f64,
+    /// When set, registration needs `Authorization: Bearer <this>`.
+    #[arg(long, env = "REGISTRATION_TOKEN")]
+    pub registration_token: Option<String>,
+    /// When set, operator calls (cancel) need `Authorization: Bearer <this>`.
+    #[arg(long, env = "ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// Larger request bodies get 413.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// How often the scheduler sweeps deadlines, stale agents and job counters (fractions allowed).
+    #[arg(long, env = "SCHEDULER_INTERVAL_SECS", default_value_t = 5.0)]
+    pub scheduler_interval_secs: f64,
+    /// Keep a git repository per job.
+    #[arg(long, env = "GIT_ENABLED", default_value_t = true, action = ArgAction::Set)]
+    pub git_enabled: bool,
+    /// Where the dashboard's Trunk build is served from.
+    #[arg(long, env = "FRONTEND_DIR", default_value = "dist")]
+    pub frontend_dir: PathBuf,
+    /// `text` or `json` log lines.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl Config {
+    /// The defaults of DESIGN.md (and whatever the environment overrides).
+    pub fn from_defaults() -> anyhow::Result<Config> {
+        Ok(<Config as clap::Parser>::try_parse_from(["agora"])?)
+    }
+
+    pub fn scheduler_interval(&self) -> Duration {
+        secs(self.scheduler_interval_secs)
+    }
+
+    pub fn agent_stale(&self) -> Duration {
+        secs(self.agent_stale_secs)
+    }
+
+    pub fn offer_ttl(&self) -> Duration {
+        secs(self.offer_ttl_secs)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (name, v) in [
+            ("SCHEDULER_INTERVAL_SECS", self.scheduler_interval_secs),
+            ("AGENT_STALE_SECS", self.agent_stale_secs),
+            ("OFFER_TTL_SECS", self.offer_ttl_secs),
+        ] {
+            anyhow::ensure!(v.is_finite() && v > 0.0, "{name} must be a positive number of seconds, got {v}");
+        }
+        anyhow::ensure!(self.max_body_bytes >= 1024, "MAX_BODY_BYTES must be at least 1024");
+        anyhow::ensure!(
+            matches!(self.log_format.as_str(), "text" | "json"),
+            "LOG_FORMAT must be text or json"
+        );
+        Ok(())
+    }
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::from_secs_f64(v.max(0.001))
+}

@@ -1,0 +1,127 @@
+//! The one error type of the server, and the one place it becomes an HTTP response
+//! (`{success:false, error:{code, message, field?, details?}}` with the matching status).
+//! Internal causes are logged, never sent to the client.
+
+use agora_shared::{ApiErrorBody, Envelope, ErrorCode, FieldError, InvalidTaskAction, InvalidTransition, PlanError};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Validation(FieldError),
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    InvalidPlan(#[from] PlanError),
+    #[error("this agent may approve again at {next_allowed_at}")]
+    RateLimited { next_allowed_at: DateTime<Utc> },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
+        ApiError::NotFound(format!("{what} {id} does not exist"))
+    }
+
+    pub fn validation(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Validation(FieldError::new(field, message))
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::Validation(_) => ErrorCode::ValidationError,
+            ApiError::MalformedJson(_) => ErrorCode::MalformedJson,
+            ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            ApiError::InvalidState(_) => ErrorCode::InvalidState,
+            ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::InvalidPlan(_) => ErrorCode::InvalidPlan,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Database(_) | ApiError::Internal(_) => ErrorCode::InternalError,
+        }
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The body sent to the client: never the text of an internal cause.
+    pub fn body(&self) -> ApiErrorBody {
+        let (message, field, details) = match self {
+            ApiError::Validation(e) => (e.to_string(), Some(e.field.clone()), None),
+            ApiError::RateLimited { next_allowed_at } => (
+                self.to_string(),
+                None,
+                Some(serde_json::json!({ "next_allowed_at": next_allowed_at })),
+            ),
+            ApiError::Database(_) | ApiError::Internal(_) => {
+                ("internal error; the server logged the cause".to_string(), None, None)
+            }
+            other => (other.to_string(), None, None),
+        };
+        ApiErrorBody {
+            code: self.code(),
+            message,
+            field,
+            details,
+        }
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::Validation(e)
+    }
+}
+
+impl From<InvalidTransition> for ApiError {
+    fn from(e: InvalidTransition) -> Self {
+        ApiError::InvalidState(e.to_string())
+    }
+}
+
+impl From<InvalidTaskAction> for ApiError {
+    fn from(e: InvalidTaskAction) -> Self {
+        ApiError::InvalidState(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Database(e) => tracing::error!(error = ?e, "database error"),
+            ApiError::Internal(e) => tracing::error!(error = ?e, "internal error"),
+            _ => {}
+        }
+        let status = self.status_code();
+        (status, Json(Envelope::<()>::err(self.body()))).into_response()
+    }
+}

@@ -1,0 +1,104 @@
+//! `/api/agents`: register, heartbeat, unregister, list, can-approve.
+
+use agora_shared::{Agent, CanApprove, Envelope, ErrorEnvelope, RegisterAgent, Registered};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use uuid::Uuid;
+
+use super::extract::{created, ok, AppJson, AppPath};
+use crate::auth::{hash_token, new_token, AgentAuth, RegistrationAuth};
+use crate::error::Result;
+use crate::state::AppState;
+use crate::store::AgentRegisterParams;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/agents/register", post(register_agent))
+        .route("/agents", get(list_agents))
+        .route("/agents/{id}", get(get_agent).delete(unregister_agent))
+        .route("/agents/{id}/heartbeat", post(heartbeat_agent))
+        .route("/agents/{id}/can-approve", get(can_approve))
+}
+
+/// Register an agent. The token in the answer is shown once.
+#[utoipa::path(post, path = "/api/agents/register", tag = "agents", request_body = RegisterAgent,
+    responses((status = 201, body = Envelope<Registered>), (status = 400, body = ErrorEnvelope),
+              (status = 401, body = ErrorEnvelope), (status = 413, body = ErrorEnvelope)))]
+pub async fn register_agent(
+    State(state): State<AppState>,
+    _auth: RegistrationAuth,
+    AppJson(body): AppJson<RegisterAgent>,
+) -> Result<(StatusCode, Json<Envelope<Registered>>)> {
+    body.validate()?;
+    let token = new_token();
+    let agent = state
+        .store
+        .agent_register(AgentRegisterParams {
+            id: Uuid::new_v4(),
+            name: body.name.trim().to_string(),
+            capabilities: body.capabilities.unwrap_or_default(),
+            token_hash: hash_token(&token),
+        })
+        .await?;
+    Ok(created(Registered { agent_id: agent.id, token, agent }))
+}
+
+/// All registered agents, oldest first.
+#[utoipa::path(get, path = "/api/agents", tag = "agents",
+    responses((status = 200, body = Envelope<Vec<Agent>>)))]
+pub async fn list_agents(State(state): State<AppState>) -> Result<Json<Envelope<Vec<Agent>>>> {
+    Ok(ok(state.store.agent_list().await?))
+}
+
+/// One agent.
+#[utoipa::path(get, path = "/api/agents/{id}", tag = "agents", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Envelope<Agent>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn get_agent(State(state): State<AppState>, AppPath(id): AppPath<Uuid>) -> Result<Json<Envelope<Agent>>> {
+    Ok(ok(state.store.agent_get(id).await?))
+}
+
+/// Tell the server the agent is alive (any authenticated call does too).
+#[utoipa::path(post, path = "/api/agents/{id}/heartbeat", tag = "agents", params(("id" = Uuid, Path)),
+    security(("agent_token" = [])),
+    responses((status = 200, body = Envelope<Agent>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+              (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn heartbeat_agent(
+    State(state): State<AppState>,
+    auth: AgentAuth,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Envelope<Agent>>> {
+    auth.require(id)?;
+    Ok(ok(state.store.agent_heartbeat(id).await?))
+}
+
+/// Unregister: the token stops working and the agent's tasks go back to pending.
+#[utoipa::path(delete, path = "/api/agents/{id}", tag = "agents", params(("id" = Uuid, Path)),
+    security(("agent_token" = [])),
+    responses((status = 200, body = Envelope<Agent>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+              (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn unregister_agent(
+    State(state): State<AppState>,
+    auth: AgentAuth,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Envelope<Agent>>> {
+    auth.require(id)?;
+    let agent = state.store.agent_unregister(id).await?;
+    state.tokens.forget(id);
+    Ok(ok(agent))
+}
+
+/// Whether the agent's approval cooldown has passed.
+#[utoipa::path(get, path = "/api/agents/{id}/can-approve", tag = "agents", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Envelope<CanApprove>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn can_approve(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Envelope<CanApprove>>> {
+    let next = state
+        .store
+        .agent_next_approval_at(id, state.config.approval_cooldown_secs)
+        .await?;
+    Ok(ok(CanApprove { can_approve: next.is_none(), next_allowed_at: next }))
+}

@@ -1,0 +1,184 @@
+//! Extractors that turn every malformed request into our error envelope: JSON bodies (whatever
+//! the Content-Type, so `curl -d` works), path ids and query strings, naming the field at fault.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::Json;
+use agora_shared::Envelope;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A JSON body, required.
+pub struct AppJson<T>(pub T);
+
+/// A JSON body that may be left out (empty body → `T::default()`).
+pub struct OptionalJson<T>(pub T);
+
+async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|r: BytesRejection| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(state.config.max_body_bytes)
+            } else {
+                ApiError::MalformedJson(r.body_text())
+            }
+        })
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::MalformedJson("the body is empty; send a JSON object".into()));
+        }
+        parse_json(&bytes).map(AppJson)
+    }
+}
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        parse_json(&bytes).map(OptionalJson)
+    }
+}
+
+/// Parses JSON, telling syntax errors (400 MALFORMED_JSON) from shape errors (400
+/// VALIDATION_ERROR with the field's path).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = match serde_path_to_error::deserialize(&mut de) {
+        Ok(v) => v,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            return Err(match inner.classify() {
+                serde_json::error::Category::Data => {
+                    let message = inner.to_string();
+                    ApiError::validation(&field_of(&path, &message), strip_position(&message))
+                }
+                _ => ApiError::MalformedJson(inner.to_string()),
+            });
+        }
+    };
+    de.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    Ok(value)
+}
+
+/// The field a serde message is about: the path, or the name inside "missing field `x`".
+fn field_of(path: &str, message: &str) -> String {
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next());
+    match (path, named) {
+        (".", Some(name)) => name.to_string(),
+        (p, Some(name)) => format!("{p}.{name}"),
+        (".", None) => "body".to_string(),
+        (p, None) => p.to_string(),
+    }
+}
+
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Path parameters; a bad id is a 400 naming the parameter.
+pub struct AppPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for AppPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(AppPath(v)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                use axum::extract::path::ErrorKind;
+                Err(match e.kind() {
+                    ErrorKind::ParseErrorAtKey { key, value, .. } => {
+                        ApiError::validation(key, format!("must be a UUID, got '{value}'"))
+                    }
+                    ErrorKind::ParseError { value, .. } => {
+                        ApiError::validation("id", format!("must be a UUID, got '{value}'"))
+                    }
+                    _ => ApiError::validation("path", e.body_text()),
+                })
+            }
+            Err(other) => Err(ApiError::validation("path", other.body_text())),
+        }
+    }
+}
+
+/// Query parameters; a bad one is a 400 naming it.
+pub struct AppQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for AppQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de).map(AppQuery).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            ApiError::validation(&field_of(&path, &message), message)
+        })
+    }
+}
+
+/// A success envelope.
+pub fn ok<T: Serialize>(data: T) -> Json<Envelope<T>> {
+    Json(Envelope::ok(data))
+}
+
+/// A success envelope with 201 Created.
+pub fn created<T: Serialize>(data: T) -> (StatusCode, Json<Envelope<T>>) {
+    (StatusCode::CREATED, Json(Envelope::ok(data)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_shared::{ErrorCode, SubmitJob};
+
+    fn err(body: &str) -> agora_shared::ApiErrorBody {
+        parse_json::<SubmitJob>(body.as_bytes()).err().map(|e| e.body()).unwrap()
+    }
+
+    #[test]
+    fn names_the_field() {
+        let e = err(r#"{"job_spec": {}}"#);
+        assert_eq!((e.code, e.field.as_deref()), (ErrorCode::ValidationError, Some("title")));
+        let e = err(r#"{"title": "t", "job_spec": 1, "priority": "high"}"#);
+        assert_eq!(e.field.as_deref(), Some("priority"));
+        let e = err(r#"{"title": "t", "job_spec": 1, "colour": 1}"#);
+        assert_eq!(e.field.as_deref(), Some("colour"));
+        assert_eq!(err(r#"{"title": "#).code, ErrorCode::MalformedJson);
+        assert_eq!(err(r#"{"title": "t", "job_spec": 1} x"#).code, ErrorCode::MalformedJson);
+        assert_eq!(err("[]").code, ErrorCode::ValidationError);
+    }
+}

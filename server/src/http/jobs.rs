@@ -1,0 +1,154 @@
+//! `/api/jobs`: submit, list, get, tasks, approvals, events, approve, cancel.
+
+use agora_shared::{
+    Approval, ApproveJob, Approved, CancelJob, Envelope, ErrorEnvelope, Event, EventListQuery, Job, JobListQuery, Page,
+    SubmitJob, Task, TaskListQuery,
+};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use uuid::Uuid;
+
+use super::extract::{created, ok, AppJson, AppPath, AppQuery, OptionalJson};
+use crate::auth::{AdminAuth, AgentAuth};
+use crate::error::{ApiError, Result};
+use crate::state::AppState;
+use crate::store::{EventListParams, JobApproveParams, JobInsertParams, JobListParams, TaskListParams};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/jobs", post(submit_job).get(list_jobs))
+        .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}/tasks", get(list_job_tasks))
+        .route("/jobs/{id}/approvals", get(list_job_approvals))
+        .route("/jobs/{id}/events", get(list_job_events))
+        .route("/jobs/{id}/approve", post(approve_job))
+        .route("/jobs/{id}/cancel", post(cancel_job))
+}
+
+/// Submit a job; it waits in `committed` for approvals. With `submitted_by`, the call needs that
+/// agent's token.
+#[utoipa::path(post, path = "/api/jobs", tag = "jobs", request_body = SubmitJob,
+    responses((status = 201, body = Envelope<Job>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+              (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 413, body = ErrorEnvelope)))]
+pub async fn submit_job(
+    State(state): State<AppState>,
+    auth: Option<AgentAuth>,
+    AppJson(body): AppJson<SubmitJob>,
+) -> Result<(StatusCode, Json<Envelope<Job>>)> {
+    body.validate(state.config.approvals_required)?;
+    if let Some(agent) = body.submitted_by {
+        auth.ok_or(ApiError::Unauthorized("submitted_by needs that agent's token as 'Authorization: Bearer <token>'"))?
+            .require(agent)?;
+    }
+    let job = state
+        .store
+        .job_submit(JobInsertParams {
+            id: Uuid::new_v4(),
+            title: body.title.trim().to_string(),
+            job_spec: body.job_spec,
+            priority: body.priority.unwrap_or(0),
+            approvals_required: body.approvals_required.unwrap_or(state.config.approvals_required),
+            submitted_by: body.submitted_by,
+        })
+        .await?;
+    Ok(created(job))
+}
+
+/// Jobs, newest first, optionally of one status.
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(JobListQuery),
+    responses((status = 200, body = Envelope<Page<Job>>), (status = 400, body = ErrorEnvelope)))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<JobListQuery>,
+) -> Result<Json<Envelope<Page<Job>>>> {
+    let params = JobListParams { status: q.status, limit: q.limit()?, offset: q.offset.unwrap_or(0) };
+    Ok(ok(state.store.job_list(params).await?))
+}
+
+/// One job with its counters.
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Envelope<Job>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn get_job(State(state): State<AppState>, AppPath(id): AppPath<Uuid>) -> Result<Json<Envelope<Job>>> {
+    Ok(ok(state.store.job_get(id).await?))
+}
+
+/// A job's tasks in index order (0 is the plan task).
+#[utoipa::path(get, path = "/api/jobs/{id}/tasks", tag = "jobs", params(("id" = Uuid, Path), TaskListQuery),
+    responses((status = 200, body = Envelope<Page<Task>>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn list_job_tasks(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+    AppQuery(q): AppQuery<TaskListQuery>,
+) -> Result<Json<Envelope<Page<Task>>>> {
+    let params = TaskListParams { job_id: id, status: q.status, limit: q.limit()?, offset: q.offset.unwrap_or(0) };
+    Ok(ok(state.store.task_list(params).await?))
+}
+
+/// Who approved the job, in order.
+#[utoipa::path(get, path = "/api/jobs/{id}/approvals", tag = "jobs", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Envelope<Vec<Approval>>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn list_job_approvals(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Envelope<Vec<Approval>>>> {
+    Ok(ok(state.store.approval_list(id).await?))
+}
+
+/// The job's events, oldest first, after an id.
+#[utoipa::path(get, path = "/api/jobs/{id}/events", tag = "jobs", params(("id" = Uuid, Path), EventListQuery),
+    responses((status = 200, body = Envelope<Vec<Event>>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn list_job_events(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+    AppQuery(q): AppQuery<EventListQuery>,
+) -> Result<Json<Envelope<Vec<Event>>>> {
+    state.store.job_get(id).await?;
+    let params = EventListParams { job_id: Some(id), after: q.after.unwrap_or(0), limit: q.limit()? };
+    Ok(ok(state.store.event_list(params).await?))
+}
+
+/// Approve a job as `agent_id` (needs its token). The quorum accepts the job and creates its
+/// plan task.
+#[utoipa::path(post, path = "/api/jobs/{id}/approve", tag = "jobs", params(("id" = Uuid, Path)), request_body = ApproveJob,
+    security(("agent_token" = [])),
+    responses((status = 200, body = Envelope<Approved>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+              (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
+              (status = 429, body = ErrorEnvelope)))]
+pub async fn approve_job(
+    State(state): State<AppState>,
+    auth: AgentAuth,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(body): AppJson<ApproveJob>,
+) -> Result<Json<Envelope<Approved>>> {
+    body.validate()?;
+    auth.require(body.agent_id)?;
+    let approved = state
+        .store
+        .job_approve(JobApproveParams {
+            job_id: id,
+            agent_id: body.agent_id,
+            comment: body.comment,
+            cooldown_secs: state.config.approval_cooldown_secs,
+            plan_max_retries: state.config.task_max_retries,
+            plan_timeout_secs: state.config.task_timeout,
+        })
+        .await?;
+    Ok(ok(approved))
+}
+
+/// Operator: fail the job and its open tasks (needs ADMIN_TOKEN when set).
+#[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path)), request_body(content = Option<CancelJob>),
+    security(("admin_token" = [])),
+    responses((status = 200, body = Envelope<Job>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+              (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    AppPath(id): AppPath<Uuid>,
+    OptionalJson(body): OptionalJson<CancelJob>,
+) -> Result<Json<Envelope<Job>>> {
+    agora_shared::validate::optional_text("reason", body.reason.as_deref(), agora_shared::MAX_COMMENT)?;
+    Ok(ok(state.store.job_cancel(id, body.reason).await?))
+}

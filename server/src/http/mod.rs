@@ -1,0 +1,43 @@
+//! The HTTP surface: `app(state)` builds the whole router, one module per resource.
+
+pub mod agents;
+pub mod extract;
+pub mod jobs;
+pub mod system;
+pub mod tasks;
+
+use agora_shared::Envelope;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Json, Router};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The whole application, ready to serve (or to call with `oneshot` in tests).
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(agents::router())
+        .merge(jobs::router())
+        .merge(tasks::router())
+        .merge(system::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    Router::new()
+        .nest("/api", api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    let e = ApiError::MethodNotAllowed;
+    (StatusCode::METHOD_NOT_ALLOWED, Json(Envelope::<()>::err(e.body())))
+}

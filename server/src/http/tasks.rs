@@ -1,0 +1,151 @@
+//! `/api/tasks`: claim (with long-poll), get, start, progress, complete, fail.
+
+use std::time::Duration;
+
+use agora_shared::{ClaimTask, ClaimedTask, CompleteTask, Envelope, ErrorEnvelope, FailTask, ProgressTask, Task};
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::extract::{ok, AppJson, AppPath, OptionalJson};
+use crate::auth::AgentAuth;
+use crate::error::Result;
+use crate::state::AppState;
+use crate::store::{TaskClaimParams, TaskFailParams, TaskProgressParams};
+
+/// How often a long-poll re-checks even without a wake-up: a safety net, not the hot path.
+const LONG_POLL_RECHECK: Duration = Duration::from_secs(5);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/tasks/claim", post(claim_task))
+        .route("/tasks/{id}", get(get_task))
+        .route("/tasks/{id}/start", post(start_task))
+        .route("/tasks/{id}/progress", post(progress_task))
+        .route("/tasks/{id}/complete", post(complete_task))
+        .route("/tasks/{id}/fail", post(fail_task))
+}
+
+/// Claim the next pending task. `data` is `null` when there is none; with `wait_secs` the call
+/// waits up to that long for one and answers the moment one is pending.
+#[utoipa::path(post, path = "/api/tasks/claim", tag = "tasks", request_body = ClaimTask,
+    security(("agent_token" = [])),
+    responses((status = 200, body = Envelope<ClaimedTask>), (status = 400, body = ErrorEnvelope),
+              (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn claim_task(
+    State(state): State<AppState>,
+    auth: AgentAuth,
+    AppJson(body): AppJson<ClaimTask>,
+) -> Result<Json<Envelope<ClaimedTask>>> {
+    body.validate()?;
+    auth.require(body.agent_id)?;
+    let wait = Duration::from_secs(u64::from(body.wait_secs.unwrap_or(0)));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        // Register for the wake-up before looking, so a task that lands in between is not missed.
+        let notified = state.store.work_available().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let claimed = state.store.task_claim(TaskClaimParams { agent_id: body.agent_id }).await?;
+        if let Some(claimed) = claimed {
+            return Ok(ok(claimed));
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline || *shutdown.borrow() {
+            return Ok(Json(Envelope::empty()));
+        }
+        let recheck = deadline.min(now + LONG_POLL_RECHECK);
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(recheck) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// One task.
+#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Envelope<Task>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn get_task(State(state): State<AppState>, AppPath(id): AppPath<Uuid>) -> Result<Json<Envelope<Task>>> {
+    Ok(ok(state.store.task_get(id).await?))
+}
+
+/// The assigned agent starts the task (`claimed → running`). The body is ignored and may be
+/// left out.
+#[utoipa::path(post, path = "/api/tasks/{id}/start", tag = "tasks", params(("id" = Uuid, Path)),
+    security(("agent_token" = [])),
+    responses((status = 200, body = Envelope<Task>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+              (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+pub async fn start_task(
+    State(state): State<AppState>,
+    auth: AgentAuth,
+    AppPath(id): AppPath<Uuid>,
+    OptionalJson(body): OptionalJson<Option<serde_json::Map<String, Value>>>,
+) -> Result<Json<Envelope<Task>>> {
+    let _ = body;
+    Ok(ok(state.store.task_start(auth.0, id).await?))
+}
+
+/// Report progress (0–100) and optionally push the deadline out by `extend_secs`.
+#[utoipa::path(post, path = "/api/tasks/{id}/progress", tag = "tasks", params(("id" = Uuid, Path)), request_body = ProgressTask,
+    security(("agent_token" = [])),
+    responses((status = 200, body = Envelope<Task>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+              (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+pub async fn progress_task(
+    State(state): State<AppState>,
+    auth: AgentAuth,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(body): AppJson<ProgressTask>,
+) -> Result<Json<Envelope<Task>>> {
+    body.validate()?;
+    let params = TaskProgressParams {
+        agent_id: auth.0,
+        task_id: id,
+        progress: body.progress,
+        message: body.message,
+        extend_secs: body.extend_secs,
+    };
+    Ok(ok(state.store.task_progress(params).await?))
+}
+
+/// Complete the task with its result. A plan task's result must be `{"task_specs": [...]}`
+/// (422 otherwise, and the task stays running).
+#[utoipa::path(post, path = "/api/tasks/{id}/complete", tag = "tasks", params(("id" = Uuid, Path)), request_body = CompleteTask,
+    security(("agent_token" = [])),
+    responses((status = 200, body = Envelope<Task>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+              (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
+              (status = 413, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
+pub async fn complete_task(
+    State(state): State<AppState>,
+    auth: AgentAuth,
+    AppPath(id): AppPath<Uuid>,
+    OptionalJson(body): OptionalJson<CompleteTask>,
+) -> Result<Json<Envelope<Task>>> {
+    Ok(ok(state.store.task_complete(auth.0, id, body.result).await?))
+}
+
+/// Report a failed attempt. It is retried while attempts ≤ max_retries, unless
+/// `retryable: false`.
+#[utoipa::path(post, path = "/api/tasks/{id}/fail", tag = "tasks", params(("id" = Uuid, Path)), request_body = FailTask,
+    security(("agent_token" = [])),
+    responses((status = 200, body = Envelope<Task>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+              (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+pub async fn fail_task(
+    State(state): State<AppState>,
+    auth: AgentAuth,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(body): AppJson<FailTask>,
+) -> Result<Json<Envelope<Task>>> {
+    body.validate()?;
+    let params = TaskFailParams {
+        agent_id: auth.0,
+        task_id: id,
+        error: body.error,
+        retryable: body.retryable.unwrap_or(true),
+    };
+    Ok(ok(state.store.task_fail(params).await?))
+}
+

@@ -1,0 +1,36 @@
+//! The OpenAPI document, generated from the handlers' annotations and the shared types.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::http::{agents, jobs, system, tasks};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Agora", description = "Coordination server for AI agents: approve, plan and execute jobs."),
+    paths(
+        agents::register_agent, agents::list_agents, agents::get_agent, agents::heartbeat_agent,
+        agents::unregister_agent, agents::can_approve,
+        jobs::submit_job, jobs::list_jobs, jobs::get_job, jobs::list_job_tasks, jobs::list_job_approvals,
+        jobs::list_job_events, jobs::approve_job, jobs::cancel_job,
+        tasks::claim_task, tasks::get_task, tasks::start_task, tasks::progress_task, tasks::complete_task,
+        tasks::fail_task,
+        system::health, system::stats, system::openapi,
+    ),
+    modifiers(&Security),
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for name in ["agent_token", "admin_token"] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}

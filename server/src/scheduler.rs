@@ -1,0 +1,53 @@
+//! The scheduler: every `SCHEDULER_INTERVAL_SECS` it fails attempts past their deadline, takes
+//! tasks back from stale agents, and repairs job counters. Each sweep is one idempotent
+//! transaction, so several replicas may run it at once.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::store::{now_ms, Store};
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    pub tasks_timed_out: usize,
+    pub agents_offline: usize,
+    pub tasks_recovered: usize,
+    pub jobs_settled: usize,
+}
+
+/// One pass of every sweep, at the current time. Tests call this directly.
+pub async fn run_once(store: &Store, agent_stale: Duration) -> crate::error::Result<SweepReport> {
+    let tasks_timed_out = store.tasks_expire().await?;
+    let stale_before = now_ms() - i64::try_from(agent_stale.as_millis()).unwrap_or(i64::MAX / 2);
+    let stale = store.agents_mark_stale(stale_before).await?;
+    let jobs_settled = store.jobs_sync().await?;
+    Ok(SweepReport {
+        tasks_timed_out,
+        agents_offline: stale.agents_offline,
+        tasks_recovered: stale.tasks_recovered,
+        jobs_settled,
+    })
+}
+
+/// Runs the sweeps until shutdown.
+pub async fn run(store: Store, config: std::sync::Arc<Config>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(config.scheduler_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        match run_once(&store, config.agent_stale()).await {
+            Ok(r) if r != SweepReport::default() => tracing::info!(?r, "scheduler sweep"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "scheduler sweep failed; will retry"),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Building and running the server: bind, open the store, start the scheduler, serve until a
+//! stop signal, then drain.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::TokenCache;
+use crate::config::Config;
+use crate::http::app;
+use crate::scheduler;
+use crate::state::AppState;
+use crate::store::Store;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Application {
+    /// Opens the database, runs migrations and binds the port (0 picks a free one).
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        config.validate()?;
+        let store = Store::connect(config.database_url.as_deref(), &config.db_path).await?;
+        let addr = format!("{}:{}", config.host, config.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = AppState {
+            store,
+            config: Arc::new(config),
+            tokens: Arc::new(TokenCache::default()),
+            shutdown: shutdown_rx,
+        };
+        Ok(Application { listener, state, shutdown })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn store(&self) -> Store {
+        self.state.store.clone()
+    }
+
+    /// Serves until `stop` resolves, then stops taking requests, ends long-polls and streams,
+    /// waits for open requests, stops the scheduler and closes the store.
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Application { listener, state, shutdown } = self;
+        let scheduler = tokio::spawn(scheduler::run(state.store.clone(), state.config.clone(), state.shutdown.clone()));
+        let store = state.store.clone();
+        let mut watch_rx = state.shutdown.clone();
+        let router = app(state);
+        tracing::info!(addr = %listener.local_addr()?, backend = store.backend().name(), "agora listening");
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = watch_rx.changed().await;
+        });
+        let trigger = async move {
+            stop.await;
+            tracing::info!("shutting down");
+            let _ = shutdown.send(true);
+            shutdown
+        };
+        let (served, shutdown) = tokio::join!(serve, trigger);
+        let _ = shutdown.send(true);
+        let _ = scheduler.await;
+        store.close().await;
+        served.context("serving HTTP")?;
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,21 @@
+//! The one context object every handler gets.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::auth::TokenCache;
+use crate::config::Config;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    /// All reads and writes.
+    pub store: Store,
+    /// Limits and defaults the handlers apply.
+    pub config: Arc<Config>,
+    /// Token hash → agent id, so authenticating a hot agent costs no query.
+    pub tokens: Arc<TokenCache>,
+    /// Flips to `true` when the server starts shutting down: long-polls and streams end.
+    pub shutdown: watch::Receiver<bool>,
+}

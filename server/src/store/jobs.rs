@@ -1,0 +1,381 @@
+//! Jobs: submission, approval, cancel, the counters kept beside each job, and the transitions
+//! that task changes cause.
+
+use agora_shared::{
+    approval_path, Approval, Approved, EventKind, Job, JobEvent, JobStatus, Page, TaskStatus, TaskType,
+};
+use chrono::Duration;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::agents::agent_touch;
+use super::events::{event_insert, EventDraft};
+use super::rows::{ts, ApprovalRow, JobRow};
+use super::sql::JOB_COLUMNS;
+use super::tasks::{tasks_insert, NewTask};
+use super::{Store, WriteCtx};
+use crate::error::{ApiError, Result};
+
+pub struct JobInsertParams {
+    pub id: Uuid,
+    pub title: String,
+    pub job_spec: Value,
+    pub priority: i32,
+    pub approvals_required: u32,
+    pub submitted_by: Option<Uuid>,
+}
+
+pub struct JobApproveParams {
+    pub job_id: Uuid,
+    pub agent_id: Uuid,
+    pub comment: Option<String>,
+    pub cooldown_secs: u64,
+    /// Retries and timeout of the plan task created on acceptance.
+    pub plan_max_retries: u32,
+    pub plan_timeout_secs: u64,
+}
+
+pub struct JobListParams {
+    pub status: Option<JobStatus>,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// Recomputes the counters of the jobs matched by the WHERE clause appended to it.
+const JOB_RECOUNT: &str = "UPDATE jobs SET \
+    tasks_total = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = jobs.id), \
+    tasks_completed = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = jobs.id AND t.status = 'completed'), \
+    tasks_failed = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = jobs.id AND t.status = 'failed'), \
+    tasks_running = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = jobs.id AND t.status IN ('claimed', 'running'))";
+
+pub(crate) async fn job_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<JobRow> {
+    sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(&mut *ctx.conn)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job", id))
+}
+
+/// Moves a job along its lifecycle (checked by `JobStatus::transition`) and writes the event.
+pub(crate) async fn job_transition(
+    ctx: &mut WriteCtx,
+    job: &JobRow,
+    event: JobEvent,
+    error: Option<String>,
+) -> Result<JobRow> {
+    let from = job.status()?;
+    let to = from.transition(event)?;
+    let finished = to.is_terminal().then_some(ctx.now);
+    let row: JobRow = sqlx::query_as(&format!(
+        "UPDATE jobs SET status = $2, updated_at = $3, finished_at = $4, error = COALESCE($5, error) \
+         WHERE id = $1 RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(&job.id)
+    .bind(to.as_str())
+    .bind(ctx.now)
+    .bind(finished)
+    .bind(error.clone())
+    .fetch_one(&mut *ctx.conn)
+    .await?;
+    let id = super::rows::uuid(&job.id)?;
+    let mut data = json!({ "from": from, "status": to, "title": row.title });
+    if let Some(e) = error {
+        data["error"] = Value::String(e);
+    }
+    event_insert(ctx, EventDraft::new(EventKind::for_job_status(to), data).job(id)).await?;
+    Ok(row)
+}
+
+/// Which counter a task state belongs to.
+fn bucket(s: TaskStatus) -> [i64; 3] {
+    match s {
+        TaskStatus::Completed => [1, 0, 0],
+        TaskStatus::Failed => [0, 1, 0],
+        TaskStatus::Claimed | TaskStatus::Running => [0, 0, 1],
+        TaskStatus::Pending => [0, 0, 0],
+    }
+}
+
+/// Applies a task's move `from → to` to its job's counters (`from: None` is a new task) and
+/// then the job transitions it causes: the first claim of the plan or of a work task, a plan
+/// that failed for good, or the last work task settling.
+pub(crate) async fn job_task_changed(
+    ctx: &mut WriteCtx,
+    job_id: &str,
+    task_type: TaskType,
+    from: Option<TaskStatus>,
+    to: TaskStatus,
+    error: Option<&str>,
+) -> Result<JobRow> {
+    let [c0, f0, r0] = from.map(bucket).unwrap_or([0, 0, 0]);
+    let [c1, f1, r1] = bucket(to);
+    let added = i64::from(from.is_none());
+    let job: JobRow = sqlx::query_as(&format!(
+        "UPDATE jobs SET tasks_total = tasks_total + $2, tasks_completed = tasks_completed + $3, \
+         tasks_failed = tasks_failed + $4, tasks_running = tasks_running + $5, updated_at = $6 \
+         WHERE id = $1 RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(job_id)
+    .bind(added)
+    .bind(c1 - c0)
+    .bind(f1 - f0)
+    .bind(r1 - r0)
+    .bind(ctx.now)
+    .fetch_one(&mut *ctx.conn)
+    .await?;
+    let status = job.status()?;
+    match (task_type, to) {
+        (TaskType::Plan, TaskStatus::Claimed) if status == JobStatus::Accepted => {
+            job_transition(ctx, &job, JobEvent::PlanClaimed, None).await
+        }
+        (TaskType::Work, TaskStatus::Claimed) if status == JobStatus::Ready => {
+            job_transition(ctx, &job, JobEvent::WorkClaimed, None).await
+        }
+        (TaskType::Plan, TaskStatus::Failed) if !status.is_terminal() => {
+            let why = format!("the plan task failed: {}", error.unwrap_or("no reason given"));
+            job_transition(ctx, &job, JobEvent::PlanFailed, Some(why)).await
+        }
+        (TaskType::Work, TaskStatus::Completed | TaskStatus::Failed) => job_settle(ctx, job).await,
+        _ => Ok(job),
+    }
+}
+
+/// An executing job whose tasks are all terminal completes, or fails if one failed for good.
+pub(crate) async fn job_settle(ctx: &mut WriteCtx, job: JobRow) -> Result<JobRow> {
+    if job.status()? != JobStatus::Executing || job.tasks_completed + job.tasks_failed < job.tasks_total {
+        return Ok(job);
+    }
+    let any_failed = job.tasks_failed > 0;
+    let error = any_failed.then(|| {
+        format!("{} of {} tasks failed", job.tasks_failed, job.tasks_total)
+    });
+    job_transition(ctx, &job, JobEvent::WorkSettled { any_failed }, error).await
+}
+
+pub(crate) async fn job_insert(ctx: &mut WriteCtx, p: JobInsertParams) -> Result<Job> {
+    if let Some(agent) = p.submitted_by {
+        agent_touch(ctx, agent).await?;
+    }
+    let row: JobRow = sqlx::query_as(&format!(
+        "INSERT INTO jobs (id, title, job_spec, status, submitted_by, approvals_required, priority, \
+         created_at, updated_at) VALUES ($1, $2, $3, 'committed', $4, $5, $6, $7, $7) RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(p.id.to_string())
+    .bind(&p.title)
+    .bind(p.job_spec.to_string())
+    .bind(p.submitted_by.map(|u| u.to_string()))
+    .bind(i64::from(p.approvals_required))
+    .bind(i64::from(p.priority))
+    .bind(ctx.now)
+    .fetch_one(&mut *ctx.conn)
+    .await?;
+    let data = json!({ "from": Value::Null, "status": JobStatus::Committed, "title": p.title });
+    event_insert(
+        ctx,
+        EventDraft::new(EventKind::JobCommitted, data).job(p.id).agent(p.submitted_by),
+    )
+    .await?;
+    row.into_job()
+}
+
+pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Result<Approved> {
+    let agent = agent_touch(ctx, p.agent_id).await?;
+    let job = job_fetch(ctx, p.job_id).await?;
+    let status = job.status()?;
+    if !status.accepts_approvals() {
+        return Err(ApiError::InvalidState(format!(
+            "job {} is '{status}': only committed or approving jobs take approvals",
+            p.job_id
+        )));
+    }
+    let already: Option<(i64,)> = sqlx::query_as("SELECT created_at FROM approvals WHERE job_id = $1 AND agent_id = $2")
+        .bind(&job.id)
+        .bind(&agent.id)
+        .fetch_optional(&mut *ctx.conn)
+        .await?;
+    if already.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "agent {} has already approved job {}",
+            p.agent_id, p.job_id
+        )));
+    }
+    if let Some(last) = agent.last_approved_at {
+        let next = last.saturating_add(i64::try_from(p.cooldown_secs).unwrap_or(i64::MAX / 2).saturating_mul(1000));
+        if ctx.now < next {
+            return Err(ApiError::RateLimited { next_allowed_at: ts(next) });
+        }
+    }
+    sqlx::query("INSERT INTO approvals (job_id, agent_id, comment, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(&job.id)
+        .bind(&agent.id)
+        .bind(p.comment.clone())
+        .bind(ctx.now)
+        .execute(&mut *ctx.conn)
+        .await?;
+    sqlx::query("UPDATE agents SET last_approved_at = $2 WHERE id = $1")
+        .bind(&agent.id)
+        .bind(ctx.now)
+        .execute(&mut *ctx.conn)
+        .await?;
+    let mut job: JobRow = sqlx::query_as(&format!(
+        "UPDATE jobs SET approvals = approvals + 1, updated_at = $2 WHERE id = $1 RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(&job.id)
+    .bind(ctx.now)
+    .fetch_one(&mut *ctx.conn)
+    .await?;
+    let approvals = u32::try_from(job.approvals).unwrap_or(u32::MAX);
+    let required = u32::try_from(job.approvals_required).unwrap_or(u32::MAX);
+    let data = json!({ "agent_name": agent.name, "approvals": approvals, "approvals_required": required });
+    event_insert(
+        ctx,
+        EventDraft::new(EventKind::ApprovalAdded, data).job(p.job_id).agent(Some(p.agent_id)),
+    )
+    .await?;
+    for next in approval_path(status, approvals, required)? {
+        let event = match next {
+            JobStatus::Approving => JobEvent::FirstApproval,
+            _ => JobEvent::QuorumReached,
+        };
+        job = job_transition(ctx, &job, event, None).await?;
+        if next == JobStatus::Accepted {
+            let plan = NewTask {
+                task_type: TaskType::Plan,
+                index: 0,
+                spec: job.job_spec.clone(),
+                max_retries: p.plan_max_retries,
+                timeout_secs: p.plan_timeout_secs,
+            };
+            job = tasks_insert(ctx, &job, vec![plan]).await?;
+        }
+    }
+    Ok(Approved {
+        approval: Approval {
+            job_id: p.job_id,
+            agent_id: p.agent_id,
+            agent_name: agent.name,
+            comment: p.comment,
+            created_at: ts(ctx.now),
+        },
+        job: job.into_job()?,
+    })
+}
+
+pub(crate) async fn job_cancel(ctx: &mut WriteCtx, id: Uuid, reason: Option<String>) -> Result<Job> {
+    let job = job_fetch(ctx, id).await?;
+    let status = job.status()?;
+    if status.is_terminal() {
+        return Err(ApiError::InvalidState(format!("job {id} is already '{status}'")));
+    }
+    let why = match reason {
+        Some(r) if !r.trim().is_empty() => format!("cancelled by an operator: {r}"),
+        _ => "cancelled by an operator".to_string(),
+    };
+    // Agents holding a task are told through its event; pending tasks are only counted.
+    let active: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+        "SELECT id, agent_id, idx FROM tasks WHERE job_id = $1 AND status IN ('claimed', 'running') ORDER BY idx",
+    )
+    .bind(&job.id)
+    .fetch_all(&mut *ctx.conn)
+    .await?;
+    let closed = sqlx::query(
+        "UPDATE tasks SET status = 'failed', error = $2, finished_at = $3, updated_at = $3 \
+         WHERE job_id = $1 AND status IN ('pending', 'claimed', 'running')",
+    )
+    .bind(&job.id)
+    .bind(&why)
+    .bind(ctx.now)
+    .execute(&mut *ctx.conn)
+    .await?
+    .rows_affected();
+    for (task_id, agent_id, idx) in active {
+        let data = json!({ "index": idx, "status": TaskStatus::Failed, "error": why, "cancelled": true });
+        let agent = agent_id.as_deref().map(super::rows::uuid).transpose()?;
+        let draft = EventDraft::new(EventKind::TaskFailed, data)
+            .job(id)
+            .task(super::rows::uuid(&task_id)?)
+            .agent(agent);
+        event_insert(ctx, draft).await?;
+    }
+    let job: JobRow = sqlx::query_as(&format!("{JOB_RECOUNT} WHERE id = $1 RETURNING {JOB_COLUMNS}"))
+        .bind(&job.id)
+        .fetch_one(&mut *ctx.conn)
+        .await?;
+    let job = job_transition(ctx, &job, JobEvent::Cancelled, Some(format!("{why} ({closed} open tasks closed)"))).await?;
+    job.into_job()
+}
+
+/// Repairs counters of unfinished jobs from their tasks and settles executing jobs whose tasks
+/// are all terminal. Idempotent: replicas may run it at once.
+pub(crate) async fn jobs_sync(ctx: &mut WriteCtx) -> Result<usize> {
+    let fixed: Vec<JobRow> = sqlx::query_as(&format!(
+        "{JOB_RECOUNT} WHERE status IN ('accepted', 'planning', 'ready', 'executing') RETURNING {JOB_COLUMNS}"
+    ))
+    .fetch_all(&mut *ctx.conn)
+    .await?;
+    let mut settled = 0;
+    for job in fixed {
+        let before = job.status.clone();
+        let after = job_settle(ctx, job).await?;
+        if after.status != before {
+            settled += 1;
+        }
+    }
+    Ok(settled)
+}
+
+impl Store {
+    pub async fn job_get(&self, id: Uuid) -> Result<Job> {
+        let row: Option<JobRow> = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.reader())
+            .await?;
+        row.ok_or_else(|| ApiError::not_found("job", id))?.into_job()
+    }
+
+    /// Newest first.
+    pub async fn job_list(&self, p: JobListParams) -> Result<Page<Job>> {
+        let status = p.status.map(|s| s.as_str());
+        let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE ($1 IS NULL OR status = $1)")
+            .bind(status)
+            .fetch_one(self.reader())
+            .await?;
+        let rows: Vec<JobRow> = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE ($1 IS NULL OR status = $1) \
+             ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+        ))
+        .bind(status)
+        .bind(i64::from(p.limit))
+        .bind(i64::try_from(p.offset).unwrap_or(i64::MAX))
+        .fetch_all(self.reader())
+        .await?;
+        Ok(Page {
+            items: rows.into_iter().map(JobRow::into_job).collect::<Result<_>>()?,
+            total: u64::try_from(total).unwrap_or_default(),
+            limit: p.limit,
+            offset: p.offset,
+        })
+    }
+
+    pub async fn approval_list(&self, job_id: Uuid) -> Result<Vec<Approval>> {
+        self.job_get(job_id).await?;
+        let rows: Vec<ApprovalRow> = sqlx::query_as(
+            "SELECT a.job_id, a.agent_id, g.name AS agent_name, a.comment, a.created_at \
+             FROM approvals a JOIN agents g ON g.id = a.agent_id WHERE a.job_id = $1 ORDER BY a.created_at, a.agent_id",
+        )
+        .bind(job_id.to_string())
+        .fetch_all(self.reader())
+        .await?;
+        rows.into_iter().map(ApprovalRow::into_approval).collect()
+    }
+
+    /// When the agent may approve again (`None`: now).
+    pub async fn agent_next_approval_at(&self, agent_id: Uuid, cooldown_secs: u64) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let agent = self.agent_get(agent_id).await?;
+        let cooldown = Duration::seconds(i64::try_from(cooldown_secs).unwrap_or(i64::MAX / 2_000));
+        Ok(agent
+            .last_approved_at
+            .and_then(|last| last.checked_add_signed(cooldown))
+            .filter(|next| *next > chrono::Utc::now()))
+    }
+}

@@ -1,0 +1,277 @@
+//! The store: every read and write of Agora's state, over sqlx's runtime-generic `Any` driver so
+//! that one set of statements serves SQLite and PostgreSQL. Statements that differ per database
+//! (the claim) live in [`sql`] under one name per backend.
+//!
+//! Writes go through [`Store::write`]: an operation is an async closure over a [`WriteCtx`]. On
+//! SQLite one writer task owns the only write connection and applies queued operations in one
+//! transaction (group commit), each inside its own savepoint so a refused operation rolls back
+//! alone. Replies and events are released only after the commit. Reads use a separate pool and
+//! never wait for the writer.
+
+mod agents;
+mod events;
+mod jobs;
+mod rows;
+pub mod sql;
+mod stats;
+mod tasks;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_shared::Event;
+use anyhow::Context;
+use futures::future::BoxFuture;
+use sqlx::any::{AnyPoolOptions, AnyConnectOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, ConnectOptions, Executor};
+use tokio::sync::{broadcast, Notify};
+
+use crate::error::Result;
+
+pub use agents::{AgentRegisterParams, StaleSweep};
+pub use events::EventListParams;
+pub use jobs::{JobApproveParams, JobInsertParams, JobListParams};
+pub use tasks::{TaskClaimParams, TaskFailParams, TaskListParams, TaskProgressParams};
+pub use writer::WriteCtx;
+
+/// Which database is behind the `Any` driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// How many live events a slow subscriber may fall behind before it is told to resync.
+const EVENT_BUFFER: usize = 4096;
+
+/// Shared handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    /// Reads only; never blocked by the writer (WAL on SQLite, MVCC on PostgreSQL).
+    reader: AnyPool,
+    /// Queue to the group-commit writer.
+    writer: writer::WriterHandle,
+    /// Committed events, in id order, for the push hub and SSE.
+    events: broadcast::Sender<Arc<Event>>,
+    /// Woken after a commit that made a task pending: long-poll claims and the dispatcher wait on it.
+    work_available: Arc<Notify>,
+}
+
+/// Times are stored as milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Store {
+    /// Opens (and creates, on SQLite) the database and runs the migrations.
+    pub async fn connect(database_url: Option<&str>, db_path: &std::path::Path) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = match database_url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                (Backend::Postgres, url.to_string())
+            }
+            Some(url) => anyhow::bail!("DATABASE_URL must start with postgres:// (got {url:?}); leave it unset for SQLite"),
+            None => {
+                if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating the database folder {}", dir.display()))?;
+                }
+                (Backend::Sqlite, format!("sqlite://{}?mode=rwc", db_path.display()))
+            }
+        };
+        let options = AnyConnectOptions::from_str(&url)
+            .with_context(|| format!("parsing the database URL for {}", backend.name()))?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+        let (reader, write_pool) = match backend {
+            Backend::Sqlite => {
+                let write_pool = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn, true).await }))
+                    .connect_with(options.clone())
+                    .await
+                    .context("opening the SQLite database")?;
+                sqlx::migrate!("migrations/sqlite")
+                    .run(&write_pool)
+                    .await
+                    .context("running the SQLite migrations")?;
+                let reader = AnyPoolOptions::new()
+                    .max_connections(8)
+                    .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn, false).await }))
+                    .connect_with(options)
+                    .await
+                    .context("opening the SQLite read pool")?;
+                (reader, write_pool)
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                sqlx::migrate!("migrations/postgres")
+                    .run(&pool)
+                    .await
+                    .context("running the PostgreSQL migrations")?;
+                (pool.clone(), pool)
+            }
+        };
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let work_available = Arc::new(Notify::new());
+        let publisher = writer::Publisher {
+            events: events.clone(),
+            work_available: work_available.clone(),
+        };
+        let inner = Arc::new(Inner {
+            backend,
+            reader,
+            writer: writer::WriterHandle::start(backend, write_pool, publisher),
+            events,
+            work_available,
+        });
+        Ok(Store { inner })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    pub(crate) fn reader(&self) -> &AnyPool {
+        &self.inner.reader
+    }
+
+    /// Runs `op` as one atomic change. It sees a [`WriteCtx`]; when it fails nothing it did is
+    /// kept. The answer comes back after the commit, and the events it wrote are published then.
+    pub async fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.inner.writer.submit(op).await
+    }
+
+    /// Live committed events. Subscribe before reading the backlog so that nothing falls between.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.events.subscribe()
+    }
+
+    /// Resolves when a commit made work available (or spuriously; callers re-check).
+    pub fn work_available(&self) -> &Notify {
+        &self.inner.work_available
+    }
+
+    /// A trivial query, for health checks.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.inner.reader).await?;
+        Ok(())
+    }
+
+    /// Stops the writer after what is queued; the pools close.
+    pub async fn close(&self) {
+        self.inner.writer.close().await;
+        self.inner.reader.close().await;
+    }
+}
+
+async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection, writer: bool) -> std::result::Result<(), sqlx::Error> {
+    // WAL lets readers run beside the writer; FULL makes each group commit durable.
+    let pragmas = if writer {
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+    } else {
+        "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;"
+    };
+    conn.execute(pragmas).await?;
+    Ok(())
+}
+
+/// A connection taken from a pool for the duration of one write.
+pub(crate) type Conn = PoolConnection<Any>;
+
+/// The write operations, each one atomic change.
+impl Store {
+    pub async fn agent_register(&self, p: AgentRegisterParams) -> Result<agora_shared::Agent> {
+        self.write(move |ctx| Box::pin(agents::agent_insert(ctx, p))).await
+    }
+
+    pub async fn agent_heartbeat(&self, id: uuid::Uuid) -> Result<agora_shared::Agent> {
+        self.write(move |ctx| Box::pin(async move { agents::agent_touch(ctx, id).await?.into_agent() }))
+            .await
+    }
+
+    pub async fn agent_unregister(&self, id: uuid::Uuid) -> Result<agora_shared::Agent> {
+        self.write(move |ctx| Box::pin(agents::agent_unregister(ctx, id))).await
+    }
+
+    pub async fn job_submit(&self, p: JobInsertParams) -> Result<agora_shared::Job> {
+        self.write(move |ctx| Box::pin(jobs::job_insert(ctx, p))).await
+    }
+
+    pub async fn job_approve(&self, p: JobApproveParams) -> Result<agora_shared::Approved> {
+        self.write(move |ctx| Box::pin(jobs::job_approve(ctx, p))).await
+    }
+
+    pub async fn job_cancel(&self, id: uuid::Uuid, reason: Option<String>) -> Result<agora_shared::Job> {
+        self.write(move |ctx| Box::pin(jobs::job_cancel(ctx, id, reason))).await
+    }
+
+    pub async fn task_claim(&self, p: TaskClaimParams) -> Result<Option<agora_shared::ClaimedTask>> {
+        self.write(move |ctx| Box::pin(tasks::task_claim(ctx, p))).await
+    }
+
+    pub async fn task_start(&self, agent: uuid::Uuid, id: uuid::Uuid) -> Result<agora_shared::Task> {
+        self.write(move |ctx| Box::pin(tasks::task_start(ctx, agent, id))).await
+    }
+
+    pub async fn task_progress(&self, p: TaskProgressParams) -> Result<agora_shared::Task> {
+        self.write(move |ctx| Box::pin(tasks::task_progress(ctx, p))).await
+    }
+
+    pub async fn task_complete(
+        &self,
+        agent: uuid::Uuid,
+        id: uuid::Uuid,
+        result: serde_json::Value,
+    ) -> Result<agora_shared::Task> {
+        self.write(move |ctx| Box::pin(tasks::task_complete(ctx, agent, id, result))).await
+    }
+
+    pub async fn task_fail(&self, p: TaskFailParams) -> Result<agora_shared::Task> {
+        self.write(move |ctx| Box::pin(tasks::task_fail(ctx, p))).await
+    }
+
+    /// Scheduler: agents silent since `stale_before` (ms) go offline and lose their tasks.
+    pub async fn agents_mark_stale(&self, stale_before: i64) -> Result<StaleSweep> {
+        self.write(move |ctx| Box::pin(agents::agents_mark_stale(ctx, stale_before))).await
+    }
+
+    /// Scheduler: tasks past their deadline count a failed attempt.
+    pub async fn tasks_expire(&self) -> Result<usize> {
+        self.write(|ctx| Box::pin(tasks::tasks_expire(ctx))).await
+    }
+
+    /// Scheduler: repair counters and settle finished jobs.
+    pub async fn jobs_sync(&self) -> Result<usize> {
+        self.write(|ctx| Box::pin(jobs::jobs_sync(ctx))).await
+    }
+}

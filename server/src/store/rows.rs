@@ -1,0 +1,214 @@
+//! Row types private to the store and their mapping to the wire types of `agora-shared`.
+
+use agora_shared::{Agent, AgentStatus, Approval, Event, EventKind, Job, JobStatus, Task, TaskStatus, TaskType};
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{ApiError, Result};
+
+pub fn ts(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn corrupt(what: &str, value: &str) -> ApiError {
+    ApiError::Internal(anyhow::anyhow!("corrupt {what} in the database: {value:?}"))
+}
+
+pub fn uuid(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s).map_err(|_| corrupt("uuid", s))
+}
+
+fn opt_uuid(s: Option<String>) -> Result<Option<Uuid>> {
+    s.as_deref().map(uuid).transpose()
+}
+
+pub fn json(s: &str) -> Result<Value> {
+    serde_json::from_str(s).map_err(|_| corrupt("json", s))
+}
+
+fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T> {
+    s.parse().map_err(|_| corrupt(what, s))
+}
+
+fn u32_of(v: i64) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
+}
+
+#[derive(sqlx::FromRow)]
+pub struct AgentRow {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub capabilities: String,
+    pub registered_at: i64,
+    pub last_seen_at: i64,
+    pub last_approved_at: Option<i64>,
+}
+
+impl AgentRow {
+    pub fn into_agent(self) -> Result<Agent> {
+        Ok(Agent {
+            id: uuid(&self.id)?,
+            name: self.name,
+            status: parse::<AgentStatus>("agent status", &self.status)?,
+            capabilities: serde_json::from_str(&self.capabilities)
+                .map_err(|_| corrupt("capabilities", &self.capabilities))?,
+            registered_at: ts(self.registered_at),
+            last_seen_at: ts(self.last_seen_at),
+            last_approved_at: self.last_approved_at.map(ts),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct JobRow {
+    pub id: String,
+    pub title: String,
+    pub job_spec: String,
+    pub status: String,
+    pub submitted_by: Option<String>,
+    pub approvals_required: i64,
+    pub approvals: i64,
+    pub priority: i64,
+    pub tasks_total: i64,
+    pub tasks_completed: i64,
+    pub tasks_failed: i64,
+    pub tasks_running: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+}
+
+impl JobRow {
+    pub fn status(&self) -> Result<JobStatus> {
+        parse("job status", &self.status)
+    }
+
+    pub fn into_job(self) -> Result<Job> {
+        Ok(Job {
+            id: uuid(&self.id)?,
+            status: self.status()?,
+            job_spec: json(&self.job_spec)?,
+            title: self.title,
+            submitted_by: opt_uuid(self.submitted_by)?,
+            approvals_required: u32_of(self.approvals_required),
+            approvals: u32_of(self.approvals),
+            priority: i32::try_from(self.priority).unwrap_or_default(),
+            tasks_total: u32_of(self.tasks_total),
+            tasks_completed: u32_of(self.tasks_completed),
+            tasks_failed: u32_of(self.tasks_failed),
+            tasks_running: u32_of(self.tasks_running),
+            created_at: ts(self.created_at),
+            updated_at: ts(self.updated_at),
+            finished_at: self.finished_at.map(ts),
+            error: self.error,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct TaskRow {
+    pub id: String,
+    pub job_id: String,
+    pub idx: i64,
+    pub task_type: String,
+    pub task_spec: String,
+    pub status: String,
+    pub attempts: i64,
+    pub max_retries: i64,
+    pub timeout_secs: i64,
+    pub agent_id: Option<String>,
+    pub claimed_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub deadline: Option<i64>,
+    pub progress: i64,
+    pub progress_message: Option<String>,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl TaskRow {
+    pub fn status(&self) -> Result<TaskStatus> {
+        parse("task status", &self.status)
+    }
+
+    pub fn task_type(&self) -> Result<TaskType> {
+        parse("task type", &self.task_type)
+    }
+
+    pub fn into_task(self) -> Result<Task> {
+        Ok(Task {
+            id: uuid(&self.id)?,
+            job_id: uuid(&self.job_id)?,
+            index: u32_of(self.idx),
+            task_type: self.task_type()?,
+            status: self.status()?,
+            task_spec: json(&self.task_spec)?,
+            attempts: u32_of(self.attempts),
+            max_retries: u32_of(self.max_retries),
+            timeout_secs: u64::try_from(self.timeout_secs).unwrap_or_default(),
+            agent_id: opt_uuid(self.agent_id)?,
+            claimed_at: self.claimed_at.map(ts),
+            started_at: self.started_at.map(ts),
+            deadline: self.deadline.map(ts),
+            progress: u32_of(self.progress),
+            progress_message: self.progress_message,
+            result: self.result.as_deref().map(json).transpose()?,
+            error: self.error,
+            created_at: ts(self.created_at),
+            updated_at: ts(self.updated_at),
+            finished_at: self.finished_at.map(ts),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct ApprovalRow {
+    pub job_id: String,
+    pub agent_id: String,
+    pub agent_name: String,
+    pub comment: Option<String>,
+    pub created_at: i64,
+}
+
+impl ApprovalRow {
+    pub fn into_approval(self) -> Result<Approval> {
+        Ok(Approval {
+            job_id: uuid(&self.job_id)?,
+            agent_id: uuid(&self.agent_id)?,
+            agent_name: self.agent_name,
+            comment: self.comment,
+            created_at: ts(self.created_at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct EventRow {
+    pub id: i64,
+    pub job_id: Option<String>,
+    pub task_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub kind: String,
+    pub data: String,
+    pub at: i64,
+}
+
+impl EventRow {
+    pub fn into_event(self) -> Result<Event> {
+        Ok(Event {
+            id: self.id,
+            job_id: opt_uuid(self.job_id)?,
+            task_id: opt_uuid(self.task_id)?,
+            agent_id: opt_uuid(self.agent_id)?,
+            kind: parse::<EventKind>("event kind", &self.kind)?,
+            data: json(&self.data)?,
+            at: ts(self.at),
+        })
+    }
+}

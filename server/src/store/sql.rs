@@ -1,0 +1,34 @@
+//! SQL text shared by both backends (`$1` placeholders, which SQLite accepts too), and the few
+//! statements that differ per backend, under one name each with the same ORDER BY.
+
+use super::Backend;
+
+pub const AGENT_COLUMNS: &str =
+    "id, name, status, capabilities, registered_at, last_seen_at, last_approved_at";
+
+pub const JOB_COLUMNS: &str = "id, title, job_spec, status, submitted_by, approvals_required, approvals, \
+     priority, tasks_total, tasks_completed, tasks_failed, tasks_running, created_at, updated_at, \
+     finished_at, error";
+
+pub const TASK_COLUMNS: &str = "id, job_id, idx, task_type, task_spec, status, attempts, max_retries, \
+     timeout_secs, agent_id, claimed_at, started_at, deadline, progress, progress_message, result, \
+     error, created_at, updated_at, finished_at";
+
+pub const EVENT_COLUMNS: &str = "id, job_id, task_id, agent_id, kind, data, at";
+
+/// The claim: the next pending task by job priority desc, job age asc, task index asc, handed
+/// to `$1` at time `$2`. Pending tasks exist only in claimable jobs (committed and approving
+/// jobs have no tasks; a job that ends fails its open tasks), so no join with `jobs` is needed.
+pub fn task_claim(backend: Backend) -> String {
+    let lock = match backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+    };
+    format!(
+        "UPDATE tasks SET status = 'claimed', agent_id = $1, claimed_at = $2, started_at = NULL, \
+         deadline = $2 + timeout_secs * 1000, progress = 0, progress_message = NULL, updated_at = $2 \
+         WHERE id = (SELECT id FROM tasks WHERE status = 'pending' \
+         ORDER BY job_priority DESC, job_created_at ASC, job_id ASC, idx ASC LIMIT 1{lock}) \
+         RETURNING {TASK_COLUMNS}"
+    )
+}

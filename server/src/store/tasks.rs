@@ -1,0 +1,391 @@
+//! Tasks: insertion (the plan task, then the plan's work tasks), the claim, the assigned
+//! agent's start/progress/complete/fail, and the recoveries (release, failed attempt).
+
+use agora_shared::{
+    after_failure, parse_plan, ClaimedTask, EventKind, JobEvent, JobStatus, Task, TaskAction, TaskStatus,
+    TaskType,
+};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::agents::agent_touch;
+use super::events::{event_insert, EventDraft};
+use super::jobs::{job_fetch, job_task_changed, job_transition};
+use super::rows::{uuid, JobRow, TaskRow};
+use super::sql::{self, TASK_COLUMNS};
+use super::{Store, WriteCtx};
+use crate::error::{ApiError, Result};
+
+/// A task to create.
+pub struct NewTask {
+    pub task_type: TaskType,
+    pub index: u32,
+    pub spec: String,
+    pub max_retries: u32,
+    pub timeout_secs: u64,
+}
+
+pub struct TaskClaimParams {
+    pub agent_id: Uuid,
+}
+
+pub struct TaskProgressParams {
+    pub agent_id: Uuid,
+    pub task_id: Uuid,
+    pub progress: u32,
+    pub message: Option<String>,
+    pub extend_secs: Option<u64>,
+}
+
+pub struct TaskFailParams {
+    pub agent_id: Uuid,
+    pub task_id: Uuid,
+    pub error: String,
+    pub retryable: bool,
+}
+
+/// Why an attempt failed.
+pub enum FailCause {
+    /// The agent reported it.
+    Reported { error: String, retryable: bool },
+    /// The deadline passed.
+    TimedOut,
+    /// The agent went stale.
+    AgentLost,
+}
+
+/// Rows per INSERT statement (12 parameters each; well under every backend's limit).
+const INSERT_CHUNK: usize = 200;
+
+/// Inserts tasks of a job as pending and counts them; wakes claimers after the commit.
+pub(crate) async fn tasks_insert(ctx: &mut WriteCtx, job: &JobRow, tasks: Vec<NewTask>) -> Result<JobRow> {
+    let count = tasks.len();
+    let mut job_row = None;
+    for chunk in tasks.chunks(INSERT_CHUNK) {
+        let mut q = String::from(
+            "INSERT INTO tasks (id, job_id, idx, task_type, task_spec, status, max_retries, timeout_secs, \
+             created_at, updated_at, job_priority, job_created_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 11;
+            if i > 0 {
+                q.push_str(", ");
+            }
+            q.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, 'pending', ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10, b + 11
+            ));
+        }
+        let mut query = sqlx::query(&q);
+        for t in chunk {
+            query = query
+                .bind(Uuid::new_v4().to_string())
+                .bind(&job.id)
+                .bind(i64::from(t.index))
+                .bind(t.task_type.as_str())
+                .bind(&t.spec)
+                .bind(i64::from(t.max_retries))
+                .bind(i64::try_from(t.timeout_secs).unwrap_or(i64::MAX))
+                .bind(ctx.now)
+                .bind(ctx.now)
+                .bind(job.priority)
+                .bind(job.created_at);
+        }
+        query.execute(&mut *ctx.conn).await?;
+    }
+    if count > 0 {
+        let row: JobRow = sqlx::query_as(&format!(
+            "UPDATE jobs SET tasks_total = tasks_total + $2, updated_at = $3 WHERE id = $1 RETURNING {}",
+            sql::JOB_COLUMNS
+        ))
+        .bind(&job.id)
+        .bind(i64::try_from(count).unwrap_or(i64::MAX))
+        .bind(ctx.now)
+        .fetch_one(&mut *ctx.conn)
+        .await?;
+        let task_type = tasks.first().map(|t| t.task_type).unwrap_or(TaskType::Work);
+        let data = json!({ "count": count, "type": task_type });
+        event_insert(ctx, EventDraft::new(EventKind::TasksCreated, data).job(uuid(&job.id)?)).await?;
+        ctx.work_added();
+        job_row = Some(row);
+    }
+    match job_row {
+        Some(r) => Ok(r),
+        None => job_fetch(ctx, uuid(&job.id)?).await,
+    }
+}
+
+async fn task_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<TaskRow> {
+    sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(&mut *ctx.conn)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task", id))
+}
+
+/// The task, checked to belong to `agent` and to allow `action`: 404, then 403, then 409.
+async fn task_for_agent(ctx: &mut WriteCtx, id: Uuid, agent: Uuid, action: TaskAction) -> Result<(TaskRow, TaskStatus)> {
+    let row = task_fetch(ctx, id).await?;
+    let status = row.status()?;
+    if let Some(owner) = row.agent_id.as_deref() {
+        if owner != agent.to_string() {
+            return Err(ApiError::Forbidden(format!("task {id} is assigned to another agent")));
+        }
+    }
+    let next = status.apply(action)?;
+    if row.agent_id.is_none() {
+        return Err(ApiError::InvalidState(format!("task {id} is '{status}' and not assigned to you")));
+    }
+    Ok((row, next))
+}
+
+fn event_for(row: &TaskRow, kind: EventKind, mut data: Value) -> Result<EventDraft> {
+    data["index"] = json!(row.idx);
+    data["type"] = json!(row.task_type);
+    let agent = row.agent_id.as_deref().map(uuid).transpose()?;
+    Ok(EventDraft::new(kind, data)
+        .job(uuid(&row.job_id)?)
+        .task(uuid(&row.id)?)
+        .agent(agent))
+}
+
+pub(crate) async fn task_claim(ctx: &mut WriteCtx, p: TaskClaimParams) -> Result<Option<ClaimedTask>> {
+    agent_touch(ctx, p.agent_id).await?;
+    let claim = sql::task_claim(ctx.backend);
+    let row: Option<TaskRow> = sqlx::query_as(&claim)
+        .bind(p.agent_id.to_string())
+        .bind(ctx.now)
+        .fetch_optional(&mut *ctx.conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let job = job_task_changed(ctx, &row.job_id, row.task_type()?, Some(TaskStatus::Pending), TaskStatus::Claimed, None).await?;
+    let data = json!({ "status": TaskStatus::Claimed, "attempts": row.attempts, "deadline": row.deadline.map(super::rows::ts) });
+    event_insert(ctx, event_for(&row, EventKind::TaskClaimed, data)?).await?;
+    Ok(Some(ClaimedTask { task: row.into_task()?, job: job.into_job()? }))
+}
+
+pub(crate) async fn task_start(ctx: &mut WriteCtx, agent: Uuid, id: Uuid) -> Result<Task> {
+    agent_touch(ctx, agent).await?;
+    let (row, next) = task_for_agent(ctx, id, agent, TaskAction::Start).await?;
+    let row: TaskRow = sqlx::query_as(&format!(
+        "UPDATE tasks SET status = $2, started_at = $3, updated_at = $3 WHERE id = $1 RETURNING {TASK_COLUMNS}"
+    ))
+    .bind(&row.id)
+    .bind(next.as_str())
+    .bind(ctx.now)
+    .fetch_one(&mut *ctx.conn)
+    .await?;
+    event_insert(ctx, event_for(&row, EventKind::TaskStarted, json!({ "status": next }))?).await?;
+    row.into_task()
+}
+
+pub(crate) async fn task_progress(ctx: &mut WriteCtx, p: TaskProgressParams) -> Result<Task> {
+    agent_touch(ctx, p.agent_id).await?;
+    let (row, next) = task_for_agent(ctx, p.task_id, p.agent_id, TaskAction::Progress).await?;
+    let deadline = match p.extend_secs {
+        Some(extend) if i64::try_from(extend).unwrap_or(i64::MAX) > row.timeout_secs => {
+            return Err(ApiError::validation(
+                "extend_secs",
+                format!("may be at most the task's timeout_secs ({}), got {extend}", row.timeout_secs),
+            ));
+        }
+        Some(extend) => ctx.now + i64::try_from(extend).unwrap_or(0) * 1000,
+        None => row.deadline.unwrap_or(ctx.now),
+    };
+    let row: TaskRow = sqlx::query_as(&format!(
+        "UPDATE tasks SET status = $2, progress = $3, progress_message = $4, deadline = $5, \
+         started_at = COALESCE(started_at, $6), updated_at = $6 WHERE id = $1 RETURNING {TASK_COLUMNS}"
+    ))
+    .bind(&row.id)
+    .bind(next.as_str())
+    .bind(i64::from(p.progress))
+    .bind(p.message.clone())
+    .bind(deadline)
+    .bind(ctx.now)
+    .fetch_one(&mut *ctx.conn)
+    .await?;
+    let data = json!({ "status": next, "progress": p.progress, "message": p.message });
+    event_insert(ctx, event_for(&row, EventKind::TaskProgress, data)?).await?;
+    row.into_task()
+}
+
+pub(crate) async fn task_complete(ctx: &mut WriteCtx, agent: Uuid, id: Uuid, result: Value) -> Result<Task> {
+    agent_touch(ctx, agent).await?;
+    let (row, next) = task_for_agent(ctx, id, agent, TaskAction::Complete).await?;
+    let task_type = row.task_type()?;
+    // Validate the plan before writing anything: a bad plan leaves the task running.
+    let specs = match task_type {
+        TaskType::Plan => Some(parse_plan(&result)?.to_vec()),
+        TaskType::Work => None,
+    };
+    let from = row.status()?;
+    let row: TaskRow = sqlx::query_as(&format!(
+        "UPDATE tasks SET status = $2, result = $3, progress = 100, finished_at = $4, updated_at = $4 \
+         WHERE id = $1 RETURNING {TASK_COLUMNS}"
+    ))
+    .bind(&row.id)
+    .bind(next.as_str())
+    .bind(result.to_string())
+    .bind(ctx.now)
+    .fetch_one(&mut *ctx.conn)
+    .await?;
+    event_insert(ctx, event_for(&row, EventKind::TaskCompleted, json!({ "status": next }))?).await?;
+    let job = job_task_changed(ctx, &row.job_id, task_type, Some(from), next, None).await?;
+    if let Some(specs) = specs {
+        plan_land(ctx, job, &row, specs).await?;
+    }
+    row.into_task()
+}
+
+/// Creates the plan's work tasks (1..=n) and moves the job to `ready`, or completes it when
+/// the plan is empty.
+async fn plan_land(ctx: &mut WriteCtx, job: JobRow, plan: &TaskRow, specs: Vec<Value>) -> Result<()> {
+    if job.status()? != JobStatus::Planning {
+        return Ok(());
+    }
+    let work_tasks = specs.len();
+    let tasks = specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, spec)| NewTask {
+            task_type: TaskType::Work,
+            index: u32::try_from(i + 1).unwrap_or(u32::MAX),
+            spec: spec.to_string(),
+            max_retries: u32::try_from(plan.max_retries).unwrap_or(0),
+            timeout_secs: u64::try_from(plan.timeout_secs).unwrap_or(1),
+        })
+        .collect();
+    let job = job_transition(ctx, &job, JobEvent::PlanCompleted { work_tasks }, None).await?;
+    tasks_insert(ctx, &job, tasks).await?;
+    Ok(())
+}
+
+pub(crate) async fn task_fail(ctx: &mut WriteCtx, p: TaskFailParams) -> Result<Task> {
+    agent_touch(ctx, p.agent_id).await?;
+    let (row, _) = task_for_agent(ctx, p.task_id, p.agent_id, TaskAction::Fail).await?;
+    let cause = FailCause::Reported { error: p.error, retryable: p.retryable };
+    task_fail_attempt(ctx, row, cause).await
+}
+
+/// Counts a failed attempt: back to pending while retries remain, else failed for good.
+pub(crate) async fn task_fail_attempt(ctx: &mut WriteCtx, row: TaskRow, cause: FailCause) -> Result<Task> {
+    let from = row.status()?;
+    from.apply(TaskAction::Fail)?;
+    let (error, retryable) = match cause {
+        FailCause::Reported { error, retryable } => (error, retryable),
+        FailCause::TimedOut => (format!("timed out after {} s", row.timeout_secs), true),
+        FailCause::AgentLost => ("its agent stopped answering".to_string(), true),
+    };
+    let attempts = u32::try_from(row.attempts).unwrap_or(u32::MAX);
+    let max_retries = u32::try_from(row.max_retries).unwrap_or(0);
+    let outcome = after_failure(attempts, max_retries, retryable);
+    let retry = outcome.status == TaskStatus::Pending;
+    let updated: TaskRow = sqlx::query_as(&format!(
+        "UPDATE tasks SET status = $2, attempts = $3, error = $4, updated_at = $5, \
+         agent_id = CASE WHEN $6 = 1 THEN NULL ELSE agent_id END, \
+         deadline = CASE WHEN $6 = 1 THEN NULL ELSE deadline END, \
+         finished_at = CASE WHEN $6 = 1 THEN NULL ELSE $5 END \
+         WHERE id = $1 RETURNING {TASK_COLUMNS}"
+    ))
+    .bind(&row.id)
+    .bind(outcome.status.as_str())
+    .bind(i64::from(outcome.attempts))
+    .bind(&error)
+    .bind(ctx.now)
+    .bind(i64::from(retry))
+    .fetch_one(&mut *ctx.conn)
+    .await?;
+    let data = json!({ "status": outcome.status, "attempts": outcome.attempts, "error": error, "retry": retry });
+    // The event names the agent that lost the task, though the row no longer does.
+    let mut draft = event_for(&updated, EventKind::TaskFailed, data)?;
+    draft.agent_id = row.agent_id.as_deref().map(uuid).transpose()?;
+    event_insert(ctx, draft).await?;
+    job_task_changed(ctx, &row.job_id, row.task_type()?, Some(from), outcome.status, Some(&error)).await?;
+    if retry {
+        ctx.work_added();
+    }
+    updated.into_task()
+}
+
+/// Gives a claimed or running task back to pending with no attempt counted.
+pub(crate) async fn task_release(ctx: &mut WriteCtx, row: TaskRow, reason: &str) -> Result<Task> {
+    let from = row.status()?;
+    if !from.is_active() {
+        return Err(ApiError::InvalidState(format!("task {} is '{from}', not held by an agent", row.id)));
+    }
+    let updated: TaskRow = sqlx::query_as(&format!(
+        "UPDATE tasks SET status = 'pending', agent_id = NULL, deadline = NULL, claimed_at = NULL, \
+         started_at = NULL, updated_at = $2 WHERE id = $1 RETURNING {TASK_COLUMNS}"
+    ))
+    .bind(&row.id)
+    .bind(ctx.now)
+    .fetch_one(&mut *ctx.conn)
+    .await?;
+    let mut draft = event_for(&updated, EventKind::TaskReleased, json!({ "status": TaskStatus::Pending, "reason": reason }))?;
+    draft.agent_id = row.agent_id.as_deref().map(uuid).transpose()?;
+    event_insert(ctx, draft).await?;
+    job_task_changed(ctx, &row.job_id, row.task_type()?, Some(from), TaskStatus::Pending, None).await?;
+    ctx.work_added();
+    updated.into_task()
+}
+
+/// Claimed or running tasks past their deadline count a failed attempt.
+pub(crate) async fn tasks_expire(ctx: &mut WriteCtx) -> Result<usize> {
+    let expired: Vec<TaskRow> = sqlx::query_as(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('claimed', 'running') AND deadline < $1 ORDER BY deadline LIMIT 10000"
+    ))
+    .bind(ctx.now)
+    .fetch_all(&mut *ctx.conn)
+    .await?;
+    let n = expired.len();
+    for row in expired {
+        task_fail_attempt(ctx, row, FailCause::TimedOut).await?;
+    }
+    Ok(n)
+}
+
+/// Which tasks of a job to list.
+pub struct TaskListParams {
+    pub job_id: Uuid,
+    pub status: Option<TaskStatus>,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+impl Store {
+    pub async fn task_get(&self, id: Uuid) -> Result<Task> {
+        let row: Option<TaskRow> = sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.reader())
+            .await?;
+        row.ok_or_else(|| ApiError::not_found("task", id))?.into_task()
+    }
+
+    /// In index order.
+    pub async fn task_list(&self, p: TaskListParams) -> Result<agora_shared::Page<Task>> {
+        self.job_get(p.job_id).await?;
+        let status = p.status.map(|s| s.as_str());
+        let (total,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM tasks WHERE job_id = $1 AND ($2 IS NULL OR status = $2)")
+                .bind(p.job_id.to_string())
+                .bind(status)
+                .fetch_one(self.reader())
+                .await?;
+        let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 AND ($2 IS NULL OR status = $2) \
+             ORDER BY idx LIMIT $3 OFFSET $4"
+        ))
+        .bind(p.job_id.to_string())
+        .bind(status)
+        .bind(i64::from(p.limit))
+        .bind(i64::try_from(p.offset).unwrap_or(i64::MAX))
+        .fetch_all(self.reader())
+        .await?;
+        Ok(agora_shared::Page {
+            items: rows.into_iter().map(TaskRow::into_task).collect::<Result<_>>()?,
+            total: u64::try_from(total).unwrap_or_default(),
+            limit: p.limit,
+            offset: p.offset,
+        })
+    }
+}

@@ -1,0 +1,82 @@
+//! Query strings of the list endpoints.
+
+use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::JobStatus;
+use crate::task_rules::TaskStatus;
+use crate::api::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
+use crate::validate::{self, FieldError};
+
+/// `GET /api/jobs`: newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct JobListQuery {
+    /// Only jobs in this state.
+    pub status: Option<JobStatus>,
+    /// Page size, 1 to 1000 (default 50).
+    pub limit: Option<u32>,
+    /// Items to skip.
+    pub offset: Option<u64>,
+}
+
+/// `GET /api/jobs/:id/tasks`: in index order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct TaskListQuery {
+    /// Only tasks in this state.
+    pub status: Option<TaskStatus>,
+    /// Page size, 1 to 1000 (default 50).
+    pub limit: Option<u32>,
+    /// Items to skip.
+    pub offset: Option<u64>,
+}
+
+/// `GET /api/jobs/:id/events`: oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct EventListQuery {
+    /// Only events with a larger id.
+    pub after: Option<i64>,
+    /// Page size, 1 to 1000 (default 1000).
+    pub limit: Option<u32>,
+}
+
+/// A page size within bounds, or why not.
+pub fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, FieldError> {
+    let limit = limit.unwrap_or(default);
+    validate::range("limit", limit, 1, MAX_PAGE_LIMIT)?;
+    Ok(limit)
+}
+
+impl JobListQuery {
+    pub fn limit(&self) -> Result<u32, FieldError> {
+        page_limit(self.limit, DEFAULT_PAGE_LIMIT)
+    }
+}
+
+impl TaskListQuery {
+    pub fn limit(&self) -> Result<u32, FieldError> {
+        page_limit(self.limit, DEFAULT_PAGE_LIMIT)
+    }
+}
+
+impl EventListQuery {
+    pub fn limit(&self) -> Result<u32, FieldError> {
+        page_limit(self.limit, MAX_PAGE_LIMIT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits() {
+        assert_eq!(page_limit(None, 50), Ok(50));
+        assert_eq!(page_limit(Some(0), 50).unwrap_err().field, "limit");
+        assert!(page_limit(Some(1001), 50).is_err());
+    }
+}
