@@ -27,7 +27,10 @@ pub fn hash_token(token: &str) -> String {
 /// Compares secrets without leaking where they differ (through their hashes, so lengths too).
 pub fn secret_eq(a: &str, b: &str) -> bool {
     let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
 }
 
 /// Token hash → agent id of registered agents seen recently.
@@ -64,7 +67,9 @@ pub fn bearer(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
         let (scheme, token) = value.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string());
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string());
     }
     parts.uri.query().and_then(|q| {
         q.split('&')
@@ -95,7 +100,10 @@ impl AgentAuth {
 impl FromRequestParts<AppState> for AgentAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or(ApiError::Unauthorized(
             "this call needs the agent's token as 'Authorization: Bearer <token>'",
         ))?;
@@ -120,8 +128,15 @@ pub struct AdminAuth;
 impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        check_secret(parts, state.config.admin_token.as_deref(), "this operator call needs 'Authorization: Bearer <ADMIN_TOKEN>'")?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        check_secret(
+            parts,
+            state.config.admin_token.as_deref(),
+            "this operator call needs 'Authorization: Bearer <ADMIN_TOKEN>'",
+        )?;
         Ok(AdminAuth)
     }
 }
@@ -133,7 +148,10 @@ pub struct RegistrationAuth;
 impl FromRequestParts<AppState> for RegistrationAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         check_secret(
             parts,
             state.config.registration_token.as_deref(),
@@ -143,13 +161,34 @@ impl FromRequestParts<AppState> for RegistrationAuth {
     }
 }
 
-fn check_secret(parts: &Parts, expected: Option<&str>, message: &'static str) -> Result<(), ApiError> {
+fn check_secret(
+    parts: &Parts,
+    expected: Option<&str>,
+    message: &'static str,
+) -> Result<(), ApiError> {
     match expected {
         None => Ok(()),
         Some(secret) => match bearer(parts) {
             Some(given) if secret_eq(&given, secret) => Ok(()),
             _ => Err(ApiError::Unauthorized(message)),
         },
+    }
+}
+
+/// `Option<AgentAuth>`: `None` without a token, 401 with a wrong one.
+impl axum::extract::OptionalFromRequestParts<AppState> for AgentAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        if bearer(parts).is_none() {
+            return Ok(None);
+        }
+        <AgentAuth as FromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
     }
 }
 
@@ -166,19 +205,5 @@ mod tests {
         assert_ne!(hash_token(&a), a);
         assert!(secret_eq("x", "x"));
         assert!(!secret_eq("x", "y"));
-    }
-}
-
-/// `Option<AgentAuth>`: `None` without a token, 401 with a wrong one.
-impl axum::extract::OptionalFromRequestParts<AppState> for AgentAuth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
-        if bearer(parts).is_none() {
-            return Ok(None);
-        }
-        <AgentAuth as FromRequestParts<AppState>>::from_request_parts(parts, state)
-            .await
-            .map(Some)
     }
 }

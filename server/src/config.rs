@@ -89,9 +89,15 @@ impl Config {
             ("AGENT_STALE_SECS", self.agent_stale_secs),
             ("OFFER_TTL_SECS", self.offer_ttl_secs),
         ] {
-            anyhow::ensure!(v.is_finite() && v > 0.0, "{name} must be a positive number of seconds, got {v}");
+            anyhow::ensure!(
+                v.is_finite() && v > 0.0,
+                "{name} must be a positive number of seconds, got {v}"
+            );
         }
-        anyhow::ensure!(self.max_body_bytes >= 1024, "MAX_BODY_BYTES must be at least 1024");
+        anyhow::ensure!(
+            self.max_body_bytes >= 1024,
+            "MAX_BODY_BYTES must be at least 1024"
+        );
         anyhow::ensure!(
             matches!(self.log_format.as_str(), "text" | "json"),
             "LOG_FORMAT must be text or json"

@@ -2,7 +2,9 @@
 //! (`{success:false, error:{code, message, field?, details?}}` with the matching status).
 //! Internal causes are logged, never sent to the client.
 
-use agora_shared::{ApiErrorBody, Envelope, ErrorCode, FieldError, InvalidTaskAction, InvalidTransition, PlanError};
+use agora_shared::{
+    ApiErrorBody, Envelope, ErrorCode, FieldError, InvalidTaskAction, InvalidTransition, PlanError,
+};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -82,9 +84,11 @@ impl ApiError {
                 None,
                 Some(serde_json::json!({ "next_allowed_at": next_allowed_at })),
             ),
-            ApiError::Database(_) | ApiError::Internal(_) => {
-                ("internal error; the server logged the cause".to_string(), None, None)
-            }
+            ApiError::Database(_) | ApiError::Internal(_) => (
+                "internal error; the server logged the cause".to_string(),
+                None,
+                None,
+            ),
             other => (other.to_string(), None, None),
         };
         ApiErrorBody {

@@ -6,7 +6,12 @@ use tracing_subscriber::EnvFilter;
 use agora_server::{startup, Application, Config};
 
 #[derive(Parser)]
-#[command(name = "agora", version, about = "Agora: a coordination server for AI agents", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "agora",
+    version,
+    about = "Agora: a coordination server for AI agents",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -21,7 +26,8 @@ enum Command {
 }
 
 fn init_tracing(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if format == "json" {
         builder.json().init();

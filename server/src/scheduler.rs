@@ -33,7 +33,11 @@ pub async fn run_once(store: &Store, agent_stale: Duration) -> crate::error::Res
 }
 
 /// Runs the sweeps until shutdown.
-pub async fn run(store: Store, config: std::sync::Arc<Config>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    store: Store,
+    config: std::sync::Arc<Config>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(config.scheduler_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

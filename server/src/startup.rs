@@ -38,7 +38,11 @@ impl Application {
             tokens: Arc::new(TokenCache::default()),
             shutdown: shutdown_rx,
         };
-        Ok(Application { listener, state, shutdown })
+        Ok(Application {
+            listener,
+            state,
+            shutdown,
+        })
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -55,9 +59,20 @@ impl Application {
 
     /// Serves until `stop` resolves, then stops taking requests, ends long-polls and streams,
     /// waits for open requests, stops the scheduler and closes the store.
-    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, state, shutdown } = self;
-        let scheduler = tokio::spawn(scheduler::run(state.store.clone(), state.config.clone(), state.shutdown.clone()));
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            shutdown,
+        } = self;
+        let scheduler = tokio::spawn(scheduler::run(
+            state.store.clone(),
+            state.config.clone(),
+            state.shutdown.clone(),
+        ));
         let store = state.store.clone();
         let mut watch_rx = state.shutdown.clone();
         let router = app(state);

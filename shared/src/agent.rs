@@ -71,7 +71,10 @@ impl RegisterAgent {
             if caps.len() > MAX_CAPABILITIES {
                 return Err(FieldError::new(
                     "capabilities",
-                    format!("has {} entries; at most {MAX_CAPABILITIES} are allowed", caps.len()),
+                    format!(
+                        "has {} entries; at most {MAX_CAPABILITIES} are allowed",
+                        caps.len()
+                    ),
                 ));
             }
             for (i, c) in caps.iter().enumerate() {
@@ -107,11 +110,20 @@ mod tests {
 
     #[test]
     fn register_validation_names_the_field() {
-        let ok = RegisterAgent { name: "a".into(), capabilities: Some(vec!["rust".into()]) };
+        let ok = RegisterAgent {
+            name: "a".into(),
+            capabilities: Some(vec!["rust".into()]),
+        };
         assert!(ok.validate().is_ok());
-        let bad = RegisterAgent { name: "".into(), capabilities: None };
+        let bad = RegisterAgent {
+            name: "".into(),
+            capabilities: None,
+        };
         assert_eq!(bad.validate().unwrap_err().field, "name");
-        let bad = RegisterAgent { name: "a".into(), capabilities: Some(vec!["ok".into(), " ".into()]) };
+        let bad = RegisterAgent {
+            name: "a".into(),
+            capabilities: Some(vec!["ok".into(), " ".into()]),
+        };
         assert_eq!(bad.validate().unwrap_err().field, "capabilities[1]");
     }
 }

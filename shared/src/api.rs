@@ -138,7 +138,10 @@ mod tests {
     #[test]
     fn success_keeps_null_data() {
         let e: Envelope<u32> = Envelope::empty();
-        assert_eq!(serde_json::to_value(&e).unwrap(), json!({"success": true, "data": null}));
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!({"success": true, "data": null})
+        );
     }
 
     #[test]
@@ -160,6 +163,9 @@ mod tests {
     fn codes_have_client_error_statuses() {
         assert_eq!(ErrorCode::InvalidPlan.http_status(), 422);
         assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
-        assert_eq!(serde_json::to_value(ErrorCode::InvalidState).unwrap(), "INVALID_STATE");
+        assert_eq!(
+            serde_json::to_value(ErrorCode::InvalidState).unwrap(),
+            "INVALID_STATE"
+        );
     }
 }

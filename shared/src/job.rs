@@ -63,13 +63,21 @@ impl SubmitJob {
     pub fn validate(&self, min_approvals: u32) -> Result<(), FieldError> {
         validate::text("title", &self.title, MAX_TITLE)?;
         if self.job_spec.is_null() {
-            return Err(FieldError::new("job_spec", "must be a JSON value, not null"));
+            return Err(FieldError::new(
+                "job_spec",
+                "must be a JSON value, not null",
+            ));
         }
         if let Some(p) = self.priority {
             validate::range("priority", p, -MAX_PRIORITY, MAX_PRIORITY)?;
         }
         if let Some(a) = self.approvals_required {
-            validate::range("approvals_required", a, min_approvals.max(1), MAX_APPROVALS_REQUIRED.max(min_approvals))?;
+            validate::range(
+                "approvals_required",
+                a,
+                min_approvals.max(1),
+                MAX_APPROVALS_REQUIRED.max(min_approvals),
+            )?;
         }
         Ok(())
     }
@@ -162,7 +170,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused() {
-        let r: Result<SubmitJob, _> = serde_json::from_value(json!({"title": "t", "job_spec": 1, "x": 1}));
+        let r: Result<SubmitJob, _> =
+            serde_json::from_value(json!({"title": "t", "job_spec": 1, "x": 1}));
         assert!(r.is_err());
     }
 }

@@ -215,7 +215,11 @@ mod tests {
                         legal += 1;
                         assert_eq!(got, Ok(to), "{from} + {event:?}");
                     }
-                    None => assert_eq!(got, Err(InvalidTransition { from, event }), "{from} + {event:?}"),
+                    None => assert_eq!(
+                        got,
+                        Err(InvalidTransition { from, event }),
+                        "{from} + {event:?}"
+                    ),
                 }
             }
         }
@@ -259,7 +263,14 @@ mod tests {
             approval_path(S::Committed, 1, 1),
             Ok(vec![S::Approving, S::Accepted])
         );
-        for s in [S::Accepted, S::Planning, S::Ready, S::Executing, S::Completed, S::Failed] {
+        for s in [
+            S::Accepted,
+            S::Planning,
+            S::Ready,
+            S::Executing,
+            S::Completed,
+            S::Failed,
+        ] {
             assert!(approval_path(s, 6, 5).is_err(), "{s}");
         }
     }
@@ -275,9 +286,18 @@ mod tests {
 
     #[test]
     fn claimable_and_approvable_sets() {
-        let claimable: Vec<_> = JobStatus::ALL.into_iter().filter(|s| s.is_claimable()).collect();
-        assert_eq!(claimable, vec![S::Accepted, S::Planning, S::Ready, S::Executing]);
-        let approvable: Vec<_> = JobStatus::ALL.into_iter().filter(|s| s.accepts_approvals()).collect();
+        let claimable: Vec<_> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_claimable())
+            .collect();
+        assert_eq!(
+            claimable,
+            vec![S::Accepted, S::Planning, S::Ready, S::Executing]
+        );
+        let approvable: Vec<_> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| s.accepts_approvals())
+            .collect();
         assert_eq!(approvable, vec![S::Committed, S::Approving]);
     }
 }

@@ -58,7 +58,12 @@ mod tests {
         let r = json!({"task_specs": [{"a": 1}, "b", 3]});
         assert_eq!(parse_plan(&r).unwrap().len(), 3);
         assert_eq!(parse_plan(&json!({"task_specs": []})).unwrap().len(), 0);
-        assert_eq!(parse_plan(&json!({"task_specs": [], "notes": "x"})).unwrap().len(), 0);
+        assert_eq!(
+            parse_plan(&json!({"task_specs": [], "notes": "x"}))
+                .unwrap()
+                .len(),
+            0
+        );
     }
 
     #[test]
@@ -66,10 +71,22 @@ mod tests {
         assert_eq!(parse_plan(&json!(null)), Err(PlanError::NotAnObject));
         assert_eq!(parse_plan(&json!([1])), Err(PlanError::NotAnObject));
         assert_eq!(parse_plan(&json!({})), Err(PlanError::Missing));
-        assert_eq!(parse_plan(&json!({"task_specs": "x"})), Err(PlanError::NotAnArray("a string")));
-        assert_eq!(parse_plan(&json!({"task_specs": {"a": 1}})), Err(PlanError::NotAnArray("an object")));
-        assert_eq!(parse_plan(&json!({"task_specs": [1, null]})), Err(PlanError::NullSpec(1)));
+        assert_eq!(
+            parse_plan(&json!({"task_specs": "x"})),
+            Err(PlanError::NotAnArray("a string"))
+        );
+        assert_eq!(
+            parse_plan(&json!({"task_specs": {"a": 1}})),
+            Err(PlanError::NotAnArray("an object"))
+        );
+        assert_eq!(
+            parse_plan(&json!({"task_specs": [1, null]})),
+            Err(PlanError::NullSpec(1))
+        );
         let many = Value::Array(vec![json!(1); MAX_PLAN_TASKS + 1]);
-        assert_eq!(parse_plan(&json!({"task_specs": many})), Err(PlanError::TooMany(MAX_PLAN_TASKS + 1)));
+        assert_eq!(
+            parse_plan(&json!({"task_specs": many})),
+            Err(PlanError::TooMany(MAX_PLAN_TASKS + 1))
+        );
     }
 }

@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use crate::lifecycle::JobStatus;
 use crate::task_rules::TaskStatus;
-use crate::api::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use crate::validate::{self, FieldError};
 
 /// `GET /api/jobs`: newest first.

@@ -129,15 +129,26 @@ mod tests {
 
     #[test]
     fn progress_bounds() {
-        let p = ProgressTask { progress: 101, message: None, extend_secs: None };
+        let p = ProgressTask {
+            progress: 101,
+            message: None,
+            extend_secs: None,
+        };
         assert_eq!(p.validate().unwrap_err().field, "progress");
-        let p = ProgressTask { progress: 50, message: None, extend_secs: Some(0) };
+        let p = ProgressTask {
+            progress: 50,
+            message: None,
+            extend_secs: Some(0),
+        };
         assert_eq!(p.validate().unwrap_err().field, "extend_secs");
     }
 
     #[test]
     fn claim_wait_bounds() {
-        let c = ClaimTask { agent_id: Uuid::nil(), wait_secs: Some(61) };
+        let c = ClaimTask {
+            agent_id: Uuid::nil(),
+            wait_secs: Some(61),
+        };
         assert_eq!(c.validate().unwrap_err().field, "wait_secs");
     }
 

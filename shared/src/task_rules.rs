@@ -164,7 +164,14 @@ mod tests {
     use TaskAction as A;
     use TaskStatus as S;
 
-    const ACTIONS: [TaskAction; 6] = [A::Claim, A::Start, A::Progress, A::Complete, A::Fail, A::Release];
+    const ACTIONS: [TaskAction; 6] = [
+        A::Claim,
+        A::Start,
+        A::Progress,
+        A::Complete,
+        A::Fail,
+        A::Release,
+    ];
 
     fn expected(from: TaskStatus, action: TaskAction) -> Option<TaskStatus> {
         Some(match (from, action) {
@@ -186,7 +193,10 @@ mod tests {
                     Some(to) => assert_eq!(from.apply(action), Ok(to), "{from} {action:?}"),
                     None => assert_eq!(
                         from.apply(action),
-                        Err(InvalidTaskAction { status: from, action }),
+                        Err(InvalidTaskAction {
+                            status: from,
+                            action
+                        }),
                         "{from} {action:?}"
                     ),
                 }
@@ -205,15 +215,45 @@ mod tests {
 
     #[test]
     fn retries_until_attempts_exceed_max_retries() {
-        assert_eq!(after_failure(0, 3, true), FailureOutcome { attempts: 1, status: S::Pending });
-        assert_eq!(after_failure(2, 3, true), FailureOutcome { attempts: 3, status: S::Pending });
-        assert_eq!(after_failure(3, 3, true), FailureOutcome { attempts: 4, status: S::Failed });
-        assert_eq!(after_failure(0, 0, true), FailureOutcome { attempts: 1, status: S::Failed });
+        assert_eq!(
+            after_failure(0, 3, true),
+            FailureOutcome {
+                attempts: 1,
+                status: S::Pending
+            }
+        );
+        assert_eq!(
+            after_failure(2, 3, true),
+            FailureOutcome {
+                attempts: 3,
+                status: S::Pending
+            }
+        );
+        assert_eq!(
+            after_failure(3, 3, true),
+            FailureOutcome {
+                attempts: 4,
+                status: S::Failed
+            }
+        );
+        assert_eq!(
+            after_failure(0, 0, true),
+            FailureOutcome {
+                attempts: 1,
+                status: S::Failed
+            }
+        );
     }
 
     #[test]
     fn non_retryable_fails_at_once() {
-        assert_eq!(after_failure(0, 3, false), FailureOutcome { attempts: 1, status: S::Failed });
+        assert_eq!(
+            after_failure(0, 3, false),
+            FailureOutcome {
+                attempts: 1,
+                status: S::Failed
+            }
+        );
     }
 
     #[test]

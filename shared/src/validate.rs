@@ -25,10 +25,19 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
     }
     let n = value.chars().count();
     if n > max {
-        return Err(FieldError::new(field, format!("is {n} characters long; at most {max} are allowed")));
+        return Err(FieldError::new(
+            field,
+            format!("is {n} characters long; at most {max} are allowed"),
+        ));
     }
-    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(FieldError::new(field, "must not contain control characters"));
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -45,9 +54,17 @@ pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> Result<(),
 }
 
 /// A number within `lo..=hi`.
-pub fn range<T: PartialOrd + std::fmt::Display>(field: &str, value: T, lo: T, hi: T) -> Result<(), FieldError> {
+pub fn range<T: PartialOrd + std::fmt::Display>(
+    field: &str,
+    value: T,
+    lo: T,
+    hi: T,
+) -> Result<(), FieldError> {
     if value < lo || value > hi {
-        return Err(FieldError::new(field, format!("must be between {lo} and {hi}, got {value}")));
+        return Err(FieldError::new(
+            field,
+            format!("must be between {lo} and {hi}, got {value}"),
+        ));
     }
     Ok(())
 }

@@ -1,1 +1,13 @@
-fn main(){}
+//! End-to-end tests: each starts the real server on a random port with its own database and
+//! talks HTTP to it.
+
+mod helpers;
+
+mod approvals;
+mod auth;
+mod bad_input;
+mod cancel;
+mod claim_race;
+mod lifecycle;
+mod plan;
+mod recovery;

@@ -42,7 +42,11 @@ pub async fn register_agent(
             token_hash: hash_token(&token),
         })
         .await?;
-    Ok(created(Registered { agent_id: agent.id, token, agent }))
+    Ok(created(Registered {
+        agent_id: agent.id,
+        token,
+        agent,
+    }))
 }
 
 /// All registered agents, oldest first.
@@ -55,7 +59,10 @@ pub async fn list_agents(State(state): State<AppState>) -> Result<Json<Envelope<
 /// One agent.
 #[utoipa::path(get, path = "/api/agents/{id}", tag = "agents", params(("id" = Uuid, Path)),
     responses((status = 200, body = Envelope<Agent>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
-pub async fn get_agent(State(state): State<AppState>, AppPath(id): AppPath<Uuid>) -> Result<Json<Envelope<Agent>>> {
+pub async fn get_agent(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Envelope<Agent>>> {
     Ok(ok(state.store.agent_get(id).await?))
 }
 
@@ -100,5 +107,8 @@ pub async fn can_approve(
         .store
         .agent_next_approval_at(id, state.config.approval_cooldown_secs)
         .await?;
-    Ok(ok(CanApprove { can_approve: next.is_none(), next_allowed_at: next }))
+    Ok(ok(CanApprove {
+        can_approve: next.is_none(),
+        next_allowed_at: next,
+    }))
 }

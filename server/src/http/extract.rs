@@ -1,13 +1,13 @@
 //! Extractors that turn every malformed request into our error envelope: JSON bodies (whatever
 //! the Content-Type, so `curl -d` works), path ids and query strings, naming the field at fault.
 
+use agora_shared::Envelope;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
-use agora_shared::Envelope;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -38,7 +38,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let bytes = body_bytes(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::MalformedJson("the body is empty; send a JSON object".into()));
+            return Err(ApiError::MalformedJson(
+                "the body is empty; send a JSON object".into(),
+            ));
         }
         parse_json(&bytes).map(AppJson)
     }
@@ -74,7 +76,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             });
         }
     };
-    de.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    de.end()
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     Ok(value)
 }
 
@@ -86,6 +89,7 @@ fn field_of(path: &str, message: &str) -> String {
         .and_then(|rest| rest.split('`').next());
     match (path, named) {
         (".", Some(name)) => name.to_string(),
+        (p, Some(name)) if p == name || p.ends_with(&format!(".{name}")) => p.to_string(),
         (p, Some(name)) => format!("{p}.{name}"),
         (".", None) => "body".to_string(),
         (p, None) => p.to_string(),
@@ -118,6 +122,9 @@ where
                     ErrorKind::ParseErrorAtKey { key, value, .. } => {
                         ApiError::validation(key, format!("must be a UUID, got '{value}'"))
                     }
+                    ErrorKind::DeserializeError { key, value, .. } => {
+                        ApiError::validation(key, format!("must be a UUID, got '{value}'"))
+                    }
                     ErrorKind::ParseError { value, .. } => {
                         ApiError::validation("id", format!("must be a UUID, got '{value}'"))
                     }
@@ -142,11 +149,13 @@ where
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de).map(AppQuery).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.into_inner().to_string();
-            ApiError::validation(&field_of(&path, &message), message)
-        })
+        serde_path_to_error::deserialize(de)
+            .map(AppQuery)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                ApiError::validation(&field_of(&path, &message), message)
+            })
     }
 }
 
@@ -166,19 +175,28 @@ mod tests {
     use agora_shared::{ErrorCode, SubmitJob};
 
     fn err(body: &str) -> agora_shared::ApiErrorBody {
-        parse_json::<SubmitJob>(body.as_bytes()).err().map(|e| e.body()).unwrap()
+        parse_json::<SubmitJob>(body.as_bytes())
+            .err()
+            .map(|e| e.body())
+            .unwrap()
     }
 
     #[test]
     fn names_the_field() {
         let e = err(r#"{"job_spec": {}}"#);
-        assert_eq!((e.code, e.field.as_deref()), (ErrorCode::ValidationError, Some("title")));
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::ValidationError, Some("title"))
+        );
         let e = err(r#"{"title": "t", "job_spec": 1, "priority": "high"}"#);
         assert_eq!(e.field.as_deref(), Some("priority"));
         let e = err(r#"{"title": "t", "job_spec": 1, "colour": 1}"#);
         assert_eq!(e.field.as_deref(), Some("colour"));
         assert_eq!(err(r#"{"title": "#).code, ErrorCode::MalformedJson);
-        assert_eq!(err(r#"{"title": "t", "job_spec": 1} x"#).code, ErrorCode::MalformedJson);
+        assert_eq!(
+            err(r#"{"title": "t", "job_spec": 1} x"#).code,
+            ErrorCode::MalformedJson
+        );
         assert_eq!(err("[]").code, ErrorCode::ValidationError);
     }
 }

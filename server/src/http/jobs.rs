@@ -1,8 +1,8 @@
 //! `/api/jobs`: submit, list, get, tasks, approvals, events, approve, cancel.
 
 use agora_shared::{
-    Approval, ApproveJob, Approved, CancelJob, Envelope, ErrorEnvelope, Event, EventListQuery, Job, JobListQuery, Page,
-    SubmitJob, Task, TaskListQuery,
+    Approval, ApproveJob, Approved, CancelJob, Envelope, ErrorEnvelope, Event, EventListQuery, Job,
+    JobListQuery, Page, SubmitJob, Task, TaskListQuery,
 };
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,7 +14,9 @@ use super::extract::{created, ok, AppJson, AppPath, AppQuery, OptionalJson};
 use crate::auth::{AdminAuth, AgentAuth};
 use crate::error::{ApiError, Result};
 use crate::state::AppState;
-use crate::store::{EventListParams, JobApproveParams, JobInsertParams, JobListParams, TaskListParams};
+use crate::store::{
+    EventListParams, JobApproveParams, JobInsertParams, JobListParams, TaskListParams,
+};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -39,8 +41,10 @@ pub async fn submit_job(
 ) -> Result<(StatusCode, Json<Envelope<Job>>)> {
     body.validate(state.config.approvals_required)?;
     if let Some(agent) = body.submitted_by {
-        auth.ok_or(ApiError::Unauthorized("submitted_by needs that agent's token as 'Authorization: Bearer <token>'"))?
-            .require(agent)?;
+        auth.ok_or(ApiError::Unauthorized(
+            "submitted_by needs that agent's token as 'Authorization: Bearer <token>'",
+        ))?
+        .require(agent)?;
     }
     let job = state
         .store
@@ -49,7 +53,9 @@ pub async fn submit_job(
             title: body.title.trim().to_string(),
             job_spec: body.job_spec,
             priority: body.priority.unwrap_or(0),
-            approvals_required: body.approvals_required.unwrap_or(state.config.approvals_required),
+            approvals_required: body
+                .approvals_required
+                .unwrap_or(state.config.approvals_required),
             submitted_by: body.submitted_by,
         })
         .await?;
@@ -63,14 +69,21 @@ pub async fn list_jobs(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<JobListQuery>,
 ) -> Result<Json<Envelope<Page<Job>>>> {
-    let params = JobListParams { status: q.status, limit: q.limit()?, offset: q.offset.unwrap_or(0) };
+    let params = JobListParams {
+        status: q.status,
+        limit: q.limit()?,
+        offset: q.offset.unwrap_or(0),
+    };
     Ok(ok(state.store.job_list(params).await?))
 }
 
 /// One job with its counters.
 #[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 200, body = Envelope<Job>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
-pub async fn get_job(State(state): State<AppState>, AppPath(id): AppPath<Uuid>) -> Result<Json<Envelope<Job>>> {
+pub async fn get_job(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Envelope<Job>>> {
     Ok(ok(state.store.job_get(id).await?))
 }
 
@@ -82,7 +95,12 @@ pub async fn list_job_tasks(
     AppPath(id): AppPath<Uuid>,
     AppQuery(q): AppQuery<TaskListQuery>,
 ) -> Result<Json<Envelope<Page<Task>>>> {
-    let params = TaskListParams { job_id: id, status: q.status, limit: q.limit()?, offset: q.offset.unwrap_or(0) };
+    let params = TaskListParams {
+        job_id: id,
+        status: q.status,
+        limit: q.limit()?,
+        offset: q.offset.unwrap_or(0),
+    };
     Ok(ok(state.store.task_list(params).await?))
 }
 
@@ -105,7 +123,11 @@ pub async fn list_job_events(
     AppQuery(q): AppQuery<EventListQuery>,
 ) -> Result<Json<Envelope<Vec<Event>>>> {
     state.store.job_get(id).await?;
-    let params = EventListParams { job_id: Some(id), after: q.after.unwrap_or(0), limit: q.limit()? };
+    let params = EventListParams {
+        job_id: Some(id),
+        after: q.after.unwrap_or(0),
+        limit: q.limit()?,
+    };
     Ok(ok(state.store.event_list(params).await?))
 }
 
@@ -149,6 +171,10 @@ pub async fn cancel_job(
     AppPath(id): AppPath<Uuid>,
     OptionalJson(body): OptionalJson<CancelJob>,
 ) -> Result<Json<Envelope<Job>>> {
-    agora_shared::validate::optional_text("reason", body.reason.as_deref(), agora_shared::MAX_COMMENT)?;
+    agora_shared::validate::optional_text(
+        "reason",
+        body.reason.as_deref(),
+        agora_shared::MAX_COMMENT,
+    )?;
     Ok(ok(state.store.job_cancel(id, body.reason).await?))
 }

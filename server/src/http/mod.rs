@@ -39,5 +39,8 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 
 async fn method_not_allowed() -> impl IntoResponse {
     let e = ApiError::MethodNotAllowed;
-    (StatusCode::METHOD_NOT_ALLOWED, Json(Envelope::<()>::err(e.body())))
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(Envelope::<()>::err(e.body())),
+    )
 }

@@ -30,8 +30,19 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Envelope
         backend: state.store.backend().name().to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let status = if db_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(Envelope { success: db_ok, data: Some(health), error: None }))
+    let status = if db_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Envelope {
+            success: db_ok,
+            data: Some(health),
+            error: None,
+        }),
+    )
 }
 
 /// Counts of agents, jobs and tasks by state.

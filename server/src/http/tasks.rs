@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use agora_shared::{ClaimTask, ClaimedTask, CompleteTask, Envelope, ErrorEnvelope, FailTask, ProgressTask, Task};
+use agora_shared::{
+    ClaimTask, ClaimedTask, CompleteTask, Envelope, ErrorEnvelope, FailTask, ProgressTask, Task,
+};
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -49,7 +51,12 @@ pub async fn claim_task(
         let notified = state.store.work_available().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let claimed = state.store.task_claim(TaskClaimParams { agent_id: body.agent_id }).await?;
+        let claimed = state
+            .store
+            .task_claim(TaskClaimParams {
+                agent_id: body.agent_id,
+            })
+            .await?;
         if let Some(claimed) = claimed {
             return Ok(ok(claimed));
         }
@@ -69,7 +76,10 @@ pub async fn claim_task(
 /// One task.
 #[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(("id" = Uuid, Path)),
     responses((status = 200, body = Envelope<Task>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
-pub async fn get_task(State(state): State<AppState>, AppPath(id): AppPath<Uuid>) -> Result<Json<Envelope<Task>>> {
+pub async fn get_task(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Envelope<Task>>> {
     Ok(ok(state.store.task_get(id).await?))
 }
 
@@ -124,7 +134,10 @@ pub async fn complete_task(
     AppPath(id): AppPath<Uuid>,
     OptionalJson(body): OptionalJson<CompleteTask>,
 ) -> Result<Json<Envelope<Task>>> {
-    Ok(ok(state.store.task_complete(auth.0, id, body.result).await?))
+    Ok(ok(state
+        .store
+        .task_complete(auth.0, id, body.result)
+        .await?))
 }
 
 /// Report a failed attempt. It is retried while attempts ≤ max_retries, unless
@@ -148,4 +161,3 @@ pub async fn fail_task(
     };
     Ok(ok(state.store.task_fail(params).await?))
 }
-

@@ -7,9 +7,9 @@ use uuid::Uuid;
 
 use super::events::{event_insert, EventDraft};
 use super::rows::AgentRow;
+use super::rows::TaskRow;
 use super::sql::{AGENT_COLUMNS, TASK_COLUMNS};
 use super::tasks::{task_fail_attempt, task_release, FailCause};
-use super::rows::TaskRow;
 use super::{Store, WriteCtx};
 use crate::error::{ApiError, Result};
 
@@ -53,7 +53,11 @@ pub(crate) async fn agent_touch(ctx: &mut WriteCtx, id: Uuid) -> Result<AgentRow
     }
     if was_offline {
         let data = json!({ "name": row.name });
-        event_insert(ctx, EventDraft::new(EventKind::AgentOnline, data).agent(Some(id))).await?;
+        event_insert(
+            ctx,
+            EventDraft::new(EventKind::AgentOnline, data).agent(Some(id)),
+        )
+        .await?;
     }
     Ok(row)
 }
@@ -82,7 +86,11 @@ pub(crate) async fn agent_insert(ctx: &mut WriteCtx, p: AgentRegisterParams) -> 
     .fetch_one(&mut *ctx.conn)
     .await?;
     let data = json!({ "name": p.name, "capabilities": p.capabilities });
-    event_insert(ctx, EventDraft::new(EventKind::AgentRegistered, data).agent(Some(p.id))).await?;
+    event_insert(
+        ctx,
+        EventDraft::new(EventKind::AgentRegistered, data).agent(Some(p.id)),
+    )
+    .await?;
     row.into_agent()
 }
 
@@ -99,7 +107,11 @@ pub(crate) async fn agent_unregister(ctx: &mut WriteCtx, id: Uuid) -> Result<Age
     .execute(&mut *ctx.conn)
     .await?;
     let data = json!({ "name": row.name });
-    event_insert(ctx, EventDraft::new(EventKind::AgentUnregistered, data).agent(Some(id))).await?;
+    event_insert(
+        ctx,
+        EventDraft::new(EventKind::AgentUnregistered, data).agent(Some(id)),
+    )
+    .await?;
     let mut agent = row.into_agent()?;
     agent.status = AgentStatus::Offline;
     Ok(agent)
@@ -121,8 +133,13 @@ pub(crate) async fn agents_mark_stale(ctx: &mut WriteCtx, stale_before: i64) -> 
             .bind(&agent.id)
             .execute(&mut *ctx.conn)
             .await?;
-        let data = json!({ "name": agent.name, "last_seen_at": super::rows::ts(agent.last_seen_at) });
-        event_insert(ctx, EventDraft::new(EventKind::AgentOffline, data).agent(Some(id))).await?;
+        let data =
+            json!({ "name": agent.name, "last_seen_at": super::rows::ts(agent.last_seen_at) });
+        event_insert(
+            ctx,
+            EventDraft::new(EventKind::AgentOffline, data).agent(Some(id)),
+        )
+        .await?;
         for task in agent_active_tasks(ctx, id).await? {
             task_fail_attempt(ctx, task, FailCause::AgentLost).await?;
             sweep.tasks_recovered += 1;
@@ -149,7 +166,8 @@ impl Store {
         .bind(id.to_string())
         .fetch_optional(self.reader())
         .await?;
-        row.ok_or_else(|| ApiError::not_found("agent", id))?.into_agent()
+        row.ok_or_else(|| ApiError::not_found("agent", id))?
+            .into_agent()
     }
 
     /// The registered agent holding the token with this hash.

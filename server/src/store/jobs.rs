@@ -2,7 +2,8 @@
 //! that task changes cause.
 
 use agora_shared::{
-    approval_path, Approval, Approved, EventKind, Job, JobEvent, JobStatus, Page, TaskStatus, TaskType,
+    approval_path, Approval, Approved, EventKind, Job, JobEvent, JobStatus, Page, TaskStatus,
+    TaskType,
 };
 use chrono::Duration;
 use serde_json::{json, Value};
@@ -82,7 +83,11 @@ pub(crate) async fn job_transition(
     if let Some(e) = error {
         data["error"] = Value::String(e);
     }
-    event_insert(ctx, EventDraft::new(EventKind::for_job_status(to), data).job(id)).await?;
+    event_insert(
+        ctx,
+        EventDraft::new(EventKind::for_job_status(to), data).job(id),
+    )
+    .await?;
     Ok(row)
 }
 
@@ -132,7 +137,10 @@ pub(crate) async fn job_task_changed(
             job_transition(ctx, &job, JobEvent::WorkClaimed, None).await
         }
         (TaskType::Plan, TaskStatus::Failed) if !status.is_terminal() => {
-            let why = format!("the plan task failed: {}", error.unwrap_or("no reason given"));
+            let why = format!(
+                "the plan task failed: {}",
+                error.unwrap_or("no reason given")
+            );
             job_transition(ctx, &job, JobEvent::PlanFailed, Some(why)).await
         }
         (TaskType::Work, TaskStatus::Completed | TaskStatus::Failed) => job_settle(ctx, job).await,
@@ -142,13 +150,14 @@ pub(crate) async fn job_task_changed(
 
 /// An executing job whose tasks are all terminal completes, or fails if one failed for good.
 pub(crate) async fn job_settle(ctx: &mut WriteCtx, job: JobRow) -> Result<JobRow> {
-    if job.status()? != JobStatus::Executing || job.tasks_completed + job.tasks_failed < job.tasks_total {
+    if job.status()? != JobStatus::Executing
+        || job.tasks_completed + job.tasks_failed < job.tasks_total
+    {
         return Ok(job);
     }
     let any_failed = job.tasks_failed > 0;
-    let error = any_failed.then(|| {
-        format!("{} of {} tasks failed", job.tasks_failed, job.tasks_total)
-    });
+    let error =
+        any_failed.then(|| format!("{} of {} tasks failed", job.tasks_failed, job.tasks_total));
     job_transition(ctx, &job, JobEvent::WorkSettled { any_failed }, error).await
 }
 
@@ -172,7 +181,9 @@ pub(crate) async fn job_insert(ctx: &mut WriteCtx, p: JobInsertParams) -> Result
     let data = json!({ "from": Value::Null, "status": JobStatus::Committed, "title": p.title });
     event_insert(
         ctx,
-        EventDraft::new(EventKind::JobCommitted, data).job(p.id).agent(p.submitted_by),
+        EventDraft::new(EventKind::JobCommitted, data)
+            .job(p.id)
+            .agent(p.submitted_by),
     )
     .await?;
     row.into_job()
@@ -188,11 +199,12 @@ pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Resu
             p.job_id
         )));
     }
-    let already: Option<(i64,)> = sqlx::query_as("SELECT created_at FROM approvals WHERE job_id = $1 AND agent_id = $2")
-        .bind(&job.id)
-        .bind(&agent.id)
-        .fetch_optional(&mut *ctx.conn)
-        .await?;
+    let already: Option<(i64,)> =
+        sqlx::query_as("SELECT created_at FROM approvals WHERE job_id = $1 AND agent_id = $2")
+            .bind(&job.id)
+            .bind(&agent.id)
+            .fetch_optional(&mut *ctx.conn)
+            .await?;
     if already.is_some() {
         return Err(ApiError::Conflict(format!(
             "agent {} has already approved job {}",
@@ -200,18 +212,26 @@ pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Resu
         )));
     }
     if let Some(last) = agent.last_approved_at {
-        let next = last.saturating_add(i64::try_from(p.cooldown_secs).unwrap_or(i64::MAX / 2).saturating_mul(1000));
+        let next = last.saturating_add(
+            i64::try_from(p.cooldown_secs)
+                .unwrap_or(i64::MAX / 2)
+                .saturating_mul(1000),
+        );
         if ctx.now < next {
-            return Err(ApiError::RateLimited { next_allowed_at: ts(next) });
+            return Err(ApiError::RateLimited {
+                next_allowed_at: ts(next),
+            });
         }
     }
-    sqlx::query("INSERT INTO approvals (job_id, agent_id, comment, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(&job.id)
-        .bind(&agent.id)
-        .bind(p.comment.clone())
-        .bind(ctx.now)
-        .execute(&mut *ctx.conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO approvals (job_id, agent_id, comment, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&job.id)
+    .bind(&agent.id)
+    .bind(p.comment.clone())
+    .bind(ctx.now)
+    .execute(&mut *ctx.conn)
+    .await?;
     sqlx::query("UPDATE agents SET last_approved_at = $2 WHERE id = $1")
         .bind(&agent.id)
         .bind(ctx.now)
@@ -226,10 +246,13 @@ pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Resu
     .await?;
     let approvals = u32::try_from(job.approvals).unwrap_or(u32::MAX);
     let required = u32::try_from(job.approvals_required).unwrap_or(u32::MAX);
-    let data = json!({ "agent_name": agent.name, "approvals": approvals, "approvals_required": required });
+    let data =
+        json!({ "agent_name": agent.name, "approvals": approvals, "approvals_required": required });
     event_insert(
         ctx,
-        EventDraft::new(EventKind::ApprovalAdded, data).job(p.job_id).agent(Some(p.agent_id)),
+        EventDraft::new(EventKind::ApprovalAdded, data)
+            .job(p.job_id)
+            .agent(Some(p.agent_id)),
     )
     .await?;
     for next in approval_path(status, approvals, required)? {
@@ -261,11 +284,17 @@ pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Resu
     })
 }
 
-pub(crate) async fn job_cancel(ctx: &mut WriteCtx, id: Uuid, reason: Option<String>) -> Result<Job> {
+pub(crate) async fn job_cancel(
+    ctx: &mut WriteCtx,
+    id: Uuid,
+    reason: Option<String>,
+) -> Result<Job> {
     let job = job_fetch(ctx, id).await?;
     let status = job.status()?;
     if status.is_terminal() {
-        return Err(ApiError::InvalidState(format!("job {id} is already '{status}'")));
+        return Err(ApiError::InvalidState(format!(
+            "job {id} is already '{status}'"
+        )));
     }
     let why = match reason {
         Some(r) if !r.trim().is_empty() => format!("cancelled by an operator: {r}"),
@@ -289,7 +318,8 @@ pub(crate) async fn job_cancel(ctx: &mut WriteCtx, id: Uuid, reason: Option<Stri
     .await?
     .rows_affected();
     for (task_id, agent_id, idx) in active {
-        let data = json!({ "index": idx, "status": TaskStatus::Failed, "error": why, "cancelled": true });
+        let data =
+            json!({ "index": idx, "status": TaskStatus::Failed, "error": why, "cancelled": true });
         let agent = agent_id.as_deref().map(super::rows::uuid).transpose()?;
         let draft = EventDraft::new(EventKind::TaskFailed, data)
             .job(id)
@@ -297,11 +327,19 @@ pub(crate) async fn job_cancel(ctx: &mut WriteCtx, id: Uuid, reason: Option<Stri
             .agent(agent);
         event_insert(ctx, draft).await?;
     }
-    let job: JobRow = sqlx::query_as(&format!("{JOB_RECOUNT} WHERE id = $1 RETURNING {JOB_COLUMNS}"))
-        .bind(&job.id)
-        .fetch_one(&mut *ctx.conn)
-        .await?;
-    let job = job_transition(ctx, &job, JobEvent::Cancelled, Some(format!("{why} ({closed} open tasks closed)"))).await?;
+    let job: JobRow = sqlx::query_as(&format!(
+        "{JOB_RECOUNT} WHERE id = $1 RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(&job.id)
+    .fetch_one(&mut *ctx.conn)
+    .await?;
+    let job = job_transition(
+        ctx,
+        &job,
+        JobEvent::Cancelled,
+        Some(format!("{why} ({closed} open tasks closed)")),
+    )
+    .await?;
     job.into_job()
 }
 
@@ -326,20 +364,23 @@ pub(crate) async fn jobs_sync(ctx: &mut WriteCtx) -> Result<usize> {
 
 impl Store {
     pub async fn job_get(&self, id: Uuid) -> Result<Job> {
-        let row: Option<JobRow> = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(self.reader())
-            .await?;
-        row.ok_or_else(|| ApiError::not_found("job", id))?.into_job()
+        let row: Option<JobRow> =
+            sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(self.reader())
+                .await?;
+        row.ok_or_else(|| ApiError::not_found("job", id))?
+            .into_job()
     }
 
     /// Newest first.
     pub async fn job_list(&self, p: JobListParams) -> Result<Page<Job>> {
         let status = p.status.map(|s| s.as_str());
-        let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE ($1 IS NULL OR status = $1)")
-            .bind(status)
-            .fetch_one(self.reader())
-            .await?;
+        let (total,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE ($1 IS NULL OR status = $1)")
+                .bind(status)
+                .fetch_one(self.reader())
+                .await?;
         let rows: Vec<JobRow> = sqlx::query_as(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE ($1 IS NULL OR status = $1) \
              ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
@@ -350,7 +391,10 @@ impl Store {
         .fetch_all(self.reader())
         .await?;
         Ok(Page {
-            items: rows.into_iter().map(JobRow::into_job).collect::<Result<_>>()?,
+            items: rows
+                .into_iter()
+                .map(JobRow::into_job)
+                .collect::<Result<_>>()?,
             total: u64::try_from(total).unwrap_or_default(),
             limit: p.limit,
             offset: p.offset,
@@ -370,7 +414,11 @@ impl Store {
     }
 
     /// When the agent may approve again (`None`: now).
-    pub async fn agent_next_approval_at(&self, agent_id: Uuid, cooldown_secs: u64) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    pub async fn agent_next_approval_at(
+        &self,
+        agent_id: Uuid,
+        cooldown_secs: u64,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
         let agent = self.agent_get(agent_id).await?;
         let cooldown = Duration::seconds(i64::try_from(cooldown_secs).unwrap_or(i64::MAX / 2_000));
         Ok(agent

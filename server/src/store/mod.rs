@@ -24,7 +24,7 @@ use std::time::Duration;
 use agora_shared::Event;
 use anyhow::Context;
 use futures::future::BoxFuture;
-use sqlx::any::{AnyPoolOptions, AnyConnectOptions};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, ConnectOptions, Executor};
 use tokio::sync::{broadcast, Notify};
@@ -81,19 +81,28 @@ pub fn now_ms() -> i64 {
 
 impl Store {
     /// Opens (and creates, on SQLite) the database and runs the migrations.
-    pub async fn connect(database_url: Option<&str>, db_path: &std::path::Path) -> anyhow::Result<Store> {
+    pub async fn connect(
+        database_url: Option<&str>,
+        db_path: &std::path::Path,
+    ) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let (backend, url) = match database_url {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 (Backend::Postgres, url.to_string())
             }
-            Some(url) => anyhow::bail!("DATABASE_URL must start with postgres:// (got {url:?}); leave it unset for SQLite"),
+            Some(url) => anyhow::bail!(
+                "DATABASE_URL must start with postgres:// (got {url:?}); leave it unset for SQLite"
+            ),
             None => {
                 if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("creating the database folder {}", dir.display()))?;
+                    std::fs::create_dir_all(dir).with_context(|| {
+                        format!("creating the database folder {}", dir.display())
+                    })?;
                 }
-                (Backend::Sqlite, format!("sqlite://{}?mode=rwc", db_path.display()))
+                (
+                    Backend::Sqlite,
+                    format!("sqlite://{}?mode=rwc", db_path.display()),
+                )
             }
         };
         let options = AnyConnectOptions::from_str(&url)
@@ -107,7 +116,9 @@ impl Store {
                     .min_connections(1)
                     .idle_timeout(None)
                     .max_lifetime(None)
-                    .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn, true).await }))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move { sqlite_pragmas(conn, true).await })
+                    })
                     .connect_with(options.clone())
                     .await
                     .context("opening the SQLite database")?;
@@ -117,7 +128,9 @@ impl Store {
                     .context("running the SQLite migrations")?;
                 let reader = AnyPoolOptions::new()
                     .max_connections(8)
-                    .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn, false).await }))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move { sqlite_pragmas(conn, false).await })
+                    })
                     .connect_with(options)
                     .await
                     .context("opening the SQLite read pool")?;
@@ -194,7 +207,10 @@ impl Store {
     }
 }
 
-async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection, writer: bool) -> std::result::Result<(), sqlx::Error> {
+async fn sqlite_pragmas(
+    conn: &mut sqlx::AnyConnection,
+    writer: bool,
+) -> std::result::Result<(), sqlx::Error> {
     // WAL lets readers run beside the writer; FULL makes each group commit durable.
     let pragmas = if writer {
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
@@ -211,40 +227,61 @@ pub(crate) type Conn = PoolConnection<Any>;
 /// The write operations, each one atomic change.
 impl Store {
     pub async fn agent_register(&self, p: AgentRegisterParams) -> Result<agora_shared::Agent> {
-        self.write(move |ctx| Box::pin(agents::agent_insert(ctx, p))).await
-    }
-
-    pub async fn agent_heartbeat(&self, id: uuid::Uuid) -> Result<agora_shared::Agent> {
-        self.write(move |ctx| Box::pin(async move { agents::agent_touch(ctx, id).await?.into_agent() }))
+        self.write(move |ctx| Box::pin(agents::agent_insert(ctx, p)))
             .await
     }
 
+    pub async fn agent_heartbeat(&self, id: uuid::Uuid) -> Result<agora_shared::Agent> {
+        self.write(move |ctx| {
+            Box::pin(async move { agents::agent_touch(ctx, id).await?.into_agent() })
+        })
+        .await
+    }
+
     pub async fn agent_unregister(&self, id: uuid::Uuid) -> Result<agora_shared::Agent> {
-        self.write(move |ctx| Box::pin(agents::agent_unregister(ctx, id))).await
+        self.write(move |ctx| Box::pin(agents::agent_unregister(ctx, id)))
+            .await
     }
 
     pub async fn job_submit(&self, p: JobInsertParams) -> Result<agora_shared::Job> {
-        self.write(move |ctx| Box::pin(jobs::job_insert(ctx, p))).await
+        self.write(move |ctx| Box::pin(jobs::job_insert(ctx, p)))
+            .await
     }
 
     pub async fn job_approve(&self, p: JobApproveParams) -> Result<agora_shared::Approved> {
-        self.write(move |ctx| Box::pin(jobs::job_approve(ctx, p))).await
+        self.write(move |ctx| Box::pin(jobs::job_approve(ctx, p)))
+            .await
     }
 
-    pub async fn job_cancel(&self, id: uuid::Uuid, reason: Option<String>) -> Result<agora_shared::Job> {
-        self.write(move |ctx| Box::pin(jobs::job_cancel(ctx, id, reason))).await
+    pub async fn job_cancel(
+        &self,
+        id: uuid::Uuid,
+        reason: Option<String>,
+    ) -> Result<agora_shared::Job> {
+        self.write(move |ctx| Box::pin(jobs::job_cancel(ctx, id, reason)))
+            .await
     }
 
-    pub async fn task_claim(&self, p: TaskClaimParams) -> Result<Option<agora_shared::ClaimedTask>> {
-        self.write(move |ctx| Box::pin(tasks::task_claim(ctx, p))).await
+    pub async fn task_claim(
+        &self,
+        p: TaskClaimParams,
+    ) -> Result<Option<agora_shared::ClaimedTask>> {
+        self.write(move |ctx| Box::pin(tasks::task_claim(ctx, p)))
+            .await
     }
 
-    pub async fn task_start(&self, agent: uuid::Uuid, id: uuid::Uuid) -> Result<agora_shared::Task> {
-        self.write(move |ctx| Box::pin(tasks::task_start(ctx, agent, id))).await
+    pub async fn task_start(
+        &self,
+        agent: uuid::Uuid,
+        id: uuid::Uuid,
+    ) -> Result<agora_shared::Task> {
+        self.write(move |ctx| Box::pin(tasks::task_start(ctx, agent, id)))
+            .await
     }
 
     pub async fn task_progress(&self, p: TaskProgressParams) -> Result<agora_shared::Task> {
-        self.write(move |ctx| Box::pin(tasks::task_progress(ctx, p))).await
+        self.write(move |ctx| Box::pin(tasks::task_progress(ctx, p)))
+            .await
     }
 
     pub async fn task_complete(
@@ -253,16 +290,19 @@ impl Store {
         id: uuid::Uuid,
         result: serde_json::Value,
     ) -> Result<agora_shared::Task> {
-        self.write(move |ctx| Box::pin(tasks::task_complete(ctx, agent, id, result))).await
+        self.write(move |ctx| Box::pin(tasks::task_complete(ctx, agent, id, result)))
+            .await
     }
 
     pub async fn task_fail(&self, p: TaskFailParams) -> Result<agora_shared::Task> {
-        self.write(move |ctx| Box::pin(tasks::task_fail(ctx, p))).await
+        self.write(move |ctx| Box::pin(tasks::task_fail(ctx, p)))
+            .await
     }
 
     /// Scheduler: agents silent since `stale_before` (ms) go offline and lose their tasks.
     pub async fn agents_mark_stale(&self, stale_before: i64) -> Result<StaleSweep> {
-        self.write(move |ctx| Box::pin(agents::agents_mark_stale(ctx, stale_before))).await
+        self.write(move |ctx| Box::pin(agents::agents_mark_stale(ctx, stale_before)))
+            .await
     }
 
     /// Scheduler: tasks past their deadline count a failed attempt.
@@ -273,5 +313,13 @@ impl Store {
     /// Scheduler: repair counters and settle finished jobs.
     pub async fn jobs_sync(&self) -> Result<usize> {
         self.write(|ctx| Box::pin(jobs::jobs_sync(ctx))).await
+    }
+}
+
+impl Store {
+    /// The read pool, for tests that check the database directly.
+    #[doc(hidden)]
+    pub fn reader_for_tests(&self) -> &AnyPool {
+        self.reader()
     }
 }

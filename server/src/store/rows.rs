@@ -1,6 +1,8 @@
 //! Row types private to the store and their mapping to the wire types of `agora-shared`.
 
-use agora_shared::{Agent, AgentStatus, Approval, Event, EventKind, Job, JobStatus, Task, TaskStatus, TaskType};
+use agora_shared::{
+    Agent, AgentStatus, Approval, Event, EventKind, Job, JobStatus, Task, TaskStatus, TaskType,
+};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 use uuid::Uuid;

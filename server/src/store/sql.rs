@@ -6,11 +6,13 @@ use super::Backend;
 pub const AGENT_COLUMNS: &str =
     "id, name, status, capabilities, registered_at, last_seen_at, last_approved_at";
 
-pub const JOB_COLUMNS: &str = "id, title, job_spec, status, submitted_by, approvals_required, approvals, \
+pub const JOB_COLUMNS: &str =
+    "id, title, job_spec, status, submitted_by, approvals_required, approvals, \
      priority, tasks_total, tasks_completed, tasks_failed, tasks_running, created_at, updated_at, \
      finished_at, error";
 
-pub const TASK_COLUMNS: &str = "id, job_id, idx, task_type, task_spec, status, attempts, max_retries, \
+pub const TASK_COLUMNS: &str =
+    "id, job_id, idx, task_type, task_spec, status, attempts, max_retries, \
      timeout_secs, agent_id, claimed_at, started_at, deadline, progress, progress_message, result, \
      error, created_at, updated_at, finished_at";
 

@@ -9,22 +9,26 @@ use crate::error::Result;
 
 impl Store {
     pub async fn stats(&self) -> Result<Stats> {
-        let agents: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM agents WHERE unregistered_at IS NULL GROUP BY status")
+        let agents: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM agents WHERE unregistered_at IS NULL GROUP BY status",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        let jobs: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
                 .fetch_all(self.reader())
                 .await?;
-        let jobs: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
-            .fetch_all(self.reader())
-            .await?;
-        let tasks: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM tasks GROUP BY status")
-            .fetch_all(self.reader())
-            .await?;
-        let since = super::now_ms() - 60_000;
-        let (recent,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM tasks WHERE status = 'completed' AND finished_at >= $1")
-                .bind(since)
-                .fetch_one(self.reader())
+        let tasks: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM tasks GROUP BY status")
+                .fetch_all(self.reader())
                 .await?;
+        let since = super::now_ms() - 60_000;
+        let (recent,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM tasks WHERE status = 'completed' AND finished_at >= $1",
+        )
+        .bind(since)
+        .fetch_one(self.reader())
+        .await?;
         let count = |rows: Vec<(String, i64)>| -> BTreeMap<String, u64> {
             rows.into_iter()
                 .map(|(k, v)| (k, u64::try_from(v).unwrap_or_default()))

@@ -2,8 +2,8 @@
 //! agent's start/progress/complete/fail, and the recoveries (release, failed attempt).
 
 use agora_shared::{
-    after_failure, parse_plan, ClaimedTask, EventKind, JobEvent, JobStatus, Task, TaskAction, TaskStatus,
-    TaskType,
+    after_failure, parse_plan, ClaimedTask, EventKind, JobEvent, JobStatus, Task, TaskAction,
+    TaskStatus, TaskType,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -58,7 +58,11 @@ pub enum FailCause {
 const INSERT_CHUNK: usize = 200;
 
 /// Inserts tasks of a job as pending and counts them; wakes claimers after the commit.
-pub(crate) async fn tasks_insert(ctx: &mut WriteCtx, job: &JobRow, tasks: Vec<NewTask>) -> Result<JobRow> {
+pub(crate) async fn tasks_insert(
+    ctx: &mut WriteCtx,
+    job: &JobRow,
+    tasks: Vec<NewTask>,
+) -> Result<JobRow> {
     let count = tasks.len();
     let mut job_row = None;
     for chunk in tasks.chunks(INSERT_CHUNK) {
@@ -73,7 +77,17 @@ pub(crate) async fn tasks_insert(ctx: &mut WriteCtx, job: &JobRow, tasks: Vec<Ne
             }
             q.push_str(&format!(
                 "(${}, ${}, ${}, ${}, ${}, 'pending', ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10, b + 11
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9,
+                b + 10,
+                b + 11
             ));
         }
         let mut query = sqlx::query(&q);
@@ -105,7 +119,11 @@ pub(crate) async fn tasks_insert(ctx: &mut WriteCtx, job: &JobRow, tasks: Vec<Ne
         .await?;
         let task_type = tasks.first().map(|t| t.task_type).unwrap_or(TaskType::Work);
         let data = json!({ "count": count, "type": task_type });
-        event_insert(ctx, EventDraft::new(EventKind::TasksCreated, data).job(uuid(&job.id)?)).await?;
+        event_insert(
+            ctx,
+            EventDraft::new(EventKind::TasksCreated, data).job(uuid(&job.id)?),
+        )
+        .await?;
         ctx.work_added();
         job_row = Some(row);
     }
@@ -124,17 +142,26 @@ async fn task_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<TaskRow> {
 }
 
 /// The task, checked to belong to `agent` and to allow `action`: 404, then 403, then 409.
-async fn task_for_agent(ctx: &mut WriteCtx, id: Uuid, agent: Uuid, action: TaskAction) -> Result<(TaskRow, TaskStatus)> {
+async fn task_for_agent(
+    ctx: &mut WriteCtx,
+    id: Uuid,
+    agent: Uuid,
+    action: TaskAction,
+) -> Result<(TaskRow, TaskStatus)> {
     let row = task_fetch(ctx, id).await?;
     let status = row.status()?;
     if let Some(owner) = row.agent_id.as_deref() {
         if owner != agent.to_string() {
-            return Err(ApiError::Forbidden(format!("task {id} is assigned to another agent")));
+            return Err(ApiError::Forbidden(format!(
+                "task {id} is assigned to another agent"
+            )));
         }
     }
     let next = status.apply(action)?;
     if row.agent_id.is_none() {
-        return Err(ApiError::InvalidState(format!("task {id} is '{status}' and not assigned to you")));
+        return Err(ApiError::InvalidState(format!(
+            "task {id} is '{status}' and not assigned to you"
+        )));
     }
     Ok((row, next))
 }
@@ -149,7 +176,10 @@ fn event_for(row: &TaskRow, kind: EventKind, mut data: Value) -> Result<EventDra
         .agent(agent))
 }
 
-pub(crate) async fn task_claim(ctx: &mut WriteCtx, p: TaskClaimParams) -> Result<Option<ClaimedTask>> {
+pub(crate) async fn task_claim(
+    ctx: &mut WriteCtx,
+    p: TaskClaimParams,
+) -> Result<Option<ClaimedTask>> {
     agent_touch(ctx, p.agent_id).await?;
     let claim = sql::task_claim(ctx.backend);
     let row: Option<TaskRow> = sqlx::query_as(&claim)
@@ -158,10 +188,21 @@ pub(crate) async fn task_claim(ctx: &mut WriteCtx, p: TaskClaimParams) -> Result
         .fetch_optional(&mut *ctx.conn)
         .await?;
     let Some(row) = row else { return Ok(None) };
-    let job = job_task_changed(ctx, &row.job_id, row.task_type()?, Some(TaskStatus::Pending), TaskStatus::Claimed, None).await?;
+    let job = job_task_changed(
+        ctx,
+        &row.job_id,
+        row.task_type()?,
+        Some(TaskStatus::Pending),
+        TaskStatus::Claimed,
+        None,
+    )
+    .await?;
     let data = json!({ "status": TaskStatus::Claimed, "attempts": row.attempts, "deadline": row.deadline.map(super::rows::ts) });
     event_insert(ctx, event_for(&row, EventKind::TaskClaimed, data)?).await?;
-    Ok(Some(ClaimedTask { task: row.into_task()?, job: job.into_job()? }))
+    Ok(Some(ClaimedTask {
+        task: row.into_task()?,
+        job: job.into_job()?,
+    }))
 }
 
 pub(crate) async fn task_start(ctx: &mut WriteCtx, agent: Uuid, id: Uuid) -> Result<Task> {
@@ -175,7 +216,11 @@ pub(crate) async fn task_start(ctx: &mut WriteCtx, agent: Uuid, id: Uuid) -> Res
     .bind(ctx.now)
     .fetch_one(&mut *ctx.conn)
     .await?;
-    event_insert(ctx, event_for(&row, EventKind::TaskStarted, json!({ "status": next }))?).await?;
+    event_insert(
+        ctx,
+        event_for(&row, EventKind::TaskStarted, json!({ "status": next }))?,
+    )
+    .await?;
     row.into_task()
 }
 
@@ -186,7 +231,10 @@ pub(crate) async fn task_progress(ctx: &mut WriteCtx, p: TaskProgressParams) -> 
         Some(extend) if i64::try_from(extend).unwrap_or(i64::MAX) > row.timeout_secs => {
             return Err(ApiError::validation(
                 "extend_secs",
-                format!("may be at most the task's timeout_secs ({}), got {extend}", row.timeout_secs),
+                format!(
+                    "may be at most the task's timeout_secs ({}), got {extend}",
+                    row.timeout_secs
+                ),
             ));
         }
         Some(extend) => ctx.now + i64::try_from(extend).unwrap_or(0) * 1000,
@@ -209,7 +257,12 @@ pub(crate) async fn task_progress(ctx: &mut WriteCtx, p: TaskProgressParams) -> 
     row.into_task()
 }
 
-pub(crate) async fn task_complete(ctx: &mut WriteCtx, agent: Uuid, id: Uuid, result: Value) -> Result<Task> {
+pub(crate) async fn task_complete(
+    ctx: &mut WriteCtx,
+    agent: Uuid,
+    id: Uuid,
+    result: Value,
+) -> Result<Task> {
     agent_touch(ctx, agent).await?;
     let (row, next) = task_for_agent(ctx, id, agent, TaskAction::Complete).await?;
     let task_type = row.task_type()?;
@@ -229,7 +282,11 @@ pub(crate) async fn task_complete(ctx: &mut WriteCtx, agent: Uuid, id: Uuid, res
     .bind(ctx.now)
     .fetch_one(&mut *ctx.conn)
     .await?;
-    event_insert(ctx, event_for(&row, EventKind::TaskCompleted, json!({ "status": next }))?).await?;
+    event_insert(
+        ctx,
+        event_for(&row, EventKind::TaskCompleted, json!({ "status": next }))?,
+    )
+    .await?;
     let job = job_task_changed(ctx, &row.job_id, task_type, Some(from), next, None).await?;
     if let Some(specs) = specs {
         plan_land(ctx, job, &row, specs).await?;
@@ -239,7 +296,12 @@ pub(crate) async fn task_complete(ctx: &mut WriteCtx, agent: Uuid, id: Uuid, res
 
 /// Creates the plan's work tasks (1..=n) and moves the job to `ready`, or completes it when
 /// the plan is empty.
-async fn plan_land(ctx: &mut WriteCtx, job: JobRow, plan: &TaskRow, specs: Vec<Value>) -> Result<()> {
+async fn plan_land(
+    ctx: &mut WriteCtx,
+    job: JobRow,
+    plan: &TaskRow,
+    specs: Vec<Value>,
+) -> Result<()> {
     if job.status()? != JobStatus::Planning {
         return Ok(());
     }
@@ -263,12 +325,19 @@ async fn plan_land(ctx: &mut WriteCtx, job: JobRow, plan: &TaskRow, specs: Vec<V
 pub(crate) async fn task_fail(ctx: &mut WriteCtx, p: TaskFailParams) -> Result<Task> {
     agent_touch(ctx, p.agent_id).await?;
     let (row, _) = task_for_agent(ctx, p.task_id, p.agent_id, TaskAction::Fail).await?;
-    let cause = FailCause::Reported { error: p.error, retryable: p.retryable };
+    let cause = FailCause::Reported {
+        error: p.error,
+        retryable: p.retryable,
+    };
     task_fail_attempt(ctx, row, cause).await
 }
 
 /// Counts a failed attempt: back to pending while retries remain, else failed for good.
-pub(crate) async fn task_fail_attempt(ctx: &mut WriteCtx, row: TaskRow, cause: FailCause) -> Result<Task> {
+pub(crate) async fn task_fail_attempt(
+    ctx: &mut WriteCtx,
+    row: TaskRow,
+    cause: FailCause,
+) -> Result<Task> {
     let from = row.status()?;
     from.apply(TaskAction::Fail)?;
     let (error, retryable) = match cause {
@@ -300,7 +369,15 @@ pub(crate) async fn task_fail_attempt(ctx: &mut WriteCtx, row: TaskRow, cause: F
     let mut draft = event_for(&updated, EventKind::TaskFailed, data)?;
     draft.agent_id = row.agent_id.as_deref().map(uuid).transpose()?;
     event_insert(ctx, draft).await?;
-    job_task_changed(ctx, &row.job_id, row.task_type()?, Some(from), outcome.status, Some(&error)).await?;
+    job_task_changed(
+        ctx,
+        &row.job_id,
+        row.task_type()?,
+        Some(from),
+        outcome.status,
+        Some(&error),
+    )
+    .await?;
     if retry {
         ctx.work_added();
     }
@@ -311,7 +388,10 @@ pub(crate) async fn task_fail_attempt(ctx: &mut WriteCtx, row: TaskRow, cause: F
 pub(crate) async fn task_release(ctx: &mut WriteCtx, row: TaskRow, reason: &str) -> Result<Task> {
     let from = row.status()?;
     if !from.is_active() {
-        return Err(ApiError::InvalidState(format!("task {} is '{from}', not held by an agent", row.id)));
+        return Err(ApiError::InvalidState(format!(
+            "task {} is '{from}', not held by an agent",
+            row.id
+        )));
     }
     let updated: TaskRow = sqlx::query_as(&format!(
         "UPDATE tasks SET status = 'pending', agent_id = NULL, deadline = NULL, claimed_at = NULL, \
@@ -321,10 +401,22 @@ pub(crate) async fn task_release(ctx: &mut WriteCtx, row: TaskRow, reason: &str)
     .bind(ctx.now)
     .fetch_one(&mut *ctx.conn)
     .await?;
-    let mut draft = event_for(&updated, EventKind::TaskReleased, json!({ "status": TaskStatus::Pending, "reason": reason }))?;
+    let mut draft = event_for(
+        &updated,
+        EventKind::TaskReleased,
+        json!({ "status": TaskStatus::Pending, "reason": reason }),
+    )?;
     draft.agent_id = row.agent_id.as_deref().map(uuid).transpose()?;
     event_insert(ctx, draft).await?;
-    job_task_changed(ctx, &row.job_id, row.task_type()?, Some(from), TaskStatus::Pending, None).await?;
+    job_task_changed(
+        ctx,
+        &row.job_id,
+        row.task_type()?,
+        Some(from),
+        TaskStatus::Pending,
+        None,
+    )
+    .await?;
     ctx.work_added();
     updated.into_task()
 }
@@ -354,23 +446,26 @@ pub struct TaskListParams {
 
 impl Store {
     pub async fn task_get(&self, id: Uuid) -> Result<Task> {
-        let row: Option<TaskRow> = sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(self.reader())
-            .await?;
-        row.ok_or_else(|| ApiError::not_found("task", id))?.into_task()
+        let row: Option<TaskRow> =
+            sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(self.reader())
+                .await?;
+        row.ok_or_else(|| ApiError::not_found("task", id))?
+            .into_task()
     }
 
     /// In index order.
     pub async fn task_list(&self, p: TaskListParams) -> Result<agora_shared::Page<Task>> {
         self.job_get(p.job_id).await?;
         let status = p.status.map(|s| s.as_str());
-        let (total,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM tasks WHERE job_id = $1 AND ($2 IS NULL OR status = $2)")
-                .bind(p.job_id.to_string())
-                .bind(status)
-                .fetch_one(self.reader())
-                .await?;
+        let (total,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM tasks WHERE job_id = $1 AND ($2 IS NULL OR status = $2)",
+        )
+        .bind(p.job_id.to_string())
+        .bind(status)
+        .fetch_one(self.reader())
+        .await?;
         let rows: Vec<TaskRow> = sqlx::query_as(&format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 AND ($2 IS NULL OR status = $2) \
              ORDER BY idx LIMIT $3 OFFSET $4"
@@ -382,7 +477,10 @@ impl Store {
         .fetch_all(self.reader())
         .await?;
         Ok(agora_shared::Page {
-            items: rows.into_iter().map(TaskRow::into_task).collect::<Result<_>>()?,
+            items: rows
+                .into_iter()
+                .map(TaskRow::into_task)
+                .collect::<Result<_>>()?,
             total: u64::try_from(total).unwrap_or_default(),
             limit: p.limit,
             offset: p.offset,

@@ -117,7 +117,9 @@ impl WriterHandle {
                 let ok = result.is_ok();
                 let reply: Reply = Box::new(move |commit_error| {
                     let answer = match (commit_error, result) {
-                        (Some(e), Ok(_)) => Err(ApiError::Internal(anyhow::anyhow!("commit failed: {e}"))),
+                        (Some(e), Ok(_)) => {
+                            Err(ApiError::Internal(anyhow::anyhow!("commit failed: {e}")))
+                        }
                         (_, r) => r,
                     };
                     let _ = tx.send(answer);
@@ -214,7 +216,11 @@ async fn run_sqlite_writer(pool: AnyPool, mut rx: mpsc::Receiver<Msg>, publisher
     }
 }
 
-async fn run_batch(ctx: &mut WriteCtx, batch: Vec<Job>, publisher: &Publisher) -> std::result::Result<(), sqlx::Error> {
+async fn run_batch(
+    ctx: &mut WriteCtx,
+    batch: Vec<Job>,
+    publisher: &Publisher,
+) -> std::result::Result<(), sqlx::Error> {
     ctx.conn.execute("BEGIN IMMEDIATE").await?;
     let mut replies = Vec::with_capacity(batch.len());
     let mut events = Vec::new();

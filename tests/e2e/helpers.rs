@@ -1,0 +1,297 @@
+//! `spawn_app()`: the real server on a random port with a fresh SQLite database in a temp dir,
+//! plus small typed helpers over its HTTP API.
+
+use std::sync::Once;
+
+use agora_server::{store::Store, Application, Config};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub store: Store,
+    pub config: Config,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Clone, Debug)]
+pub struct TestAgent {
+    pub id: Uuid,
+    pub token: String,
+    pub name: String,
+}
+
+/// A response: status and JSON body.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Value {
+        assert!(
+            self.status.is_success(),
+            "expected success, got {} {}",
+            self.status,
+            self.body
+        );
+        assert_eq!(self.body["success"], true);
+        self.body["data"].clone()
+    }
+
+    #[track_caller]
+    pub fn err(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(self.code(), code, "body: {}", self.body);
+        assert_eq!(self.body["success"], false);
+    }
+}
+
+fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter("info,agora_server=debug")
+                .init();
+        }
+    });
+}
+
+/// Test defaults: loopback, port 0, scheduler effectively off (tests that need it shorten it).
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut c = Config::from_defaults().expect("default config");
+    c.host = "127.0.0.1".into();
+    c.port = 0;
+    c.db_path = dir.join("agora.db");
+    c.database_url = None;
+    c.repos_dir = dir.join("repos");
+    c.scheduler_interval_secs = 3600.0;
+    c.registration_token = None;
+    c.admin_token = None;
+    c
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = test_config(dir.path());
+    tweak(&mut config);
+    let app = Application::build(config.clone())
+        .await
+        .expect("server builds");
+    let base = format!("http://127.0.0.1:{}/api", app.port());
+    let store = app.store();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .expect("client"),
+        store,
+        config,
+        stop: Some(stop),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        let text = res.text().await.expect("body read");
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
+        Resp { status, body }
+    }
+
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> Resp {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        let text = res.text().await.expect("body read");
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
+        Resp { status, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(reqwest::Method::GET, path, None, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+        self.send(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    pub async fn register(&self, name: &str) -> TestAgent {
+        let data = self
+            .post("/agents/register", None, json!({ "name": name }))
+            .await
+            .ok();
+        TestAgent {
+            id: data["agent_id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("agent_id"),
+            token: data["token"].as_str().expect("token").to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    pub async fn register_many(&self, prefix: &str, n: usize) -> Vec<TestAgent> {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            out.push(self.register(&format!("{prefix}-{i}")).await);
+        }
+        out
+    }
+
+    pub async fn submit(&self, title: &str, spec: Value) -> Uuid {
+        let data = self
+            .post("/jobs", None, json!({ "title": title, "job_spec": spec }))
+            .await
+            .ok();
+        data["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("job id")
+    }
+
+    pub async fn approve(&self, job: Uuid, agent: &TestAgent) -> Resp {
+        self.post(
+            &format!("/jobs/{job}/approve"),
+            Some(&agent.token),
+            json!({ "agent_id": agent.id }),
+        )
+        .await
+    }
+
+    pub async fn job(&self, job: Uuid) -> Value {
+        self.get(&format!("/jobs/{job}")).await.ok()
+    }
+
+    /// Claims once; `None` when nothing is pending.
+    pub async fn claim(&self, agent: &TestAgent) -> Option<Value> {
+        let data = self
+            .post(
+                "/tasks/claim",
+                Some(&agent.token),
+                json!({ "agent_id": agent.id }),
+            )
+            .await
+            .ok();
+        (!data.is_null()).then_some(data)
+    }
+
+    pub async fn task_call(
+        &self,
+        agent: &TestAgent,
+        task: &str,
+        action: &str,
+        body: Value,
+    ) -> Resp {
+        self.post(&format!("/tasks/{task}/{action}"), Some(&agent.token), body)
+            .await
+    }
+
+    /// Submits a job, approves it with the first `approvals_required` agents, claims the plan
+    /// with `planner` and completes it with `specs`. Returns the job id.
+    pub async fn planned_job(
+        &self,
+        agents: &[TestAgent],
+        planner: &TestAgent,
+        specs: Vec<Value>,
+    ) -> Uuid {
+        let job = self.submit("planned", json!({ "goal": "test" })).await;
+        for a in agents.iter().take(self.config.approvals_required as usize) {
+            self.approve(job, a).await.ok();
+        }
+        let claimed = self.claim(planner).await.expect("the plan task is pending");
+        assert_eq!(claimed["task"]["type"], "plan");
+        let task = claimed["task"]["id"].as_str().expect("task id").to_string();
+        self.task_call(
+            planner,
+            &task,
+            "complete",
+            json!({ "result": { "task_specs": specs } }),
+        )
+        .await
+        .ok();
+        job
+    }
+
+    pub async fn events(&self, job: Uuid) -> Vec<Value> {
+        self.get(&format!("/jobs/{job}/events"))
+            .await
+            .ok()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.server.take() {
+            h.await.expect("server task").expect("server ran cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub fn id_of(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_string()
+}
