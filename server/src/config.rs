@@ -42,6 +42,9 @@ pub struct Config {
     /// How long a WebSocket task offer waits for accept before it is released.
     #[arg(long, env = "OFFER_TTL_SECS", default_value_t = 15.0)]
     pub offer_ttl_secs: f64,
+    /// How often the server pings each WebSocket; a socket silent for two intervals is closed.
+    #[arg(long, env = "WS_PING_SECS", default_value_t = 10.0)]
+    pub ws_ping_secs: f64,
     /// When set, registration needs `Authorization: Bearer <this>`.
     #[arg(long, env = "REGISTRATION_TOKEN")]
     pub registration_token: Option<String>,
@@ -83,11 +86,16 @@ impl Config {
         secs(self.offer_ttl_secs)
     }
 
+    pub fn ws_ping(&self) -> Duration {
+        secs(self.ws_ping_secs)
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         for (name, v) in [
             ("SCHEDULER_INTERVAL_SECS", self.scheduler_interval_secs),
             ("AGENT_STALE_SECS", self.agent_stale_secs),
             ("OFFER_TTL_SECS", self.offer_ttl_secs),
+            ("WS_PING_SECS", self.ws_ping_secs),
         ] {
             anyhow::ensure!(
                 v.is_finite() && v > 0.0,

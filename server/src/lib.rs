@@ -5,6 +5,7 @@
 //! - [`error`]: the one error enum and its mapping to the API envelope.
 //! - [`store`]: the database (SQLite or PostgreSQL through sqlx `Any`), group-commit writer.
 //! - [`http`]: the REST API, one module per resource; [`openapi`] documents it.
+//! - [`hub`]: the push hub: WebSocket agents, the dispatcher that offers them work.
 //! - [`auth`]: agent, operator and registration tokens.
 //! - [`scheduler`]: deadlines, stale agents, job counters.
 //! - [`startup`]: bind, serve, drain.
@@ -13,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod hub;
 pub mod openapi;
 pub mod scheduler;
 pub mod startup;

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{agents, jobs, system, tasks};
+use crate::http::{agents, jobs, sse, system, tasks, ws};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,6 +16,7 @@ use crate::http::{agents, jobs, system, tasks};
         tasks::claim_task, tasks::get_task, tasks::start_task, tasks::progress_task, tasks::complete_task,
         tasks::fail_task,
         system::health, system::stats, system::openapi,
+        ws::agent_ws, sse::stream_events, sse::stream_job,
     ),
     modifiers(&Security),
 )]

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::auth::TokenCache;
 use crate::config::Config;
 use crate::http::app;
+use crate::hub::Hub;
 use crate::scheduler;
 use crate::state::AppState;
 use crate::store::Store;
@@ -32,7 +33,9 @@ impl Application {
             .await
             .with_context(|| format!("binding {addr}"))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (hub, _dispatcher) = Hub::start(store.clone(), shutdown_rx.clone());
         let state = AppState {
+            hub,
             store,
             config: Arc::new(config),
             tokens: Arc::new(TokenCache::default()),

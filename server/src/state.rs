@@ -6,6 +6,7 @@ use tokio::sync::watch;
 
 use crate::auth::TokenCache;
 use crate::config::Config;
+use crate::hub::Hub;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -14,6 +15,8 @@ pub struct AppState {
     pub store: Store,
     /// Limits and defaults the handlers apply.
     pub config: Arc<Config>,
+    /// Connected WebSocket agents and the dispatcher that offers them work.
+    pub hub: Hub,
     /// Token hash → agent id, so authenticating a hot agent costs no query.
     pub tokens: Arc<TokenCache>,
     /// Flips to `true` when the server starts shutting down: long-polls and streams end.

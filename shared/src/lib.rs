@@ -22,6 +22,7 @@ pub mod system;
 pub mod task;
 pub mod task_rules;
 pub mod validate;
+pub mod ws;
 
 pub use agent::*;
 pub use api::*;

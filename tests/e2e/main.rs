@@ -10,4 +10,6 @@ mod cancel;
 mod claim_race;
 mod lifecycle;
 mod plan;
+mod push;
+mod push_helpers;
 mod recovery;

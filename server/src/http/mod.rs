@@ -3,8 +3,10 @@
 pub mod agents;
 pub mod extract;
 pub mod jobs;
+pub mod sse;
 pub mod system;
 pub mod tasks;
+pub mod ws;
 
 use agora_shared::Envelope;
 use axum::extract::DefaultBodyLimit;
@@ -23,6 +25,8 @@ pub fn app(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(tasks::router())
         .merge(system::router())
+        .merge(sse::router())
+        .merge(ws::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()

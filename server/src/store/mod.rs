@@ -270,6 +270,41 @@ impl Store {
             .await
     }
 
+    /// Claims for several agents in one transaction; stops when nothing is pending.
+    pub async fn task_claim_many(
+        &self,
+        agents: Vec<uuid::Uuid>,
+    ) -> Result<Vec<(uuid::Uuid, agora_shared::ClaimedTask)>> {
+        self.write(move |ctx| Box::pin(tasks::task_claim_many(ctx, agents)))
+            .await
+    }
+
+    /// An offered task goes back to pending, no attempt counted.
+    pub async fn task_decline(
+        &self,
+        agent: uuid::Uuid,
+        id: uuid::Uuid,
+        reason: String,
+    ) -> Result<agora_shared::Task> {
+        self.write(move |ctx| {
+            Box::pin(async move { tasks::task_decline(ctx, agent, id, &reason).await })
+        })
+        .await
+    }
+
+    /// A WebSocket agent lets go of its offers (released) and running tasks (failed attempt).
+    pub async fn tasks_abandon(
+        &self,
+        agent: uuid::Uuid,
+        ids: Vec<uuid::Uuid>,
+        reason: String,
+    ) -> Result<usize> {
+        self.write(move |ctx| {
+            Box::pin(async move { tasks::tasks_abandon(ctx, agent, ids, &reason).await })
+        })
+        .await
+    }
+
     pub async fn task_start(
         &self,
         agent: uuid::Uuid,

@@ -52,6 +52,8 @@ pub enum FailCause {
     TimedOut,
     /// The agent went stale.
     AgentLost,
+    /// The agent's WebSocket closed or stopped answering while it ran the task.
+    Disconnected,
 }
 
 /// Rows per INSERT statement (12 parameters each; well under every backend's limit).
@@ -181,6 +183,28 @@ pub(crate) async fn task_claim(
     p: TaskClaimParams,
 ) -> Result<Option<ClaimedTask>> {
     agent_touch(ctx, p.agent_id).await?;
+    task_claim_next(ctx, p.agent_id).await
+}
+
+/// Claims for several agents in one transaction (the dispatcher's batch), in order, until
+/// nothing is pending. Each entry gets at most one task.
+pub(crate) async fn task_claim_many(
+    ctx: &mut WriteCtx,
+    agents: Vec<Uuid>,
+) -> Result<Vec<(Uuid, ClaimedTask)>> {
+    let mut out = Vec::with_capacity(agents.len());
+    for agent in agents {
+        match task_claim_next(ctx, agent).await? {
+            Some(c) => out.push((agent, c)),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// The claim itself: the same statement for REST, long-poll and WebSocket dispatch.
+async fn task_claim_next(ctx: &mut WriteCtx, agent_id: Uuid) -> Result<Option<ClaimedTask>> {
+    let p = TaskClaimParams { agent_id };
     let claim = sql::task_claim(ctx.backend);
     let row: Option<TaskRow> = sqlx::query_as(&claim)
         .bind(p.agent_id.to_string())
@@ -344,6 +368,10 @@ pub(crate) async fn task_fail_attempt(
         FailCause::Reported { error, retryable } => (error, retryable),
         FailCause::TimedOut => (format!("timed out after {} s", row.timeout_secs), true),
         FailCause::AgentLost => ("its agent stopped answering".to_string(), true),
+        FailCause::Disconnected => (
+            "its agent's WebSocket closed while it ran the task".to_string(),
+            true,
+        ),
     };
     let attempts = u32::try_from(row.attempts).unwrap_or(u32::MAX);
     let max_retries = u32::try_from(row.max_retries).unwrap_or(0);
@@ -382,6 +410,48 @@ pub(crate) async fn task_fail_attempt(
         ctx.work_added();
     }
     updated.into_task()
+}
+
+/// A WebSocket agent lets go of tasks: offers (still `claimed`) go back to pending with no
+/// attempt counted; accepted (`running`) tasks count a failed attempt. Tasks no longer held by
+/// the agent are skipped.
+pub(crate) async fn tasks_abandon(
+    ctx: &mut WriteCtx,
+    agent: Uuid,
+    ids: Vec<Uuid>,
+    reason: &str,
+) -> Result<usize> {
+    let mut n = 0;
+    for id in ids {
+        let Ok(row) = task_fetch(ctx, id).await else {
+            continue;
+        };
+        if row.agent_id.as_deref() != Some(agent.to_string().as_str()) {
+            continue;
+        }
+        match row.status()? {
+            TaskStatus::Claimed => {
+                task_release(ctx, row, reason).await?;
+            }
+            TaskStatus::Running => {
+                task_fail_attempt(ctx, row, FailCause::Disconnected).await?;
+            }
+            _ => continue,
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The agent declines an offered (claimed, not started) task.
+pub(crate) async fn task_decline(
+    ctx: &mut WriteCtx,
+    agent: Uuid,
+    id: Uuid,
+    reason: &str,
+) -> Result<Task> {
+    let (row, _) = task_for_agent(ctx, id, agent, TaskAction::Release).await?;
+    task_release(ctx, row, reason).await
 }
 
 /// Gives a claimed or running task back to pending with no attempt counted.
@@ -485,5 +555,17 @@ impl Store {
             limit: p.limit,
             offset: p.offset,
         })
+    }
+}
+
+impl Store {
+    /// Running tasks held by an agent (a reconnecting WebSocket takes them over).
+    pub async fn task_ids_running_for_agent(&self, agent: Uuid) -> Result<Vec<Uuid>> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM tasks WHERE agent_id = $1 AND status = 'running'")
+                .bind(agent.to_string())
+                .fetch_all(self.reader())
+                .await?;
+        rows.iter().map(|(id,)| uuid(id)).collect()
     }
 }

@@ -1,0 +1,203 @@
+//! Server-sent events: `GET /api/events` (everything) and `GET /api/jobs/:id/stream` (one job).
+//! Each message's `id` is the event id. A client that reconnects with `Last-Event-ID` (header)
+//! or `?last_event_id=` first gets every event it missed, from the table, then live ones, with
+//! no gap and no duplicate at the seam. A client that falls too far behind gets a `resync`
+//! message and the stream ends; reconnecting with its last id repairs it from the table.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use agora_shared::Event;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use uuid::Uuid;
+
+use super::extract::{AppPath, AppQuery};
+use crate::error::{ApiError, Result};
+use crate::state::AppState;
+use crate::store::{EventListParams, Store};
+
+/// Messages buffered per client before it counts as slow.
+const CLIENT_BUFFER: usize = 256;
+/// How long a client may leave its buffer full before it is cut off.
+const SLOW_CLIENT: Duration = Duration::from_secs(5);
+/// Rows per replay query.
+const REPLAY_PAGE: u32 = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/events", get(stream_events))
+        .route("/jobs/{id}/stream", get(stream_job))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// Resume after this event id (same as the `Last-Event-ID` header; `0` replays everything).
+    last_event_id: Option<i64>,
+}
+
+fn resume_point(headers: &HeaderMap, q: &StreamQuery) -> Result<Option<i64>> {
+    if let Some(v) = headers.get("last-event-id") {
+        let id = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| {
+                ApiError::validation("Last-Event-ID", "must be a non-negative event id")
+            })?;
+        return Ok(Some(id));
+    }
+    match q.last_event_id {
+        Some(id) if id < 0 => Err(ApiError::validation(
+            "last_event_id",
+            "must be a non-negative event id",
+        )),
+        other => Ok(other),
+    }
+}
+
+type Feed = ReceiverStream<std::result::Result<SseEvent, Infallible>>;
+type SseStream = Sse<axum::response::sse::KeepAliveStream<Feed>>;
+
+/// Every event, live; with `Last-Event-ID` the missed ones first.
+#[utoipa::path(get, path = "/api/events", tag = "push", params(StreamQuery),
+    responses((status = 200, description = "text/event-stream of Event JSON", content_type = "text/event-stream"),
+              (status = 400, body = agora_shared::ErrorEnvelope)))]
+pub async fn stream_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    AppQuery(q): AppQuery<StreamQuery>,
+) -> Result<SseStream> {
+    let after = resume_point(&headers, &q)?;
+    Ok(sse(start(state, None, after)))
+}
+
+/// One job's events; with `Last-Event-ID` the missed ones first.
+#[utoipa::path(get, path = "/api/jobs/{id}/stream", tag = "push", params(("id" = Uuid, Path), StreamQuery),
+    responses((status = 200, description = "text/event-stream of Event JSON", content_type = "text/event-stream"),
+              (status = 400, body = agora_shared::ErrorEnvelope), (status = 404, body = agora_shared::ErrorEnvelope)))]
+pub async fn stream_job(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+    headers: HeaderMap,
+    AppQuery(q): AppQuery<StreamQuery>,
+) -> Result<SseStream> {
+    let after = resume_point(&headers, &q)?;
+    state.store.job_get(id).await?;
+    Ok(sse(start(state, Some(id), after)))
+}
+
+fn sse(stream: Feed) -> SseStream {
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn start(state: AppState, job: Option<Uuid>, after: Option<i64>) -> Feed {
+    // Subscribe before reading the table, so nothing committed in between is missed.
+    let live = state.store.subscribe();
+    let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+    tokio::spawn(feed(
+        state.store.clone(),
+        state.shutdown.clone(),
+        live,
+        tx,
+        job,
+        after,
+    ));
+    ReceiverStream::new(rx)
+}
+
+fn to_sse(e: &Event) -> SseEvent {
+    SseEvent::default()
+        .id(e.id.to_string())
+        .data(serde_json::to_string(e).unwrap_or_default())
+}
+
+async fn feed(
+    store: Store,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut live: broadcast::Receiver<std::sync::Arc<Event>>,
+    tx: mpsc::Sender<std::result::Result<SseEvent, Infallible>>,
+    job: Option<Uuid>,
+    after: Option<i64>,
+) {
+    // The highest id already sent (or deliberately skipped), across all jobs.
+    let mut last = match after {
+        Some(a) => a,
+        None => match store.event_last_id().await {
+            Ok(id) => id,
+            Err(_) => return,
+        },
+    };
+    if after.is_some() {
+        loop {
+            let page = match store
+                .event_list(EventListParams {
+                    job_id: job,
+                    after: last,
+                    limit: REPLAY_PAGE,
+                })
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SSE replay failed");
+                    return;
+                }
+            };
+            let full = page.len() as u32 == REPLAY_PAGE;
+            for e in &page {
+                last = e.id;
+                if tx.send(Ok(to_sse(e))).await.is_err() {
+                    return;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+    loop {
+        let received = tokio::select! {
+            r = live.recv() => r,
+            _ = shutdown.changed() => return,
+        };
+        match received {
+            Ok(e) => {
+                if e.id <= last {
+                    continue;
+                }
+                if job.is_some() && e.job_id != job {
+                    continue;
+                }
+                // A client that does not drain its buffer in time is told to resync rather
+                // than queued for without bound.
+                if tx.send_timeout(Ok(to_sse(&e)), SLOW_CLIENT).await.is_err() {
+                    resync(&tx, last);
+                    return;
+                }
+                last = e.id;
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                resync(&tx, last);
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Tells a client that fell behind to reconnect from `last` (the table has everything after it).
+fn resync(tx: &mpsc::Sender<std::result::Result<SseEvent, Infallible>>, last: i64) {
+    let msg = SseEvent::default()
+        .event("resync")
+        .data(serde_json::json!({ "last_event_id": last }).to_string());
+    let _ = tx.try_send(Ok(msg));
+}

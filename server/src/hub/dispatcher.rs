@@ -1,0 +1,230 @@
+//! The dispatcher: one task owns every free agent slot. When work may be pending it claims for
+//! free slots in batches (one transaction per batch, the same claim statement as REST) and
+//! sends each claimed task to its connection. It sleeps on a wake-up, never on a poll; a
+//! re-check every few seconds is only a safety net.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use super::{ConnCmd, DispatchMsg};
+use crate::store::Store;
+
+/// Most claims in one transaction.
+const BATCH: usize = 64;
+/// Re-check for work this often even without a wake-up.
+const SAFETY_RECHECK: Duration = Duration::from_secs(5);
+
+struct Slotted {
+    agent_id: Uuid,
+    free: i64,
+    inbox: mpsc::Sender<ConnCmd>,
+}
+
+#[derive(Default)]
+struct Slots {
+    conns: HashMap<u64, Slotted>,
+    /// Round-robin order of connections with free slots.
+    ring: VecDeque<u64>,
+    in_ring: HashSet<u64>,
+}
+
+impl Slots {
+    fn apply(&mut self, msg: DispatchMsg) {
+        match msg {
+            DispatchMsg::Capacity {
+                conn_id,
+                agent_id,
+                delta,
+                inbox,
+            } => {
+                let entry = self.conns.entry(conn_id).or_insert_with(|| Slotted {
+                    agent_id,
+                    free: 0,
+                    inbox,
+                });
+                entry.free += delta;
+                self.requeue(conn_id);
+            }
+            DispatchMsg::Gone { conn_id } => {
+                self.conns.remove(&conn_id);
+                if self.in_ring.remove(&conn_id) {
+                    self.ring.retain(|c| *c != conn_id);
+                }
+            }
+        }
+    }
+
+    /// Puts a connection back in the ring if it has free slots.
+    fn requeue(&mut self, conn_id: u64) {
+        if self.conns.get(&conn_id).is_some_and(|e| e.free > 0) && self.in_ring.insert(conn_id) {
+            self.ring.push_back(conn_id);
+        }
+    }
+
+    /// Up to `n` free slots, round-robin: an agent with several free slots comes round again
+    /// after every other agent had its turn. The caller delivers, then requeues the picks.
+    fn take(&mut self, n: usize) -> Vec<(u64, Uuid)> {
+        let mut picked = Vec::new();
+        let mut used: HashMap<u64, i64> = HashMap::new();
+        while picked.len() < n {
+            let Some(conn_id) = self.ring.pop_front() else {
+                break;
+            };
+            self.in_ring.remove(&conn_id);
+            let Some(entry) = self.conns.get(&conn_id) else {
+                continue;
+            };
+            let u = used.entry(conn_id).or_default();
+            if entry.free - *u > 0 {
+                *u += 1;
+                picked.push((conn_id, entry.agent_id));
+                if entry.free - *u > 0 && self.in_ring.insert(conn_id) {
+                    self.ring.push_back(conn_id);
+                }
+            }
+        }
+        picked
+    }
+}
+
+pub async fn run(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<DispatchMsg>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut slots = Slots::default();
+    // Whether the last claim found the queue empty; cleared by every wake-up.
+    let mut queue_empty = false;
+    loop {
+        let notified = store.work_available().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        while let Ok(msg) = rx.try_recv() {
+            slots.apply(msg);
+        }
+        if !queue_empty {
+            let picked = slots.take(BATCH);
+            if !picked.is_empty() {
+                let agents: Vec<Uuid> = picked.iter().map(|(_, a)| *a).collect();
+                match store.task_claim_many(agents).await {
+                    Ok(claimed) => {
+                        queue_empty = claimed.len() < picked.len();
+                        let mut claimed = claimed.into_iter();
+                        for (conn_id, agent_id) in &picked {
+                            if let Some((_, task)) = claimed.next() {
+                                deliver(&store, &mut slots, *conn_id, *agent_id, task).await;
+                            }
+                        }
+                        for (conn_id, _) in picked {
+                            slots.requeue(conn_id);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dispatch claim failed; will retry");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                continue;
+            }
+        }
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(m) => slots.apply(m),
+                None => return,
+            },
+            _ = &mut notified => queue_empty = false,
+            _ = tokio::time::sleep(SAFETY_RECHECK) => queue_empty = false,
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Hands a claimed task to its connection; if the connection is gone, the task goes back.
+async fn deliver(
+    store: &Store,
+    slots: &mut Slots,
+    conn_id: u64,
+    agent_id: Uuid,
+    task: agora_shared::ClaimedTask,
+) {
+    let task_id = task.task.id;
+    if let Some(entry) = slots.conns.get_mut(&conn_id) {
+        entry.free -= 1;
+        if entry.inbox.try_send(ConnCmd::Offer(Box::new(task))).is_ok() {
+            return;
+        }
+    }
+    if let Err(e) = store
+        .tasks_abandon(
+            agent_id,
+            vec![task_id],
+            "its agent disconnected before the offer".into(),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, %task_id, "could not release an undelivered offer");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(slots: &mut Slots, conn_id: u64, delta: i64) -> mpsc::Receiver<ConnCmd> {
+        let (tx, rx) = mpsc::channel(8);
+        slots.apply(DispatchMsg::Capacity {
+            conn_id,
+            agent_id: Uuid::from_u128(conn_id as u128),
+            delta,
+            inbox: tx,
+        });
+        rx
+    }
+
+    #[test]
+    fn takes_round_robin_within_free_slots() {
+        let mut s = Slots::default();
+        let _a = cap(&mut s, 1, 2);
+        let _b = cap(&mut s, 2, 1);
+        let picked: Vec<u64> = s.take(10).into_iter().map(|p| p.0).collect();
+        assert_eq!(picked, vec![1, 2, 1]);
+        // Delivered picks use the slots up.
+        for c in [1, 2, 1] {
+            s.conns.get_mut(&c).unwrap().free -= 1;
+        }
+        for c in [1, 2] {
+            s.requeue(c);
+        }
+        assert!(s.take(10).is_empty());
+        let _ = cap(&mut s, 2, 1);
+        assert_eq!(
+            s.take(10).into_iter().map(|p| p.0).collect::<Vec<_>>(),
+            vec![2]
+        );
+    }
+
+    #[test]
+    fn undelivered_picks_come_back() {
+        let mut s = Slots::default();
+        let _a = cap(&mut s, 1, 1);
+        assert_eq!(s.take(10).len(), 1);
+        assert!(s.take(10).is_empty(), "picked, not yet delivered");
+        s.requeue(1);
+        assert_eq!(
+            s.take(10).len(),
+            1,
+            "the claim found nothing, so the slot is still free"
+        );
+    }
+
+    #[test]
+    fn gone_connections_leave_the_ring() {
+        let mut s = Slots::default();
+        let _a = cap(&mut s, 1, 3);
+        s.apply(DispatchMsg::Gone { conn_id: 1 });
+        assert!(s.take(5).is_empty());
+    }
+}

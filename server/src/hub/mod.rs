@@ -1,0 +1,128 @@
+//! The push hub: WebSocket agents get task offers the moment work is pending, and anyone may
+//! follow events.
+//!
+//! - [`dispatcher`]: one task that owns the queue of free agent slots. When a commit makes work
+//!   pending (or an agent frees a slot) it claims for free slots with the same claim statement
+//!   as REST, in batches, and hands each claimed task to its connection as an offer.
+//! - [`socket`]: one task per WebSocket: the protocol, offers and their expiry, pings, and
+//!   letting go of tasks when the socket dies.
+
+pub mod dispatcher;
+pub mod socket;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use agora_shared::ClaimedTask;
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::store::Store;
+
+/// What the dispatcher sends a connection.
+#[derive(Debug)]
+pub enum ConnCmd {
+    /// A task claimed for this agent: offer it.
+    Offer(Box<ClaimedTask>),
+}
+
+/// What connections tell the dispatcher.
+#[derive(Debug)]
+pub enum DispatchMsg {
+    /// The connection's free slots changed by `delta` (ready, a task finished, an offer ended).
+    Capacity {
+        conn_id: u64,
+        agent_id: Uuid,
+        delta: i64,
+        inbox: mpsc::Sender<ConnCmd>,
+    },
+    /// The connection is gone.
+    Gone { conn_id: u64 },
+}
+
+/// A live connection, so that a second socket of the same agent can replace it.
+struct LiveConn {
+    conn_id: u64,
+    /// Tells the old connection to close; it answers on the inner sender when it has let go.
+    replace: oneshot::Sender<oneshot::Sender<()>>,
+}
+
+/// Shared handle to the hub; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    /// Control messages to the dispatcher.
+    dispatch: mpsc::UnboundedSender<DispatchMsg>,
+    /// Agent id → its live socket.
+    live: Mutex<HashMap<Uuid, LiveConn>>,
+    next_conn_id: AtomicU64,
+}
+
+impl Hub {
+    /// Starts the dispatcher.
+    pub fn start(
+        store: Store,
+        shutdown: watch::Receiver<bool>,
+    ) -> (Hub, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = tokio::spawn(dispatcher::run(store, rx, shutdown));
+        let hub = Hub {
+            inner: Arc::new(HubInner {
+                dispatch: tx,
+                live: Mutex::new(HashMap::new()),
+                next_conn_id: AtomicU64::new(1),
+            }),
+        };
+        (hub, handle)
+    }
+
+    pub(crate) fn dispatch(&self, msg: DispatchMsg) {
+        // The dispatcher only stops at shutdown, when nobody needs it.
+        let _ = self.inner.dispatch.send(msg);
+    }
+
+    /// Registers a new socket of `agent`. If one was live, it is told to close and this waits
+    /// until it has let go of its offers.
+    pub(crate) async fn attach(
+        &self,
+        agent: Uuid,
+    ) -> (u64, oneshot::Receiver<oneshot::Sender<()>>) {
+        let conn_id = self.inner.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let old = self.inner.live.lock().ok().and_then(|mut m| {
+            m.insert(
+                agent,
+                LiveConn {
+                    conn_id,
+                    replace: tx,
+                },
+            )
+        });
+        if let Some(old) = old {
+            let (done_tx, done_rx) = oneshot::channel();
+            if old.replace.send(done_tx).is_ok() {
+                let _ = done_rx.await;
+            }
+        }
+        (conn_id, rx)
+    }
+
+    /// Forgets the socket, unless a newer one of the same agent took its place.
+    pub(crate) fn detach(&self, agent: Uuid, conn_id: u64) {
+        if let Ok(mut m) = self.inner.live.lock() {
+            if m.get(&agent).map(|c| c.conn_id) == Some(conn_id) {
+                m.remove(&agent);
+            }
+        }
+        self.dispatch(DispatchMsg::Gone { conn_id });
+    }
+
+    /// Agents with a live socket on this server.
+    pub fn connected(&self) -> usize {
+        self.inner.live.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}

@@ -1,0 +1,543 @@
+//! One WebSocket agent: the protocol of `agora_shared::ws`, its offers and their expiry, pings,
+//! and letting go of its tasks when the socket dies.
+//!
+//! The loop is generic over the socket's two halves so it can run over any transport. Writes
+//! go through a bounded queue to a writer task: a client that stops reading fills the queue
+//! and is disconnected instead of stalling the loop.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_shared::ws::{ClientFrame, ClientMsg, ServerMsg, PROTOCOL_VERSION};
+use agora_shared::{Event, EventKind, FailTask, ProgressTask, Task};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use chrono::Utc;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{ConnCmd, DispatchMsg, Hub};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::http::extract::parse_json;
+use crate::store::{Store, TaskFailParams, TaskProgressParams};
+
+/// Frames waiting to be written before the client counts as not reading.
+const OUTBOX: usize = 1024;
+/// Most slots an agent may announce.
+const MAX_SLOTS: u32 = 1000;
+
+/// What a socket needs from the server.
+pub struct SocketCtx {
+    pub store: Store,
+    pub hub: Hub,
+    pub config: Arc<Config>,
+    pub agent_id: Uuid,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Why the loop ended.
+enum End {
+    Closed,
+    Unresponsive,
+    TooSlow,
+    Replaced(oneshot::Sender<()>),
+    Shutdown,
+}
+
+struct Offer {
+    task_id: Uuid,
+    expires_at: Instant,
+}
+
+struct Conn {
+    ctx: SocketCtx,
+    conn_id: u64,
+    out: mpsc::Sender<Message>,
+    inbox: mpsc::Sender<ConnCmd>,
+    slots: u32,
+    offers: HashMap<Uuid, Offer>,
+    held: HashSet<Uuid>,
+    subscribed_all: bool,
+    subscribed_jobs: HashSet<Uuid>,
+    last_inbound: Instant,
+    last_touch: Instant,
+}
+
+pub async fn run<S, R, E>(ctx: SocketCtx, sink: S, mut stream: R)
+where
+    S: Sink<Message> + Send + Unpin + 'static,
+    R: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let agent_id = ctx.agent_id;
+    let (conn_id, mut replaced) = ctx.hub.attach(agent_id).await;
+    let mut events = ctx.store.subscribe();
+    let held = match ctx.store.task_ids_running_for_agent(agent_id).await {
+        Ok(ids) => ids.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, %agent_id, "could not load the agent's running tasks");
+            HashSet::new()
+        }
+    };
+    let (out, out_rx) = mpsc::channel(OUTBOX);
+    let writer = tokio::spawn(write_frames(sink, out_rx));
+    let (inbox, mut inbox_rx) = mpsc::channel(64);
+    let mut shutdown = ctx.shutdown.clone();
+    let ping_every = ctx.config.ws_ping();
+    let now = Instant::now();
+    let mut conn = Conn {
+        ctx,
+        conn_id,
+        out,
+        inbox,
+        slots: 0,
+        offers: HashMap::new(),
+        held,
+        subscribed_all: false,
+        subscribed_jobs: HashSet::new(),
+        last_inbound: now,
+        last_touch: now,
+    };
+    let hello = ServerMsg::Hello {
+        agent_id,
+        protocol: PROTOCOL_VERSION,
+        ping_interval_secs: ping_every.as_secs_f64(),
+        offer_ttl_secs: conn.ctx.config.offer_ttl().as_secs_f64(),
+    };
+    let mut ping = tokio::time::interval_at(now + ping_every, ping_every);
+    let end = match conn.send(&hello) {
+        Err(end) => end,
+        Ok(()) => loop {
+            let next_expiry = conn.offers.values().map(|o| o.expires_at).min();
+            let step = tokio::select! {
+                frame = stream.next() => match frame {
+                    Some(Ok(msg)) => conn.on_frame(msg).await,
+                    _ => Err(End::Closed),
+                },
+                Some(cmd) = inbox_rx.recv() => conn.on_cmd(cmd).await,
+                ev = events.recv() => conn.on_event(ev).await,
+                _ = ping.tick() => conn.on_ping(ping_every),
+                _ = tokio::time::sleep_until(next_expiry.unwrap_or_else(Instant::now)), if next_expiry.is_some() => {
+                    conn.expire_offers().await
+                }
+                done = &mut replaced => match done {
+                    Ok(done) => Err(End::Replaced(done)),
+                    // The hub dropped our entry without asking: keep going.
+                    Err(_) => Ok(()),
+                },
+                _ = shutdown.changed() => Err(End::Shutdown),
+            };
+            if let Err(end) = step {
+                break end;
+            }
+        },
+    };
+    // Offers that reached the inbox but were never shown are let go as well.
+    inbox_rx.close();
+    while let Ok(ConnCmd::Offer(c)) = inbox_rx.try_recv() {
+        conn.offers.insert(
+            Uuid::new_v4(),
+            Offer {
+                task_id: c.task.id,
+                expires_at: Instant::now(),
+            },
+        );
+    }
+    conn.finish(end, writer).await;
+}
+
+async fn write_frames<S: Sink<Message> + Unpin>(mut sink: S, mut rx: mpsc::Receiver<Message>) {
+    while let Some(m) = rx.recv().await {
+        let closing = matches!(m, Message::Close(_));
+        if sink.send(m).await.is_err() || closing {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+impl Conn {
+    fn agent(&self) -> Uuid {
+        self.ctx.agent_id
+    }
+
+    fn send(&self, msg: &ServerMsg) -> Result<(), End> {
+        let text = serde_json::to_string(msg).map_err(|_| End::Closed)?;
+        self.out
+            .try_send(Message::Text(text.into()))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => End::TooSlow,
+                mpsc::error::TrySendError::Closed(_) => End::Closed,
+            })
+    }
+
+    fn capacity(&self, delta: i64) {
+        if delta != 0 {
+            self.ctx.hub.dispatch(DispatchMsg::Capacity {
+                conn_id: self.conn_id,
+                agent_id: self.agent(),
+                delta,
+                inbox: self.inbox.clone(),
+            });
+        }
+    }
+
+    fn ack(
+        &self,
+        reference: Option<String>,
+        kind: &str,
+        result: Result<Option<Task>, ApiError>,
+    ) -> Result<(), End> {
+        let (ok, error, task) = match result {
+            Ok(task) => (true, None, task.map(Box::new)),
+            Err(e) => {
+                if matches!(e, ApiError::Database(_) | ApiError::Internal(_)) {
+                    tracing::error!(error = ?e, agent_id = %self.agent(), "websocket call failed");
+                }
+                (false, Some(e.body()), None)
+            }
+        };
+        self.send(&ServerMsg::Ack {
+            reference,
+            kind: kind.to_string(),
+            ok,
+            error,
+            task,
+        })
+    }
+
+    async fn on_frame(&mut self, msg: Message) -> Result<(), End> {
+        self.last_inbound = Instant::now();
+        self.touch().await;
+        match msg {
+            Message::Text(text) => self.on_text(text.as_str()).await,
+            Message::Binary(_) => self.ack(
+                None,
+                "binary",
+                Err(ApiError::validation(
+                    "frame",
+                    "send JSON text frames, not binary",
+                )),
+            ),
+            Message::Close(_) => Err(End::Closed),
+            // Pongs (and pings, answered by the library) only prove the agent is alive.
+            Message::Ping(_) | Message::Pong(_) => Ok(()),
+        }
+    }
+
+    /// Any inbound frame is a heartbeat; the database hears of it at most every few seconds.
+    async fn touch(&mut self) {
+        let every = (self.ctx.config.agent_stale() / 3).min(Duration::from_secs(10));
+        if self.last_touch.elapsed() >= every {
+            self.last_touch = Instant::now();
+            if let Err(e) = self.ctx.store.agent_heartbeat(self.agent()).await {
+                tracing::warn!(error = %e, agent_id = %self.agent(), "heartbeat from websocket failed");
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        let frame: ClientFrame = match parse_json(text.as_bytes()) {
+            Ok(f) => f,
+            Err(e) => return self.ack(None, "unknown", Err(e)),
+        };
+        let kind = frame.msg.kind();
+        let result = self.handle(frame.msg).await;
+        self.ack(frame.reference, kind, result)
+    }
+
+    async fn handle(&mut self, msg: ClientMsg) -> Result<Option<Task>, ApiError> {
+        let agent_id = self.agent();
+        let store = self.ctx.store.clone();
+        match msg {
+            ClientMsg::Ready { slots } => {
+                agora_shared::validate::range("slots", slots, 0, MAX_SLOTS)?;
+                let delta = i64::from(slots) - i64::from(self.slots);
+                self.slots = slots;
+                self.capacity(delta);
+                Ok(None)
+            }
+            ClientMsg::Accept { offer_id } => {
+                let offer = self.offers.remove(&offer_id).ok_or_else(|| {
+                    ApiError::NotFound(format!(
+                        "offer {offer_id} is unknown, expired or already answered"
+                    ))
+                })?;
+                match store.task_start(agent_id, offer.task_id).await {
+                    Ok(task) => {
+                        self.held.insert(task.id);
+                        Ok(Some(task))
+                    }
+                    Err(e) => {
+                        self.capacity(1);
+                        Err(e)
+                    }
+                }
+            }
+            ClientMsg::Decline { offer_id, reason } => {
+                let offer = self.offers.remove(&offer_id).ok_or_else(|| {
+                    ApiError::NotFound(format!(
+                        "offer {offer_id} is unknown, expired or already answered"
+                    ))
+                })?;
+                self.capacity(1);
+                let reason = reason.unwrap_or_else(|| "declined".into());
+                store
+                    .task_decline(agent_id, offer.task_id, reason)
+                    .await
+                    .map(Some)
+            }
+            ClientMsg::Progress {
+                task_id,
+                progress,
+                message,
+                extend_secs,
+            } => {
+                let body = ProgressTask {
+                    progress,
+                    message,
+                    extend_secs,
+                };
+                body.validate()?;
+                let params = TaskProgressParams {
+                    agent_id,
+                    task_id,
+                    progress: body.progress,
+                    message: body.message,
+                    extend_secs: body.extend_secs,
+                };
+                store.task_progress(params).await.map(Some)
+            }
+            ClientMsg::Complete { task_id, result } => {
+                let task = store.task_complete(agent_id, task_id, result).await?;
+                self.let_go(task_id);
+                Ok(Some(task))
+            }
+            ClientMsg::Fail {
+                task_id,
+                error,
+                retryable,
+            } => {
+                let body = FailTask { error, retryable };
+                body.validate()?;
+                let params = TaskFailParams {
+                    agent_id,
+                    task_id,
+                    error: body.error,
+                    retryable: body.retryable.unwrap_or(true),
+                };
+                let task = store.task_fail(params).await?;
+                self.let_go(task_id);
+                Ok(Some(task))
+            }
+            ClientMsg::Subscribe { job_id } => {
+                match job_id {
+                    Some(j) => {
+                        store.job_get(j).await?;
+                        self.subscribed_jobs.insert(j);
+                    }
+                    None => self.subscribed_all = true,
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The task is no longer this agent's (done, failed, revoked): its slot is free again.
+    fn let_go(&mut self, task_id: Uuid) -> bool {
+        let was_held = self.held.remove(&task_id);
+        let offer = self
+            .offers
+            .iter()
+            .find(|(_, o)| o.task_id == task_id)
+            .map(|(id, _)| *id);
+        if let Some(offer_id) = offer {
+            self.offers.remove(&offer_id);
+        }
+        let freed = was_held || offer.is_some();
+        if freed {
+            self.capacity(1);
+        }
+        freed
+    }
+
+    async fn on_cmd(&mut self, cmd: ConnCmd) -> Result<(), End> {
+        let ConnCmd::Offer(claimed) = cmd;
+        let task_id = claimed.task.id;
+        let used = self.offers.len() + self.held.len();
+        if used >= self.slots as usize {
+            // Offered after the agent lowered its slots: hand it back (the slot count evens out).
+            self.capacity(1);
+            if let Err(e) = self
+                .ctx
+                .store
+                .tasks_abandon(self.agent(), vec![task_id], "over the agent's slots".into())
+                .await
+            {
+                tracing::warn!(error = %e, %task_id, "could not release an extra offer");
+            }
+            return Ok(());
+        }
+        let offer_id = Uuid::new_v4();
+        let ttl = self.ctx.config.offer_ttl();
+        self.offers.insert(
+            offer_id,
+            Offer {
+                task_id,
+                expires_at: Instant::now() + ttl,
+            },
+        );
+        let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
+        let agora_shared::ClaimedTask { task, job } = *claimed;
+        self.send(&ServerMsg::TaskOffer {
+            offer_id,
+            task: Box::new(task),
+            job: Box::new(job),
+            expires_at,
+        })
+    }
+
+    async fn on_event(
+        &mut self,
+        ev: Result<Arc<Event>, broadcast::error::RecvError>,
+    ) -> Result<(), End> {
+        match ev {
+            Ok(e) => {
+                if matches!(e.kind, EventKind::TaskFailed | EventKind::TaskReleased) {
+                    if let Some(task_id) = e.task_id {
+                        if self.let_go(task_id) {
+                            let reason = e
+                                .data
+                                .get("error")
+                                .or_else(|| e.data.get("reason"))
+                                .and_then(|v| v.as_str())
+                                .unwrap_or("the task was taken back")
+                                .to_string();
+                            self.send(&ServerMsg::TaskRevoked { task_id, reason })?;
+                        }
+                    }
+                }
+                let wanted = self.subscribed_all
+                    || e.job_id.is_some_and(|j| self.subscribed_jobs.contains(&j));
+                if wanted {
+                    self.send(&ServerMsg::Event {
+                        event: Box::new((*e).clone()),
+                    })?;
+                }
+                Ok(())
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(agent_id = %self.agent(), skipped = n, "websocket fell behind the event feed; re-checking its tasks");
+                self.recheck_tasks().await
+            }
+            Err(broadcast::error::RecvError::Closed) => Err(End::Shutdown),
+        }
+    }
+
+    /// After missing events: revoke whatever the database no longer gives this agent.
+    async fn recheck_tasks(&mut self) -> Result<(), End> {
+        let mine: Vec<Uuid> = self
+            .held
+            .iter()
+            .copied()
+            .chain(self.offers.values().map(|o| o.task_id))
+            .collect();
+        for task_id in mine {
+            if let Ok(t) = self.ctx.store.task_get(task_id).await {
+                if !(t.status.is_active() && t.agent_id == Some(self.agent()))
+                    && self.let_go(task_id)
+                {
+                    let reason = t.error.unwrap_or_else(|| "the task was taken back".into());
+                    self.send(&ServerMsg::TaskRevoked { task_id, reason })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_ping(&mut self, every: Duration) -> Result<(), End> {
+        if self.last_inbound.elapsed() > every * 2 {
+            return Err(End::Unresponsive);
+        }
+        self.out
+            .try_send(Message::Ping(Default::default()))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => End::TooSlow,
+                mpsc::error::TrySendError::Closed(_) => End::Closed,
+            })
+    }
+
+    async fn expire_offers(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        let expired: Vec<(Uuid, Uuid)> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| o.expires_at <= now)
+            .map(|(id, o)| (*id, o.task_id))
+            .collect();
+        for (offer_id, task_id) in expired {
+            self.offers.remove(&offer_id);
+            self.capacity(1);
+            if let Err(e) = self
+                .ctx
+                .store
+                .task_decline(self.agent(), task_id, "offer expired".into())
+                .await
+            {
+                tracing::debug!(error = %e, %task_id, "expired offer was already gone");
+            }
+            self.send(&ServerMsg::TaskRevoked {
+                task_id,
+                reason: "offer expired".into(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Lets go of everything and closes the socket.
+    async fn finish(mut self, end: End, writer: tokio::task::JoinHandle<()>) {
+        let agent = self.agent();
+        self.ctx.hub.detach(agent, self.conn_id);
+        let (reason, keep_running) = match &end {
+            End::Closed => ("its WebSocket closed", false),
+            End::Unresponsive => ("its WebSocket stopped answering pings", false),
+            End::TooSlow => ("its WebSocket stopped reading", false),
+            End::Replaced(_) => ("a newer connection of the agent replaced this one", true),
+            End::Shutdown => ("the server is shutting down", true),
+        };
+        let mut ids: Vec<Uuid> = self.offers.drain().map(|(_, o)| o.task_id).collect();
+        if !keep_running {
+            ids.extend(self.held.drain());
+        }
+        if !ids.is_empty() {
+            if let Err(e) = self
+                .ctx
+                .store
+                .tasks_abandon(agent, ids, reason.to_string())
+                .await
+            {
+                tracing::warn!(error = %e, %agent, "could not let go of the socket's tasks");
+            }
+        }
+        tracing::info!(%agent, reason, "websocket closed");
+        let close = Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: Utf8Bytes::from(reason),
+        }));
+        let _ = self.out.try_send(close);
+        drop(self.out);
+        if let End::Replaced(done) = end {
+            let _ = done.send(());
+        }
+        // A client that does not read cannot hold the writer forever.
+        let mut writer = writer;
+        if tokio::time::timeout(Duration::from_secs(2), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    }
+}

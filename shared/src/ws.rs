@@ -1,0 +1,156 @@
+//! The WebSocket protocol between agents and the server (`GET /api/agents/:id/ws`): JSON text
+//! frames tagged by `type`.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use chrono::{DateTime, Utc};
+
+use crate::api::ApiErrorBody;
+use crate::event::Event;
+use crate::job::Job;
+use crate::task::Task;
+
+/// The protocol version the server speaks, sent in `hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A frame from the agent: a message and an optional `ref` the server echoes in its `ack`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClientFrame {
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(flatten)]
+    pub msg: ClientMsg,
+}
+
+/// Agent → server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// I can hold this many tasks at once (offers and accepted tasks together).
+    Ready { slots: u32 },
+    /// Take the offered task: it starts (`running`).
+    Accept { offer_id: Uuid },
+    /// Refuse the offered task: it goes back to pending, no attempt counted.
+    Decline {
+        offer_id: Uuid,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    Progress {
+        task_id: Uuid,
+        progress: u32,
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default)]
+        extend_secs: Option<u64>,
+    },
+    Complete {
+        task_id: Uuid,
+        #[serde(default)]
+        result: serde_json::Value,
+    },
+    Fail {
+        task_id: Uuid,
+        error: String,
+        #[serde(default)]
+        retryable: Option<bool>,
+    },
+    /// Receive events: of one job, or of everything when `job_id` is left out.
+    Subscribe {
+        #[serde(default)]
+        job_id: Option<Uuid>,
+    },
+}
+
+impl ClientMsg {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMsg::Ready { .. } => "ready",
+            ClientMsg::Accept { .. } => "accept",
+            ClientMsg::Decline { .. } => "decline",
+            ClientMsg::Progress { .. } => "progress",
+            ClientMsg::Complete { .. } => "complete",
+            ClientMsg::Fail { .. } => "fail",
+            ClientMsg::Subscribe { .. } => "subscribe",
+        }
+    }
+}
+
+/// Server → agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    Hello {
+        agent_id: Uuid,
+        protocol: u32,
+        /// How often the server pings; answer pongs or be disconnected after two.
+        ping_interval_secs: f64,
+        /// How long an offer waits for `accept`.
+        offer_ttl_secs: f64,
+    },
+    /// A task claimed for this agent; `accept` or `decline` it before `expires_at`.
+    TaskOffer {
+        offer_id: Uuid,
+        task: Box<Task>,
+        job: Box<Job>,
+        expires_at: DateTime<Utc>,
+    },
+    /// The answer to a client frame: `ref` echoes the frame's, `kind` names its type.
+    Ack {
+        #[serde(rename = "ref")]
+        reference: Option<String>,
+        kind: String,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ApiErrorBody>,
+        /// The task after the change, when there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<Box<Task>>,
+    },
+    Event {
+        event: Box<Event>,
+    },
+    /// A task this agent held or was offered was taken away (cancelled, timed out, recovered).
+    TaskRevoked {
+        task_id: Uuid,
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn client_frames_parse_with_and_without_ref() {
+        let f: ClientFrame = serde_json::from_value(json!({"type": "ready", "slots": 2})).unwrap();
+        assert_eq!(
+            f,
+            ClientFrame {
+                reference: None,
+                msg: ClientMsg::Ready { slots: 2 }
+            }
+        );
+        let id = Uuid::new_v4();
+        let f: ClientFrame =
+            serde_json::from_value(json!({"type": "accept", "offer_id": id, "ref": "a1"})).unwrap();
+        assert_eq!(f.reference.as_deref(), Some("a1"));
+        assert_eq!(f.msg, ClientMsg::Accept { offer_id: id });
+        assert!(serde_json::from_value::<ClientFrame>(json!({"type": "dance"})).is_err());
+        assert!(serde_json::from_value::<ClientFrame>(json!({"type": "ready"})).is_err());
+    }
+
+    #[test]
+    fn server_messages_are_tagged() {
+        let m = ServerMsg::TaskRevoked {
+            task_id: Uuid::nil(),
+            reason: "x".into(),
+        };
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["type"], "task_revoked");
+        let back: ServerMsg = serde_json::from_value(v).unwrap();
+        assert_eq!(back, m);
+    }
+}

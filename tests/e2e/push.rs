@@ -1,0 +1,408 @@
+//! Push: WebSocket agents get offers, SSE feeds resume without gaps, long-poll wakes at once.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agora_shared::ws::ServerMsg;
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::push_helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_websocket_agents_drain_a_thousand_tasks_exactly_once() {
+    const AGENTS: usize = 50;
+    const TASKS: usize = 1000;
+    let app = Arc::new(spawn_app().await);
+    let agents = app.register_many("ws", AGENTS).await;
+    let specs = (0..TASKS).map(|i| json!(i)).collect();
+    let job = app.planned_job(&agents, &agents[0], specs).await;
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for agent in agents {
+        let app = app.clone();
+        let done = done.clone();
+        workers.push(tokio::spawn(async move {
+            let mut ws = app.connect(&agent).await;
+            ws.ready(2).await;
+            let mut mine = Vec::new();
+            while done.load(Ordering::SeqCst) < TASKS {
+                let Some(msg) = ws.recv_within(Duration::from_millis(200)).await else { continue };
+                match msg {
+                    ServerMsg::TaskOffer { offer_id, task, .. } => {
+                        ws.send(json!({ "type": "accept", "offer_id": offer_id, "ref": task.id })).await;
+                    }
+                    ServerMsg::Ack { kind, ok, task: Some(task), .. } if kind == "accept" => {
+                        assert!(ok);
+                        ws.send(json!({ "type": "complete", "task_id": task.id, "result": { "by": agent.name } })).await;
+                    }
+                    ServerMsg::Ack { kind, ok, error, task, .. } if kind == "complete" => {
+                        assert!(ok, "{error:?}");
+                        mine.push(task.expect("completed task").id);
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                    ServerMsg::TaskRevoked { task_id, reason } => panic!("{task_id} revoked: {reason}"),
+                    _ => {}
+                }
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    let mut busy = 0;
+    for w in workers {
+        let mine = w.await.expect("worker");
+        busy += usize::from(!mine.is_empty());
+        all.extend(mine);
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(
+        (all.len(), unique.len()),
+        (TASKS, TASKS),
+        "each task completed exactly once"
+    );
+    assert!(
+        busy > 25,
+        "offers were spread over the agents ({busy} got work)"
+    );
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, attempts FROM tasks WHERE job_id = $1 AND idx > 0")
+            .bind(job.to_string())
+            .fetch_all(app.store.reader_for_tests())
+            .await
+            .unwrap();
+    assert!(rows.iter().all(|(s, a)| s == "completed" && *a == 0));
+    assert_eq!(app.job(job).await["status"], "completed");
+}
+
+async fn one_task_job(app: &TestApp, agents: &[TestAgent]) -> uuid::Uuid {
+    app.planned_job(agents, &agents[0], vec![json!("only")])
+        .await
+}
+
+#[tokio::test]
+async fn a_disconnect_mid_task_re_offers_it_to_another_agent() {
+    let app = spawn_app_with(|c| c.approvals_required = 1).await;
+    let agents = app.register_many("ws", 2).await;
+    one_task_job(&app, &agents).await;
+    let mut a = app.connect(&agents[0]).await;
+    a.ready(1).await;
+    let (offer, task, _) = a.offer().await;
+    a.send(json!({ "type": "accept", "offer_id": offer })).await;
+    assert!(a.ack("accept").await.0);
+    drop(a);
+    let mut b = app.connect(&agents[1]).await;
+    b.ready(1).await;
+    let (_, again, _) = b.offer().await;
+    assert_eq!(again, task);
+    let t = app.get(&format!("/tasks/{task}")).await.ok();
+    assert_eq!(t["attempts"], 1, "a task lost mid-run counts an attempt");
+}
+
+#[tokio::test]
+async fn an_expired_offer_is_revoked_and_re_offered_without_an_attempt() {
+    let app = spawn_app_with(|c| {
+        c.approvals_required = 1;
+        c.offer_ttl_secs = 0.3;
+    })
+    .await;
+    let agents = app.register_many("ws", 2).await;
+    one_task_job(&app, &agents).await;
+    let mut a = app.connect(&agents[0]).await;
+    a.ready(1).await;
+    let (_, task, _) = a.offer().await;
+    let revoked = a
+        .recv_until(|m| match m {
+            ServerMsg::TaskRevoked { task_id, reason } => Some((task_id.to_string(), reason)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(revoked, (task.clone(), "offer expired".to_string()));
+    // Offered again (to the same agent, still ready): the expiry cost no attempt.
+    let (_, again, _) = a.offer().await;
+    assert_eq!(again, task);
+    let t = app.get(&format!("/tasks/{task}")).await.ok();
+    assert_eq!(t["attempts"], 0);
+}
+
+#[tokio::test]
+async fn decline_re_offers_to_another_agent_with_no_attempt_counted() {
+    let app = spawn_app_with(|c| c.approvals_required = 1).await;
+    let agents = app.register_many("ws", 2).await;
+    one_task_job(&app, &agents).await;
+    let mut a = app.connect(&agents[0]).await;
+    a.ready(1).await;
+    let (offer, task, _) = a.offer().await;
+    // Lower the slots first so the declined task is not offered straight back.
+    a.ready(0).await;
+    let mut b = app.connect(&agents[1]).await;
+    b.ready(1).await;
+    a.send(json!({ "type": "decline", "offer_id": offer, "reason": "busy" }))
+        .await;
+    assert!(a.ack("decline").await.0);
+    let (offer_b, again, _) = b.offer().await;
+    assert_eq!(again, task);
+    b.send(json!({ "type": "accept", "offer_id": offer_b }))
+        .await;
+    assert!(b.ack("accept").await.0);
+    b.send(json!({ "type": "complete", "task_id": task, "result": 1 }))
+        .await;
+    assert!(b.ack("complete").await.0);
+    let t = app.get(&format!("/tasks/{task}")).await.ok();
+    assert_eq!(
+        (t["status"].as_str(), t["attempts"].as_u64()),
+        (Some("completed"), Some(0))
+    );
+}
+
+#[tokio::test]
+async fn a_frozen_client_is_cut_off_and_its_task_released() {
+    let app = spawn_app_with(|c| {
+        c.approvals_required = 1;
+        c.ws_ping_secs = 0.3;
+    })
+    .await;
+    let agents = app.register_many("ws", 2).await;
+    one_task_job(&app, &agents).await;
+    let mut a = app.connect(&agents[0]).await;
+    a.ready(1).await;
+    let (offer, task, _) = a.offer().await;
+    a.send(json!({ "type": "accept", "offer_id": offer })).await;
+    assert!(a.ack("accept").await.0);
+    // Freeze: keep the TCP connection open but stop reading and answering pings.
+    let started = Instant::now();
+    let mut b = app.connect(&agents[1]).await;
+    b.ready(1).await;
+    let (_, again, _) = b.offer().await;
+    assert_eq!(again, task);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(3),
+        "released {waited:?} after the freeze"
+    );
+    drop(a);
+}
+
+#[tokio::test]
+async fn bad_frames_get_a_negative_ack_and_the_socket_stays_up() {
+    let app = spawn_app_with(|c| c.approvals_required = 1).await;
+    let agents = app.register_many("ws", 2).await;
+    one_task_job(&app, &agents).await;
+    let mut a = app.connect(&agents[0]).await;
+    a.send_raw("not json").await;
+    let (ok, err) = a.ack("unknown").await;
+    assert!(!ok);
+    assert_eq!(err.unwrap().code, agora_shared::ErrorCode::MalformedJson);
+    a.send(json!({ "type": "dance" })).await;
+    assert!(!a.ack("unknown").await.0);
+    a.send(json!({ "type": "ready", "slots": "many" })).await;
+    let (ok, err) = a.ack("unknown").await;
+    assert!(!ok);
+    let err = err.unwrap();
+    assert_eq!(err.code, agora_shared::ErrorCode::ValidationError);
+    assert!(err.message.contains("u32"), "{}", err.message);
+    a.send(json!({ "type": "accept", "offer_id": uuid::Uuid::new_v4() }))
+        .await;
+    let (ok, err) = a.ack("accept").await;
+    assert_eq!(
+        (ok, err.unwrap().code),
+        (false, agora_shared::ErrorCode::NotFound)
+    );
+    // Someone else's task.
+    let mut b = app.connect(&agents[1]).await;
+    b.ready(1).await;
+    let (_, task, _) = b.offer().await;
+    a.send(json!({ "type": "complete", "task_id": task, "result": 1 }))
+        .await;
+    let (ok, err) = a.ack("complete").await;
+    assert_eq!(
+        (ok, err.unwrap().code),
+        (false, agora_shared::ErrorCode::Forbidden)
+    );
+    // Still up.
+    a.send(json!({ "type": "ready", "slots": 1, "ref": "r1" }))
+        .await;
+    let acked = a
+        .recv_until(|m| match m {
+            ServerMsg::Ack { reference, ok, .. } => Some((reference, ok)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(acked, (Some("r1".to_string()), true));
+}
+
+#[tokio::test]
+async fn a_second_socket_replaces_the_first() {
+    let app = spawn_app().await;
+    let agent = app.register("twice").await;
+    let mut first = app.connect(&agent).await;
+    let _second = app.connect(&agent).await;
+    assert!(
+        first.recv_within(Duration::from_secs(5)).await.is_none(),
+        "the first socket is closed"
+    );
+    let bad = TestAgent {
+        token: "wrong".into(),
+        ..agent.clone()
+    };
+    let err = tokio_tungstenite::connect_async(app.ws_url(&bad))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+}
+
+#[tokio::test]
+async fn sse_resumes_after_a_disconnect_with_no_gap_and_no_duplicate() {
+    let app = spawn_app_with(|c| c.approvals_required = 1).await;
+    let a = app.register("a").await;
+    let job = app.submit("streamed", json!({})).await;
+    let path = format!("/jobs/{job}/stream");
+    let mut sse = SseClient::connect(&app, &path, Some(0)).await;
+    let mut seen = Vec::new();
+    for _ in 0..1 {
+        seen.push(sse.next_event().await);
+    }
+    assert_eq!(seen[0]["kind"], "job.committed");
+    let k = seen.last().unwrap()["id"].as_i64().unwrap();
+    drop(sse);
+    // Events happen while the client is away.
+    app.approve(job, &a).await.ok();
+    let plan = app.claim(&a).await.unwrap();
+    app.task_call(
+        &a,
+        &id_of(&plan["task"]),
+        "complete",
+        json!({ "result": { "task_specs": [1, 2] } }),
+    )
+    .await
+    .ok();
+    let mut sse = SseClient::connect(&app, &path, Some(k)).await;
+    // And while it is back.
+    let finisher = {
+        let a = a.clone();
+        let base = app.base.clone();
+        let http = app.http.clone();
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                let r: serde_json::Value = http
+                    .post(format!("{base}/tasks/claim"))
+                    .bearer_auth(&a.token)
+                    .json(&json!({ "agent_id": a.id }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let t = r["data"]["task"]["id"].as_str().unwrap().to_string();
+                http.post(format!("{base}/tasks/{t}/complete"))
+                    .bearer_auth(&a.token)
+                    .json(&json!({ "result": "ok" }))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    loop {
+        let e = sse.next_event().await;
+        let last = e["kind"] == "job.completed";
+        seen.push(e);
+        if last {
+            break;
+        }
+    }
+    finisher.await.unwrap();
+    let from_sse: Vec<i64> = seen.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    let from_table: Vec<i64> = app
+        .events(job)
+        .await
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        from_sse, from_table,
+        "the stream, across the reconnect, is exactly the job's events"
+    );
+    // A bad resume point is a 400.
+    let r = app
+        .http
+        .get(format!("{}{path}", app.base))
+        .header("Last-Event-ID", "abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn the_global_feed_carries_live_events_of_every_job() {
+    let app = spawn_app().await;
+    let mut sse = SseClient::connect(&app, "/events", None).await;
+    let agent = app.register("a").await;
+    let first = sse.next_event().await;
+    assert_eq!(
+        (first["kind"].as_str(), first["agent_id"].as_str()),
+        (
+            Some("agent.registered"),
+            Some(agent.id.to_string().as_str())
+        )
+    );
+    let job = app.submit("j", json!({})).await;
+    let second = sse.next_event().await;
+    assert_eq!(
+        (second["kind"].as_str(), second["job_id"].as_str()),
+        (Some("job.committed"), Some(job.to_string().as_str()))
+    );
+    assert!(second["id"].as_i64() > first["id"].as_i64());
+}
+
+#[tokio::test]
+async fn a_long_poll_claim_returns_within_100ms_of_a_task_becoming_pending() {
+    let app = Arc::new(spawn_app_with(|c| c.approvals_required = 1).await);
+    let agents = app.register_many("lp", 2).await;
+    let job = app.submit("j", json!({})).await;
+    let waiter = {
+        let app = app.clone();
+        let a = agents[1].clone();
+        tokio::spawn(async move {
+            let r = app
+                .post(
+                    "/tasks/claim",
+                    Some(&a.token),
+                    json!({ "agent_id": a.id, "wait_secs": 30 }),
+                )
+                .await;
+            (Instant::now(), r.ok())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the long-poll waits while nothing is pending"
+    );
+    let approved_at = Instant::now();
+    app.approve(job, &agents[0]).await.ok();
+    let (claimed_at, claimed) = waiter.await.unwrap();
+    assert_eq!(claimed["task"]["type"], "plan");
+    let lag = claimed_at.saturating_duration_since(approved_at);
+    assert!(
+        lag < Duration::from_millis(100),
+        "long-poll answered {lag:?} after the task became pending"
+    );
+    // With nothing pending, it answers null at the end of the wait.
+    let started = Instant::now();
+    let r = app
+        .post(
+            "/tasks/claim",
+            Some(&agents[0].token),
+            json!({ "agent_id": agents[0].id, "wait_secs": 1 }),
+        )
+        .await
+        .ok();
+    assert!(r.is_null());
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
