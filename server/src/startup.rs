@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -80,6 +81,12 @@ impl Application {
         let mut watch_rx = state.shutdown.clone();
         let router = app(state);
         tracing::info!(addr = %listener.local_addr()?, backend = store.backend().name(), "agora listening");
+        // Small frames (offers, acks) must not wait for a delayed ACK: no Nagle.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
             let _ = watch_rx.changed().await;
         });

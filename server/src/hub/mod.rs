@@ -20,11 +20,15 @@ use uuid::Uuid;
 
 use crate::store::Store;
 
-/// What the dispatcher sends a connection.
+/// What the dispatcher and the event router send a connection.
 #[derive(Debug)]
 pub enum ConnCmd {
     /// A task claimed for this agent: offer it.
     Offer(Box<ClaimedTask>),
+    /// A task of this agent failed or went back to pending without it asking.
+    Revoke { task_id: Uuid, reason: String },
+    /// The router missed events: check the agent's tasks against the database.
+    Recheck,
 }
 
 /// What connections tell the dispatcher.
@@ -44,6 +48,8 @@ pub enum DispatchMsg {
 /// A live connection, so that a second socket of the same agent can replace it.
 struct LiveConn {
     conn_id: u64,
+    /// Where the router delivers revocations for this agent.
+    inbox: mpsc::Sender<ConnCmd>,
     /// Tells the old connection to close; it answers on the inner sender when it has let go.
     replace: oneshot::Sender<oneshot::Sender<()>>,
 }
@@ -63,13 +69,13 @@ struct HubInner {
 }
 
 impl Hub {
-    /// Starts the dispatcher.
+    /// Starts the dispatcher and the revocation router.
     pub fn start(
         store: Store,
         shutdown: watch::Receiver<bool>,
     ) -> (Hub, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = tokio::spawn(dispatcher::run(store, rx, shutdown));
+        let handle = tokio::spawn(dispatcher::run(store.clone(), rx, shutdown.clone()));
         let hub = Hub {
             inner: Arc::new(HubInner {
                 dispatch: tx,
@@ -77,6 +83,7 @@ impl Hub {
                 next_conn_id: AtomicU64::new(1),
             }),
         };
+        tokio::spawn(route_revocations(hub.clone(), store.subscribe(), shutdown));
         (hub, handle)
     }
 
@@ -90,6 +97,7 @@ impl Hub {
     pub(crate) async fn attach(
         &self,
         agent: Uuid,
+        inbox: mpsc::Sender<ConnCmd>,
     ) -> (u64, oneshot::Receiver<oneshot::Sender<()>>) {
         let conn_id = self.inner.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -98,6 +106,7 @@ impl Hub {
                 agent,
                 LiveConn {
                     conn_id,
+                    inbox,
                     replace: tx,
                 },
             )
@@ -121,8 +130,75 @@ impl Hub {
         self.dispatch(DispatchMsg::Gone { conn_id });
     }
 
+    fn inbox_of(&self, agent: Uuid) -> Option<mpsc::Sender<ConnCmd>> {
+        self.inner
+            .live
+            .lock()
+            .ok()?
+            .get(&agent)
+            .map(|c| c.inbox.clone())
+    }
+
+    fn all_inboxes(&self) -> Vec<mpsc::Sender<ConnCmd>> {
+        self.inner
+            .live
+            .lock()
+            .map(|m| m.values().map(|c| c.inbox.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Agents with a live socket on this server.
     pub fn connected(&self) -> usize {
         self.inner.live.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// Reads the event feed once for all sockets and tells each agent only about its own tasks
+/// being taken away (cancel, timeout, recovery). Sockets that asked for events subscribe on
+/// their own.
+async fn route_revocations(
+    hub: Hub,
+    mut events: tokio::sync::broadcast::Receiver<Arc<agora_shared::Event>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use agora_shared::EventKind;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let received = tokio::select! {
+            r = events.recv() => r,
+            _ = shutdown.changed() => return,
+        };
+        match received {
+            Ok(e) => {
+                if !matches!(e.kind, EventKind::TaskFailed | EventKind::TaskReleased) {
+                    continue;
+                }
+                let (Some(agent), Some(task_id)) = (e.agent_id, e.task_id) else {
+                    continue;
+                };
+                if let Some(inbox) = hub.inbox_of(agent) {
+                    let reason = e
+                        .data
+                        .get("error")
+                        .or_else(|| e.data.get("reason"))
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("the task was taken back")
+                        .to_string();
+                    if inbox.try_send(ConnCmd::Revoke { task_id, reason }).is_err() {
+                        let _ = inbox.try_send(ConnCmd::Recheck);
+                    }
+                }
+            }
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    skipped = n,
+                    "revocation router fell behind; sockets re-check their tasks"
+                );
+                for inbox in hub.all_inboxes() {
+                    let _ = inbox.try_send(ConnCmd::Recheck);
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_shared::ws::{ClientFrame, ClientMsg, ServerMsg, PROTOCOL_VERSION};
-use agora_shared::{Event, EventKind, FailTask, ProgressTask, Task};
+use agora_shared::{Event, FailTask, ProgressTask, Task};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use chrono::Utc;
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -60,6 +60,8 @@ struct Conn {
     slots: u32,
     offers: HashMap<Uuid, Offer>,
     held: HashSet<Uuid>,
+    /// The event feed, only once the agent subscribed to events.
+    events: Option<broadcast::Receiver<Arc<Event>>>,
     subscribed_all: bool,
     subscribed_jobs: HashSet<Uuid>,
     last_inbound: Instant,
@@ -72,8 +74,8 @@ where
     R: Stream<Item = Result<Message, E>> + Unpin,
 {
     let agent_id = ctx.agent_id;
-    let (conn_id, mut replaced) = ctx.hub.attach(agent_id).await;
-    let mut events = ctx.store.subscribe();
+    let (inbox, mut inbox_rx) = mpsc::channel(256);
+    let (conn_id, mut replaced) = ctx.hub.attach(agent_id, inbox.clone()).await;
     let held = match ctx.store.task_ids_running_for_agent(agent_id).await {
         Ok(ids) => ids.into_iter().collect(),
         Err(e) => {
@@ -83,7 +85,6 @@ where
     };
     let (out, out_rx) = mpsc::channel(OUTBOX);
     let writer = tokio::spawn(write_frames(sink, out_rx));
-    let (inbox, mut inbox_rx) = mpsc::channel(64);
     let mut shutdown = ctx.shutdown.clone();
     let ping_every = ctx.config.ws_ping();
     let now = Instant::now();
@@ -95,6 +96,7 @@ where
         slots: 0,
         offers: HashMap::new(),
         held,
+        events: None,
         subscribed_all: false,
         subscribed_jobs: HashSet::new(),
         last_inbound: now,
@@ -117,7 +119,7 @@ where
                     _ => Err(End::Closed),
                 },
                 Some(cmd) = inbox_rx.recv() => conn.on_cmd(cmd).await,
-                ev = events.recv() => conn.on_event(ev).await,
+                ev = recv_event(&mut conn.events), if conn.events.is_some() => conn.on_event(ev).await,
                 _ = ping.tick() => conn.on_ping(ping_every),
                 _ = tokio::time::sleep_until(next_expiry.unwrap_or_else(Instant::now)), if next_expiry.is_some() => {
                     conn.expire_offers().await
@@ -146,6 +148,15 @@ where
         );
     }
     conn.finish(end, writer).await;
+}
+
+async fn recv_event(
+    events: &mut Option<broadcast::Receiver<Arc<Event>>>,
+) -> Result<Arc<Event>, broadcast::error::RecvError> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn write_frames<S: Sink<Message> + Unpin>(mut sink: S, mut rx: mpsc::Receiver<Message>) {
@@ -333,6 +344,9 @@ impl Conn {
                 Ok(Some(task))
             }
             ClientMsg::Subscribe { job_id } => {
+                if self.events.is_none() {
+                    self.events = Some(store.subscribe());
+                }
                 match job_id {
                     Some(j) => {
                         store.job_get(j).await?;
@@ -364,7 +378,16 @@ impl Conn {
     }
 
     async fn on_cmd(&mut self, cmd: ConnCmd) -> Result<(), End> {
-        let ConnCmd::Offer(claimed) = cmd;
+        let claimed = match cmd {
+            ConnCmd::Offer(c) => c,
+            ConnCmd::Revoke { task_id, reason } => {
+                if self.let_go(task_id) {
+                    self.send(&ServerMsg::TaskRevoked { task_id, reason })?;
+                }
+                return Ok(());
+            }
+            ConnCmd::Recheck => return self.recheck_tasks().await,
+        };
         let task_id = claimed.task.id;
         let used = self.offers.len() + self.held.len();
         if used >= self.slots as usize {
@@ -405,20 +428,6 @@ impl Conn {
     ) -> Result<(), End> {
         match ev {
             Ok(e) => {
-                if matches!(e.kind, EventKind::TaskFailed | EventKind::TaskReleased) {
-                    if let Some(task_id) = e.task_id {
-                        if self.let_go(task_id) {
-                            let reason = e
-                                .data
-                                .get("error")
-                                .or_else(|| e.data.get("reason"))
-                                .and_then(|v| v.as_str())
-                                .unwrap_or("the task was taken back")
-                                .to_string();
-                            self.send(&ServerMsg::TaskRevoked { task_id, reason })?;
-                        }
-                    }
-                }
                 let wanted = self.subscribed_all
                     || e.job_id.is_some_and(|j| self.subscribed_jobs.contains(&j));
                 if wanted {
@@ -429,8 +438,9 @@ impl Conn {
                 Ok(())
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(agent_id = %self.agent(), skipped = n, "websocket fell behind the event feed; re-checking its tasks");
-                self.recheck_tasks().await
+                // Event subscriptions over WebSocket are best effort; SSE is the lossless feed.
+                tracing::debug!(agent_id = %self.agent(), skipped = n, "websocket subscriber fell behind the event feed");
+                Ok(())
             }
             Err(broadcast::error::RecvError::Closed) => Err(End::Shutdown),
         }

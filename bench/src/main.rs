@@ -1,0 +1,131 @@
+//! `cargo run --release -p agora-bench`: starts the release `agora` binary on a temporary
+//! SQLite database and prints wake latency (WebSocket, long-poll, 1 s polling), end-to-end
+//! throughput for 1, 16 and 64 WebSocket agents, and the server's memory idle and with 1,000
+//! connected agents. Loopback only, bounded in time.
+
+mod client;
+mod server;
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use client::{Api, Bench};
+
+#[derive(Parser)]
+struct Args {
+    /// The server binary (built with `cargo build --release -p agora-server`).
+    #[arg(long, default_value = "target/release/agora")]
+    server: std::path::PathBuf,
+    /// Wake-latency samples per method (the 1 s polling method takes a tenth of them).
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
+    /// Tasks per throughput run with 16 and 64 agents (a quarter with 1 agent).
+    #[arg(long, default_value_t = 20_000)]
+    tasks: usize,
+    /// Idle agents for the memory figure.
+    #[arg(long, default_value_t = 1000)]
+    idle_agents: usize,
+    /// Extra environment for the server, KEY=VALUE (e.g. GIT_ENABLED=false).
+    #[arg(long = "env")]
+    env: Vec<String>,
+    /// Only these parts: any of wake, throughput, idle (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Agent counts for the throughput runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    agents: Vec<usize>,
+    /// Use this PostgreSQL database instead of SQLite.
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn report(name: &str, mut v: Vec<Duration>) {
+    v.sort();
+    println!(
+        "  {name:<28} n={:<5} p50 {:>12}  p99 {:>12}  max {:>12}",
+        v.len(),
+        ms(pct(&v, 0.5)),
+        ms(pct(&v, 0.99)),
+        ms(v.last().copied().unwrap_or_default())
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let server =
+        server::Server::start(&args.server, &args.env, args.database_url.as_deref()).await?;
+    let api = Api::new(&server.base);
+    println!(
+        "agora bench: {cores} cores, server pid {}, {}",
+        server.pid(),
+        server.backend
+    );
+    println!("server RSS idle: {:.1} MB", server.rss_mb());
+
+    let bench = Bench::new(api.clone(), server.ws_base.clone());
+    let run = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
+    if run("wake") {
+        println!("wake latency (task pending -> work in the agent's hands):");
+        let (ws_resp, ws_req) = bench.ws_wake(args.samples).await?;
+        report("websocket (from commit)", ws_resp);
+        report("websocket (from request)", ws_req);
+        let (lp_resp, lp_req) = bench.long_poll_wake(args.samples.min(100)).await?;
+        report("long-poll (from commit)", lp_resp);
+        report("long-poll (from request)", lp_req);
+        let (poll, _) = bench
+            .polling_wake((args.samples / 10).clamp(5, 20), Duration::from_secs(1))
+            .await?;
+        report("REST polling every 1 s", poll);
+    }
+    if run("throughput") {
+        println!("throughput (claim + accept + complete over WebSocket, SQLite durable):");
+        for &agents in &args.agents {
+            let tasks = if agents == 1 {
+                args.tasks / 4
+            } else {
+                args.tasks
+            };
+            let started = Instant::now();
+            let elapsed = bench.throughput(agents, tasks).await?;
+            println!(
+            "  {agents:>3} agents: {tasks:>6} tasks in {:>7.3} s = {:>8.0} tasks/s   (run took {:.1} s)",
+            elapsed.as_secs_f64(),
+            tasks as f64 / elapsed.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+        }
+        println!(
+            "server RSS after the throughput runs: {:.1} MB",
+            server.rss_mb()
+        );
+    }
+    if run("idle") {
+        let held = bench.idle_sockets(args.idle_agents).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        println!(
+            "server RSS with {} connected idle agents: {:.1} MB",
+            held.len(),
+            server.rss_mb()
+        );
+        drop(held);
+    }
+    server.stop().await;
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Runs the release server as a child process on a free loopback port and a temporary database.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::process::{Child, Command};
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub ws_base: String,
+    pub backend: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub async fn start(
+        bin: &Path,
+        extra_env: &[String],
+        database_url: Option<&str>,
+    ) -> anyhow::Result<Server> {
+        if !bin.exists() {
+            bail!(
+                "{} not found: run `cargo build --release -p agora-server` first",
+                bin.display()
+            );
+        }
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("DB_PATH", dir.path().join("agora.db"))
+            .env("REPOS_DIR", dir.path().join("repos"))
+            .env("APPROVALS_REQUIRED", "1")
+            .env("APPROVAL_COOLDOWN_SECS", "0")
+            .env("TASK_MAX_RETRIES", "100")
+            .env("MAX_BODY_BYTES", "16777216")
+            .env("RUST_LOG", "warn")
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(url) = database_url {
+            cmd.env("DATABASE_URL", url);
+        }
+        for kv in extra_env {
+            let (k, v) = kv.split_once('=').context("--env takes KEY=VALUE")?;
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("starting the server")?;
+        let base = format!("http://127.0.0.1:{port}/api");
+        let http = reqwest::Client::new();
+        let mut backend = String::new();
+        for _ in 0..200 {
+            if let Ok(r) = http.get(format!("{base}/health")).send().await {
+                if r.status().is_success() {
+                    let v: serde_json::Value = r.json().await?;
+                    backend = v["data"]["backend"].as_str().unwrap_or("").to_string();
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if backend.is_empty() {
+            bail!("the server did not become healthy within 10 s");
+        }
+        Ok(Server {
+            child,
+            ws_base: base.replace("http://", "ws://"),
+            base,
+            backend,
+            _dir: dir,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// Resident memory of the server process, from /proc.
+    pub fn rss_mb(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(f64::NAN)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .await;
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
