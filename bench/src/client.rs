@@ -345,11 +345,11 @@ impl Bench {
                         ServerMsg::Ack { kind, ok: true, task: Some(t), .. } if kind == "accept" => {
                             ws.send(json!({ "type": "complete", "task_id": t.id, "result": { "ok": true } })).await?;
                         }
-                        ServerMsg::Ack { kind, ok: true, .. }
-                            if kind == "complete" && done.fetch_add(1, Ordering::Relaxed) + 1 == tasks =>
-                        {
-                            finished = Some(Instant::now());
-                        } => return Err(anyhow!("{kind} refused: {error:?}")),
+                        ServerMsg::Ack { kind, ok: true, .. } if kind == "complete" => {
+                            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                            finished = finished.or((n == tasks).then(Instant::now));
+                        }
+                        ServerMsg::Ack { ok: false, error, kind, .. } => return Err(anyhow!("{kind} refused: {error:?}")),
                         _ => {}
                     }
                 }
