@@ -39,7 +39,7 @@ pub enum ApiError {
     #[error("{0}")]
     Unavailable(String),
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] crate::store::db::DbError),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -97,6 +97,12 @@ impl ApiError {
             field,
             details,
         }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Database(e.into())
     }
 }
 

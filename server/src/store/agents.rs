@@ -5,12 +5,14 @@ use agora_shared::{Agent, AgentStatus, EventKind};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::db::ExecExt;
 use super::events::{event_insert, EventDraft};
 use super::rows::AgentRow;
 use super::rows::TaskRow;
 use super::sql::{AGENT_COLUMNS, TASK_COLUMNS};
 use super::tasks::{task_fail_attempt, task_release, FailCause};
 use super::{Store, WriteCtx};
+use crate::args;
 use crate::error::{ApiError, Result};
 
 pub struct AgentRegisterParams {
@@ -28,13 +30,15 @@ pub struct StaleSweep {
 }
 
 async fn agent_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<AgentRow> {
-    sqlx::query_as(&format!(
-        "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 AND unregistered_at IS NULL"
-    ))
-    .bind(id.to_string())
-    .fetch_optional(&mut *ctx.conn)
-    .await?
-    .ok_or_else(|| ApiError::not_found("agent", id))
+    ctx.db
+        .opt(
+            &format!(
+                "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 AND unregistered_at IS NULL"
+            ),
+            args![id.to_string()],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("agent", id))
 }
 
 /// Records that the agent was heard from now; an offline agent comes back online.
@@ -43,10 +47,11 @@ pub(crate) async fn agent_touch(ctx: &mut WriteCtx, id: Uuid) -> Result<AgentRow
     let was_offline = row.status == AgentStatus::Offline.as_str();
     // Skip the write when the last one is recent: saves a row update per call under load.
     if was_offline || ctx.now - row.last_seen_at >= 1000 {
-        sqlx::query("UPDATE agents SET last_seen_at = $2, status = 'online' WHERE id = $1")
-            .bind(id.to_string())
-            .bind(ctx.now)
-            .execute(&mut *ctx.conn)
+        ctx.db
+            .execute(
+                "UPDATE agents SET last_seen_at = $2, status = 'online' WHERE id = $1",
+                args![id.to_string(), ctx.now],
+            )
             .await?;
         row.last_seen_at = ctx.now;
         row.status = AgentStatus::Online.as_str().to_string();
@@ -64,26 +69,18 @@ pub(crate) async fn agent_touch(ctx: &mut WriteCtx, id: Uuid) -> Result<AgentRow
 
 /// Active (claimed or running) tasks of an agent, for recovery.
 async fn agent_active_tasks(ctx: &mut WriteCtx, id: Uuid) -> Result<Vec<TaskRow>> {
-    Ok(sqlx::query_as(&format!(
+    Ok(ctx.db.all(&format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = $1 AND status IN ('claimed', 'running') ORDER BY idx"
-    ))
-    .bind(id.to_string())
-    .fetch_all(&mut *ctx.conn)
+    ), args![id.to_string()])
     .await?)
 }
 
 pub(crate) async fn agent_insert(ctx: &mut WriteCtx, p: AgentRegisterParams) -> Result<Agent> {
     let caps = serde_json::to_string(&p.capabilities).map_err(anyhow::Error::from)?;
-    let row: AgentRow = sqlx::query_as(&format!(
+    let row: AgentRow = ctx.db.one(&format!(
         "INSERT INTO agents (id, name, status, capabilities, token_hash, registered_at, last_seen_at) \
          VALUES ($1, $2, 'online', $3, $4, $5, $5) RETURNING {AGENT_COLUMNS}"
-    ))
-    .bind(p.id.to_string())
-    .bind(&p.name)
-    .bind(caps)
-    .bind(&p.token_hash)
-    .bind(ctx.now)
-    .fetch_one(&mut *ctx.conn)
+    ), args![p.id.to_string(), &p.name, caps, &p.token_hash, ctx.now])
     .await?;
     let data = json!({ "name": p.name, "capabilities": p.capabilities });
     event_insert(
@@ -99,12 +96,7 @@ pub(crate) async fn agent_unregister(ctx: &mut WriteCtx, id: Uuid) -> Result<Age
     for task in agent_active_tasks(ctx, id).await? {
         task_release(ctx, task, "its agent unregistered").await?;
     }
-    sqlx::query(
-        "UPDATE agents SET status = 'offline', token_hash = NULL, unregistered_at = $2 WHERE id = $1",
-    )
-    .bind(id.to_string())
-    .bind(ctx.now)
-    .execute(&mut *ctx.conn)
+    ctx.db.execute("UPDATE agents SET status = 'offline', token_hash = NULL, unregistered_at = $2 WHERE id = $1", args![id.to_string(), ctx.now])
     .await?;
     let data = json!({ "name": row.name });
     event_insert(
@@ -120,18 +112,18 @@ pub(crate) async fn agent_unregister(ctx: &mut WriteCtx, id: Uuid) -> Result<Age
 /// Agents not heard from since `stale_before` go offline; their tasks count a failed attempt
 /// and go back to pending (or fail for good), so a task that kills every agent ends.
 pub(crate) async fn agents_mark_stale(ctx: &mut WriteCtx, stale_before: i64) -> Result<StaleSweep> {
-    let stale: Vec<AgentRow> = sqlx::query_as(&format!(
+    let stale: Vec<AgentRow> = ctx.db.all(&format!(
         "SELECT {AGENT_COLUMNS} FROM agents WHERE status = 'online' AND last_seen_at < $1 ORDER BY last_seen_at"
-    ))
-    .bind(stale_before)
-    .fetch_all(&mut *ctx.conn)
+    ), args![stale_before])
     .await?;
     let mut sweep = StaleSweep::default();
     for agent in stale {
         let id = super::rows::uuid(&agent.id)?;
-        sqlx::query("UPDATE agents SET status = 'offline' WHERE id = $1")
-            .bind(&agent.id)
-            .execute(&mut *ctx.conn)
+        ctx.db
+            .execute(
+                "UPDATE agents SET status = 'offline' WHERE id = $1",
+                args![&agent.id],
+            )
             .await?;
         let data =
             json!({ "name": agent.name, "last_seen_at": super::rows::ts(agent.last_seen_at) });
@@ -151,30 +143,30 @@ pub(crate) async fn agents_mark_stale(ctx: &mut WriteCtx, stale_before: i64) -> 
 
 impl Store {
     pub async fn agent_list(&self) -> Result<Vec<Agent>> {
-        let rows: Vec<AgentRow> = sqlx::query_as(&format!(
+        let rows: Vec<AgentRow> = self.read_all(&format!(
             "SELECT {AGENT_COLUMNS} FROM agents WHERE unregistered_at IS NULL ORDER BY registered_at, id"
-        ))
-        .fetch_all(self.reader())
+        ), &[])
         .await?;
         rows.into_iter().map(AgentRow::into_agent).collect()
     }
 
     pub async fn agent_get(&self, id: Uuid) -> Result<Agent> {
-        let row: Option<AgentRow> = sqlx::query_as(&format!(
-            "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 AND unregistered_at IS NULL"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(self.reader())
-        .await?;
+        let row: Option<AgentRow> = self
+            .read_opt(
+                &format!(
+                    "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 AND unregistered_at IS NULL"
+                ),
+                args![id.to_string()],
+            )
+            .await?;
         row.ok_or_else(|| ApiError::not_found("agent", id))?
             .into_agent()
     }
 
     /// The registered agent holding the token with this hash.
     pub async fn agent_id_by_token_hash(&self, hash: &str) -> Result<Option<Uuid>> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT id FROM agents WHERE token_hash = $1")
-            .bind(hash)
-            .fetch_optional(self.reader())
+        let row: Option<(String,)> = self
+            .read_opt("SELECT id FROM agents WHERE token_hash = $1", args![hash])
             .await?;
         row.map(|(id,)| super::rows::uuid(&id)).transpose()
     }

@@ -4,9 +4,11 @@ use agora_shared::{Event, EventKind};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::db::ExecExt;
 use super::rows::{ts, EventRow};
 use super::sql::EVENT_COLUMNS;
 use super::{Store, WriteCtx};
+use crate::args;
 use crate::error::Result;
 
 /// An event to append.
@@ -47,18 +49,21 @@ impl EventDraft {
 
 /// Appends an event in the current operation; it is published after the commit.
 pub async fn event_insert(ctx: &mut WriteCtx, draft: EventDraft) -> Result<()> {
-    let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO events (job_id, task_id, agent_id, kind, data, at) \
+    let (id,): (i64,) = ctx
+        .db
+        .one(
+            "INSERT INTO events (job_id, task_id, agent_id, kind, data, at) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-    )
-    .bind(draft.job_id.map(|u| u.to_string()))
-    .bind(draft.task_id.map(|u| u.to_string()))
-    .bind(draft.agent_id.map(|u| u.to_string()))
-    .bind(draft.kind.as_str())
-    .bind(draft.data.to_string())
-    .bind(ctx.now)
-    .fetch_one(&mut *ctx.conn)
-    .await?;
+            args![
+                draft.job_id.map(|u| u.to_string()),
+                draft.task_id.map(|u| u.to_string()),
+                draft.agent_id.map(|u| u.to_string()),
+                draft.kind.as_str(),
+                draft.data.to_string(),
+                ctx.now
+            ],
+        )
+        .await?;
     ctx.emitted(Event {
         id,
         job_id: draft.job_id,
@@ -82,22 +87,15 @@ impl Store {
     pub async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>> {
         let rows: Vec<EventRow> = match p.job_id {
             Some(job) => {
-                sqlx::query_as(&format!(
+                self.read_all(&format!(
                     "SELECT {EVENT_COLUMNS} FROM events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-                ))
-                .bind(job.to_string())
-                .bind(p.after)
-                .bind(i64::from(p.limit))
-                .fetch_all(self.reader())
+                ), args![job.to_string(), p.after, i64::from(p.limit)])
                 .await?
             }
             None => {
-                sqlx::query_as(&format!(
+                self.read_all(&format!(
                     "SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"
-                ))
-                .bind(p.after)
-                .bind(i64::from(p.limit))
-                .fetch_all(self.reader())
+                ), args![p.after, i64::from(p.limit)])
                 .await?
             }
         };
@@ -106,9 +104,7 @@ impl Store {
 
     /// The newest event id, 0 when there is none.
     pub async fn event_last_id(&self) -> Result<i64> {
-        let (id,): (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM events")
-            .fetch_one(self.reader())
-            .await?;
+        let (id,): (Option<i64>,) = self.read_one("SELECT MAX(id) FROM events", &[]).await?;
         Ok(id.unwrap_or(0))
     }
 }

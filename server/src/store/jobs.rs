@@ -10,11 +10,13 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::agents::agent_touch;
+use super::db::ExecExt;
 use super::events::{event_insert, EventDraft};
 use super::rows::{ts, ApprovalRow, JobRow};
 use super::sql::JOB_COLUMNS;
 use super::tasks::{tasks_insert, NewTask};
 use super::{Store, WriteCtx};
+use crate::args;
 use crate::error::{ApiError, Result};
 
 pub struct JobInsertParams {
@@ -50,9 +52,11 @@ const JOB_RECOUNT: &str = "UPDATE jobs SET \
     tasks_running = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = jobs.id AND t.status IN ('claimed', 'running'))";
 
 pub(crate) async fn job_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<JobRow> {
-    sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-        .bind(id.to_string())
-        .fetch_optional(&mut *ctx.conn)
+    ctx.db
+        .opt(
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"),
+            args![id.to_string()],
+        )
         .await?
         .ok_or_else(|| ApiError::not_found("job", id))
 }
@@ -67,16 +71,10 @@ pub(crate) async fn job_transition(
     let from = job.status()?;
     let to = from.transition(event)?;
     let finished = to.is_terminal().then_some(ctx.now);
-    let row: JobRow = sqlx::query_as(&format!(
+    let row: JobRow = ctx.db.one(&format!(
         "UPDATE jobs SET status = $2, updated_at = $3, finished_at = $4, error = COALESCE($5, error) \
          WHERE id = $1 RETURNING {JOB_COLUMNS}"
-    ))
-    .bind(&job.id)
-    .bind(to.as_str())
-    .bind(ctx.now)
-    .bind(finished)
-    .bind(error.clone())
-    .fetch_one(&mut *ctx.conn)
+    ), args![&job.id, to.as_str(), ctx.now, finished, error.clone()])
     .await?;
     let id = super::rows::uuid(&job.id)?;
     let mut data = json!({ "from": from, "status": to, "title": row.title });
@@ -115,19 +113,17 @@ pub(crate) async fn job_task_changed(
     let [c0, f0, r0] = from.map(bucket).unwrap_or([0, 0, 0]);
     let [c1, f1, r1] = bucket(to);
     let added = i64::from(from.is_none());
-    let job: JobRow = sqlx::query_as(&format!(
+    let job: JobRow = ctx
+        .db
+        .one(
+            &format!(
         "UPDATE jobs SET tasks_total = tasks_total + $2, tasks_completed = tasks_completed + $3, \
          tasks_failed = tasks_failed + $4, tasks_running = tasks_running + $5, updated_at = $6 \
          WHERE id = $1 RETURNING {JOB_COLUMNS}"
-    ))
-    .bind(job_id)
-    .bind(added)
-    .bind(c1 - c0)
-    .bind(f1 - f0)
-    .bind(r1 - r0)
-    .bind(ctx.now)
-    .fetch_one(&mut *ctx.conn)
-    .await?;
+    ),
+            args![job_id, added, c1 - c0, f1 - f0, r1 - r0, ctx.now],
+        )
+        .await?;
     let status = job.status()?;
     match (task_type, to) {
         (TaskType::Plan, TaskStatus::Claimed) if status == JobStatus::Accepted => {
@@ -165,18 +161,10 @@ pub(crate) async fn job_insert(ctx: &mut WriteCtx, p: JobInsertParams) -> Result
     if let Some(agent) = p.submitted_by {
         agent_touch(ctx, agent).await?;
     }
-    let row: JobRow = sqlx::query_as(&format!(
+    let row: JobRow = ctx.db.one(&format!(
         "INSERT INTO jobs (id, title, job_spec, status, submitted_by, approvals_required, priority, \
          created_at, updated_at) VALUES ($1, $2, $3, 'committed', $4, $5, $6, $7, $7) RETURNING {JOB_COLUMNS}"
-    ))
-    .bind(p.id.to_string())
-    .bind(&p.title)
-    .bind(p.job_spec.to_string())
-    .bind(p.submitted_by.map(|u| u.to_string()))
-    .bind(i64::from(p.approvals_required))
-    .bind(i64::from(p.priority))
-    .bind(ctx.now)
-    .fetch_one(&mut *ctx.conn)
+    ), args![p.id.to_string(), &p.title, p.job_spec.to_string(), p.submitted_by.map(|u| u.to_string()), i64::from(p.approvals_required), i64::from(p.priority), ctx.now])
     .await?;
     let data = json!({ "from": Value::Null, "status": JobStatus::Committed, "title": p.title });
     event_insert(
@@ -199,12 +187,13 @@ pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Resu
             p.job_id
         )));
     }
-    let already: Option<(i64,)> =
-        sqlx::query_as("SELECT created_at FROM approvals WHERE job_id = $1 AND agent_id = $2")
-            .bind(&job.id)
-            .bind(&agent.id)
-            .fetch_optional(&mut *ctx.conn)
-            .await?;
+    let already: Option<(i64,)> = ctx
+        .db
+        .opt(
+            "SELECT created_at FROM approvals WHERE job_id = $1 AND agent_id = $2",
+            args![&job.id, &agent.id],
+        )
+        .await?;
     if already.is_some() {
         return Err(ApiError::Conflict(format!(
             "agent {} has already approved job {}",
@@ -223,26 +212,21 @@ pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Resu
             });
         }
     }
-    sqlx::query(
-        "INSERT INTO approvals (job_id, agent_id, comment, created_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(&job.id)
-    .bind(&agent.id)
-    .bind(p.comment.clone())
-    .bind(ctx.now)
-    .execute(&mut *ctx.conn)
-    .await?;
-    sqlx::query("UPDATE agents SET last_approved_at = $2 WHERE id = $1")
-        .bind(&agent.id)
-        .bind(ctx.now)
-        .execute(&mut *ctx.conn)
+    ctx.db
+        .execute(
+            "INSERT INTO approvals (job_id, agent_id, comment, created_at) VALUES ($1, $2, $3, $4)",
+            args![&job.id, &agent.id, p.comment.clone(), ctx.now],
+        )
         .await?;
-    let mut job: JobRow = sqlx::query_as(&format!(
+    ctx.db
+        .execute(
+            "UPDATE agents SET last_approved_at = $2 WHERE id = $1",
+            args![&agent.id, ctx.now],
+        )
+        .await?;
+    let mut job: JobRow = ctx.db.one(&format!(
         "UPDATE jobs SET approvals = approvals + 1, updated_at = $2 WHERE id = $1 RETURNING {JOB_COLUMNS}"
-    ))
-    .bind(&job.id)
-    .bind(ctx.now)
-    .fetch_one(&mut *ctx.conn)
+    ), args![&job.id, ctx.now])
     .await?;
     let approvals = u32::try_from(job.approvals).unwrap_or(u32::MAX);
     let required = u32::try_from(job.approvals_required).unwrap_or(u32::MAX);
@@ -301,22 +285,16 @@ pub(crate) async fn job_cancel(
         _ => "cancelled by an operator".to_string(),
     };
     // Agents holding a task are told through its event; pending tasks are only counted.
-    let active: Vec<(String, Option<String>, i64)> = sqlx::query_as(
-        "SELECT id, agent_id, idx FROM tasks WHERE job_id = $1 AND status IN ('claimed', 'running') ORDER BY idx",
-    )
-    .bind(&job.id)
-    .fetch_all(&mut *ctx.conn)
+    let active: Vec<(String, Option<String>, i64)> = ctx.db.all("SELECT id, agent_id, idx FROM tasks WHERE job_id = $1 AND status IN ('claimed', 'running') ORDER BY idx", args![&job.id])
     .await?;
-    let closed = sqlx::query(
-        "UPDATE tasks SET status = 'failed', error = $2, finished_at = $3, updated_at = $3 \
+    let closed = ctx
+        .db
+        .execute(
+            "UPDATE tasks SET status = 'failed', error = $2, finished_at = $3, updated_at = $3 \
          WHERE job_id = $1 AND status IN ('pending', 'claimed', 'running')",
-    )
-    .bind(&job.id)
-    .bind(&why)
-    .bind(ctx.now)
-    .execute(&mut *ctx.conn)
-    .await?
-    .rows_affected();
+            args![&job.id, &why, ctx.now],
+        )
+        .await?;
     for (task_id, agent_id, idx) in active {
         let data =
             json!({ "index": idx, "status": TaskStatus::Failed, "error": why, "cancelled": true });
@@ -327,12 +305,13 @@ pub(crate) async fn job_cancel(
             .agent(agent);
         event_insert(ctx, draft).await?;
     }
-    let job: JobRow = sqlx::query_as(&format!(
-        "{JOB_RECOUNT} WHERE id = $1 RETURNING {JOB_COLUMNS}"
-    ))
-    .bind(&job.id)
-    .fetch_one(&mut *ctx.conn)
-    .await?;
+    let job: JobRow = ctx
+        .db
+        .one(
+            &format!("{JOB_RECOUNT} WHERE id = $1 RETURNING {JOB_COLUMNS}"),
+            args![&job.id],
+        )
+        .await?;
     let job = job_transition(
         ctx,
         &job,
@@ -346,10 +325,9 @@ pub(crate) async fn job_cancel(
 /// Repairs counters of unfinished jobs from their tasks and settles executing jobs whose tasks
 /// are all terminal. Idempotent: replicas may run it at once.
 pub(crate) async fn jobs_sync(ctx: &mut WriteCtx) -> Result<usize> {
-    let fixed: Vec<JobRow> = sqlx::query_as(&format!(
+    let fixed: Vec<JobRow> = ctx.db.all(&format!(
         "{JOB_RECOUNT} WHERE status IN ('accepted', 'planning', 'ready', 'executing') RETURNING {JOB_COLUMNS}"
-    ))
-    .fetch_all(&mut *ctx.conn)
+    ), &[])
     .await?;
     let mut settled = 0;
     for job in fixed {
@@ -364,11 +342,12 @@ pub(crate) async fn jobs_sync(ctx: &mut WriteCtx) -> Result<usize> {
 
 impl Store {
     pub async fn job_get(&self, id: Uuid) -> Result<Job> {
-        let row: Option<JobRow> =
-            sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-                .bind(id.to_string())
-                .fetch_optional(self.reader())
-                .await?;
+        let row: Option<JobRow> = self
+            .read_opt(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"),
+                args![id.to_string()],
+            )
+            .await?;
         row.ok_or_else(|| ApiError::not_found("job", id))?
             .into_job()
     }
@@ -376,20 +355,25 @@ impl Store {
     /// Newest first.
     pub async fn job_list(&self, p: JobListParams) -> Result<Page<Job>> {
         let status = p.status.map(|s| s.as_str());
-        let (total,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE ($1 IS NULL OR status = $1)")
-                .bind(status)
-                .fetch_one(self.reader())
-                .await?;
-        let rows: Vec<JobRow> = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE ($1 IS NULL OR status = $1) \
+        let (total,): (i64,) = self
+            .read_one(
+                "SELECT COUNT(*) FROM jobs WHERE ($1 IS NULL OR status = $1)",
+                args![status],
+            )
+            .await?;
+        let rows: Vec<JobRow> = self
+            .read_all(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE ($1 IS NULL OR status = $1) \
              ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
-        ))
-        .bind(status)
-        .bind(i64::from(p.limit))
-        .bind(i64::try_from(p.offset).unwrap_or(i64::MAX))
-        .fetch_all(self.reader())
-        .await?;
+                ),
+                args![
+                    status,
+                    i64::from(p.limit),
+                    i64::try_from(p.offset).unwrap_or(i64::MAX)
+                ],
+            )
+            .await?;
         Ok(Page {
             items: rows
                 .into_iter()
@@ -403,12 +387,8 @@ impl Store {
 
     pub async fn approval_list(&self, job_id: Uuid) -> Result<Vec<Approval>> {
         self.job_get(job_id).await?;
-        let rows: Vec<ApprovalRow> = sqlx::query_as(
-            "SELECT a.job_id, a.agent_id, g.name AS agent_name, a.comment, a.created_at \
-             FROM approvals a JOIN agents g ON g.id = a.agent_id WHERE a.job_id = $1 ORDER BY a.created_at, a.agent_id",
-        )
-        .bind(job_id.to_string())
-        .fetch_all(self.reader())
+        let rows: Vec<ApprovalRow> = self.read_all("SELECT a.job_id, a.agent_id, g.name AS agent_name, a.comment, a.created_at \
+             FROM approvals a JOIN agents g ON g.id = a.agent_id WHERE a.job_id = $1 ORDER BY a.created_at, a.agent_id", args![job_id.to_string()])
         .await?;
         rows.into_iter().map(ApprovalRow::into_approval).collect()
     }

@@ -9,6 +9,7 @@
 //! never wait for the writer.
 
 mod agents;
+pub mod db;
 mod events;
 mod jobs;
 mod rows;
@@ -109,32 +110,38 @@ impl Store {
             .with_context(|| format!("parsing the database URL for {}", backend.name()))?
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
-        let (reader, write_pool) = match backend {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let work_available = Arc::new(Notify::new());
+        let publisher = writer::Publisher {
+            events: events.clone(),
+            work_available: work_available.clone(),
+        };
+        let (reader, writer) = match backend {
             Backend::Sqlite => {
-                let write_pool = AnyPoolOptions::new()
+                // Migrations through sqlx, once, before the writer opens its own connection.
+                let migrator_pool = AnyPoolOptions::new()
                     .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move { sqlite_pragmas(conn, true).await })
-                    })
                     .connect_with(options.clone())
                     .await
                     .context("opening the SQLite database")?;
                 sqlx::migrate!("migrations/sqlite")
-                    .run(&write_pool)
+                    .run(&migrator_pool)
                     .await
                     .context("running the SQLite migrations")?;
+                migrator_pool.close().await;
+                let conn =
+                    sqlite_writer_connection(db_path).context("opening the SQLite writer")?;
+                let writer = writer::WriterHandle::start_sqlite(conn, publisher)
+                    .context("starting the SQLite writer")?;
                 let reader = AnyPoolOptions::new()
                     .max_connections(8)
                     .after_connect(|conn, _| {
-                        Box::pin(async move { sqlite_pragmas(conn, false).await })
+                        Box::pin(async move { sqlite_reader_pragmas(conn).await })
                     })
                     .connect_with(options)
                     .await
                     .context("opening the SQLite read pool")?;
-                (reader, write_pool)
+                (reader, writer)
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -147,23 +154,21 @@ impl Store {
                     .run(&pool)
                     .await
                     .context("running the PostgreSQL migrations")?;
-                (pool.clone(), pool)
+                (
+                    pool.clone(),
+                    writer::WriterHandle::start_postgres(pool, publisher),
+                )
             }
         };
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let work_available = Arc::new(Notify::new());
-        let publisher = writer::Publisher {
-            events: events.clone(),
-            work_available: work_available.clone(),
-        };
-        let inner = Arc::new(Inner {
-            backend,
-            reader,
-            writer: writer::WriterHandle::start(backend, write_pool, publisher),
-            events,
-            work_available,
-        });
-        Ok(Store { inner })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend,
+                reader,
+                writer,
+                events,
+                work_available,
+            }),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -207,22 +212,69 @@ impl Store {
     }
 }
 
-async fn sqlite_pragmas(
+/// The writer's connection: WAL lets readers run beside it; FULL makes each group commit
+/// durable (one fsync per batch).
+fn sqlite_writer_connection(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
+}
+
+async fn sqlite_reader_pragmas(
     conn: &mut sqlx::AnyConnection,
-    writer: bool,
 ) -> std::result::Result<(), sqlx::Error> {
-    // WAL lets readers run beside the writer; FULL makes each group commit durable.
-    let pragmas = if writer {
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
-    } else {
-        "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;"
-    };
-    conn.execute(pragmas).await?;
+    conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+        .await?;
     Ok(())
 }
 
-/// A connection taken from a pool for the duration of one write.
-pub(crate) type Conn = PoolConnection<Any>;
+#[async_trait::async_trait]
+impl db::Exec for PoolConnection<Any> {
+    async fn fetch(
+        &mut self,
+        sql: &str,
+        args: &[db::Value],
+    ) -> std::result::Result<Vec<db::Row>, db::DbError> {
+        db::Exec::fetch(&mut **self, sql, args).await
+    }
+
+    async fn execute(
+        &mut self,
+        sql: &str,
+        args: &[db::Value],
+    ) -> std::result::Result<u64, db::DbError> {
+        db::Exec::execute(&mut **self, sql, args).await
+    }
+}
+
+/// Reads, on the read pool.
+impl Store {
+    async fn read_all<T: db::FromRow + Send>(
+        &self,
+        sql: &str,
+        args: &[db::Value],
+    ) -> Result<Vec<T>> {
+        let mut conn = self.inner.reader.acquire().await?;
+        Ok(db::ExecExt::all(&mut *conn, sql, args).await?)
+    }
+
+    async fn read_opt<T: db::FromRow + Send>(
+        &self,
+        sql: &str,
+        args: &[db::Value],
+    ) -> Result<Option<T>> {
+        let mut conn = self.inner.reader.acquire().await?;
+        Ok(db::ExecExt::opt(&mut *conn, sql, args).await?)
+    }
+
+    async fn read_one<T: db::FromRow + Send>(&self, sql: &str, args: &[db::Value]) -> Result<T> {
+        let mut conn = self.inner.reader.acquire().await?;
+        Ok(db::ExecExt::one(&mut *conn, sql, args).await?)
+    }
+}
 
 /// The write operations, each one atomic change.
 impl Store {

@@ -37,7 +37,7 @@ fn u32_of(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
-#[derive(sqlx::FromRow)]
+crate::db_row! {
 pub struct AgentRow {
     pub id: String,
     pub name: String,
@@ -46,6 +46,7 @@ pub struct AgentRow {
     pub registered_at: i64,
     pub last_seen_at: i64,
     pub last_approved_at: Option<i64>,
+}
 }
 
 impl AgentRow {
@@ -63,7 +64,7 @@ impl AgentRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
+crate::db_row! {
 pub struct JobRow {
     pub id: String,
     pub title: String,
@@ -81,6 +82,7 @@ pub struct JobRow {
     pub updated_at: i64,
     pub finished_at: Option<i64>,
     pub error: Option<String>,
+}
 }
 
 impl JobRow {
@@ -110,7 +112,7 @@ impl JobRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
+crate::db_row! {
 pub struct TaskRow {
     pub id: String,
     pub job_id: String,
@@ -132,6 +134,7 @@ pub struct TaskRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
+}
 }
 
 impl TaskRow {
@@ -169,13 +172,14 @@ impl TaskRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
+crate::db_row! {
 pub struct ApprovalRow {
     pub job_id: String,
     pub agent_id: String,
     pub agent_name: String,
     pub comment: Option<String>,
     pub created_at: i64,
+}
 }
 
 impl ApprovalRow {
@@ -190,7 +194,7 @@ impl ApprovalRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
+crate::db_row! {
 pub struct EventRow {
     pub id: i64,
     pub job_id: Option<String>,
@@ -199,6 +203,7 @@ pub struct EventRow {
     pub kind: String,
     pub data: String,
     pub at: i64,
+}
 }
 
 impl EventRow {

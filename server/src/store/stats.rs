@@ -5,30 +5,30 @@ use std::collections::BTreeMap;
 use agora_shared::Stats;
 
 use super::Store;
+use crate::args;
 use crate::error::Result;
 
 impl Store {
     pub async fn stats(&self) -> Result<Stats> {
-        let agents: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT status, COUNT(*) FROM agents WHERE unregistered_at IS NULL GROUP BY status",
-        )
-        .fetch_all(self.reader())
-        .await?;
-        let jobs: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
-                .fetch_all(self.reader())
-                .await?;
-        let tasks: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM tasks GROUP BY status")
-                .fetch_all(self.reader())
-                .await?;
+        let agents: Vec<(String, i64)> = self
+            .read_all(
+                "SELECT status, COUNT(*) FROM agents WHERE unregistered_at IS NULL GROUP BY status",
+                &[],
+            )
+            .await?;
+        let jobs: Vec<(String, i64)> = self
+            .read_all("SELECT status, COUNT(*) FROM jobs GROUP BY status", &[])
+            .await?;
+        let tasks: Vec<(String, i64)> = self
+            .read_all("SELECT status, COUNT(*) FROM tasks GROUP BY status", &[])
+            .await?;
         let since = super::now_ms() - 60_000;
-        let (recent,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM tasks WHERE status = 'completed' AND finished_at >= $1",
-        )
-        .bind(since)
-        .fetch_one(self.reader())
-        .await?;
+        let (recent,): (i64,) = self
+            .read_one(
+                "SELECT COUNT(*) FROM tasks WHERE status = 'completed' AND finished_at >= $1",
+                args![since],
+            )
+            .await?;
         let count = |rows: Vec<(String, i64)>| -> BTreeMap<String, u64> {
             rows.into_iter()
                 .map(|(k, v)| (k, u64::try_from(v).unwrap_or_default()))

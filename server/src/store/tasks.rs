@@ -9,11 +9,13 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::agents::agent_touch;
+use super::db::{ExecExt, Value as DbValue};
 use super::events::{event_insert, EventDraft};
 use super::jobs::{job_fetch, job_task_changed, job_transition};
 use super::rows::{uuid, JobRow, TaskRow};
 use super::sql::{self, TASK_COLUMNS};
 use super::{Store, WriteCtx};
+use crate::args;
 use crate::error::{ApiError, Result};
 
 /// A task to create.
@@ -92,32 +94,29 @@ pub(crate) async fn tasks_insert(
                 b + 11
             ));
         }
-        let mut query = sqlx::query(&q);
+        let mut params: Vec<DbValue> = Vec::with_capacity(chunk.len() * 11);
         for t in chunk {
-            query = query
-                .bind(Uuid::new_v4().to_string())
-                .bind(&job.id)
-                .bind(i64::from(t.index))
-                .bind(t.task_type.as_str())
-                .bind(&t.spec)
-                .bind(i64::from(t.max_retries))
-                .bind(i64::try_from(t.timeout_secs).unwrap_or(i64::MAX))
-                .bind(ctx.now)
-                .bind(ctx.now)
-                .bind(job.priority)
-                .bind(job.created_at);
+            params.extend([
+                DbValue::from(Uuid::new_v4()),
+                DbValue::from(&job.id),
+                DbValue::from(i64::from(t.index)),
+                DbValue::from(t.task_type.as_str()),
+                DbValue::from(&t.spec),
+                DbValue::from(i64::from(t.max_retries)),
+                DbValue::from(i64::try_from(t.timeout_secs).unwrap_or(i64::MAX)),
+                DbValue::from(ctx.now),
+                DbValue::from(ctx.now),
+                DbValue::from(job.priority),
+                DbValue::from(job.created_at),
+            ]);
         }
-        query.execute(&mut *ctx.conn).await?;
+        ctx.db.execute(&q, &params).await?;
     }
     if count > 0 {
-        let row: JobRow = sqlx::query_as(&format!(
+        let row: JobRow = ctx.db.one(&format!(
             "UPDATE jobs SET tasks_total = tasks_total + $2, updated_at = $3 WHERE id = $1 RETURNING {}",
             sql::JOB_COLUMNS
-        ))
-        .bind(&job.id)
-        .bind(i64::try_from(count).unwrap_or(i64::MAX))
-        .bind(ctx.now)
-        .fetch_one(&mut *ctx.conn)
+        ), args![&job.id, i64::try_from(count).unwrap_or(i64::MAX), ctx.now])
         .await?;
         let task_type = tasks.first().map(|t| t.task_type).unwrap_or(TaskType::Work);
         let data = json!({ "count": count, "type": task_type });
@@ -136,9 +135,11 @@ pub(crate) async fn tasks_insert(
 }
 
 async fn task_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<TaskRow> {
-    sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
-        .bind(id.to_string())
-        .fetch_optional(&mut *ctx.conn)
+    ctx.db
+        .opt(
+            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
+            args![id.to_string()],
+        )
         .await?
         .ok_or_else(|| ApiError::not_found("task", id))
 }
@@ -206,10 +207,9 @@ pub(crate) async fn task_claim_many(
 async fn task_claim_next(ctx: &mut WriteCtx, agent_id: Uuid) -> Result<Option<ClaimedTask>> {
     let p = TaskClaimParams { agent_id };
     let claim = sql::task_claim(ctx.backend);
-    let row: Option<TaskRow> = sqlx::query_as(&claim)
-        .bind(p.agent_id.to_string())
-        .bind(ctx.now)
-        .fetch_optional(&mut *ctx.conn)
+    let row: Option<TaskRow> = ctx
+        .db
+        .opt(&claim, args![p.agent_id.to_string(), ctx.now])
         .await?;
     let Some(row) = row else { return Ok(None) };
     let job = job_task_changed(
@@ -232,13 +232,9 @@ async fn task_claim_next(ctx: &mut WriteCtx, agent_id: Uuid) -> Result<Option<Cl
 pub(crate) async fn task_start(ctx: &mut WriteCtx, agent: Uuid, id: Uuid) -> Result<Task> {
     agent_touch(ctx, agent).await?;
     let (row, next) = task_for_agent(ctx, id, agent, TaskAction::Start).await?;
-    let row: TaskRow = sqlx::query_as(&format!(
+    let row: TaskRow = ctx.db.one(&format!(
         "UPDATE tasks SET status = $2, started_at = $3, updated_at = $3 WHERE id = $1 RETURNING {TASK_COLUMNS}"
-    ))
-    .bind(&row.id)
-    .bind(next.as_str())
-    .bind(ctx.now)
-    .fetch_one(&mut *ctx.conn)
+    ), args![&row.id, next.as_str(), ctx.now])
     .await?;
     event_insert(
         ctx,
@@ -264,17 +260,10 @@ pub(crate) async fn task_progress(ctx: &mut WriteCtx, p: TaskProgressParams) -> 
         Some(extend) => ctx.now + i64::try_from(extend).unwrap_or(0) * 1000,
         None => row.deadline.unwrap_or(ctx.now),
     };
-    let row: TaskRow = sqlx::query_as(&format!(
+    let row: TaskRow = ctx.db.one(&format!(
         "UPDATE tasks SET status = $2, progress = $3, progress_message = $4, deadline = $5, \
          started_at = COALESCE(started_at, $6), updated_at = $6 WHERE id = $1 RETURNING {TASK_COLUMNS}"
-    ))
-    .bind(&row.id)
-    .bind(next.as_str())
-    .bind(i64::from(p.progress))
-    .bind(p.message.clone())
-    .bind(deadline)
-    .bind(ctx.now)
-    .fetch_one(&mut *ctx.conn)
+    ), args![&row.id, next.as_str(), i64::from(p.progress), p.message.clone(), deadline, ctx.now])
     .await?;
     let data = json!({ "status": next, "progress": p.progress, "message": p.message });
     event_insert(ctx, event_for(&row, EventKind::TaskProgress, data)?).await?;
@@ -296,15 +285,10 @@ pub(crate) async fn task_complete(
         TaskType::Work => None,
     };
     let from = row.status()?;
-    let row: TaskRow = sqlx::query_as(&format!(
+    let row: TaskRow = ctx.db.one(&format!(
         "UPDATE tasks SET status = $2, result = $3, progress = 100, finished_at = $4, updated_at = $4 \
          WHERE id = $1 RETURNING {TASK_COLUMNS}"
-    ))
-    .bind(&row.id)
-    .bind(next.as_str())
-    .bind(result.to_string())
-    .bind(ctx.now)
-    .fetch_one(&mut *ctx.conn)
+    ), args![&row.id, next.as_str(), result.to_string(), ctx.now])
     .await?;
     event_insert(
         ctx,
@@ -377,21 +361,26 @@ pub(crate) async fn task_fail_attempt(
     let max_retries = u32::try_from(row.max_retries).unwrap_or(0);
     let outcome = after_failure(attempts, max_retries, retryable);
     let retry = outcome.status == TaskStatus::Pending;
-    let updated: TaskRow = sqlx::query_as(&format!(
-        "UPDATE tasks SET status = $2, attempts = $3, error = $4, updated_at = $5, \
+    let updated: TaskRow = ctx
+        .db
+        .one(
+            &format!(
+                "UPDATE tasks SET status = $2, attempts = $3, error = $4, updated_at = $5, \
          agent_id = CASE WHEN $6 = 1 THEN NULL ELSE agent_id END, \
          deadline = CASE WHEN $6 = 1 THEN NULL ELSE deadline END, \
          finished_at = CASE WHEN $6 = 1 THEN NULL ELSE $5 END \
          WHERE id = $1 RETURNING {TASK_COLUMNS}"
-    ))
-    .bind(&row.id)
-    .bind(outcome.status.as_str())
-    .bind(i64::from(outcome.attempts))
-    .bind(&error)
-    .bind(ctx.now)
-    .bind(i64::from(retry))
-    .fetch_one(&mut *ctx.conn)
-    .await?;
+            ),
+            args![
+                &row.id,
+                outcome.status.as_str(),
+                i64::from(outcome.attempts),
+                &error,
+                ctx.now,
+                i64::from(retry)
+            ],
+        )
+        .await?;
     let data = json!({ "status": outcome.status, "attempts": outcome.attempts, "error": error, "retry": retry });
     // The event names the agent that lost the task, though the row no longer does.
     let mut draft = event_for(&updated, EventKind::TaskFailed, data)?;
@@ -463,14 +452,16 @@ pub(crate) async fn task_release(ctx: &mut WriteCtx, row: TaskRow, reason: &str)
             row.id
         )));
     }
-    let updated: TaskRow = sqlx::query_as(&format!(
+    let updated: TaskRow = ctx
+        .db
+        .one(
+            &format!(
         "UPDATE tasks SET status = 'pending', agent_id = NULL, deadline = NULL, claimed_at = NULL, \
          started_at = NULL, updated_at = $2 WHERE id = $1 RETURNING {TASK_COLUMNS}"
-    ))
-    .bind(&row.id)
-    .bind(ctx.now)
-    .fetch_one(&mut *ctx.conn)
-    .await?;
+    ),
+            args![&row.id, ctx.now],
+        )
+        .await?;
     let mut draft = event_for(
         &updated,
         EventKind::TaskReleased,
@@ -493,11 +484,9 @@ pub(crate) async fn task_release(ctx: &mut WriteCtx, row: TaskRow, reason: &str)
 
 /// Claimed or running tasks past their deadline count a failed attempt.
 pub(crate) async fn tasks_expire(ctx: &mut WriteCtx) -> Result<usize> {
-    let expired: Vec<TaskRow> = sqlx::query_as(&format!(
+    let expired: Vec<TaskRow> = ctx.db.all(&format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('claimed', 'running') AND deadline < $1 ORDER BY deadline LIMIT 10000"
-    ))
-    .bind(ctx.now)
-    .fetch_all(&mut *ctx.conn)
+    ), args![ctx.now])
     .await?;
     let n = expired.len();
     for row in expired {
@@ -516,11 +505,12 @@ pub struct TaskListParams {
 
 impl Store {
     pub async fn task_get(&self, id: Uuid) -> Result<Task> {
-        let row: Option<TaskRow> =
-            sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
-                .bind(id.to_string())
-                .fetch_optional(self.reader())
-                .await?;
+        let row: Option<TaskRow> = self
+            .read_opt(
+                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
+                args![id.to_string()],
+            )
+            .await?;
         row.ok_or_else(|| ApiError::not_found("task", id))?
             .into_task()
     }
@@ -529,23 +519,26 @@ impl Store {
     pub async fn task_list(&self, p: TaskListParams) -> Result<agora_shared::Page<Task>> {
         self.job_get(p.job_id).await?;
         let status = p.status.map(|s| s.as_str());
-        let (total,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM tasks WHERE job_id = $1 AND ($2 IS NULL OR status = $2)",
-        )
-        .bind(p.job_id.to_string())
-        .bind(status)
-        .fetch_one(self.reader())
-        .await?;
-        let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+        let (total,): (i64,) = self
+            .read_one(
+                "SELECT COUNT(*) FROM tasks WHERE job_id = $1 AND ($2 IS NULL OR status = $2)",
+                args![p.job_id.to_string(), status],
+            )
+            .await?;
+        let rows: Vec<TaskRow> = self
+            .read_all(
+                &format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 AND ($2 IS NULL OR status = $2) \
              ORDER BY idx LIMIT $3 OFFSET $4"
-        ))
-        .bind(p.job_id.to_string())
-        .bind(status)
-        .bind(i64::from(p.limit))
-        .bind(i64::try_from(p.offset).unwrap_or(i64::MAX))
-        .fetch_all(self.reader())
-        .await?;
+        ),
+                args![
+                    p.job_id.to_string(),
+                    status,
+                    i64::from(p.limit),
+                    i64::try_from(p.offset).unwrap_or(i64::MAX)
+                ],
+            )
+            .await?;
         Ok(agora_shared::Page {
             items: rows
                 .into_iter()
@@ -561,11 +554,12 @@ impl Store {
 impl Store {
     /// Running tasks held by an agent (a reconnecting WebSocket takes them over).
     pub async fn task_ids_running_for_agent(&self, agent: Uuid) -> Result<Vec<Uuid>> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT id FROM tasks WHERE agent_id = $1 AND status = 'running'")
-                .bind(agent.to_string())
-                .fetch_all(self.reader())
-                .await?;
+        let rows: Vec<(String,)> = self
+            .read_all(
+                "SELECT id FROM tasks WHERE agent_id = $1 AND status = 'running'",
+                args![agent.to_string()],
+            )
+            .await?;
         rows.iter().map(|(id,)| uuid(id)).collect()
     }
 }

@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use agora_shared::Event;
 use futures::future::BoxFuture;
-use sqlx::{AnyPool, Executor};
+use sqlx::AnyPool;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
-use super::{now_ms, Backend, Conn};
+use super::db::{DbError, Exec, SqliteExec};
+use super::{now_ms, Backend};
 use crate::error::{ApiError, Result};
 
 /// Most operations in one transaction.
@@ -24,7 +25,7 @@ const QUEUE: usize = 16_384;
 /// What an operation sees: the connection inside the open transaction, the time of the
 /// operation, and a place to leave the events it wrote.
 pub struct WriteCtx {
-    pub(crate) conn: Conn,
+    pub(crate) db: Box<dyn Exec>,
     pub backend: Backend,
     /// Milliseconds since the epoch when the operation started.
     pub now: i64,
@@ -33,9 +34,9 @@ pub struct WriteCtx {
 }
 
 impl WriteCtx {
-    fn new(conn: Conn, backend: Backend) -> Self {
+    fn new(db: Box<dyn Exec>, backend: Backend) -> Self {
         WriteCtx {
-            conn,
+            db,
             backend,
             now: now_ms(),
             events: Vec::new(),
@@ -74,7 +75,7 @@ impl Publisher {
 }
 
 /// Sends the operation's answer once the fate of its transaction is known.
-type Reply = Box<dyn FnOnce(Option<&sqlx::Error>) + Send>;
+type Reply = Box<dyn FnOnce(Option<&DbError>) + Send>;
 
 pub(crate) struct Finish {
     ok: bool,
@@ -94,15 +95,25 @@ pub(crate) enum WriterHandle {
 }
 
 impl WriterHandle {
-    pub fn start(backend: Backend, pool: AnyPool, publisher: Publisher) -> WriterHandle {
-        match backend {
-            Backend::Sqlite => {
-                let (tx, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(run_sqlite_writer(pool, rx, publisher));
-                WriterHandle::Sqlite(tx)
-            }
-            Backend::Postgres => WriterHandle::Postgres { pool, publisher },
-        }
+    /// The SQLite writer: its own thread, owning the only write connection.
+    pub fn start_sqlite(
+        conn: rusqlite::Connection,
+        publisher: Publisher,
+    ) -> std::io::Result<WriterHandle> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        std::thread::Builder::new()
+            .name("agora-sqlite-writer".into())
+            .spawn(move || {
+                runtime.block_on(run_sqlite_writer(SqliteExec { conn }, rx, publisher))
+            })?;
+        Ok(WriterHandle::Sqlite(tx))
+    }
+
+    pub fn start_postgres(pool: AnyPool, publisher: Publisher) -> WriterHandle {
+        WriterHandle::Postgres { pool, publisher }
     }
 
     pub async fn submit<T, F>(&self, op: F) -> Result<T>
@@ -153,11 +164,11 @@ impl WriterHandle {
 /// One operation in its own transaction (PostgreSQL).
 async fn run_one(pool: &AnyPool, publisher: &Publisher, job: Job) -> Result<()> {
     let conn = pool.acquire().await?;
-    let mut ctx = WriteCtx::new(conn, Backend::Postgres);
-    ctx.conn.execute("BEGIN").await?;
+    let mut ctx = WriteCtx::new(Box::new(conn), Backend::Postgres);
+    ctx.db.execute("BEGIN", &[]).await?;
     let finish = job(&mut ctx).await;
     if finish.ok {
-        match ctx.conn.execute("COMMIT").await {
+        match ctx.db.execute("COMMIT", &[]).await {
             Ok(_) => {
                 (finish.reply)(None);
                 publisher.publish(std::mem::take(&mut ctx.events), ctx.work_added);
@@ -165,14 +176,14 @@ async fn run_one(pool: &AnyPool, publisher: &Publisher, job: Job) -> Result<()> 
             Err(e) => (finish.reply)(Some(&e)),
         }
     } else {
-        ctx.conn.execute("ROLLBACK").await?;
+        ctx.db.execute("ROLLBACK", &[]).await?;
         (finish.reply)(None);
     }
     Ok(())
 }
 
-async fn run_sqlite_writer(pool: AnyPool, mut rx: mpsc::Receiver<Msg>, publisher: Publisher) {
-    let mut ctx = None;
+async fn run_sqlite_writer(db: SqliteExec, mut rx: mpsc::Receiver<Msg>, publisher: Publisher) {
+    let mut ctx = WriteCtx::new(Box::new(db), Backend::Sqlite);
     let mut closing = None;
     while closing.is_none() {
         let Some(first) = rx.recv().await else { break };
@@ -191,26 +202,11 @@ async fn run_sqlite_writer(pool: AnyPool, mut rx: mpsc::Receiver<Msg>, publisher
         if batch.is_empty() {
             continue;
         }
-        if ctx.is_none() {
-            match pool.acquire().await {
-                Ok(conn) => ctx = Some(WriteCtx::new(conn, Backend::Sqlite)),
-                Err(e) => {
-                    tracing::error!(error = ?e, "the writer cannot get its connection");
-                    // Dropping the jobs answers their callers with "the writer stopped".
-                    drop(batch);
-                    continue;
-                }
-            }
-        }
-        if let Some(c) = ctx.as_mut() {
-            if let Err(e) = run_batch(c, batch, &publisher).await {
-                tracing::error!(error = ?e, "write batch failed; reconnecting");
-                ctx = None;
-            }
+        if let Err(e) = run_batch(&mut ctx, batch, &publisher).await {
+            tracing::error!(error = ?e, "write batch failed and was rolled back");
         }
     }
     drop(ctx);
-    pool.close().await;
     if let Some(done) = closing {
         let _ = done.send(());
     }
@@ -220,8 +216,8 @@ async fn run_batch(
     ctx: &mut WriteCtx,
     batch: Vec<Job>,
     publisher: &Publisher,
-) -> std::result::Result<(), sqlx::Error> {
-    ctx.conn.execute("BEGIN IMMEDIATE").await?;
+) -> std::result::Result<(), DbError> {
+    ctx.db.execute("BEGIN IMMEDIATE", &[]).await?;
     let mut replies = Vec::with_capacity(batch.len());
     let mut events = Vec::new();
     let mut work_added = false;
@@ -229,22 +225,22 @@ async fn run_batch(
         ctx.now = now_ms();
         ctx.events.clear();
         ctx.work_added = false;
-        if let Err(e) = ctx.conn.execute("SAVEPOINT op").await {
-            let _ = ctx.conn.execute("ROLLBACK").await;
+        if let Err(e) = ctx.db.execute("SAVEPOINT op", &[]).await {
+            let _ = ctx.db.execute("ROLLBACK", &[]).await;
             return Err(e);
         }
         let finish = job(ctx).await;
         let step = if finish.ok {
-            ctx.conn.execute("RELEASE op").await
+            ctx.db.execute("RELEASE op", &[]).await
         } else {
-            match ctx.conn.execute("ROLLBACK TO op").await {
-                Ok(_) => ctx.conn.execute("RELEASE op").await,
+            match ctx.db.execute("ROLLBACK TO op", &[]).await {
+                Ok(_) => ctx.db.execute("RELEASE op", &[]).await,
                 Err(e) => Err(e),
             }
         };
         if let Err(e) = step {
             // The transaction is in an unknown state: give up on the whole batch.
-            let _ = ctx.conn.execute("ROLLBACK").await;
+            let _ = ctx.db.execute("ROLLBACK", &[]).await;
             (finish.reply)(Some(&e));
             for r in replies {
                 let r: Reply = r;
@@ -258,7 +254,7 @@ async fn run_batch(
         }
         replies.push(finish.reply);
     }
-    match ctx.conn.execute("COMMIT").await {
+    match ctx.db.execute("COMMIT", &[]).await {
         Ok(_) => {
             for r in replies {
                 r(None);
@@ -267,7 +263,7 @@ async fn run_batch(
             Ok(())
         }
         Err(e) => {
-            let _ = ctx.conn.execute("ROLLBACK").await;
+            let _ = ctx.db.execute("ROLLBACK", &[]).await;
             for r in replies {
                 r(Some(&e));
             }

@@ -1,0 +1,462 @@
+//! The smallest database interface the store needs, so one copy of every statement and every
+//! operation serves both backends:
+//!
+//! - the SQLite writer runs on its own thread over `rusqlite` with cached prepared statements,
+//!   because a statement through sqlx's SQLite worker costs a thread hand-off (tens of
+//!   microseconds) and the writer runs thousands of statements a second;
+//! - PostgreSQL writes and all reads go through sqlx's `Any` driver.
+//!
+//! Values are the three types the schema uses (64-bit integers, text, and their NULLs), typed
+//! even when NULL so that PostgreSQL knows a parameter's type.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::{Column, Row as _};
+use uuid::Uuid;
+
+/// A parameter or a cell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Real(Option<f64>),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(Some(v))
+    }
+}
+
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(Some(v.to_string()))
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(Some(v))
+    }
+}
+
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(Some(v.clone()))
+    }
+}
+
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Self {
+        Value::Text(v)
+    }
+}
+
+impl From<Option<&str>> for Value {
+    fn from(v: Option<&str>) -> Self {
+        Value::Text(v.map(str::to_string))
+    }
+}
+
+impl From<Uuid> for Value {
+    fn from(v: Uuid) -> Self {
+        Value::Text(Some(v.to_string()))
+    }
+}
+
+impl From<Option<Uuid>> for Value {
+    fn from(v: Option<Uuid>) -> Self {
+        Value::Text(v.map(|u| u.to_string()))
+    }
+}
+
+/// `args![a, b]`: statement parameters in `$1, $2` order.
+#[macro_export]
+macro_rules! args {
+    ($($v:expr),* $(,)?) => {
+        &[$($crate::store::db::Value::from($v)),*][..]
+    };
+}
+
+/// Any failure of the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("expected a row, got none")]
+    NoRow,
+    #[error("column {0}: {1}")]
+    Decode(String, &'static str),
+}
+
+/// One result row: cells by position, names shared by all rows of a result.
+#[derive(Debug, Clone)]
+pub struct Row {
+    names: Arc<Vec<String>>,
+    cells: Vec<Value>,
+}
+
+impl Row {
+    fn cell(&self, name: &str) -> Result<&Value, DbError> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| self.cells.get(i))
+            .ok_or_else(|| DbError::Decode(name.to_string(), "no such column"))
+    }
+
+    pub fn get<T: FromCell>(&self, name: &str) -> Result<T, DbError> {
+        T::from_cell(self.cell(name)?).ok_or_else(|| DbError::Decode(name.to_string(), T::EXPECTED))
+    }
+
+    pub fn at<T: FromCell>(&self, i: usize) -> Result<T, DbError> {
+        let cell = self
+            .cells
+            .get(i)
+            .ok_or_else(|| DbError::Decode(i.to_string(), "no such column"))?;
+        T::from_cell(cell).ok_or_else(|| DbError::Decode(i.to_string(), T::EXPECTED))
+    }
+}
+
+/// A Rust value read from one cell.
+pub trait FromCell: Sized {
+    const EXPECTED: &'static str;
+    fn from_cell(v: &Value) -> Option<Self>;
+}
+
+impl FromCell for i64 {
+    const EXPECTED: &'static str = "an integer";
+    fn from_cell(v: &Value) -> Option<Self> {
+        match v {
+            Value::Int(i) => *i,
+            _ => None,
+        }
+    }
+}
+
+impl FromCell for Option<i64> {
+    const EXPECTED: &'static str = "an integer or NULL";
+    fn from_cell(v: &Value) -> Option<Self> {
+        match v {
+            Value::Int(i) => Some(*i),
+            Value::Text(None) | Value::Real(None) => Some(None),
+            _ => None,
+        }
+    }
+}
+
+impl FromCell for String {
+    const EXPECTED: &'static str = "text";
+    fn from_cell(v: &Value) -> Option<Self> {
+        match v {
+            Value::Text(t) => t.clone(),
+            _ => None,
+        }
+    }
+}
+
+impl FromCell for Option<String> {
+    const EXPECTED: &'static str = "text or NULL";
+    fn from_cell(v: &Value) -> Option<Self> {
+        match v {
+            Value::Text(t) => Some(t.clone()),
+            Value::Int(None) | Value::Real(None) => Some(None),
+            _ => None,
+        }
+    }
+}
+
+/// A row type read from a result row.
+pub trait FromRow: Sized {
+    fn from_row(row: &Row) -> Result<Self, DbError>;
+}
+
+impl<A: FromCell> FromRow for (A,) {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok((row.at(0)?,))
+    }
+}
+
+impl<A: FromCell, B: FromCell> FromRow for (A, B) {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok((row.at(0)?, row.at(1)?))
+    }
+}
+
+impl<A: FromCell, B: FromCell, C: FromCell> FromRow for (A, B, C) {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok((row.at(0)?, row.at(1)?, row.at(2)?))
+    }
+}
+
+impl<A: FromCell, B: FromCell, C: FromCell, D: FromCell> FromRow for (A, B, C, D) {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok((row.at(0)?, row.at(1)?, row.at(2)?, row.at(3)?))
+    }
+}
+
+/// Declares a row struct and its `FromRow` by column name.
+#[macro_export]
+macro_rules! db_row {
+    ($(#[$m:meta])* $vis:vis struct $name:ident { $($fvis:vis $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$m])*
+        $vis struct $name { $($fvis $field: $ty),* }
+        impl $crate::store::db::FromRow for $name {
+            fn from_row(row: &$crate::store::db::Row) -> Result<Self, $crate::store::db::DbError> {
+                Ok($name { $($field: row.get(stringify!($field))?),* })
+            }
+        }
+    };
+}
+
+/// Runs statements: a connection inside or outside a transaction.
+#[async_trait]
+pub trait Exec: Send {
+    async fn fetch(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError>;
+    async fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, DbError>;
+}
+
+/// Typed helpers over any [`Exec`].
+#[async_trait]
+pub trait ExecExt: Exec {
+    async fn all<T: FromRow>(&mut self, sql: &str, args: &[Value]) -> Result<Vec<T>, DbError> {
+        self.fetch(sql, args)
+            .await?
+            .iter()
+            .map(T::from_row)
+            .collect()
+    }
+
+    async fn opt<T: FromRow>(&mut self, sql: &str, args: &[Value]) -> Result<Option<T>, DbError> {
+        self.fetch(sql, args)
+            .await?
+            .first()
+            .map(T::from_row)
+            .transpose()
+    }
+
+    async fn one<T: FromRow>(&mut self, sql: &str, args: &[Value]) -> Result<T, DbError> {
+        self.opt(sql, args).await?.ok_or(DbError::NoRow)
+    }
+}
+
+impl<E: Exec + ?Sized> ExecExt for E {}
+
+/// The SQLite writer's connection: statements run synchronously on the writer's own thread.
+pub struct SqliteExec {
+    pub conn: rusqlite::Connection,
+}
+
+impl SqliteExec {
+    fn run(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let names: Arc<Vec<String>> =
+            Arc::new(stmt.column_names().iter().map(|s| s.to_string()).collect());
+        bind_numbered(&mut stmt, args)?;
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let mut cells = Vec::with_capacity(names.len());
+            for i in 0..names.len() {
+                cells.push(match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => Value::Text(None),
+                    rusqlite::types::ValueRef::Integer(i) => Value::Int(Some(i)),
+                    rusqlite::types::ValueRef::Real(f) => Value::Real(Some(f)),
+                    rusqlite::types::ValueRef::Text(t) => {
+                        Value::Text(Some(String::from_utf8_lossy(t).into_owned()))
+                    }
+                    rusqlite::types::ValueRef::Blob(b) => {
+                        Value::Text(Some(String::from_utf8_lossy(b).into_owned()))
+                    }
+                });
+            }
+            out.push(Row {
+                names: names.clone(),
+                cells,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// SQLite numbers named parameters (`$2`) by first appearance, not by name: bind each by the
+/// number in its name, as sqlx does, so `$N` means the N-th argument on both backends.
+fn bind_numbered(stmt: &mut rusqlite::CachedStatement<'_>, args: &[Value]) -> Result<(), DbError> {
+    for i in 1..=stmt.parameter_count() {
+        let n = stmt
+            .parameter_name(i)
+            .and_then(|name| name.strip_prefix('$'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| (1..=args.len()).contains(n))
+            .ok_or_else(|| {
+                DbError::Decode(
+                    format!("parameter {i}"),
+                    "a $N placeholder with an argument",
+                )
+            })?;
+        stmt.raw_bind_parameter(i, to_sqlite(&args[n - 1]))?;
+    }
+    Ok(())
+}
+
+fn to_sqlite(v: &Value) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
+    match v {
+        Value::Int(Some(i)) => V::Integer(*i),
+        Value::Text(Some(t)) => V::Text(t.clone()),
+        Value::Real(Some(f)) => V::Real(*f),
+        _ => V::Null,
+    }
+}
+
+#[async_trait]
+impl Exec for SqliteExec {
+    async fn fetch(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
+        self.run(sql, args)
+    }
+
+    async fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, DbError> {
+        if args.is_empty() && !sql.contains('$') {
+            // Transaction control and pragmas.
+            self.conn.execute_batch(sql)?;
+            return Ok(0);
+        }
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        bind_numbered(&mut stmt, args)?;
+        Ok(stmt.raw_execute()? as u64)
+    }
+}
+
+fn bind<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    args: &[Value],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for a in args {
+        q = match a.clone() {
+            Value::Int(v) => q.bind(v),
+            Value::Text(v) => q.bind(v),
+            Value::Real(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+fn from_any(row: &sqlx::any::AnyRow, names: &Arc<Vec<String>>) -> Result<Row, DbError> {
+    let mut cells = Vec::with_capacity(names.len());
+    for i in 0..names.len() {
+        let cell = if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+            Value::Int(v)
+        } else if let Ok(v) = row.try_get::<Option<String>, _>(i) {
+            Value::Text(v)
+        } else if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
+            Value::Real(v)
+        } else if let Ok(v) = row.try_get::<Option<i32>, _>(i) {
+            Value::Int(v.map(i64::from))
+        } else {
+            return Err(DbError::Decode(names[i].clone(), "a supported type"));
+        };
+        cells.push(cell);
+    }
+    Ok(Row {
+        names: names.clone(),
+        cells,
+    })
+}
+
+#[async_trait]
+impl Exec for sqlx::AnyConnection {
+    async fn fetch(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
+        let rows = bind(sqlx::query(sql), args).fetch_all(&mut *self).await?;
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let names: Arc<Vec<String>> = Arc::new(
+            first
+                .columns()
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect(),
+        );
+        rows.iter().map(|r| from_any(r, &names)).collect()
+    }
+
+    async fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, DbError> {
+        if args.is_empty() && !sql.contains('$') {
+            let r = sqlx::Executor::execute(&mut *self, sql).await?;
+            return Ok(r.rows_affected());
+        }
+        Ok(bind(sqlx::query(sql), args)
+            .execute(&mut *self)
+            .await?
+            .rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::db_row! {
+        struct Pair { id: String, n: Option<i64> }
+    }
+
+    #[tokio::test]
+    async fn sqlite_exec_round_trips_values() {
+        let mut db = SqliteExec {
+            conn: rusqlite::Connection::open_in_memory().unwrap(),
+        };
+        db.execute("CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT)", &[])
+            .await
+            .unwrap();
+        db.execute(
+            "INSERT INTO t (id, n) VALUES ($1, $2)",
+            args!["a", Some(5i64)],
+        )
+        .await
+        .unwrap();
+        db.execute(
+            "INSERT INTO t (id, n) VALUES ($1, $2)",
+            args!["b", None::<i64>],
+        )
+        .await
+        .unwrap();
+        let rows: Vec<Pair> = db
+            .all("SELECT id, n FROM t ORDER BY id", &[])
+            .await
+            .unwrap();
+        assert_eq!((rows[0].id.as_str(), rows[0].n), ("a", Some(5)));
+        assert_eq!((rows[1].id.as_str(), rows[1].n), ("b", None));
+        let (count,): (i64,) = db
+            .one("SELECT COUNT(*) FROM t WHERE id <> $1", args!["a"])
+            .await
+            .unwrap();
+        assert_eq!(count, 1);
+        // Placeholders bind by their number, whatever order they appear in.
+        db.execute("UPDATE t SET n = $2 WHERE id = $1", args!["b", 9i64])
+            .await
+            .unwrap();
+        let (n,): (i64,) = db
+            .one("SELECT n FROM t WHERE id = $1", args!["b"])
+            .await
+            .unwrap();
+        assert_eq!(n, 9);
+        let none: Option<Pair> = db
+            .opt("SELECT id, n FROM t WHERE id = $1", args!["z"])
+            .await
+            .unwrap();
+        assert!(none.is_none());
+        let bad = db
+            .one::<(String,)>("SELECT n FROM t WHERE id = $1", args!["a"])
+            .await;
+        assert!(matches!(bad, Err(DbError::Decode(_, _))));
+    }
+}
