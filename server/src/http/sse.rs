@@ -77,7 +77,7 @@ pub async fn stream_events(
     AppQuery(q): AppQuery<StreamQuery>,
 ) -> Result<SseStream> {
     let after = resume_point(&headers, &q)?;
-    Ok(sse(start(state, None, after)))
+    Ok(sse(start(state, None, after).await?))
 }
 
 /// One job's events; with `Last-Event-ID` the missed ones first.
@@ -92,14 +92,20 @@ pub async fn stream_job(
 ) -> Result<SseStream> {
     let after = resume_point(&headers, &q)?;
     state.store.job_get(id).await?;
-    Ok(sse(start(state, Some(id), after)))
+    Ok(sse(start(state, Some(id), after).await?))
 }
 
 fn sse(stream: Feed) -> SseStream {
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-fn start(state: AppState, job: Option<Uuid>, after: Option<i64>) -> Feed {
+async fn start(state: AppState, job: Option<Uuid>, after: Option<i64>) -> Result<Feed> {
+    // Without a resume point the stream starts at the newest event: read its id *before*
+    // subscribing and replay from there, so an event committed in between is not lost.
+    let after = match after {
+        Some(a) => a,
+        None => state.store.event_last_id().await?,
+    };
     // Subscribe before reading the table, so nothing committed in between is missed.
     let live = state.store.subscribe();
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
@@ -111,7 +117,7 @@ fn start(state: AppState, job: Option<Uuid>, after: Option<i64>) -> Feed {
         job,
         after,
     ));
-    ReceiverStream::new(rx)
+    Ok(ReceiverStream::new(rx))
 }
 
 fn to_sse(e: &Event) -> SseEvent {
@@ -126,17 +132,11 @@ async fn feed(
     mut live: broadcast::Receiver<std::sync::Arc<Event>>,
     tx: mpsc::Sender<std::result::Result<SseEvent, Infallible>>,
     job: Option<Uuid>,
-    after: Option<i64>,
+    after: i64,
 ) {
     // The highest id already sent (or deliberately skipped), across all jobs.
-    let mut last = match after {
-        Some(a) => a,
-        None => match store.event_last_id().await {
-            Ok(id) => id,
-            Err(_) => return,
-        },
-    };
-    if after.is_some() {
+    let mut last = after;
+    {
         loop {
             let page = match store
                 .event_list(EventListParams {

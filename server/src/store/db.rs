@@ -94,6 +94,8 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("expected a row, got none")]
     NoRow,
+    #[error("rolled back with the rest of its batch")]
+    RolledBack,
     #[error("column {0}: {1}")]
     Decode(String, &'static str),
 }
@@ -223,6 +225,10 @@ macro_rules! db_row {
 pub trait Exec: Send {
     async fn fetch(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError>;
     async fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, DbError>;
+    /// How many writing statements ran so far (where the writer needs to know).
+    fn writes(&self) -> u64 {
+        0
+    }
 }
 
 /// Typed helpers over any [`Exec`].
@@ -254,10 +260,22 @@ impl<E: Exec + ?Sized> ExecExt for E {}
 /// The SQLite writer's connection: statements run synchronously on the writer's own thread.
 pub struct SqliteExec {
     pub conn: rusqlite::Connection,
+    /// Writing statements run so far, so the writer can tell whether a failed operation wrote.
+    pub writes: u64,
+}
+
+fn is_write(sql: &str) -> bool {
+    let head = sql.trim_start().get(..6).unwrap_or("");
+    ["INSERT", "UPDATE", "DELETE"]
+        .iter()
+        .any(|w| head.eq_ignore_ascii_case(w))
 }
 
 impl SqliteExec {
     fn run(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
+        if is_write(sql) {
+            self.writes += 1;
+        }
         let mut stmt = self.conn.prepare_cached(sql)?;
         let names: Arc<Vec<String>> =
             Arc::new(stmt.column_names().iter().map(|s| s.to_string()).collect());
@@ -325,14 +343,21 @@ impl Exec for SqliteExec {
     }
 
     async fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, DbError> {
-        if args.is_empty() && !sql.contains('$') {
-            // Transaction control and pragmas.
+        if sql.contains(';') {
+            // Several statements (pragmas): not worth caching.
             self.conn.execute_batch(sql)?;
             return Ok(0);
+        }
+        if is_write(sql) {
+            self.writes += 1;
         }
         let mut stmt = self.conn.prepare_cached(sql)?;
         bind_numbered(&mut stmt, args)?;
         Ok(stmt.raw_execute()? as u64)
+    }
+
+    fn writes(&self) -> u64 {
+        self.writes
     }
 }
 
@@ -413,6 +438,7 @@ mod tests {
     async fn sqlite_exec_round_trips_values() {
         let mut db = SqliteExec {
             conn: rusqlite::Connection::open_in_memory().unwrap(),
+            writes: 0,
         };
         db.execute("CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT)", &[])
             .await

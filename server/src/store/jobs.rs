@@ -9,7 +9,7 @@ use chrono::Duration;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::agents::agent_touch;
+use super::agents::{agent_fetch, agent_touch};
 use super::db::ExecExt;
 use super::events::{event_insert, EventDraft};
 use super::rows::{ts, ApprovalRow, JobRow};
@@ -178,7 +178,7 @@ pub(crate) async fn job_insert(ctx: &mut WriteCtx, p: JobInsertParams) -> Result
 }
 
 pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Result<Approved> {
-    let agent = agent_touch(ctx, p.agent_id).await?;
+    let agent = agent_fetch(ctx, p.agent_id).await?;
     let job = job_fetch(ctx, p.job_id).await?;
     let status = job.status()?;
     if !status.accepts_approvals() {
@@ -212,6 +212,8 @@ pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Resu
             });
         }
     }
+    // Every check passed: from here on the operation only writes.
+    agent_touch(ctx, p.agent_id).await?;
     ctx.db
         .execute(
             "INSERT INTO approvals (job_id, agent_id, comment, created_at) VALUES ($1, $2, $3, $4)",

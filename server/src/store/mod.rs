@@ -215,7 +215,12 @@ impl Store {
 /// The writer's connection: WAL lets readers run beside it; FULL makes each group commit
 /// durable (one fsync per batch).
 fn sqlite_writer_connection(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
-    let conn = rusqlite::Connection::open(path)?;
+    use rusqlite::OpenFlags;
+    // Only the writer thread touches this connection: no SQLite-level mutex needed.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
     )?;
@@ -252,7 +257,7 @@ impl db::Exec for PoolConnection<Any> {
 
 /// Reads, on the read pool.
 impl Store {
-    async fn read_all<T: db::FromRow + Send>(
+    pub(crate) async fn read_all<T: db::FromRow + Send>(
         &self,
         sql: &str,
         args: &[db::Value],
@@ -261,7 +266,7 @@ impl Store {
         Ok(db::ExecExt::all(&mut *conn, sql, args).await?)
     }
 
-    async fn read_opt<T: db::FromRow + Send>(
+    pub(crate) async fn read_opt<T: db::FromRow + Send>(
         &self,
         sql: &str,
         args: &[db::Value],
@@ -270,7 +275,11 @@ impl Store {
         Ok(db::ExecExt::opt(&mut *conn, sql, args).await?)
     }
 
-    async fn read_one<T: db::FromRow + Send>(&self, sql: &str, args: &[db::Value]) -> Result<T> {
+    pub(crate) async fn read_one<T: db::FromRow + Send>(
+        &self,
+        sql: &str,
+        args: &[db::Value],
+    ) -> Result<T> {
         let mut conn = self.inner.reader.acquire().await?;
         Ok(db::ExecExt::one(&mut *conn, sql, args).await?)
     }

@@ -8,7 +8,7 @@ use agora_shared::{
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::agents::agent_touch;
+use super::agents::agent_seen;
 use super::db::{ExecExt, Value as DbValue};
 use super::events::{event_insert, EventDraft};
 use super::jobs::{job_fetch, job_task_changed, job_transition};
@@ -183,7 +183,7 @@ pub(crate) async fn task_claim(
     ctx: &mut WriteCtx,
     p: TaskClaimParams,
 ) -> Result<Option<ClaimedTask>> {
-    agent_touch(ctx, p.agent_id).await?;
+    agent_seen(ctx, p.agent_id).await?;
     task_claim_next(ctx, p.agent_id).await
 }
 
@@ -230,8 +230,8 @@ async fn task_claim_next(ctx: &mut WriteCtx, agent_id: Uuid) -> Result<Option<Cl
 }
 
 pub(crate) async fn task_start(ctx: &mut WriteCtx, agent: Uuid, id: Uuid) -> Result<Task> {
-    agent_touch(ctx, agent).await?;
     let (row, next) = task_for_agent(ctx, id, agent, TaskAction::Start).await?;
+    agent_seen(ctx, agent).await?;
     let row: TaskRow = ctx.db.one(&format!(
         "UPDATE tasks SET status = $2, started_at = $3, updated_at = $3 WHERE id = $1 RETURNING {TASK_COLUMNS}"
     ), args![&row.id, next.as_str(), ctx.now])
@@ -245,7 +245,6 @@ pub(crate) async fn task_start(ctx: &mut WriteCtx, agent: Uuid, id: Uuid) -> Res
 }
 
 pub(crate) async fn task_progress(ctx: &mut WriteCtx, p: TaskProgressParams) -> Result<Task> {
-    agent_touch(ctx, p.agent_id).await?;
     let (row, next) = task_for_agent(ctx, p.task_id, p.agent_id, TaskAction::Progress).await?;
     let deadline = match p.extend_secs {
         Some(extend) if i64::try_from(extend).unwrap_or(i64::MAX) > row.timeout_secs => {
@@ -260,6 +259,7 @@ pub(crate) async fn task_progress(ctx: &mut WriteCtx, p: TaskProgressParams) -> 
         Some(extend) => ctx.now + i64::try_from(extend).unwrap_or(0) * 1000,
         None => row.deadline.unwrap_or(ctx.now),
     };
+    agent_seen(ctx, p.agent_id).await?;
     let row: TaskRow = ctx.db.one(&format!(
         "UPDATE tasks SET status = $2, progress = $3, progress_message = $4, deadline = $5, \
          started_at = COALESCE(started_at, $6), updated_at = $6 WHERE id = $1 RETURNING {TASK_COLUMNS}"
@@ -276,7 +276,6 @@ pub(crate) async fn task_complete(
     id: Uuid,
     result: Value,
 ) -> Result<Task> {
-    agent_touch(ctx, agent).await?;
     let (row, next) = task_for_agent(ctx, id, agent, TaskAction::Complete).await?;
     let task_type = row.task_type()?;
     // Validate the plan before writing anything: a bad plan leaves the task running.
@@ -284,6 +283,7 @@ pub(crate) async fn task_complete(
         TaskType::Plan => Some(parse_plan(&result)?.to_vec()),
         TaskType::Work => None,
     };
+    agent_seen(ctx, agent).await?;
     let from = row.status()?;
     let row: TaskRow = ctx.db.one(&format!(
         "UPDATE tasks SET status = $2, result = $3, progress = 100, finished_at = $4, updated_at = $4 \
@@ -331,8 +331,8 @@ async fn plan_land(
 }
 
 pub(crate) async fn task_fail(ctx: &mut WriteCtx, p: TaskFailParams) -> Result<Task> {
-    agent_touch(ctx, p.agent_id).await?;
     let (row, _) = task_for_agent(ctx, p.task_id, p.agent_id, TaskAction::Fail).await?;
+    agent_seen(ctx, p.agent_id).await?;
     let cause = FailCause::Reported {
         error: p.error,
         retryable: p.retryable,

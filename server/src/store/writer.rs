@@ -6,12 +6,14 @@
 //! On PostgreSQL there is no single writer: each operation runs in its own transaction on a
 //! pooled connection, concurrently (row locks and `SKIP LOCKED` do the serialising).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use agora_shared::Event;
 use futures::future::BoxFuture;
 use sqlx::AnyPool;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
+use uuid::Uuid;
 
 use super::db::{DbError, Exec, SqliteExec};
 use super::{now_ms, Backend};
@@ -31,7 +33,13 @@ pub struct WriteCtx {
     pub now: i64,
     events: Vec<Event>,
     work_added: bool,
+    /// When the writer last wrote each agent's `last_seen_at` (SQLite keeps one context for
+    /// its whole life; PostgreSQL starts each operation with an empty one).
+    seen: HashMap<Uuid, i64>,
 }
+
+/// How long a written `last_seen_at` stands before an agent's next call writes it again.
+const SEEN_WINDOW_MS: i64 = 1000;
 
 impl WriteCtx {
     fn new(db: Box<dyn Exec>, backend: Backend) -> Self {
@@ -41,7 +49,26 @@ impl WriteCtx {
             now: now_ms(),
             events: Vec::new(),
             work_added: false,
+            seen: HashMap::new(),
         }
+    }
+
+    pub(crate) fn seen_recently(&self, agent: Uuid) -> bool {
+        self.seen
+            .get(&agent)
+            .is_some_and(|at| self.now - at < SEEN_WINDOW_MS)
+    }
+
+    pub(crate) fn mark_seen(&mut self, agent: Uuid) {
+        if self.seen.len() > 100_000 {
+            let now = self.now;
+            self.seen.retain(|_, at| now - *at < SEEN_WINDOW_MS);
+        }
+        self.seen.insert(agent, self.now);
+    }
+
+    pub(crate) fn forget_seen(&mut self, agent: Uuid) {
+        self.seen.remove(&agent);
     }
 
     /// Records an event written in this operation, to publish after the commit.
@@ -107,7 +134,11 @@ impl WriterHandle {
         std::thread::Builder::new()
             .name("agora-sqlite-writer".into())
             .spawn(move || {
-                runtime.block_on(run_sqlite_writer(SqliteExec { conn }, rx, publisher))
+                runtime.block_on(run_sqlite_writer(
+                    SqliteExec { conn, writes: 0 },
+                    rx,
+                    publisher,
+                ))
             })?;
         Ok(WriterHandle::Sqlite(tx))
     }
@@ -128,6 +159,9 @@ impl WriterHandle {
                 let ok = result.is_ok();
                 let reply: Reply = Box::new(move |commit_error| {
                     let answer = match (commit_error, result) {
+                        (Some(DbError::RolledBack), Ok(_)) => Err(ApiError::Unavailable(
+                            "the write was rolled back with its batch; retry".into(),
+                        )),
                         (Some(e), Ok(_)) => {
                             Err(ApiError::Internal(anyhow::anyhow!("commit failed: {e}")))
                         }
@@ -212,62 +246,134 @@ async fn run_sqlite_writer(db: SqliteExec, mut rx: mpsc::Receiver<Msg>, publishe
     }
 }
 
+/// Runs a batch in one transaction. Operations check before they write (a refused operation
+/// writes nothing), so no savepoint is needed per operation; savepoints would copy every page
+/// an operation touches into a sub-journal. If an operation fails after writing anyway (a
+/// database error, or a bug), the whole transaction is rolled back: the operations before it
+/// are answered "rolled back, retry" and the ones after it run in a fresh transaction.
 async fn run_batch(
     ctx: &mut WriteCtx,
     batch: Vec<Job>,
     publisher: &Publisher,
 ) -> std::result::Result<(), DbError> {
-    ctx.db.execute("BEGIN IMMEDIATE", &[]).await?;
-    let mut replies = Vec::with_capacity(batch.len());
-    let mut events = Vec::new();
-    let mut work_added = false;
-    for job in batch {
-        ctx.now = now_ms();
-        ctx.events.clear();
-        ctx.work_added = false;
-        if let Err(e) = ctx.db.execute("SAVEPOINT op", &[]).await {
-            let _ = ctx.db.execute("ROLLBACK", &[]).await;
+    let mut pending = batch.into_iter();
+    loop {
+        if let Err(e) = ctx.db.execute("BEGIN IMMEDIATE", &[]).await {
+            // Dropping the jobs answers their callers with "the writer stopped before answering".
+            drop(pending);
             return Err(e);
         }
-        let finish = job(ctx).await;
-        let step = if finish.ok {
-            ctx.db.execute("RELEASE op", &[]).await
-        } else {
-            match ctx.db.execute("ROLLBACK TO op", &[]).await {
-                Ok(_) => ctx.db.execute("RELEASE op", &[]).await,
-                Err(e) => Err(e),
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut events = Vec::new();
+        let mut work_added = false;
+        let mut broken = false;
+        for job in pending.by_ref() {
+            ctx.now = now_ms();
+            ctx.events.clear();
+            ctx.work_added = false;
+            let writes_before = ctx.db.writes();
+            let finish = job(ctx).await;
+            if !finish.ok && ctx.db.writes() != writes_before {
+                tracing::error!("an operation failed after writing; rolling back its batch");
+                let _ = ctx.db.execute("ROLLBACK", &[]).await;
+                (finish.reply)(None);
+                for r in replies.drain(..) {
+                    r(Some(&DbError::RolledBack));
+                }
+                broken = true;
+                break;
+            }
+            if finish.ok {
+                events.append(&mut ctx.events);
+                work_added |= ctx.work_added;
+            }
+            replies.push(finish.reply);
+        }
+        if broken {
+            continue;
+        }
+        return match ctx.db.execute("COMMIT", &[]).await {
+            Ok(_) => {
+                for r in replies {
+                    r(None);
+                }
+                publisher.publish(events, work_added);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = ctx.db.execute("ROLLBACK", &[]).await;
+                for r in replies {
+                    r(Some(&e));
+                }
+                Err(e)
             }
         };
-        if let Err(e) = step {
-            // The transaction is in an unknown state: give up on the whole batch.
-            let _ = ctx.db.execute("ROLLBACK", &[]).await;
-            (finish.reply)(Some(&e));
-            for r in replies {
-                let r: Reply = r;
-                r(Some(&e));
-            }
-            return Err(e);
-        }
-        if finish.ok {
-            events.append(&mut ctx.events);
-            work_added |= ctx.work_added;
-        }
-        replies.push(finish.reply);
     }
-    match ctx.db.execute("COMMIT", &[]).await {
-        Ok(_) => {
-            for r in replies {
-                r(None);
-            }
-            publisher.publish(events, work_added);
-            Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::args;
+    use crate::error::ApiError;
+    use crate::store::Store;
+
+    async fn count(store: &Store, name: &str) -> i64 {
+        let (n,): (i64,) = store
+            .read_one("SELECT COUNT(*) FROM agents WHERE name = $1", args![name])
+            .await
+            .unwrap();
+        n
+    }
+
+    /// An operation that fails after writing must leave nothing behind, and must not take
+    /// other callers' committed answers with it: they either committed or were told to retry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failure_after_a_write_rolls_back_only_what_was_not_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(None, &dir.path().join("t.db"))
+            .await
+            .unwrap();
+        let insert =
+            "INSERT INTO agents (id, name, status, token_hash, registered_at, last_seen_at) \
+                      VALUES ($1, $2, 'online', $1, 0, 0)";
+        let mut calls = Vec::new();
+        for i in 0..50 {
+            let store = store.clone();
+            calls.push(tokio::spawn(async move {
+                let name = if i % 10 == 3 { "bad" } else { "good" };
+                let r: Result<(), ApiError> = store
+                    .write(move |ctx| {
+                        Box::pin(async move {
+                            ctx.db
+                                .execute(insert, args![uuid::Uuid::new_v4(), name])
+                                .await?;
+                            if name == "bad" {
+                                return Err(ApiError::Conflict("refused after writing".into()));
+                            }
+                            Ok(())
+                        })
+                    })
+                    .await;
+                (name, r)
+            }));
         }
-        Err(e) => {
-            let _ = ctx.db.execute("ROLLBACK", &[]).await;
-            for r in replies {
-                r(Some(&e));
+        let mut committed = 0;
+        for c in calls {
+            match c.await.unwrap() {
+                ("bad", r) => assert!(matches!(r, Err(ApiError::Conflict(_)))),
+                (_, Ok(())) => committed += 1,
+                (_, Err(e)) => assert!(matches!(e, ApiError::Unavailable(_)), "{e:?}"),
             }
-            Err(e)
         }
+        assert_eq!(
+            count(&store, "bad").await,
+            0,
+            "a failed operation's write survived"
+        );
+        assert_eq!(
+            count(&store, "good").await,
+            committed,
+            "every answered success is committed"
+        );
     }
 }
