@@ -103,7 +103,7 @@ async fn a_disconnect_mid_task_re_offers_it_to_another_agent() {
 }
 
 #[tokio::test]
-async fn an_expired_offer_is_revoked_and_re_offered_without_an_attempt() {
+async fn an_expired_offer_is_revoked_and_re_offered_to_another_agent_without_an_attempt() {
     let app = spawn_app_with(|c| {
         c.approvals_required = 1;
         c.offer_ttl_secs = 0.3;
@@ -114,6 +114,8 @@ async fn an_expired_offer_is_revoked_and_re_offered_without_an_attempt() {
     let mut a = app.connect(&agents[0]).await;
     a.ready(1).await;
     let (_, task, _) = a.offer().await;
+    let mut b = app.connect(&agents[1]).await;
+    b.ready(1).await;
     let revoked = a
         .recv_until(|m| match m {
             ServerMsg::TaskRevoked { task_id, reason } => Some((task_id.to_string(), reason)),
@@ -121,11 +123,41 @@ async fn an_expired_offer_is_revoked_and_re_offered_without_an_attempt() {
         })
         .await;
     assert_eq!(revoked, (task.clone(), "offer expired".to_string()));
-    // Offered again (to the same agent, still ready): the expiry cost no attempt.
-    let (_, again, _) = a.offer().await;
-    assert_eq!(again, task);
+    let (_, again, _) = b.offer().await;
+    assert_eq!(again, task, "the other ready agent gets it");
     let t = app.get(&format!("/tasks/{task}")).await.ok();
-    assert_eq!(t["attempts"], 0);
+    assert_eq!(t["attempts"], 0, "an expired offer costs no attempt");
+}
+
+#[tokio::test]
+async fn cancelling_a_job_revokes_the_task_an_agent_is_running() {
+    let app = spawn_app_with(|c| c.approvals_required = 1).await;
+    let agents = app.register_many("ws", 1).await;
+    let job = one_task_job(&app, &agents).await;
+    let mut a = app.connect(&agents[0]).await;
+    a.ready(1).await;
+    let (offer, task, _) = a.offer().await;
+    a.send(json!({ "type": "accept", "offer_id": offer })).await;
+    assert!(a.ack("accept").await.0);
+    app.post(
+        &format!("/jobs/{job}/cancel"),
+        None,
+        json!({ "reason": "stop" }),
+    )
+    .await
+    .ok();
+    let (revoked, reason) = a
+        .recv_until(|m| match m {
+            ServerMsg::TaskRevoked { task_id, reason } => Some((task_id.to_string(), reason)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(revoked, task);
+    assert!(reason.contains("stop"), "{reason}");
+    // The slot is free again, and reporting on the revoked task is refused.
+    a.send(json!({ "type": "complete", "task_id": task, "result": 1 }))
+        .await;
+    assert!(!a.ack("complete").await.0);
 }
 
 #[tokio::test]
