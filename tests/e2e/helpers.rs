@@ -123,20 +123,13 @@ impl TestApp {
         body: Option<Value>,
     ) -> Resp {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let res = req.send().await.expect("request sent");
-        let status = res.status();
-        let text = res.text().await.expect("body read");
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
-        Resp { status, body }
+        Self::finish(req, token).await
     }
 
+    /// A request with a raw body (not necessarily JSON).
     pub async fn raw(
         &self,
         method: reqwest::Method,
@@ -144,10 +137,14 @@ impl TestApp {
         token: Option<&str>,
         body: Vec<u8>,
     ) -> Resp {
-        let mut req = self
+        let req = self
             .http
             .request(method, format!("{}{}", self.base, path))
             .body(body);
+        Self::finish(req, token).await
+    }
+
+    async fn finish(mut req: reqwest::RequestBuilder, token: Option<&str>) -> Resp {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

@@ -116,12 +116,7 @@ async fn an_expired_offer_is_revoked_and_re_offered_to_another_agent_without_an_
     let (_, task, _) = a.offer().await;
     let mut b = app.connect(&agents[1]).await;
     b.ready(1).await;
-    let revoked = a
-        .recv_until(|m| match m {
-            ServerMsg::TaskRevoked { task_id, reason } => Some((task_id.to_string(), reason)),
-            _ => None,
-        })
-        .await;
+    let revoked = a.revoked().await;
     assert_eq!(revoked, (task.clone(), "offer expired".to_string()));
     let (_, again, _) = b.offer().await;
     assert_eq!(again, task, "the other ready agent gets it");
@@ -146,12 +141,7 @@ async fn cancelling_a_job_revokes_the_task_an_agent_is_running() {
     )
     .await
     .ok();
-    let (revoked, reason) = a
-        .recv_until(|m| match m {
-            ServerMsg::TaskRevoked { task_id, reason } => Some((task_id.to_string(), reason)),
-            _ => None,
-        })
-        .await;
+    let (revoked, reason) = a.revoked().await;
     assert_eq!(revoked, task);
     assert!(reason.contains("stop"), "{reason}");
     // The slot is free again, and reporting on the revoked task is refused.

@@ -98,6 +98,15 @@ impl WsAgent {
         .await
     }
 
+    /// Waits for a `task_revoked`: (task id, reason).
+    pub async fn revoked(&mut self) -> (String, String) {
+        self.recv_until(|m| match m {
+            ServerMsg::TaskRevoked { task_id, reason } => Some((task_id.to_string(), reason)),
+            _ => None,
+        })
+        .await
+    }
+
     pub async fn ready(&mut self, slots: u32) {
         self.send(serde_json::json!({ "type": "ready", "slots": slots }))
             .await;

@@ -382,22 +382,15 @@ pub(crate) async fn task_fail_attempt(
         )
         .await?;
     let data = json!({ "status": outcome.status, "attempts": outcome.attempts, "error": error, "retry": retry });
-    // The event names the agent that lost the task, though the row no longer does.
-    let mut draft = event_for(&updated, EventKind::TaskFailed, data)?;
-    draft.agent_id = row.agent_id.as_deref().map(uuid).transpose()?;
-    event_insert(ctx, draft).await?;
-    job_task_changed(
+    task_left_agent(
         ctx,
-        &row.job_id,
-        row.task_type()?,
-        Some(from),
-        outcome.status,
+        &row,
+        &updated,
+        EventKind::TaskFailed,
+        data,
         Some(&error),
     )
     .await?;
-    if retry {
-        ctx.work_added();
-    }
     updated.into_task()
 }
 
@@ -462,24 +455,39 @@ pub(crate) async fn task_release(ctx: &mut WriteCtx, row: TaskRow, reason: &str)
             args![&row.id, ctx.now],
         )
         .await?;
-    let mut draft = event_for(
-        &updated,
-        EventKind::TaskReleased,
-        json!({ "status": TaskStatus::Pending, "reason": reason }),
-    )?;
-    draft.agent_id = row.agent_id.as_deref().map(uuid).transpose()?;
+    let data = json!({ "status": TaskStatus::Pending, "reason": reason });
+    task_left_agent(ctx, &row, &updated, EventKind::TaskReleased, data, None).await?;
+    updated.into_task()
+}
+
+/// The bookkeeping after a task left its agent (`before` → `after`): the event, which names the
+/// agent that lost the task though the row no longer does; the job's counters and transitions;
+/// and a wake-up when the task is pending again.
+async fn task_left_agent(
+    ctx: &mut WriteCtx,
+    before: &TaskRow,
+    after: &TaskRow,
+    kind: EventKind,
+    data: Value,
+    error: Option<&str>,
+) -> Result<()> {
+    let mut draft = event_for(after, kind, data)?;
+    draft.agent_id = before.agent_id.as_deref().map(uuid).transpose()?;
     event_insert(ctx, draft).await?;
+    let to = after.status()?;
     job_task_changed(
         ctx,
-        &row.job_id,
-        row.task_type()?,
-        Some(from),
-        TaskStatus::Pending,
-        None,
+        &before.job_id,
+        before.task_type()?,
+        Some(before.status()?),
+        to,
+        error,
     )
     .await?;
-    ctx.work_added();
-    updated.into_task()
+    if to == TaskStatus::Pending {
+        ctx.work_added();
+    }
+    Ok(())
 }
 
 /// Claimed or running tasks past their deadline count a failed attempt.
