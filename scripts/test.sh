@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: domain unit tests, server unit tests and the end-to-end tests
-# that start the real server on random ports.
+# Runs the whole test suite: unit tests and the end-to-end suite on SQLite, then the end-to-end
+# suite again on PostgreSQL (PG_TEST_URL, default postgres://postgres@127.0.0.1:5432/test; each
+# test creates and drops its own database). A PostgreSQL that cannot be reached fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "== unit and end-to-end tests, SQLite store"
 cargo test --workspace "$@"
+echo "== end-to-end tests, PostgreSQL store"
+TEST_BACKEND=postgres cargo test -p agora-tests "$@"

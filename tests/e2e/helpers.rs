@@ -15,6 +15,8 @@ pub struct TestApp {
     pub config: Config,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Dropped after the server: the database goes with the test.
+    _pg: Option<PgDatabase>,
     _dir: tempfile::TempDir,
 }
 
@@ -86,10 +88,87 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// Which store the suite runs against: `TEST_BACKEND=postgres` for PostgreSQL (a fresh database
+/// per test on `PG_TEST_URL`, default the machine's `postgres://postgres@127.0.0.1:5432/test`),
+/// SQLite otherwise.
+pub fn test_backend() -> &'static str {
+    match std::env::var("TEST_BACKEND").as_deref() {
+        Ok("postgres") => "postgres",
+        _ => "sqlite",
+    }
+}
+
+/// A fresh PostgreSQL database for one test, dropped when the test's app is dropped.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+    admin_url: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> PgDatabase {
+        use sqlx::Connection;
+        let admin_url = std::env::var("PG_TEST_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let name = format!("agora_t_{}", uuid::Uuid::new_v4().simple());
+        // Under CI (and whenever TEST_BACKEND=postgres is asked for) a missing server fails the test.
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("TEST_BACKEND=postgres but PostgreSQL at {admin_url} is unreachable: {e}")
+            });
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(&admin_url);
+        PgDatabase {
+            url: format!("{base}/{name}"),
+            name,
+            admin_url,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: do the cleanup on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     init_tracing();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = test_config(dir.path());
+    let pg = match test_backend() {
+        "postgres" => {
+            let db = PgDatabase::create().await;
+            config.database_url = Some(db.url.clone());
+            Some(db)
+        }
+        _ => None,
+    };
     tweak(&mut config);
     let app = Application::build(config.clone())
         .await
@@ -100,7 +179,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    TestApp {
+    let app = TestApp {
         base,
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(256)
@@ -110,8 +189,16 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         config,
         stop: Some(stop),
         server: Some(server),
+        _pg: pg,
         _dir: dir,
-    }
+    };
+    let health = app.get("/health").await.ok();
+    assert_eq!(
+        health["backend"],
+        test_backend(),
+        "the suite runs on the store it was asked for"
+    );
+    app
 }
 
 impl TestApp {
