@@ -47,32 +47,68 @@ impl EventDraft {
     }
 }
 
-/// Appends an event in the current operation; it is published after the commit.
+/// Records an event of the current operation. It is written when the operation has finished
+/// (see [`events_flush`]) and published after the commit.
 pub async fn event_insert(ctx: &mut WriteCtx, draft: EventDraft) -> Result<()> {
-    let (id,): (i64,) = ctx
-        .db
-        .one(
-            "INSERT INTO events (job_id, task_id, agent_id, kind, data, at) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            args![
-                draft.job_id.map(|u| u.to_string()),
-                draft.task_id.map(|u| u.to_string()),
-                draft.agent_id.map(|u| u.to_string()),
-                draft.kind.as_str(),
-                draft.data.to_string(),
-                ctx.now
-            ],
-        )
-        .await?;
-    ctx.emitted(Event {
-        id,
-        job_id: draft.job_id,
-        task_id: draft.task_id,
-        agent_id: draft.agent_id,
-        kind: draft.kind,
-        data: draft.data,
-        at: ts(ctx.now),
-    });
+    ctx.drafted(draft);
+    Ok(())
+}
+
+/// The advisory lock that orders event appends on PostgreSQL (an arbitrary constant).
+const EVENT_APPEND_LOCK: i64 = 0x4147_4f52_4145_5654;
+
+/// Writes the operation's events, last in its transaction. On PostgreSQL the appends of all
+/// transactions are serialised by a transaction-level advisory lock, taken after every row lock
+/// the operation needs: ids then become visible in id order (a reader that has seen id 11 can
+/// never later find a 10), and waiting for the lock can never close a cycle with row locks.
+/// A `pg_notify` in the same transaction tells every replica after the commit.
+pub(crate) async fn events_flush(
+    ctx: &mut WriteCtx,
+) -> std::result::Result<(), super::db::DbError> {
+    let drafts = ctx.take_drafts();
+    if drafts.is_empty() {
+        return Ok(());
+    }
+    let postgres = ctx.backend == super::Backend::Postgres;
+    if postgres {
+        ctx.db
+            .execute("SELECT pg_advisory_xact_lock($1)", args![EVENT_APPEND_LOCK])
+            .await?;
+    }
+    let mut last = 0;
+    for (draft, at) in drafts {
+        let (id,): (i64,) = ctx
+            .db
+            .one(
+                "INSERT INTO events (job_id, task_id, agent_id, kind, data, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                args![
+                    draft.job_id,
+                    draft.task_id,
+                    draft.agent_id,
+                    draft.kind.as_str(),
+                    draft.data.to_string(),
+                    at
+                ],
+            )
+            .await?;
+        last = id;
+        ctx.emitted(Event {
+            id,
+            job_id: draft.job_id,
+            task_id: draft.task_id,
+            agent_id: draft.agent_id,
+            kind: draft.kind,
+            data: draft.data,
+            at: ts(at),
+        });
+    }
+    if postgres {
+        let payload = format!("{last}{}", if ctx.is_work_added() { " work" } else { "" });
+        ctx.db
+            .execute("SELECT pg_notify('agora_events', $1)", args![payload])
+            .await?;
+    }
     Ok(())
 }
 
@@ -81,6 +117,22 @@ pub struct EventListParams {
     pub job_id: Option<Uuid>,
     pub after: i64,
     pub limit: u32,
+}
+
+/// Events after `after`, oldest first, straight from a pool (the PostgreSQL pump's read).
+pub(crate) async fn read_events_after(
+    pool: &sqlx::AnyPool,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Event>> {
+    let mut conn = pool.acquire().await?;
+    let rows: Vec<EventRow> = ExecExt::all(
+        &mut *conn,
+        &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"),
+        args![after, limit],
+    )
+    .await?;
+    rows.into_iter().map(EventRow::into_event).collect()
 }
 
 impl Store {

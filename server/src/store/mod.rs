@@ -12,6 +12,7 @@ mod agents;
 pub mod db;
 mod events;
 mod jobs;
+mod pump;
 mod rows;
 pub mod sql;
 mod stats;
@@ -73,6 +74,8 @@ struct Inner {
     events: broadcast::Sender<Arc<Event>>,
     /// Woken after a commit that made a task pending: long-poll claims and the dispatcher wait on it.
     work_available: Arc<Notify>,
+    /// PostgreSQL: the task that publishes events from the table (see [`pump`]).
+    pump: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Times are stored as milliseconds since the Unix epoch.
@@ -112,9 +115,11 @@ impl Store {
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let work_available = Arc::new(Notify::new());
+        let pump_wake = (backend == Backend::Postgres).then(|| Arc::new(Notify::new()));
         let publisher = writer::Publisher {
             events: events.clone(),
             work_available: work_available.clone(),
+            pump: pump_wake.clone(),
         };
         let (reader, writer) = match backend {
             Backend::Sqlite => {
@@ -160,6 +165,15 @@ impl Store {
                 )
             }
         };
+        let pump = pump_wake.map(|wake| {
+            tokio::spawn(pump::run(
+                reader.clone(),
+                url.clone(),
+                events.clone(),
+                work_available.clone(),
+                wake,
+            ))
+        });
         Ok(Store {
             inner: Arc::new(Inner {
                 backend,
@@ -167,6 +181,7 @@ impl Store {
                 writer,
                 events,
                 work_available,
+                pump,
             }),
         })
     }
@@ -207,6 +222,9 @@ impl Store {
 
     /// Stops the writer after what is queued; the pools close.
     pub async fn close(&self) {
+        if let Some(p) = &self.inner.pump {
+            p.abort();
+        }
         self.inner.writer.close().await;
         self.inner.reader.close().await;
     }

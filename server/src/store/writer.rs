@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use uuid::Uuid;
 
 use super::db::{DbError, Exec, SqliteExec};
+use super::events::events_flush;
 use super::{now_ms, Backend};
 use crate::error::{ApiError, Result};
 
@@ -32,6 +33,8 @@ pub struct WriteCtx {
     /// Milliseconds since the epoch when the operation started.
     pub now: i64,
     events: Vec<Event>,
+    /// Events recorded by the operation, written when it has finished.
+    drafts: Vec<(super::events::EventDraft, i64)>,
     work_added: bool,
     /// When the writer last wrote each agent's `last_seen_at` (SQLite keeps one context for
     /// its whole life; PostgreSQL starts each operation with an empty one).
@@ -48,6 +51,7 @@ impl WriteCtx {
             backend,
             now: now_ms(),
             events: Vec::new(),
+            drafts: Vec::new(),
             work_added: false,
             seen: HashMap::new(),
         }
@@ -71,6 +75,18 @@ impl WriteCtx {
         self.seen.remove(&agent);
     }
 
+    pub(crate) fn drafted(&mut self, draft: super::events::EventDraft) {
+        self.drafts.push((draft, self.now));
+    }
+
+    pub(crate) fn take_drafts(&mut self) -> Vec<(super::events::EventDraft, i64)> {
+        std::mem::take(&mut self.drafts)
+    }
+
+    pub(crate) fn is_work_added(&self) -> bool {
+        self.work_added
+    }
+
     /// Records an event written in this operation, to publish after the commit.
     pub(crate) fn emitted(&mut self, event: Event) {
         self.events.push(event);
@@ -87,13 +103,21 @@ impl WriteCtx {
 pub(crate) struct Publisher {
     pub events: broadcast::Sender<Arc<Event>>,
     pub work_available: Arc<Notify>,
+    /// On PostgreSQL events reach the broadcast through the pump (in id order across
+    /// replicas); a commit only wakes it.
+    pub pump: Option<Arc<Notify>>,
 }
 
 impl Publisher {
     fn publish(&self, events: Vec<Event>, work_added: bool) {
-        for e in events {
-            // No subscriber is fine: the table has it.
-            let _ = self.events.send(Arc::new(e));
+        match &self.pump {
+            Some(pump) => pump.notify_one(),
+            None => {
+                for e in events {
+                    // No subscriber is fine: the table has it.
+                    let _ = self.events.send(Arc::new(e));
+                }
+            }
         }
         if work_added {
             self.work_available.notify_waiters();
@@ -201,7 +225,15 @@ async fn run_one(pool: &AnyPool, publisher: &Publisher, job: Job) -> Result<()> 
     let mut ctx = WriteCtx::new(Box::new(conn), Backend::Postgres);
     ctx.db.execute("BEGIN", &[]).await?;
     let finish = job(&mut ctx).await;
-    if finish.ok {
+    let flushed = if finish.ok {
+        events_flush(&mut ctx).await
+    } else {
+        Ok(())
+    };
+    if let Err(e) = flushed {
+        ctx.db.execute("ROLLBACK", &[]).await?;
+        (finish.reply)(Some(&e));
+    } else if finish.ok {
         match ctx.db.execute("COMMIT", &[]).await {
             Ok(_) => {
                 (finish.reply)(None);
@@ -270,13 +302,19 @@ async fn run_batch(
         for job in pending.by_ref() {
             ctx.now = now_ms();
             ctx.events.clear();
+            ctx.drafts.clear();
             ctx.work_added = false;
             let writes_before = ctx.db.writes();
             let finish = job(ctx).await;
-            if !finish.ok && ctx.db.writes() != writes_before {
+            let flushed = if finish.ok {
+                events_flush(ctx).await
+            } else {
+                Ok(())
+            };
+            if flushed.is_err() || (!finish.ok && ctx.db.writes() != writes_before) {
                 tracing::error!("an operation failed after writing; rolling back its batch");
                 let _ = ctx.db.execute("ROLLBACK", &[]).await;
-                (finish.reply)(None);
+                (finish.reply)(flushed.err().as_ref());
                 for r in replies.drain(..) {
                     r(Some(&DbError::RolledBack));
                 }
