@@ -25,10 +25,7 @@ pub async fn run(
     work_available: Arc<Notify>,
     wake: Arc<Notify>,
 ) {
-    let mut last = match read_last_id(&reader).await {
-        Some(id) => id,
-        None => 0,
-    };
+    let mut last: i64 = read_last_id(&reader).await.unwrap_or_default();
     tokio::spawn(listen(url, work_available, wake.clone()));
     loop {
         tokio::select! {
