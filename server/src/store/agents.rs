@@ -9,7 +9,7 @@ use super::db::ExecExt;
 use super::events::{event_insert, EventDraft};
 use super::rows::AgentRow;
 use super::rows::TaskRow;
-use super::sql::{AGENT_COLUMNS, TASK_COLUMNS};
+use super::sql::{for_update, for_update_skip_locked, AGENT_COLUMNS, TASK_COLUMNS};
 use super::tasks::{task_fail_attempt, task_release, FailCause};
 use super::{Store, WriteCtx};
 use crate::args;
@@ -33,7 +33,8 @@ pub(crate) async fn agent_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<AgentRow
     ctx.db
         .opt(
             &format!(
-                "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 AND unregistered_at IS NULL"
+                "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 AND unregistered_at IS NULL{}",
+                for_update(ctx.backend)
             ),
             args![id.to_string()],
         )
@@ -80,9 +81,18 @@ pub(crate) async fn agent_seen(ctx: &mut WriteCtx, id: Uuid) -> Result<()> {
 }
 
 /// Active (claimed or running) tasks of an agent, for recovery.
-async fn agent_active_tasks(ctx: &mut WriteCtx, id: Uuid) -> Result<Vec<TaskRow>> {
+async fn agent_active_tasks(
+    ctx: &mut WriteCtx,
+    id: Uuid,
+    skip_locked: bool,
+) -> Result<Vec<TaskRow>> {
+    let lock = if skip_locked {
+        for_update_skip_locked(ctx.backend)
+    } else {
+        for_update(ctx.backend)
+    };
     Ok(ctx.db.all(&format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = $1 AND status IN ('claimed', 'running') ORDER BY idx"
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = $1 AND status IN ('claimed', 'running') ORDER BY idx{lock}"
     ), args![id.to_string()])
     .await?)
 }
@@ -106,7 +116,7 @@ pub(crate) async fn agent_insert(ctx: &mut WriteCtx, p: AgentRegisterParams) -> 
 pub(crate) async fn agent_unregister(ctx: &mut WriteCtx, id: Uuid) -> Result<Agent> {
     ctx.forget_seen(id);
     let row = agent_fetch(ctx, id).await?;
-    for task in agent_active_tasks(ctx, id).await? {
+    for task in agent_active_tasks(ctx, id, false).await? {
         task_release(ctx, task, "its agent unregistered").await?;
     }
     ctx.db.execute("UPDATE agents SET status = 'offline', token_hash = NULL, unregistered_at = $2 WHERE id = $1", args![id.to_string(), ctx.now])
@@ -126,7 +136,8 @@ pub(crate) async fn agent_unregister(ctx: &mut WriteCtx, id: Uuid) -> Result<Age
 /// and go back to pending (or fail for good), so a task that kills every agent ends.
 pub(crate) async fn agents_mark_stale(ctx: &mut WriteCtx, stale_before: i64) -> Result<StaleSweep> {
     let stale: Vec<AgentRow> = ctx.db.all(&format!(
-        "SELECT {AGENT_COLUMNS} FROM agents WHERE status = 'online' AND last_seen_at < $1 ORDER BY last_seen_at"
+        "SELECT {AGENT_COLUMNS} FROM agents WHERE status = 'online' AND last_seen_at < $1 ORDER BY last_seen_at{}",
+        for_update_skip_locked(ctx.backend)
     ), args![stale_before])
     .await?;
     let mut sweep = StaleSweep::default();
@@ -146,7 +157,7 @@ pub(crate) async fn agents_mark_stale(ctx: &mut WriteCtx, stale_before: i64) -> 
             EventDraft::new(EventKind::AgentOffline, data).agent(Some(id)),
         )
         .await?;
-        for task in agent_active_tasks(ctx, id).await? {
+        for task in agent_active_tasks(ctx, id, true).await? {
             task_fail_attempt(ctx, task, FailCause::AgentLost).await?;
             sweep.tasks_recovered += 1;
         }

@@ -13,7 +13,7 @@ use super::agents::{agent_fetch, agent_touch};
 use super::db::ExecExt;
 use super::events::{event_insert, EventDraft};
 use super::rows::{ts, ApprovalRow, JobRow};
-use super::sql::JOB_COLUMNS;
+use super::sql::{for_update, JOB_COLUMNS};
 use super::tasks::{tasks_insert, NewTask};
 use super::{Store, WriteCtx};
 use crate::args;
@@ -54,7 +54,10 @@ const JOB_RECOUNT: &str = "UPDATE jobs SET \
 pub(crate) async fn job_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<JobRow> {
     ctx.db
         .opt(
-            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"),
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1{}",
+                for_update(ctx.backend)
+            ),
             args![id.to_string()],
         )
         .await?
@@ -275,6 +278,17 @@ pub(crate) async fn job_cancel(
     id: Uuid,
     reason: Option<String>,
 ) -> Result<Job> {
+    // Lock the job's open tasks before the job row: every operation takes a task before its
+    // job, so this order cannot close a cycle with them.
+    ctx.db
+        .fetch(
+            &format!(
+                "SELECT id FROM tasks WHERE job_id = $1 AND status IN ('pending', 'claimed', 'running'){}",
+                for_update(ctx.backend)
+            ),
+            args![id],
+        )
+        .await?;
     let job = job_fetch(ctx, id).await?;
     let status = job.status()?;
     if status.is_terminal() {

@@ -18,13 +18,32 @@ pub const TASK_COLUMNS: &str =
 
 pub const EVENT_COLUMNS: &str = "id, job_id, task_id, agent_id, kind, data, at";
 
+/// Row lock for read-then-write on PostgreSQL (SQLite has one writer and needs none). `NO KEY`
+/// because no key ever changes: it does not conflict with the `KEY SHARE` locks that foreign-key
+/// checks take (a claim referencing an agent must not wait for that agent's own call).
+pub fn for_update(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR NO KEY UPDATE",
+    }
+}
+
+/// Row lock that passes over rows another transaction holds: the sweeps take what is free and
+/// leave the rest to the next pass, so they never wait on (or deadlock with) agents' calls.
+pub fn for_update_skip_locked(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR NO KEY UPDATE SKIP LOCKED",
+    }
+}
+
 /// The claim: the next pending task by job priority desc, job age asc, task index asc, handed
 /// to `$1` at time `$2`. Pending tasks exist only in claimable jobs (committed and approving
 /// jobs have no tasks; a job that ends fails its open tasks), so no join with `jobs` is needed.
 pub fn task_claim(backend: Backend) -> String {
     let lock = match backend {
         Backend::Sqlite => "",
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Postgres => " FOR NO KEY UPDATE SKIP LOCKED",
     };
     format!(
         "UPDATE tasks SET status = 'claimed', agent_id = $1, claimed_at = $2, started_at = NULL, \

@@ -137,7 +137,10 @@ pub(crate) async fn tasks_insert(
 async fn task_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<TaskRow> {
     ctx.db
         .opt(
-            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
+            &format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1{}",
+                sql::for_update(ctx.backend)
+            ),
             args![id.to_string()],
         )
         .await?
@@ -492,10 +495,17 @@ async fn task_left_agent(
 
 /// Claimed or running tasks past their deadline count a failed attempt.
 pub(crate) async fn tasks_expire(ctx: &mut WriteCtx) -> Result<usize> {
-    let expired: Vec<TaskRow> = ctx.db.all(&format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('claimed', 'running') AND deadline < $1 ORDER BY deadline LIMIT 10000"
-    ), args![ctx.now])
-    .await?;
+    let expired: Vec<TaskRow> = ctx
+        .db
+        .all(
+            &format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('claimed', 'running') AND deadline < $1 \
+         ORDER BY deadline LIMIT 10000{}",
+        sql::for_update_skip_locked(ctx.backend)
+    ),
+            args![ctx.now],
+        )
+        .await?;
     let n = expired.len();
     for row in expired {
         task_fail_attempt(ctx, row, FailCause::TimedOut).await?;
