@@ -157,17 +157,38 @@ impl Drop for PgDatabase {
     }
 }
 
+/// Several servers (replicas) on one fresh PostgreSQL database. The database lives as long as
+/// the returned handle.
+pub async fn spawn_replicas(n: usize, tweak: impl Fn(&mut Config)) -> (Vec<TestApp>, PgDatabase) {
+    let db = PgDatabase::create().await;
+    let mut apps = Vec::new();
+    for _ in 0..n {
+        let url = db.url.clone();
+        apps.push(
+            spawn_app_inner(false, |c| {
+                c.database_url = Some(url);
+                tweak(c);
+            })
+            .await,
+        );
+    }
+    (apps, db)
+}
+
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_inner(test_backend() == "postgres", tweak).await
+}
+
+async fn spawn_app_inner(own_pg_database: bool, tweak: impl FnOnce(&mut Config)) -> TestApp {
     init_tracing();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = test_config(dir.path());
-    let pg = match test_backend() {
-        "postgres" => {
-            let db = PgDatabase::create().await;
-            config.database_url = Some(db.url.clone());
-            Some(db)
-        }
-        _ => None,
+    let pg = if own_pg_database {
+        let db = PgDatabase::create().await;
+        config.database_url = Some(db.url.clone());
+        Some(db)
+    } else {
+        None
     };
     tweak(&mut config);
     let app = Application::build(config.clone())
@@ -193,9 +214,13 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         _dir: dir,
     };
     let health = app.get("/health").await.ok();
+    let expected = if app.config.database_url.is_some() {
+        "postgres"
+    } else {
+        test_backend()
+    };
     assert_eq!(
-        health["backend"],
-        test_backend(),
+        health["backend"], expected,
         "the suite runs on the store it was asked for"
     );
     app
@@ -347,6 +372,24 @@ impl TestApp {
         .await
         .ok();
         job
+    }
+
+    /// Every event of a job, paging through `/jobs/:id/events`.
+    pub async fn all_events(&self, job: Uuid) -> Vec<Value> {
+        let mut out: Vec<Value> = Vec::new();
+        loop {
+            let after = out.last().and_then(|e| e["id"].as_i64()).unwrap_or(0);
+            let page = self
+                .get(&format!("/jobs/{job}/events?after={after}&limit=1000"))
+                .await
+                .ok();
+            let page = page.as_array().cloned().unwrap_or_default();
+            let full = page.len() == 1000;
+            out.extend(page);
+            if !full {
+                return out;
+            }
+        }
     }
 
     pub async fn events(&self, job: Uuid) -> Vec<Value> {

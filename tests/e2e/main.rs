@@ -13,3 +13,4 @@ mod plan;
 mod push;
 mod push_helpers;
 mod recovery;
+mod replicas;

@@ -148,6 +148,10 @@ impl SseClient {
             req = req.header("Last-Event-ID", id.to_string());
         }
         let res = req.send().await.expect("SSE connects");
+        SseClient::from_response(res)
+    }
+
+    pub fn from_response(res: reqwest::Response) -> SseClient {
         assert_eq!(res.status(), 200);
         assert!(res.headers()["content-type"]
             .to_str()

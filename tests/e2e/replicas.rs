@@ -1,0 +1,258 @@
+//! Scale-out: several replicas on one PostgreSQL. Runs in the PostgreSQL pass of the suite
+//! (`TEST_BACKEND=postgres`, which `scripts/test.sh` and CI always run).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::push_helpers::SseClient;
+
+/// Claims and completes over REST until everything is done, moving to the next replica when
+/// the current one stops answering.
+async fn rest_worker(
+    bases: Vec<String>,
+    http: reqwest::Client,
+    agent: TestAgent,
+    done: Arc<AtomicUsize>,
+    total: usize,
+) -> usize {
+    let mut replica = 0;
+    let mut completed = 0;
+    let mut held: Option<String> = None;
+    while done.load(Ordering::SeqCst) < total {
+        let base = &bases[replica];
+        let call = async {
+            if held.is_none() {
+                let r: Value = http
+                    .post(format!("{base}/tasks/claim"))
+                    .bearer_auth(&agent.token)
+                    .json(&json!({ "agent_id": agent.id }))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                held = r["data"]["task"]["id"].as_str().map(str::to_string);
+            }
+            if let Some(task) = &held {
+                let r: Value = http
+                    .post(format!("{base}/tasks/{task}/complete"))
+                    .bearer_auth(&agent.token)
+                    .json(&json!({ "result": { "by": agent.name } }))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                assert_eq!(r["success"], true, "complete failed: {r}");
+                held = None;
+                return Ok::<bool, reqwest::Error>(true);
+            }
+            Ok(false)
+        };
+        match call.await {
+            Ok(true) => {
+                completed += 1;
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(false) => tokio::time::sleep(Duration::from_millis(20)).await,
+            // The replica is gone: carry on against the next one, task in hand.
+            Err(_) => replica = (replica + 1) % bases.len(),
+        }
+    }
+    completed
+}
+
+/// Reads an SSE feed, reconnecting with Last-Event-ID every `every` events (to whichever
+/// replica answers), until `stop` and no message came for a while.
+async fn sse_reader(
+    apps: Vec<(String, reqwest::Client)>,
+    path: String,
+    every: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<Value> {
+    let mut seen: Vec<Value> = Vec::new();
+    let mut replica = 0;
+    loop {
+        let last = seen.last().and_then(|e| e["id"].as_i64());
+        let (base, http) = &apps[replica % apps.len()];
+        let mut req = http.get(format!("{base}{path}"));
+        req = req.header("Last-Event-ID", last.unwrap_or(0).to_string());
+        let Ok(res) = req.send().await else {
+            replica += 1;
+            continue;
+        };
+        let mut client = SseClient::from_response(res);
+        let mut n = 0;
+        loop {
+            match client.next_within(Duration::from_millis(500)).await {
+                Some(m) if m.event.is_none() => {
+                    seen.push(serde_json::from_str(&m.data).expect("event JSON"));
+                    n += 1;
+                    if n >= every {
+                        break;
+                    }
+                }
+                Some(_) => break,
+                None => {
+                    if stop.load(Ordering::SeqCst) {
+                        return seen;
+                    }
+                    break;
+                }
+            }
+        }
+        replica += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_drain_two_thousand_tasks_and_survive_losing_one() {
+    if test_backend() != "postgres" {
+        eprintln!("replicas: runs in the PostgreSQL pass (TEST_BACKEND=postgres)");
+        return;
+    }
+    const PER_JOB: usize = 1000;
+    let (mut apps, _db) = spawn_replicas(2, |c| c.approvals_required = 1).await;
+    let b = apps.pop().unwrap();
+    let a = apps.pop().unwrap();
+
+    // One job submitted through each replica.
+    let planner_a = a.register("planner-a").await;
+    let planner_b = b.register("planner-b").await;
+    let specs: Vec<Value> = (0..PER_JOB).map(|i| json!(i)).collect();
+    let job_a = a
+        .planned_job(std::slice::from_ref(&planner_a), &planner_a, specs.clone())
+        .await;
+    // Higher priority, so B's planner claims its plan before A's pending work.
+    let job_b: uuid::Uuid = b
+        .post(
+            "/jobs",
+            None,
+            json!({ "title": "through b", "job_spec": {}, "priority": 1 }),
+        )
+        .await
+        .ok()["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("job id");
+
+    // Readers on A: the job submitted on B, and the global feed, reconnecting often.
+    let stop = Arc::new(AtomicBool::new(false));
+    let replicas = vec![
+        (a.base.clone(), a.http.clone()),
+        (b.base.clone(), b.http.clone()),
+    ];
+    let job_reader = tokio::spawn(sse_reader(
+        replicas.clone(),
+        format!("/jobs/{job_b}/stream"),
+        150,
+        stop.clone(),
+    ));
+    let all_reader = tokio::spawn(sse_reader(replicas, "/events".into(), 400, stop.clone()));
+
+    b.approve(job_b, &planner_b).await.ok();
+    let plan = b.claim(&planner_b).await.expect("plan of the job on b");
+    b.task_call(
+        &planner_b,
+        &id_of(&plan["task"]),
+        "complete",
+        json!({ "result": { "task_specs": specs } }),
+    )
+    .await
+    .ok();
+
+    // 100 agents, half registered through each replica.
+    let total = 2 * PER_JOB;
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for i in 0..100 {
+        let (home, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let agent = home.register(&format!("r{i}")).await;
+        let bases = vec![home.base.clone(), other.base.clone()];
+        workers.push(tokio::spawn(rest_worker(
+            bases,
+            home.http.clone(),
+            agent,
+            done.clone(),
+            total,
+        )));
+    }
+    // Lose replica A a quarter of the way in.
+    while done.load(Ordering::SeqCst) < total / 4 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "replicas: stopping A after {} completions",
+        done.load(Ordering::SeqCst)
+    );
+    a.stop().await;
+    eprintln!("replicas: A stopped");
+    let mut completed = 0;
+    for w in workers {
+        completed += w.await.expect("worker");
+    }
+    assert_eq!(completed, total, "every task completed, none twice");
+    stop.store(true, Ordering::SeqCst);
+
+    // The database agrees: every work task completed once.
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT job_id, status, attempts FROM tasks WHERE idx > 0")
+            .fetch_all(b.store.reader_for_tests())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), total);
+    assert!(
+        rows.iter().all(|(_, s, a)| s == "completed" && *a == 0),
+        "{rows:?}"
+    );
+    let completions: Vec<(String,)> =
+        sqlx::query_as("SELECT task_id FROM events WHERE kind = 'task.completed'")
+            .fetch_all(b.store.reader_for_tests())
+            .await
+            .unwrap();
+    let mut per_task: HashMap<String, usize> = HashMap::new();
+    for (t,) in completions {
+        *per_task.entry(t).or_default() += 1;
+    }
+    assert!(per_task.values().all(|n| *n == 1), "a task completed twice");
+    for job in [job_a, job_b] {
+        assert_eq!(b.job(job).await["status"], "completed");
+    }
+
+    // The readers, across reconnects and the loss of A, saw exactly the table, in id order.
+    let job_events = job_reader.await.unwrap();
+    let table: Vec<i64> = b
+        .all_events(job_b)
+        .await
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    let streamed: Vec<i64> = job_events
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(streamed.len(), table.len(), "job feed: count");
+    assert_eq!(
+        streamed, table,
+        "job feed: the events of the job submitted on B, in order, none missing"
+    );
+    let all = all_reader.await.unwrap();
+    let ids: Vec<i64> = all.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    let (count, max): (i64, Option<i64>) = sqlx::query_as("SELECT COUNT(*), MAX(id) FROM events")
+        .fetch_one(b.store.reader_for_tests())
+        .await
+        .unwrap();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "global feed in strictly increasing id order"
+    );
+    assert_eq!(
+        ids.len() as i64,
+        count,
+        "global feed: every event, none twice"
+    );
+    assert_eq!(ids.last().copied(), max);
+}
