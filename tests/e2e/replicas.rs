@@ -115,7 +115,12 @@ async fn two_replicas_drain_two_thousand_tasks_and_survive_losing_one() {
         return;
     }
     const PER_JOB: usize = 1000;
-    let (mut apps, _db) = spawn_replicas(2, |c| c.approvals_required = 1).await;
+    let (mut apps, _db) = spawn_replicas(2, |c| {
+        c.approvals_required = 1;
+        // Both replicas sweep often, concurrently with the agents: the sweeps must do no harm.
+        c.scheduler_interval_secs = 0.1;
+    })
+    .await;
     let b = apps.pop().unwrap();
     let a = apps.pop().unwrap();
 
