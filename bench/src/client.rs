@@ -206,11 +206,18 @@ impl WsAgent {
 pub struct Bench {
     api: Api,
     ws_base: String,
+    /// Every replica's API and WebSocket base; throughput agents are spread over them.
+    replicas: Vec<(Api, String)>,
 }
 
 impl Bench {
-    pub fn new(api: Api, ws_base: String) -> Bench {
-        Bench { api, ws_base }
+    pub fn new(replicas: Vec<(Api, String)>) -> Bench {
+        let (api, ws_base) = replicas[0].clone();
+        Bench {
+            api,
+            ws_base,
+            replicas,
+        }
     }
 
     /// Approve a job (its plan task becomes pending) and time the offer to an idle agent.
@@ -321,8 +328,9 @@ impl Bench {
         self.api.planned_job(&planner, tasks).await?;
         let mut sockets = Vec::new();
         for i in 0..agents {
-            let a = self.api.register(&format!("tp-{i}")).await?;
-            sockets.push(WsAgent::connect(&self.ws_base, &a).await?);
+            let (api, ws_base) = &self.replicas[i % self.replicas.len()];
+            let a = api.register(&format!("tp-{i}")).await?;
+            sockets.push(WsAgent::connect(ws_base, &a).await?);
         }
         let done = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();

@@ -35,9 +35,12 @@ struct Args {
     /// Agent counts for the throughput runs.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     agents: Vec<usize>,
-    /// Use this PostgreSQL database instead of SQLite.
+    /// Run on PostgreSQL: a fresh database is created (and dropped) on this server.
     #[arg(long)]
     database_url: Option<String>,
+    /// Server replicas on the one PostgreSQL database; throughput agents are spread over them.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -69,17 +72,36 @@ async fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let server =
-        server::Server::start(&args.server, &args.env, args.database_url.as_deref()).await?;
-    let api = Api::new(&server.base);
+    anyhow::ensure!(
+        args.replicas == 1 || args.database_url.is_some(),
+        "--replicas needs --database-url (replicas share one PostgreSQL)"
+    );
+    let db = match &args.database_url {
+        Some(admin) => Some(server::BenchDatabase::create(admin).await?),
+        None => None,
+    };
+    let mut servers = Vec::new();
+    for _ in 0..args.replicas.max(1) {
+        servers.push(
+            server::Server::start(&args.server, &args.env, db.as_ref().map(|d| d.url.as_str()))
+                .await?,
+        );
+    }
+    let server = &servers[0];
     println!(
-        "agora bench: {cores} cores, server pid {}, {}",
+        "agora bench: {cores} cores, {} replica(s), server pid {}, {}",
+        servers.len(),
         server.pid(),
         server.backend
     );
     println!("server RSS idle: {:.1} MB", server.rss_mb());
 
-    let bench = Bench::new(api.clone(), server.ws_base.clone());
+    let bench = Bench::new(
+        servers
+            .iter()
+            .map(|s| (Api::new(&s.base), s.ws_base.clone()))
+            .collect(),
+    );
     let run = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
     if run("wake") {
         println!("wake latency (task pending -> work in the agent's hands):");
@@ -95,7 +117,10 @@ async fn main() -> anyhow::Result<()> {
         report("REST polling every 1 s", poll);
     }
     if run("throughput") {
-        println!("throughput (claim + accept + complete over WebSocket, SQLite durable):");
+        println!(
+            "throughput (claim + accept + complete over WebSocket, {}):",
+            server.backend
+        );
         for &agents in &args.agents {
             let tasks = if agents == 1 {
                 args.tasks / 4
@@ -126,6 +151,11 @@ async fn main() -> anyhow::Result<()> {
         );
         drop(held);
     }
-    server.stop().await;
+    for s in servers {
+        s.stop().await;
+    }
+    if let Some(db) = db {
+        db.drop_it().await;
+    }
     Ok(())
 }

@@ -109,3 +109,44 @@ impl Server {
         }
     }
 }
+
+/// A fresh PostgreSQL database for one bench run, on the server of `admin_url`.
+pub struct BenchDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl BenchDatabase {
+    pub async fn create(admin_url: &str) -> anyhow::Result<BenchDatabase> {
+        use sqlx::Connection;
+        let name = format!("agora_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(admin_url)
+            .await
+            .context("connecting to PostgreSQL")?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await?;
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(admin_url);
+        Ok(BenchDatabase {
+            admin_url: admin_url.to_string(),
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+
+    pub async fn drop_it(self) {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}

@@ -341,12 +341,30 @@ pub(crate) async fn job_cancel(
 /// Repairs counters of unfinished jobs from their tasks and settles executing jobs whose tasks
 /// are all terminal. Idempotent: replicas may run it at once.
 pub(crate) async fn jobs_sync(ctx: &mut WriteCtx) -> Result<usize> {
-    let fixed: Vec<JobRow> = ctx.db.all(&format!(
-        "{JOB_RECOUNT} WHERE status IN ('accepted', 'planning', 'ready', 'executing') RETURNING {JOB_COLUMNS}"
-    ), &[])
-    .await?;
+    // Lock the unfinished jobs first (passing over any an agent's call holds), then count in a
+    // later statement: on PostgreSQL each statement reads a fresh snapshot, so the counts
+    // include every committed task change, and a change still in flight applies its own delta
+    // after this commits. Counting inside one UPDATE would write counts from the snapshot taken
+    // before it waited for a row, losing what committed meanwhile.
+    let jobs: Vec<(String,)> = ctx
+        .db
+        .all(
+            &format!(
+                "SELECT id FROM jobs WHERE status IN ('accepted', 'planning', 'ready', 'executing') ORDER BY id{}",
+                super::sql::for_update_skip_locked(ctx.backend)
+            ),
+            &[],
+        )
+        .await?;
     let mut settled = 0;
-    for job in fixed {
+    for (id,) in jobs {
+        let job: JobRow = ctx
+            .db
+            .one(
+                &format!("{JOB_RECOUNT} WHERE id = $1 RETURNING {JOB_COLUMNS}"),
+                args![&id],
+            )
+            .await?;
         let before = job.status.clone();
         let after = job_settle(ctx, job).await?;
         if after.status != before {
