@@ -6,6 +6,7 @@
 //! - [`store`]: the database (SQLite or PostgreSQL through sqlx `Any`), group-commit writer.
 //! - [`http`]: the REST API, one module per resource; [`openapi`] documents it.
 //! - [`hub`]: the push hub: WebSocket agents, the dispatcher that offers them work.
+//! - [`git`]: per-job git history, written in the background from the database.
 //! - [`auth`]: agent, operator and registration tokens.
 //! - [`scheduler`]: deadlines, stale agents, job counters.
 //! - [`startup`]: bind, serve, drain.
@@ -13,6 +14,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod git;
 pub mod http;
 pub mod hub;
 pub mod openapi;

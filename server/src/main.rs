@@ -23,6 +23,22 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve(Config),
+    /// Per-job git repositories.
+    Repo {
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RepoCommand {
+    /// Delete a job's repository and write it again from the database.
+    Rebuild {
+        /// The job's id.
+        job_id: uuid::Uuid,
+        #[command(flatten)]
+        config: Config,
+    },
 }
 
 fn init_tracing(format: &str) {
@@ -42,6 +58,26 @@ async fn main() -> anyhow::Result<()> {
     let config = match cli.command {
         Some(Command::Serve(c)) => c,
         None => cli.serve,
+        Some(Command::Repo {
+            command: RepoCommand::Rebuild { job_id, config },
+        }) => {
+            init_tracing(&config.log_format);
+            let store = agora_server::store::Store::connect(
+                config.database_url.as_deref(),
+                &config.db_path,
+            )
+            .await?;
+            let git = agora_server::git::GitHistory::new(config.repos_dir.clone(), store.clone());
+            git.rebuild(job_id).await?;
+            let commits = git.commits(job_id).await?;
+            println!(
+                "rebuilt {} with {} commits",
+                git.repo_dir(job_id).display(),
+                commits.len()
+            );
+            store.close().await;
+            return Ok(());
+        }
     };
     init_tracing(&config.log_format);
     let app = Application::build(config).await?;

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{agents, jobs, sse, system, tasks, ws};
+use crate::http::{agents, git, jobs, sse, system, tasks, ws};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,7 +16,7 @@ use crate::http::{agents, jobs, sse, system, tasks, ws};
         tasks::claim_task, tasks::get_task, tasks::start_task, tasks::progress_task, tasks::complete_task,
         tasks::fail_task,
         system::health, system::stats, system::openapi,
-        ws::agent_ws, sse::stream_events, sse::stream_job,
+        ws::agent_ws, sse::stream_events, sse::stream_job, git::list_job_commits, git::get_job_file,
     ),
     modifiers(&Security),
 )]

@@ -35,7 +35,11 @@ impl Application {
             .with_context(|| format!("binding {addr}"))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (hub, _dispatcher) = Hub::start(store.clone(), shutdown_rx.clone());
+        let git = config
+            .git_enabled
+            .then(|| crate::git::GitHistory::new(config.repos_dir.clone(), store.clone()));
         let state = AppState {
+            git,
             hub,
             store,
             config: Arc::new(config),
@@ -72,6 +76,7 @@ impl Application {
             state,
             shutdown,
         } = self;
+        let git_writer = state.git.as_ref().map(|g| g.start(state.shutdown.clone()));
         let scheduler = tokio::spawn(scheduler::run(
             state.store.clone(),
             state.config.clone(),
@@ -99,6 +104,9 @@ impl Application {
         let (served, shutdown) = tokio::join!(serve, trigger);
         let _ = shutdown.send(true);
         let _ = scheduler.await;
+        if let Some(g) = git_writer {
+            let _ = g.await;
+        }
         store.close().await;
         served.context("serving HTTP")?;
         Ok(())

@@ -17,6 +17,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Connected WebSocket agents and the dispatcher that offers them work.
     pub hub: Hub,
+    /// Per-job git history; `None` when GIT_ENABLED=false.
+    pub git: Option<crate::git::GitHistory>,
     /// Token hash → agent id, so authenticating a hot agent costs no query.
     pub tokens: Arc<TokenCache>,
     /// Flips to `true` when the server starts shutting down: long-polls and streams end.

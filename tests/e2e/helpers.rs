@@ -79,6 +79,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.database_url = None;
     c.repos_dir = dir.join("repos");
     c.scheduler_interval_secs = 3600.0;
+    c.git_enabled = false;
     c.registration_token = None;
     c.admin_token = None;
     c

@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod extract;
+pub mod git;
 pub mod jobs;
 pub mod sse;
 pub mod system;
@@ -27,6 +28,7 @@ pub fn app(state: AppState) -> Router {
         .merge(system::router())
         .merge(sse::router())
         .merge(ws::router())
+        .merge(git::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()

@@ -581,3 +581,36 @@ impl Store {
         rows.iter().map(|(id,)| uuid(id)).collect()
     }
 }
+
+impl Store {
+    /// Terminal tasks of a job that finished at or after `since` (ms), oldest first: what the
+    /// git history has not recorded yet.
+    pub async fn tasks_finished_since(&self, job_id: Uuid, since: i64) -> Result<Vec<Task>> {
+        let rows: Vec<TaskRow> = self
+            .read_all(
+                &format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 AND status IN ('completed', 'failed') \
+                     AND finished_at >= $2 ORDER BY finished_at, idx"
+                ),
+                args![job_id, since],
+            )
+            .await?;
+        rows.into_iter().map(TaskRow::into_task).collect()
+    }
+
+    /// An agent's name, registered or not (for commit authors).
+    pub async fn agent_name(&self, id: Uuid) -> Result<Option<String>> {
+        let row: Option<(String,)> = self
+            .read_opt("SELECT name FROM agents WHERE id = $1", args![id])
+            .await?;
+        Ok(row.map(|(n,)| n))
+    }
+
+    /// Ids of every job, oldest first (start-up sync of the git history).
+    pub async fn job_ids(&self) -> Result<Vec<Uuid>> {
+        let rows: Vec<(String,)> = self
+            .read_all("SELECT id FROM jobs ORDER BY created_at, id", &[])
+            .await?;
+        rows.iter().map(|(id,)| uuid(id)).collect()
+    }
+}

@@ -1,0 +1,381 @@
+//! Per-job git history under `REPOS_DIR/<job_id>` (bare repositories): `job.json` at
+//! submission, `plan.json` when the plan lands, `tasks/<index>-<short id>/spec.json` with
+//! `result.json` or `error.json` as each task ends.
+//!
+//! Nothing waits on git: a background task marks jobs dirty from the event feed and, every
+//! [`FLUSH`], brings each dirty job's repository up to date *from the database* (the source of
+//! truth), so results are never lost, bursts coalesce into fewer commits, a failed write is simply
+//! retried by the next flush, and a deleted repository is rebuilt by the same code. At start-up
+//! every job is synced, which repairs repositories that fell behind.
+
+pub mod repo;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_shared::{EventKind, Task, TaskStatus, TaskType};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::{broadcast::error::RecvError, watch, Mutex};
+use uuid::Uuid;
+
+use crate::store::Store;
+
+/// How often dirty repositories are brought up to date.
+pub const FLUSH: Duration = Duration::from_millis(200);
+/// Up to this many finished tasks get a commit each; more are committed together.
+const COMMIT_EACH_UP_TO: usize = 10;
+/// Finished tasks are looked up from a little before the newest one already recorded, in case
+/// transactions committed out of finish order.
+const LOOKBACK_MS: i64 = 10_000;
+
+/// What is already in a job's repository.
+#[derive(Default)]
+struct Recorded {
+    job: bool,
+    plan: bool,
+    tasks: HashSet<u32>,
+    /// Newest `finished_at` recorded (ms).
+    watermark: i64,
+}
+
+/// Handle to the git history; cheap to clone.
+#[derive(Clone)]
+pub struct GitHistory {
+    root: PathBuf,
+    store: Store,
+    recorded: Arc<Mutex<HashMap<Uuid, Recorded>>>,
+}
+
+struct PendingCommit {
+    files: Vec<(String, Vec<u8>)>,
+    message: String,
+    author: String,
+    at: DateTime<Utc>,
+}
+
+fn pretty(v: &serde_json::Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(v).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+fn task_dir(t: &Task) -> String {
+    format!("tasks/{}-{}", t.index, &t.id.simple().to_string()[..8])
+}
+
+impl GitHistory {
+    pub fn new(root: PathBuf, store: Store) -> GitHistory {
+        GitHistory {
+            root,
+            store,
+            recorded: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn repo_dir(&self, job: Uuid) -> PathBuf {
+        self.root.join(job.to_string())
+    }
+
+    /// Starts the background writer.
+    pub fn start(&self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.clone().run(shutdown))
+    }
+
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut events = self.store.subscribe();
+        let mut dirty: HashSet<Uuid> = match self.store.job_ids().await {
+            Ok(ids) => ids.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "git: could not list jobs at start-up");
+                HashSet::new()
+            }
+        };
+        let mut tick = tokio::time::interval(FLUSH);
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(e) => {
+                        let relevant = matches!(
+                            e.kind,
+                            EventKind::JobCommitted | EventKind::TaskCompleted | EventKind::TaskFailed
+                                | EventKind::JobReady | EventKind::JobCompleted | EventKind::JobFailed
+                        );
+                        if let (true, Some(job)) = (relevant, e.job_id) {
+                            dirty.insert(job);
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        if let Ok(ids) = self.store.job_ids().await {
+                            dirty.extend(ids);
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                _ = tick.tick() => {
+                    for job in std::mem::take(&mut dirty) {
+                        if let Err(e) = self.sync(job).await {
+                            tracing::warn!(error = ?e, %job, "git: sync failed; will retry");
+                            dirty.insert(job);
+                        }
+                    }
+                }
+                _ = shutdown.changed() => {
+                    for job in std::mem::take(&mut dirty) {
+                        let _ = self.sync(job).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Deletes a job's repository and writes it again from the database.
+    pub async fn rebuild(&self, job: Uuid) -> anyhow::Result<()> {
+        self.store
+            .job_get(job)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let dir = self.repo_dir(job);
+        self.recorded.lock().await.remove(&job);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        self.sync(job).await
+    }
+
+    /// Brings one job's repository up to date with the database.
+    pub async fn sync(&self, job_id: Uuid) -> anyhow::Result<()> {
+        let mut all = self.recorded.lock().await;
+        if !all.contains_key(&job_id) {
+            let dir = self.repo_dir(job_id);
+            let loaded = tokio::task::spawn_blocking(move || load_recorded(&dir)).await??;
+            all.insert(job_id, loaded);
+        }
+        let Some(rec) = all.get_mut(&job_id) else {
+            return Ok(());
+        };
+        let job = self
+            .store
+            .job_get(job_id)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut commits = Vec::new();
+        if !rec.job {
+            let author = match job.submitted_by {
+                Some(a) => self.author(a).await,
+                None => "agora".to_string(),
+            };
+            commits.push(PendingCommit {
+                files: vec![(
+                    "job.json".into(),
+                    pretty(&json!({ "id": job.id, "title": job.title, "job_spec": job.job_spec, "priority": job.priority })),
+                )],
+                message: format!("Submit job: {}", job.title),
+                author,
+                at: job.created_at,
+            });
+        }
+        let finished = self
+            .store
+            .tasks_finished_since(job_id, rec.watermark - LOOKBACK_MS)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut new_plan = None;
+        let mut new_tasks = Vec::new();
+        for t in finished {
+            match (t.task_type, t.status) {
+                (TaskType::Plan, TaskStatus::Completed) if !rec.plan => new_plan = Some(t),
+                (TaskType::Plan, TaskStatus::Completed) => {}
+                _ if rec.tasks.contains(&t.index) => {}
+                _ => new_tasks.push(t),
+            }
+        }
+        if let Some(plan) = &new_plan {
+            let specs = plan
+                .result
+                .as_ref()
+                .and_then(|r| r.get("task_specs"))
+                .cloned()
+                .unwrap_or(json!([]));
+            let n = specs.as_array().map(Vec::len).unwrap_or(0);
+            commits.push(PendingCommit {
+                files: vec![("plan.json".into(), pretty(&json!({ "task_specs": specs })))],
+                message: format!("Plan: {n} tasks"),
+                author: self.task_author(plan).await,
+                at: plan.finished_at.unwrap_or(job.updated_at),
+            });
+        }
+        if new_tasks.len() <= COMMIT_EACH_UP_TO {
+            for t in &new_tasks {
+                let author = self.task_author(t).await;
+                let verb = if t.status == TaskStatus::Completed {
+                    "completed"
+                } else {
+                    "failed"
+                };
+                commits.push(PendingCommit {
+                    files: task_files(t),
+                    message: format!("Task {} {verb} ({author})", t.index),
+                    author,
+                    at: t.finished_at.unwrap_or(job.updated_at),
+                });
+            }
+        } else {
+            let mut body = String::new();
+            let mut files = Vec::new();
+            for t in &new_tasks {
+                body.push_str(&format!("\n- task {}: {}", t.index, t.status));
+                files.extend(task_files(t));
+            }
+            commits.push(PendingCommit {
+                files,
+                message: format!("{} tasks finished\n{body}", new_tasks.len()),
+                author: "agora".into(),
+                at: new_tasks
+                    .iter()
+                    .filter_map(|t| t.finished_at)
+                    .max()
+                    .unwrap_or(job.updated_at),
+            });
+        }
+        if commits.is_empty() {
+            return Ok(());
+        }
+        let dir = self.repo_dir(job_id);
+        tokio::task::spawn_blocking(move || -> Result<(), git2::Error> {
+            let repo = repo::open_or_init(&dir)?;
+            for c in commits {
+                repo::commit(&repo, &c.files, &c.message, &c.author, c.at)?;
+            }
+            Ok(())
+        })
+        .await??;
+        rec.job = true;
+        rec.plan |= new_plan.is_some();
+        for t in new_tasks.iter().chain(new_plan.iter()) {
+            if t.task_type == TaskType::Work || t.status == TaskStatus::Failed {
+                rec.tasks.insert(t.index);
+            }
+            if let Some(f) = t.finished_at {
+                rec.watermark = rec.watermark.max(f.timestamp_millis());
+            }
+        }
+        Ok(())
+    }
+
+    async fn author(&self, agent: Uuid) -> String {
+        self.store
+            .agent_name(agent)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| agent.to_string())
+    }
+
+    async fn task_author(&self, t: &Task) -> String {
+        match t.agent_id {
+            Some(a) => self.author(a).await,
+            None => "agora".into(),
+        }
+    }
+
+    /// The history of a job's repository, newest first (empty before its first commit).
+    pub async fn commits(&self, job: Uuid) -> anyhow::Result<Vec<repo::CommitInfo>> {
+        let dir = self.repo_dir(job);
+        Ok(tokio::task::spawn_blocking(move || {
+            if !dir.exists() {
+                return Ok(Vec::new());
+            }
+            repo::commits(&repo::open_or_init(&dir)?)
+        })
+        .await??)
+    }
+
+    /// A file at HEAD of a job's repository.
+    pub async fn read(&self, job: Uuid, path: String) -> anyhow::Result<Option<Vec<u8>>> {
+        let dir = self.repo_dir(job);
+        Ok(tokio::task::spawn_blocking(move || {
+            if !dir.exists() {
+                return Ok(None);
+            }
+            repo::read(&repo::open_or_init(&dir)?, &path)
+        })
+        .await??)
+    }
+}
+
+fn task_files(t: &Task) -> Vec<(String, Vec<u8>)> {
+    let dir = task_dir(t);
+    let mut files = vec![(format!("{dir}/spec.json"), pretty(&t.task_spec))];
+    match t.status {
+        TaskStatus::Completed => files.push((
+            format!("{dir}/result.json"),
+            pretty(t.result.as_ref().unwrap_or(&json!(null))),
+        )),
+        _ => files.push((
+            format!("{dir}/error.json"),
+            pretty(&json!({ "error": t.error, "attempts": t.attempts })),
+        )),
+    }
+    files
+}
+
+/// What an existing repository already holds.
+fn load_recorded(dir: &Path) -> Result<Recorded, git2::Error> {
+    let mut rec = Recorded::default();
+    if !dir.exists() {
+        return Ok(rec);
+    }
+    let repo = repo::open_or_init(dir)?;
+    rec.job = repo::read(&repo, "job.json")?.is_some();
+    rec.plan = repo::read(&repo, "plan.json")?.is_some();
+    for name in repo::list_dir(&repo, "tasks")? {
+        if let Some(idx) = name.split('-').next().and_then(|i| i.parse().ok()) {
+            rec.tasks.insert(idx);
+        }
+    }
+    Ok(rec)
+}
+
+/// A request path inside a repository: relative, no `..`, no empty or `.` parts.
+pub fn check_path(path: &str) -> Result<(), &'static str> {
+    if path.is_empty() {
+        return Err("must name a file");
+    }
+    if path.starts_with('/') || path.contains('\\') || path.contains('\0') {
+        return Err("must be a relative path inside the repository");
+    }
+    if path
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        return Err("must not contain '..', '.' or empty parts");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_path;
+
+    #[test]
+    fn paths_stay_inside_the_repository() {
+        assert!(check_path("job.json").is_ok());
+        assert!(check_path("tasks/1-abcd/result.json").is_ok());
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "tasks/../../x",
+            "a//b",
+            "./job.json",
+            "a\\b",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+    }
+}

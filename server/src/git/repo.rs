@@ -1,0 +1,206 @@
+//! Plain git2 operations on one job's bare repository: commit a set of files on top of HEAD,
+//! list the history, read a file at HEAD.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use git2::{Oid, Repository, Signature, Time, Tree};
+
+/// A commit as the API lists it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct CommitInfo {
+    pub id: String,
+    pub message: String,
+    pub author: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// Paths added or changed by the commit.
+    pub files: Vec<String>,
+}
+
+pub fn open_or_init(dir: &Path) -> Result<Repository, git2::Error> {
+    match Repository::open_bare(dir) {
+        Ok(r) => Ok(r),
+        Err(_) => Repository::init_bare(dir),
+    }
+}
+
+enum Node {
+    File(Oid),
+    Dir(BTreeMap<String, Node>),
+}
+
+fn insert(root: &mut BTreeMap<String, Node>, path: &str, oid: Oid) {
+    let mut parts: Vec<&str> = path.split('/').collect();
+    let Some(file) = parts.pop() else { return };
+    let mut dir = root;
+    for p in parts {
+        let entry = dir
+            .entry(p.to_string())
+            .or_insert_with(|| Node::Dir(BTreeMap::new()));
+        if let Node::File(_) = entry {
+            *entry = Node::Dir(BTreeMap::new());
+        }
+        let Node::Dir(next) = entry else { return };
+        dir = next;
+    }
+    dir.insert(file.to_string(), Node::File(oid));
+}
+
+/// Writes `nodes` over `base`, each tree once.
+fn write_tree(
+    repo: &Repository,
+    base: Option<&Tree>,
+    nodes: &BTreeMap<String, Node>,
+) -> Result<Oid, git2::Error> {
+    let mut tb = repo.treebuilder(base)?;
+    for (name, node) in nodes {
+        match node {
+            Node::File(oid) => {
+                tb.insert(name, *oid, 0o100644)?;
+            }
+            Node::Dir(children) => {
+                let sub = match base.and_then(|t| t.get_name(name)) {
+                    Some(e) if e.kind() == Some(git2::ObjectType::Tree) => {
+                        Some(repo.find_tree(e.id())?)
+                    }
+                    _ => None,
+                };
+                let oid = write_tree(repo, sub.as_ref(), children)?;
+                tb.insert(name, oid, 0o040000)?;
+            }
+        }
+    }
+    tb.write()
+}
+
+/// Commits `files` (path → content) on top of HEAD.
+pub fn commit(
+    repo: &Repository,
+    files: &[(String, Vec<u8>)],
+    message: &str,
+    author: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Oid, git2::Error> {
+    let mut nodes = BTreeMap::new();
+    for (path, content) in files {
+        insert(&mut nodes, path, repo.blob(content)?);
+    }
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let base = parent.as_ref().map(|c| c.tree()).transpose()?;
+    let tree = repo.find_tree(write_tree(repo, base.as_ref(), &nodes)?)?;
+    let sig = Signature::new(author, "agent@agora.local", &Time::new(at.timestamp(), 0))?;
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+}
+
+/// The history, newest first.
+pub fn commits(repo: &Repository) -> Result<Vec<CommitInfo>, git2::Error> {
+    let mut out = Vec::new();
+    if repo.head().is_err() {
+        return Ok(out);
+    }
+    let mut walk = repo.revwalk()?;
+    walk.push_head()?;
+    for oid in walk {
+        let c = repo.find_commit(oid?)?;
+        let tree = c.tree()?;
+        let parent_tree = c.parents().next().map(|p| p.tree()).transpose()?;
+        let diff = repo.diff_tree_to_tree(parent_tree.as_ref(), Some(&tree), None)?;
+        let files = diff
+            .deltas()
+            .filter_map(|d| {
+                d.new_file()
+                    .path()
+                    .map(|p| p.to_string_lossy().into_owned())
+            })
+            .collect();
+        out.push(CommitInfo {
+            id: c.id().to_string(),
+            message: c.message().unwrap_or("").trim_end().to_string(),
+            author: c.author().name().unwrap_or("").to_string(),
+            time: chrono::DateTime::from_timestamp(c.time().seconds(), 0).unwrap_or_default(),
+            files,
+        });
+    }
+    Ok(out)
+}
+
+/// A file at HEAD, if it exists.
+pub fn read(repo: &Repository, path: &str) -> Result<Option<Vec<u8>>, git2::Error> {
+    let Ok(head) = repo.head() else {
+        return Ok(None);
+    };
+    let tree = head.peel_to_tree()?;
+    match tree.get_path(Path::new(path)) {
+        Ok(entry) => Ok(entry
+            .to_object(repo)?
+            .as_blob()
+            .map(|b| b.content().to_vec())),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Names of the entries of a directory at HEAD (empty when missing).
+pub fn list_dir(repo: &Repository, path: &str) -> Result<Vec<String>, git2::Error> {
+    let Ok(head) = repo.head() else {
+        return Ok(Vec::new());
+    };
+    let tree = head.peel_to_tree()?;
+    let Ok(entry) = tree.get_path(Path::new(path)) else {
+        return Ok(Vec::new());
+    };
+    let Some(dir) = entry.to_object(repo)?.as_tree().cloned() else {
+        return Ok(Vec::new());
+    };
+    Ok(dir
+        .iter()
+        .filter_map(|e| e.name().map(str::to_string))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_nested_files_and_reads_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = open_or_init(dir.path()).unwrap();
+        let at = chrono::Utc::now();
+        commit(
+            &repo,
+            &[("job.json".into(), b"{}".to_vec())],
+            "Submit",
+            "alice",
+            at,
+        )
+        .unwrap();
+        let files = vec![
+            ("tasks/1-ab/spec.json".to_string(), b"1".to_vec()),
+            ("tasks/2-cd/spec.json".to_string(), b"2".to_vec()),
+        ];
+        commit(&repo, &files, "Two tasks", "bob", at).unwrap();
+        commit(
+            &repo,
+            &[("tasks/3-ef/spec.json".into(), b"3".to_vec())],
+            "One more",
+            "bob",
+            at,
+        )
+        .unwrap();
+        assert_eq!(
+            read(&repo, "tasks/2-cd/spec.json").unwrap(),
+            Some(b"2".to_vec())
+        );
+        assert_eq!(read(&repo, "job.json").unwrap(), Some(b"{}".to_vec()));
+        assert_eq!(
+            list_dir(&repo, "tasks").unwrap(),
+            vec!["1-ab", "2-cd", "3-ef"]
+        );
+        let log = commits(&repo).unwrap();
+        assert_eq!(log.len(), 3);
+        assert_eq!(log[0].files, vec!["tasks/3-ef/spec.json"]);
+        assert_eq!(log[1].author, "bob");
+        assert_eq!(log[2].message, "Submit");
+    }
+}

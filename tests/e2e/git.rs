@@ -1,0 +1,215 @@
+//! Per-job git history: commits for the spec, the plan and each task, read back with git2 and
+//! through the API; a deleted repository is rebuilt from the database.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+async fn git_app() -> TestApp {
+    spawn_app_with(|c| {
+        c.approvals_required = 1;
+        c.git_enabled = true;
+        c.task_max_retries = 0;
+    })
+    .await
+}
+
+/// Waits until the job's history has at least `n` commits.
+async fn commits_at_least(app: &TestApp, job: uuid::Uuid, n: usize) -> Vec<Value> {
+    for _ in 0..200 {
+        let c = app.get(&format!("/jobs/{job}/commits")).await.ok();
+        let list = c.as_array().cloned().unwrap_or_default();
+        if list.len() >= n {
+            return list;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} commits after 10 s");
+}
+
+fn tree_files(repo: &git2::Repository) -> Vec<(String, String)> {
+    let tree = repo.head().unwrap().peel_to_tree().unwrap();
+    let mut out = Vec::new();
+    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        if let Some(blob) = entry
+            .to_object(repo)
+            .ok()
+            .and_then(|o| o.as_blob().map(|b| b.content().to_vec()))
+        {
+            out.push((
+                format!("{dir}{}", entry.name().unwrap_or("")),
+                String::from_utf8_lossy(&blob).into_owned(),
+            ));
+        }
+        git2::TreeWalkResult::Ok
+    })
+    .unwrap();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_job_with_five_tasks_leaves_a_readable_history() {
+    let app = git_app().await;
+    let agents = app.register_many("dev", 2).await;
+    let specs: Vec<Value> = (1..=5).map(|i| json!({ "step": i })).collect();
+    let job = app.planned_job(&agents, &agents[0], specs).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let worker = &agents[i % 2];
+        let c = app.claim(worker).await.unwrap();
+        let id = id_of(&c["task"]);
+        if i == 4 {
+            app.task_call(
+                worker,
+                &id,
+                "fail",
+                json!({ "error": "disk full", "retryable": false }),
+            )
+            .await
+            .ok();
+        } else {
+            app.task_call(
+                worker,
+                &id,
+                "complete",
+                json!({ "result": { "done": i + 1 } }),
+            )
+            .await
+            .ok();
+        }
+        ids.push((c["task"]["index"].as_u64().unwrap(), id));
+    }
+    // job.json, plan.json, then one commit per task.
+    let commits = commits_at_least(&app, job, 7).await;
+    assert_eq!(commits.len(), 7, "{commits:#?}");
+    let messages: Vec<&str> = commits
+        .iter()
+        .rev()
+        .map(|c| c["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages[0], "Submit job: planned");
+    assert_eq!(messages[1], "Plan: 5 tasks");
+    assert!(
+        messages[2].starts_with("Task 1 completed (dev-"),
+        "{}",
+        messages[2]
+    );
+    assert!(messages[6].starts_with("Task 5 failed"), "{}", messages[6]);
+    assert_eq!(commits[6]["author"], "agora", "anonymous submission");
+    assert_eq!(commits[5]["author"], "dev-0", "the planner");
+
+    // Read the repository itself.
+    let dir = app.config.repos_dir.join(job.to_string());
+    let repo = git2::Repository::open_bare(&dir).expect("a bare repository per job");
+    let files = tree_files(&repo);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&"job.json") && names.contains(&"plan.json"),
+        "{names:?}"
+    );
+    for (index, id) in &ids {
+        let dir = format!("tasks/{index}-{}", &id.replace('-', "")[..8]);
+        let spec = files
+            .iter()
+            .find(|(n, _)| *n == format!("{dir}/spec.json"))
+            .expect("spec.json");
+        assert_eq!(
+            serde_json::from_str::<Value>(&spec.1).unwrap(),
+            json!({ "step": index })
+        );
+        let outcome = if *index == 5 {
+            "error.json"
+        } else {
+            "result.json"
+        };
+        let (_, body) = files
+            .iter()
+            .find(|(n, _)| *n == format!("{dir}/{outcome}"))
+            .expect("outcome file");
+        let body: Value = serde_json::from_str(body).unwrap();
+        if *index == 5 {
+            assert_eq!(body["error"], "disk full");
+        } else {
+            assert_eq!(body["done"], *index);
+        }
+    }
+    let job_json: Value =
+        serde_json::from_str(&files.iter().find(|(n, _)| n == "job.json").unwrap().1).unwrap();
+    assert_eq!(job_json["job_spec"], json!({ "goal": "test" }));
+    // The API agrees with git.
+    let mut walk = repo.revwalk().unwrap();
+    walk.push_head().unwrap();
+    let oids: Vec<String> = walk.map(|o| o.unwrap().to_string()).collect();
+    let api_ids: Vec<String> = commits
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(api_ids, oids);
+    let plan = app.get(&format!("/jobs/{job}/files/plan.json")).await.ok();
+    assert_eq!(
+        serde_json::from_str::<Value>(plan["content"].as_str().unwrap()).unwrap()["task_specs"][0],
+        json!({ "step": 1 })
+    );
+    // Bad paths and unknown jobs.
+    // (Clients normalise a literal `..`; encoded ones reach the server.)
+    app.get(&format!("/jobs/{job}/files/%2Fetc%2Fpasswd"))
+        .await
+        .err(400, "VALIDATION_ERROR");
+    app.get(&format!("/jobs/{job}/files/a/..%2F..%2Fetc%2Fpasswd"))
+        .await
+        .err(400, "VALIDATION_ERROR");
+    app.get(&format!("/jobs/{job}/files/tasks//x"))
+        .await
+        .err(400, "VALIDATION_ERROR");
+    app.get(&format!("/jobs/{job}/files/nope.json"))
+        .await
+        .err(404, "NOT_FOUND");
+    app.get(&format!("/jobs/{}/commits", uuid::Uuid::new_v4()))
+        .await
+        .err(404, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_deleted_repository_is_rebuilt_with_the_same_files() {
+    let app = git_app().await;
+    let agents = app.register_many("dev", 1).await;
+    let job = app
+        .planned_job(
+            &agents,
+            &agents[0],
+            vec![json!("a"), json!("b"), json!("c")],
+        )
+        .await;
+    while let Some(c) = app.claim(&agents[0]).await {
+        app.task_call(
+            &agents[0],
+            &id_of(&c["task"]),
+            "complete",
+            json!({ "result": c["task"]["task_spec"] }),
+        )
+        .await
+        .ok();
+    }
+    commits_at_least(&app, job, 5).await;
+    let dir = app.config.repos_dir.join(job.to_string());
+    let before = tree_files(&git2::Repository::open_bare(&dir).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+    let git = agora_server::git::GitHistory::new(app.config.repos_dir.clone(), app.store.clone());
+    git.rebuild(job).await.expect("rebuild");
+    let after = tree_files(&git2::Repository::open_bare(&dir).unwrap());
+    assert_eq!(after, before, "same files, same contents");
+    assert_eq!(before.len(), 2 + 3 * 2);
+}
+
+#[tokio::test]
+async fn git_can_be_turned_off() {
+    let app = spawn_app().await;
+    let job = app.submit("j", json!({})).await;
+    app.get(&format!("/jobs/{job}/commits"))
+        .await
+        .err(404, "NOT_FOUND");
+    assert!(!app.config.repos_dir.join(job.to_string()).exists());
+}
