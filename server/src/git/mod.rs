@@ -150,13 +150,13 @@ impl GitHistory {
     /// Brings one job's repository up to date with the database.
     pub async fn sync(&self, job_id: Uuid) -> anyhow::Result<()> {
         let mut all = self.recorded.lock().await;
-        if !all.contains_key(&job_id) {
-            let dir = self.repo_dir(job_id);
-            let loaded = tokio::task::spawn_blocking(move || load_recorded(&dir)).await??;
-            all.insert(job_id, loaded);
-        }
-        let Some(rec) = all.get_mut(&job_id) else {
-            return Ok(());
+        let rec = match all.entry(job_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let dir = self.repo_dir(job_id);
+                let loaded = tokio::task::spawn_blocking(move || load_recorded(&dir)).await??;
+                v.insert(loaded)
+            }
         };
         let job = self
             .store
