@@ -24,13 +24,18 @@ use uuid::Uuid;
 
 use crate::store::Store;
 
-/// How often dirty repositories are brought up to date.
-pub const FLUSH: Duration = Duration::from_millis(200);
+/// How often dirty repositories are brought up to date (longer means fewer, larger commits).
+pub const FLUSH: Duration = Duration::from_millis(500);
 /// Up to this many finished tasks get a commit each; more are committed together.
 const COMMIT_EACH_UP_TO: usize = 10;
-/// Finished tasks are looked up from a little before the newest one already recorded, in case
-/// transactions committed out of finish order.
-const LOOKBACK_MS: i64 = 10_000;
+/// What a job's repository needs: the tasks whose end the event feed announced, or a full
+/// comparison with the database (at start-up, after missed events, after a cancel, which closes
+/// pending tasks without an event each).
+#[derive(Default)]
+struct Dirty {
+    tasks: HashSet<Uuid>,
+    full: bool,
+}
 
 /// What is already in a job's repository.
 #[derive(Default)]
@@ -38,8 +43,6 @@ struct Recorded {
     job: bool,
     plan: bool,
     tasks: HashSet<u32>,
-    /// Newest `finished_at` recorded (ms).
-    watermark: i64,
 }
 
 /// Handle to the git history; cheap to clone.
@@ -87,45 +90,64 @@ impl GitHistory {
 
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut events = self.store.subscribe();
-        let mut dirty: HashSet<Uuid> = match self.store.job_ids().await {
-            Ok(ids) => ids.into_iter().collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "git: could not list jobs at start-up");
-                HashSet::new()
+        let mut dirty: HashMap<Uuid, Dirty> = HashMap::new();
+        match self.store.job_ids().await {
+            Ok(ids) => {
+                for id in ids {
+                    dirty.entry(id).or_default().full = true;
+                }
             }
-        };
-        let mut tick = tokio::time::interval(FLUSH);
+            Err(e) => tracing::warn!(error = %e, "git: could not list jobs at start-up"),
+        }
+        // The next flush; after a long one, the writer waits proportionally longer, so git never
+        // takes more than about a tenth of a core from the agents under load (it catches up
+        // with larger commits instead).
+        let mut next = tokio::time::Instant::now() + FLUSH;
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
-                    Ok(e) => {
-                        let relevant = matches!(
-                            e.kind,
-                            EventKind::JobCommitted | EventKind::TaskCompleted | EventKind::TaskFailed
-                                | EventKind::JobReady | EventKind::JobCompleted | EventKind::JobFailed
-                        );
-                        if let (true, Some(job)) = (relevant, e.job_id) {
-                            dirty.insert(job);
+                                        Ok(e) => {
+                        let Some(job) = e.job_id else { continue };
+                        let ended = e.kind == EventKind::TaskCompleted
+                            || (e.kind == EventKind::TaskFailed && e.data.get("status").and_then(|s| s.as_str()) == Some("failed"));
+                        match e.kind {
+                            _ if ended => {
+                                if let Some(t) = e.task_id {
+                                    dirty.entry(job).or_default().tasks.insert(t);
+                                }
+                            }
+                            EventKind::JobCommitted => {
+                                dirty.entry(job).or_default();
+                            }
+                            EventKind::JobFailed => dirty.entry(job).or_default().full = true,
+                            _ => {}
                         }
                     }
                     Err(RecvError::Lagged(_)) => {
                         if let Ok(ids) = self.store.job_ids().await {
-                            dirty.extend(ids);
+                            for id in ids {
+                                dirty.entry(id).or_default().full = true;
+                            }
                         }
                     }
                     Err(RecvError::Closed) => return,
                 },
-                _ = tick.tick() => {
-                    for job in std::mem::take(&mut dirty) {
-                        if let Err(e) = self.sync(job).await {
+                                _ = tokio::time::sleep_until(next) => {
+                    let started = tokio::time::Instant::now();
+                    for (job, d) in std::mem::take(&mut dirty) {
+                        let ids = (!d.full).then(|| d.tasks.iter().copied().collect::<Vec<_>>());
+                        if let Err(e) = self.sync_tasks(job, ids).await {
                             tracing::warn!(error = ?e, %job, "git: sync failed; will retry");
-                            dirty.insert(job);
+                            dirty.insert(job, d);
                         }
                     }
+                    let took = started.elapsed();
+                    next = tokio::time::Instant::now() + FLUSH.max(took * 9).min(Duration::from_secs(10));
                 }
                 _ = shutdown.changed() => {
-                    for job in std::mem::take(&mut dirty) {
-                        let _ = self.sync(job).await;
+                    for (job, d) in std::mem::take(&mut dirty) {
+                        let ids = (!d.full).then(|| d.tasks.iter().copied().collect::<Vec<_>>());
+                        let _ = self.sync_tasks(job, ids).await;
                     }
                     return;
                 }
@@ -149,6 +171,12 @@ impl GitHistory {
 
     /// Brings one job's repository up to date with the database.
     pub async fn sync(&self, job_id: Uuid) -> anyhow::Result<()> {
+        self.sync_tasks(job_id, None).await
+    }
+
+    /// Brings one job's repository up to date: with `Some(ids)` only those tasks are looked at
+    /// (the event feed named them), with `None` every finished task of the job.
+    async fn sync_tasks(&self, job_id: Uuid, ids: Option<Vec<Uuid>>) -> anyhow::Result<()> {
         let mut all = self.recorded.lock().await;
         let rec = match all.entry(job_id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -179,11 +207,12 @@ impl GitHistory {
                 at: job.created_at,
             });
         }
-        let finished = self
-            .store
-            .tasks_finished_since(job_id, rec.watermark - LOOKBACK_MS)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let finished = match ids {
+            Some(ids) if ids.is_empty() => Ok(Vec::new()),
+            Some(ids) => self.store.tasks_finished_by_id(job_id, &ids).await,
+            None => self.store.tasks_finished_since(job_id, 0).await,
+        }
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut new_plan = None;
         let mut new_tasks = Vec::new();
         for t in finished {
@@ -248,9 +277,16 @@ impl GitHistory {
         let dir = self.repo_dir(job_id);
         tokio::task::spawn_blocking(move || -> Result<(), git2::Error> {
             let repo = repo::open_or_init(&dir)?;
-            for c in commits {
-                repo::commit(&repo, &c.files, &c.message, &c.author, c.at)?;
-            }
+            let batch: Vec<repo::NewCommit> = commits
+                .into_iter()
+                .map(|c| repo::NewCommit {
+                    files: c.files,
+                    message: c.message,
+                    author: c.author,
+                    at: c.at,
+                })
+                .collect();
+            repo::commit_packed(&repo, &batch)?;
             Ok(())
         })
         .await??;
@@ -259,9 +295,6 @@ impl GitHistory {
         for t in new_tasks.iter().chain(new_plan.iter()) {
             if t.task_type == TaskType::Work || t.status == TaskStatus::Failed {
                 rec.tasks.insert(t.index);
-            }
-            if let Some(f) = t.finished_at {
-                rec.watermark = rec.watermark.max(f.timestamp_millis());
             }
         }
         Ok(())

@@ -614,3 +614,30 @@ impl Store {
         rows.iter().map(|(id,)| uuid(id)).collect()
     }
 }
+
+impl Store {
+    /// These tasks of a job, if terminal (the git writer's incremental read).
+    pub async fn tasks_finished_by_id(&self, job_id: Uuid, ids: &[Uuid]) -> Result<Vec<Task>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let mut params = vec![DbValue::from(job_id)];
+            params.extend(chunk.iter().map(|id| DbValue::from(*id)));
+            let rows: Vec<TaskRow> = self
+                .read_all(
+                    &format!(
+                        "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 AND status IN ('completed', 'failed') \
+                         AND id IN ({}) ORDER BY finished_at, idx",
+                        marks.join(", ")
+                    ),
+                    &params,
+                )
+                .await?;
+            for r in rows {
+                out.push(r.into_task()?);
+            }
+        }
+        out.sort_by_key(|t| (t.finished_at, t.index));
+        Ok(out)
+    }
+}
