@@ -117,6 +117,15 @@ impl Api {
         .map(|_| ())
     }
 
+    /// Completes a claimed plan task with an empty plan (which completes its job).
+    pub async fn finish_plan(&self, a: &Agent, claimed: &Value) -> anyhow::Result<()> {
+        let id = claimed["task"]["id"]
+            .as_str()
+            .context("task id")?
+            .to_string();
+        self.complete(a, &id, json!({ "task_specs": [] })).await
+    }
+
     /// A job whose plan landed with `n` work tasks, all pending.
     pub async fn planned_job(&self, planner: &Agent, n: usize) -> anyhow::Result<Uuid> {
         let job = self.submit("bench").await?;
@@ -268,13 +277,7 @@ impl Bench {
             let claimed = claimed?.context("long-poll answered without a task")?;
             from_commit.push(at.saturating_duration_since(committed));
             from_request.push(at.saturating_duration_since(sent));
-            let id = claimed["task"]["id"]
-                .as_str()
-                .context("task id")?
-                .to_string();
-            self.api
-                .complete(&agent, &id, json!({ "task_specs": [] }))
-                .await?;
+            self.api.finish_plan(&agent, &claimed).await?;
         }
         Ok((from_commit, from_request))
     }
@@ -310,13 +313,7 @@ impl Bench {
             let committed = Instant::now();
             let (at, claimed) = poller.await??;
             lat.push(at.saturating_duration_since(committed));
-            let id = claimed["task"]["id"]
-                .as_str()
-                .context("task id")?
-                .to_string();
-            self.api
-                .complete(&agent, &id, json!({ "task_specs": [] }))
-                .await?;
+            self.api.finish_plan(&agent, &claimed).await?;
         }
         Ok((lat, Vec::new()))
     }

@@ -121,45 +121,38 @@ impl FromRequestParts<AppState> for AgentAuth {
     }
 }
 
-/// An operator call: needs `ADMIN_TOKEN` when it is set, open otherwise.
-#[derive(Debug, Clone, Copy)]
-pub struct AdminAuth;
+/// Declares an extractor that requires a configured shared secret as the bearer token (and
+/// lets everyone through when the secret is not set).
+macro_rules! secret_extractor {
+    ($(#[$doc:meta])* $name:ident, $field:ident, $message:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name;
 
-impl FromRequestParts<AppState> for AdminAuth {
-    type Rejection = ApiError;
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        check_secret(
-            parts,
-            state.config.admin_token.as_deref(),
-            "this operator call needs 'Authorization: Bearer <ADMIN_TOKEN>'",
-        )?;
-        Ok(AdminAuth)
-    }
+            async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+                check_secret(parts, state.config.$field.as_deref(), $message)?;
+                Ok($name)
+            }
+        }
+    };
 }
 
-/// Registration: needs `REGISTRATION_TOKEN` when it is set, open otherwise.
-#[derive(Debug, Clone, Copy)]
-pub struct RegistrationAuth;
+secret_extractor!(
+    /// An operator call: needs `ADMIN_TOKEN` when it is set, open otherwise.
+    AdminAuth,
+    admin_token,
+    "this operator call needs 'Authorization: Bearer <ADMIN_TOKEN>'"
+);
 
-impl FromRequestParts<AppState> for RegistrationAuth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        check_secret(
-            parts,
-            state.config.registration_token.as_deref(),
-            "registration needs 'Authorization: Bearer <REGISTRATION_TOKEN>'",
-        )?;
-        Ok(RegistrationAuth)
-    }
-}
+secret_extractor!(
+    /// Registration: needs `REGISTRATION_TOKEN` when it is set, open otherwise.
+    RegistrationAuth,
+    registration_token,
+    "registration needs 'Authorization: Bearer <REGISTRATION_TOKEN>'"
+);
 
 fn check_secret(
     parts: &Parts,

@@ -56,12 +56,7 @@ async fn cancelling_an_executing_job_closes_its_tasks() {
     app.post(&format!("/jobs/{job}/cancel"), None, json!({}))
         .await
         .err(409, "INVALID_STATE");
-    let kinds: Vec<String> = app
-        .events(job)
-        .await
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_string())
-        .collect();
+    let kinds = app.event_kinds(job).await;
     assert_eq!(kinds.last().map(String::as_str), Some("job.failed"));
     assert!(
         kinds.iter().any(|k| k == "task.failed"),

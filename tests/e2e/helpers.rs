@@ -375,6 +375,15 @@ impl TestApp {
         job
     }
 
+    /// The kinds of a job's events, in order.
+    pub async fn event_kinds(&self, job: Uuid) -> Vec<String> {
+        let events = self.events(job).await;
+        events
+            .iter()
+            .filter_map(|e| e["kind"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// Every event of a job, paging through `/jobs/:id/events`.
     pub async fn all_events(&self, job: Uuid) -> Vec<Value> {
         let mut out: Vec<Value> = Vec::new();

@@ -170,12 +170,7 @@ async fn a_failed_job_reaches_the_eighth_state() {
     let j = app.job(job).await;
     assert_eq!(j["status"], "failed");
     assert_eq!(j["error"], "1 of 3 tasks failed");
-    let kinds: Vec<String> = app
-        .events(job)
-        .await
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_string())
-        .collect();
+    let kinds = app.event_kinds(job).await;
     assert_eq!(kinds.last().map(String::as_str), Some("job.failed"));
 }
 
