@@ -319,26 +319,40 @@ impl GitHistory {
     /// The history of a job's repository, newest first (empty before its first commit).
     pub async fn commits(&self, job: Uuid) -> anyhow::Result<Vec<repo::CommitInfo>> {
         let dir = self.repo_dir(job);
-        Ok(tokio::task::spawn_blocking(move || {
-            if !dir.exists() {
-                return Ok(Vec::new());
-            }
-            repo::commits(&repo::open_or_init(&dir)?)
-        })
-        .await??)
+        Ok(tokio::task::spawn_blocking(move || read_retrying(&dir, repo::commits)).await??)
     }
 
     /// A file at HEAD of a job's repository.
     pub async fn read(&self, job: Uuid, path: String) -> anyhow::Result<Option<Vec<u8>>> {
         let dir = self.repo_dir(job);
-        Ok(tokio::task::spawn_blocking(move || {
-            if !dir.exists() {
-                return Ok(None);
-            }
-            repo::read(&repo::open_or_init(&dir)?, &path)
-        })
-        .await??)
+        Ok(
+            tokio::task::spawn_blocking(move || read_retrying(&dir, |r| repo::read(r, &path)))
+                .await??,
+        )
     }
+}
+
+/// Reads a repository the writer may be changing at that moment: readers never create it (a
+/// repository that does not exist yet reads as empty), and a read that races a write (a pack or
+/// a ref being replaced) is tried again.
+fn read_retrying<T: Default>(
+    dir: &Path,
+    f: impl Fn(&git2::Repository) -> Result<T, git2::Error>,
+) -> Result<T, git2::Error> {
+    let mut last = None;
+    for _ in 0..3 {
+        if !dir.join("HEAD").exists() {
+            return Ok(T::default());
+        }
+        match git2::Repository::open_bare(dir).and_then(|r| f(&r)) {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                last = Some(e);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| git2::Error::from_str("repository unreadable")))
 }
 
 fn task_files(t: &Task) -> Vec<(String, Vec<u8>)> {
