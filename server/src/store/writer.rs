@@ -36,16 +36,18 @@ pub struct WriteCtx {
     /// Events recorded by the operation, written when it has finished.
     drafts: Vec<(super::events::EventDraft, i64)>,
     work_added: bool,
-    /// When the writer last wrote each agent's `last_seen_at` (SQLite keeps one context for
-    /// its whole life; PostgreSQL starts each operation with an empty one).
-    seen: HashMap<Uuid, i64>,
+    /// When this server last wrote each agent's `last_seen_at`, shared by all operations.
+    seen: Seen,
 }
+
+/// Agent id → when its `last_seen_at` was last written (ms).
+pub(crate) type Seen = Arc<std::sync::Mutex<HashMap<Uuid, i64>>>;
 
 /// How long a written `last_seen_at` stands before an agent's next call writes it again.
 const SEEN_WINDOW_MS: i64 = 1000;
 
 impl WriteCtx {
-    fn new(db: Box<dyn Exec>, backend: Backend) -> Self {
+    fn new(db: Box<dyn Exec>, backend: Backend, seen: Seen) -> Self {
         WriteCtx {
             db,
             backend,
@@ -53,26 +55,32 @@ impl WriteCtx {
             events: Vec::new(),
             drafts: Vec::new(),
             work_added: false,
-            seen: HashMap::new(),
+            seen,
         }
     }
 
     pub(crate) fn seen_recently(&self, agent: Uuid) -> bool {
-        self.seen
-            .get(&agent)
+        let Ok(seen) = self.seen.lock() else {
+            return false;
+        };
+        seen.get(&agent)
             .is_some_and(|at| self.now - at < SEEN_WINDOW_MS)
     }
 
     pub(crate) fn mark_seen(&mut self, agent: Uuid) {
-        if self.seen.len() > 100_000 {
-            let now = self.now;
-            self.seen.retain(|_, at| now - *at < SEEN_WINDOW_MS);
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() > 100_000 {
+                let now = self.now;
+                seen.retain(|_, at| now - *at < SEEN_WINDOW_MS);
+            }
+            seen.insert(agent, self.now);
         }
-        self.seen.insert(agent, self.now);
     }
 
     pub(crate) fn forget_seen(&mut self, agent: Uuid) {
-        self.seen.remove(&agent);
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.remove(&agent);
+        }
     }
 
     pub(crate) fn drafted(&mut self, draft: super::events::EventDraft) {
@@ -142,7 +150,12 @@ pub(crate) enum Msg {
 
 pub(crate) enum WriterHandle {
     Sqlite(mpsc::Sender<Msg>),
-    Postgres { pool: AnyPool, publisher: Publisher },
+    Postgres {
+        pool: AnyPool,
+        publisher: Publisher,
+        /// Heartbeat writes skipped within a second, across this server's operations.
+        seen: Seen,
+    },
 }
 
 impl WriterHandle {
@@ -168,7 +181,11 @@ impl WriterHandle {
     }
 
     pub fn start_postgres(pool: AnyPool, publisher: Publisher) -> WriterHandle {
-        WriterHandle::Postgres { pool, publisher }
+        WriterHandle::Postgres {
+            pool,
+            publisher,
+            seen: Seen::default(),
+        }
     }
 
     pub async fn submit<T, F>(&self, op: F) -> Result<T>
@@ -203,7 +220,11 @@ impl WriterHandle {
                     .await
                     .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
             }
-            WriterHandle::Postgres { pool, publisher } => run_one(pool, publisher, job).await?,
+            WriterHandle::Postgres {
+                pool,
+                publisher,
+                seen,
+            } => run_one(pool, publisher, seen, job).await?,
         }
         rx.await
             .map_err(|_| ApiError::Unavailable("the writer stopped before answering".into()))?
@@ -220,9 +241,9 @@ impl WriterHandle {
 }
 
 /// One operation in its own transaction (PostgreSQL).
-async fn run_one(pool: &AnyPool, publisher: &Publisher, job: Job) -> Result<()> {
+async fn run_one(pool: &AnyPool, publisher: &Publisher, seen: &Seen, job: Job) -> Result<()> {
     let conn = pool.acquire().await?;
-    let mut ctx = WriteCtx::new(Box::new(conn), Backend::Postgres);
+    let mut ctx = WriteCtx::new(Box::new(conn), Backend::Postgres, seen.clone());
     ctx.db.execute("BEGIN", &[]).await?;
     let finish = job(&mut ctx).await;
     let flushed = if finish.ok {
@@ -249,7 +270,7 @@ async fn run_one(pool: &AnyPool, publisher: &Publisher, job: Job) -> Result<()> 
 }
 
 async fn run_sqlite_writer(db: SqliteExec, mut rx: mpsc::Receiver<Msg>, publisher: Publisher) {
-    let mut ctx = WriteCtx::new(Box::new(db), Backend::Sqlite);
+    let mut ctx = WriteCtx::new(Box::new(db), Backend::Sqlite, Seen::default());
     let mut closing = None;
     while closing.is_none() {
         let Some(first) = rx.recv().await else { break };
