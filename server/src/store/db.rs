@@ -260,7 +260,8 @@ impl<E: Exec + ?Sized> ExecExt for E {}
 /// The SQLite writer's connection: statements run synchronously on the writer's own thread.
 pub struct SqliteExec {
     pub conn: rusqlite::Connection,
-    /// Writing statements run so far, so the writer can tell whether a failed operation wrote.
+    /// Statements that changed rows so far, so the writer can tell whether a failed operation
+    /// wrote anything.
     pub writes: u64,
 }
 
@@ -273,9 +274,7 @@ fn is_write(sql: &str) -> bool {
 
 impl SqliteExec {
     fn run(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
-        if is_write(sql) {
-            self.writes += 1;
-        }
+        let before = self.conn.total_changes();
         let mut stmt = self.conn.prepare_cached(sql)?;
         let names: Arc<Vec<String>> =
             Arc::new(stmt.column_names().iter().map(|s| s.to_string()).collect());
@@ -301,6 +300,11 @@ impl SqliteExec {
                 names: names.clone(),
                 cells,
             });
+        }
+        drop(rows);
+        drop(stmt);
+        if is_write(sql) && self.conn.total_changes() != before {
+            self.writes += 1;
         }
         Ok(out)
     }
@@ -348,12 +352,13 @@ impl Exec for SqliteExec {
             self.conn.execute_batch(sql)?;
             return Ok(0);
         }
-        if is_write(sql) {
-            self.writes += 1;
-        }
         let mut stmt = self.conn.prepare_cached(sql)?;
         bind_numbered(&mut stmt, args)?;
-        Ok(stmt.raw_execute()? as u64)
+        let n = stmt.raw_execute()? as u64;
+        if is_write(sql) && n > 0 {
+            self.writes += 1;
+        }
+        Ok(n)
     }
 
     fn writes(&self) -> u64 {
@@ -480,6 +485,29 @@ mod tests {
             .await
             .unwrap();
         assert!(none.is_none());
+        // Only statements that change rows count as writes (a refused operation may try one).
+        let writes = db.writes();
+        db.execute("UPDATE t SET n = 1 WHERE id = $1", args!["nobody"])
+            .await
+            .unwrap();
+        let none: Vec<Pair> = db
+            .all(
+                "UPDATE t SET n = 1 WHERE id = $1 RETURNING id, n",
+                args!["nobody"],
+            )
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+        assert_eq!(db.writes(), writes);
+        let one: Vec<Pair> = db
+            .all(
+                "UPDATE t SET n = 1 WHERE id = $1 RETURNING id, n",
+                args!["a"],
+            )
+            .await
+            .unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(db.writes(), writes + 1);
         let bad = db
             .one::<(String,)>("SELECT n FROM t WHERE id = $1", args!["a"])
             .await;

@@ -233,12 +233,26 @@ async fn task_claim_next(ctx: &mut WriteCtx, agent_id: Uuid) -> Result<Option<Cl
 }
 
 pub(crate) async fn task_start(ctx: &mut WriteCtx, agent: Uuid, id: Uuid) -> Result<Task> {
-    let (row, next) = task_for_agent(ctx, id, agent, TaskAction::Start).await?;
+    // One statement on the hot path: the conditions are the checks. When it matches nothing,
+    // the slow path says why (404, 403 or 409).
+    let started: Option<TaskRow> = ctx
+        .db
+        .opt(
+            &format!(
+                "UPDATE tasks SET status = 'running', started_at = $3, updated_at = $3 \
+                 WHERE id = $1 AND agent_id = $2 AND status = 'claimed' RETURNING {TASK_COLUMNS}"
+            ),
+            args![id, agent, ctx.now],
+        )
+        .await?;
+    let Some(row) = started else {
+        task_for_agent(ctx, id, agent, TaskAction::Start).await?;
+        return Err(ApiError::InvalidState(format!(
+            "task {id} changed while starting; retry"
+        )));
+    };
+    let next = TaskStatus::Running;
     agent_seen(ctx, agent).await?;
-    let row: TaskRow = ctx.db.one(&format!(
-        "UPDATE tasks SET status = $2, started_at = $3, updated_at = $3 WHERE id = $1 RETURNING {TASK_COLUMNS}"
-    ), args![&row.id, next.as_str(), ctx.now])
-    .await?;
     event_insert(
         ctx,
         event_for(&row, EventKind::TaskStarted, json!({ "status": next }))?,
@@ -279,6 +293,39 @@ pub(crate) async fn task_complete(
     id: Uuid,
     result: Value,
 ) -> Result<Task> {
+    // The hot path, a work task: one statement whose conditions are the checks.
+    let done: Option<TaskRow> = ctx
+        .db
+        .opt(
+            &format!(
+                "UPDATE tasks SET status = 'completed', result = $3, progress = 100, finished_at = $4, updated_at = $4 \
+                 WHERE id = $1 AND agent_id = $2 AND status IN ('claimed', 'running') AND task_type = 'work' \
+                 RETURNING {TASK_COLUMNS}"
+            ),
+            args![id, agent, result.to_string(), ctx.now],
+        )
+        .await?;
+    if let Some(row) = done {
+        agent_seen(ctx, agent).await?;
+        let next = TaskStatus::Completed;
+        event_insert(
+            ctx,
+            event_for(&row, EventKind::TaskCompleted, json!({ "status": next }))?,
+        )
+        .await?;
+        // Claimed and running count alike, so either is the right "from".
+        job_task_changed(
+            ctx,
+            &row.job_id,
+            TaskType::Work,
+            Some(TaskStatus::Running),
+            next,
+            None,
+        )
+        .await?;
+        return row.into_task();
+    }
+    // A plan task (its result must be validated before anything is written), or a refusal.
     let (row, next) = task_for_agent(ctx, id, agent, TaskAction::Complete).await?;
     let task_type = row.task_type()?;
     // Validate the plan before writing anything: a bad plan leaves the task running.
