@@ -15,3 +15,4 @@ mod push;
 mod push_helpers;
 mod recovery;
 mod replicas;
+mod sdk;

@@ -1,0 +1,304 @@
+//! Agora's Rust SDK: one typed method per REST endpoint, returning `agora-shared` types, and
+//! one error type that carries the server's stable error code.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), agora_client::ClientError> {
+//! use agora_client::Client;
+//! use agora_shared::SubmitJob;
+//!
+//! let mut agent = Client::new("http://localhost:3000");
+//! agent.register("worker-1", None).await?;            // keeps the token
+//! let job = Client::new("http://localhost:3000")
+//!     .submit(&SubmitJob {
+//!         title: "Refactor".into(),
+//!         job_spec: serde_json::json!({ "repo": "x" }),
+//!         priority: None,
+//!         approvals_required: None,
+//!         submitted_by: None,
+//!     })
+//!     .await?;
+//! agent.approve(job.id, None).await?;
+//! if let Some(claimed) = agent.claim(Some(30)).await? {  // long-poll up to 30 s
+//!     agent.complete(claimed.task.id, serde_json::json!({ "task_specs": [] })).await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Still to come (issue 4): the WebSocket session with reconnect and backoff, the SSE stream
+//! that resumes from its last id, and the `agora` CLI built on them.
+
+use agora_shared::{
+    Agent, Approval, Approved, CanApprove, ClaimedTask, Envelope, ErrorCode, Event, Job, Page,
+    RegisterAgent, Registered, Stats, SubmitJob, Task,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// What can go wrong with a call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error envelope.
+    #[error("{status} {code:?}: {message}")]
+    Api {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+        field: Option<String>,
+    },
+    /// The request did not get an answer (connection refused, timeout, ...).
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The answer was not the JSON the API promises.
+    #[error("unexpected answer ({status}): {body}")]
+    Unexpected { status: u16, body: String },
+    /// The call needs an agent identity: register first (or use `with_agent`).
+    #[error("this call needs an agent: register first")]
+    NoAgent,
+}
+
+impl ClientError {
+    /// The server's error code, when the server answered.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A connection to one Agora server, optionally acting as one agent.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    agent: Option<(Uuid, String)>,
+}
+
+impl Client {
+    /// `base` is the server's address, e.g. `http://localhost:3000` (with or without `/api`).
+    pub fn new(base: &str) -> Client {
+        let base = base
+            .trim_end_matches('/')
+            .trim_end_matches("/api")
+            .to_string();
+        Client {
+            base: format!("{base}/api"),
+            http: reqwest::Client::new(),
+            agent: None,
+        }
+    }
+
+    /// Acts as an agent registered earlier.
+    pub fn with_agent(mut self, agent_id: Uuid, token: impl Into<String>) -> Client {
+        self.agent = Some((agent_id, token.into()));
+        self
+    }
+
+    /// The agent this client acts as.
+    pub fn agent_id(&self) -> Option<Uuid> {
+        self.agent.as_ref().map(|(id, _)| *id)
+    }
+
+    fn me(&self) -> Result<Uuid> {
+        self.agent_id().ok_or(ClientError::NoAgent)
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<Option<T>> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token.or(self.agent.as_ref().map(|(_, t)| t.as_str())) {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        let text = res.text().await?;
+        let env: Envelope<T> =
+            serde_json::from_str(&text).map_err(|_| ClientError::Unexpected {
+                status,
+                body: text.clone(),
+            })?;
+        match env.error {
+            Some(e) => Err(ClientError::Api {
+                status,
+                code: e.code,
+                message: e.message,
+                field: e.field,
+            }),
+            None => Ok(env.data),
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call::<T>(reqwest::Method::GET, path, None, None::<&Value>)
+            .await?
+            .ok_or(ClientError::Unexpected {
+                status: 200,
+                body: "no data".into(),
+            })
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> Result<T> {
+        self.call::<T>(reqwest::Method::POST, path, None, Some(body))
+            .await?
+            .ok_or(ClientError::Unexpected {
+                status: 200,
+                body: "no data".into(),
+            })
+    }
+
+    /// Registers a new agent and acts as it from now on (the token is kept in the client).
+    pub async fn register(
+        &mut self,
+        name: &str,
+        capabilities: Option<Vec<String>>,
+    ) -> Result<Registered> {
+        let body = RegisterAgent {
+            name: name.into(),
+            capabilities,
+        };
+        let r: Registered = self.post("/agents/register", &body).await?;
+        self.agent = Some((r.agent_id, r.token.clone()));
+        Ok(r)
+    }
+
+    pub async fn heartbeat(&self) -> Result<Agent> {
+        self.post(&format!("/agents/{}/heartbeat", self.me()?), &json!({}))
+            .await
+    }
+
+    /// Unregisters: the token stops working and the agent's tasks go back to pending.
+    pub async fn unregister(&self) -> Result<Agent> {
+        self.call::<Agent>(
+            reqwest::Method::DELETE,
+            &format!("/agents/{}", self.me()?),
+            None,
+            None::<&Value>,
+        )
+        .await?
+        .ok_or(ClientError::Unexpected {
+            status: 200,
+            body: "no data".into(),
+        })
+    }
+
+    pub async fn agents(&self) -> Result<Vec<Agent>> {
+        self.get("/agents").await
+    }
+
+    pub async fn can_approve(&self, agent: Uuid) -> Result<CanApprove> {
+        self.get(&format!("/agents/{agent}/can-approve")).await
+    }
+
+    pub async fn submit(&self, job: &SubmitJob) -> Result<Job> {
+        self.post("/jobs", job).await
+    }
+
+    pub async fn job(&self, id: Uuid) -> Result<Job> {
+        self.get(&format!("/jobs/{id}")).await
+    }
+
+    /// Newest first; `status` is a state name, e.g. `"executing"`.
+    pub async fn jobs(&self, status: Option<&str>, limit: u32, offset: u64) -> Result<Page<Job>> {
+        let filter = status.map(|s| format!("&status={s}")).unwrap_or_default();
+        self.get(&format!("/jobs?limit={limit}&offset={offset}{filter}"))
+            .await
+    }
+
+    pub async fn tasks(&self, job: Uuid, limit: u32, offset: u64) -> Result<Page<Task>> {
+        self.get(&format!("/jobs/{job}/tasks?limit={limit}&offset={offset}"))
+            .await
+    }
+
+    pub async fn approvals(&self, job: Uuid) -> Result<Vec<Approval>> {
+        self.get(&format!("/jobs/{job}/approvals")).await
+    }
+
+    /// A job's events after `after`, oldest first.
+    pub async fn events(&self, job: Uuid, after: i64) -> Result<Vec<Event>> {
+        self.get(&format!("/jobs/{job}/events?after={after}&limit=1000"))
+            .await
+    }
+
+    pub async fn approve(&self, job: Uuid, comment: Option<&str>) -> Result<Approved> {
+        self.post(
+            &format!("/jobs/{job}/approve"),
+            &json!({ "agent_id": self.me()?, "comment": comment }),
+        )
+        .await
+    }
+
+    /// Operator cancel; `admin_token` when the server sets ADMIN_TOKEN.
+    pub async fn cancel(
+        &self,
+        job: Uuid,
+        reason: Option<&str>,
+        admin_token: Option<&str>,
+    ) -> Result<Job> {
+        self.call::<Job>(
+            reqwest::Method::POST,
+            &format!("/jobs/{job}/cancel"),
+            admin_token,
+            Some(&json!({ "reason": reason })),
+        )
+        .await?
+        .ok_or(ClientError::Unexpected {
+            status: 200,
+            body: "no data".into(),
+        })
+    }
+
+    /// Claims the next task; with `wait_secs` the server holds the call until one is pending.
+    pub async fn claim(&self, wait_secs: Option<u32>) -> Result<Option<ClaimedTask>> {
+        let body = json!({ "agent_id": self.me()?, "wait_secs": wait_secs });
+        self.call(reqwest::Method::POST, "/tasks/claim", None, Some(&body))
+            .await
+    }
+
+    pub async fn start(&self, task: Uuid) -> Result<Task> {
+        self.post(&format!("/tasks/{task}/start"), &json!({})).await
+    }
+
+    pub async fn progress(&self, task: Uuid, progress: u32, message: Option<&str>) -> Result<Task> {
+        self.post(
+            &format!("/tasks/{task}/progress"),
+            &json!({ "progress": progress, "message": message }),
+        )
+        .await
+    }
+
+    pub async fn complete(&self, task: Uuid, result: Value) -> Result<Task> {
+        self.post(
+            &format!("/tasks/{task}/complete"),
+            &json!({ "result": result }),
+        )
+        .await
+    }
+
+    pub async fn fail(&self, task: Uuid, error: &str, retryable: bool) -> Result<Task> {
+        self.post(
+            &format!("/tasks/{task}/fail"),
+            &json!({ "error": error, "retryable": retryable }),
+        )
+        .await
+    }
+
+    pub async fn stats(&self) -> Result<Stats> {
+        self.get("/stats").await
+    }
+}

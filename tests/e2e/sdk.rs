@@ -1,0 +1,87 @@
+//! The Rust SDK against the real server: a whole job, and errors carrying the server's codes.
+
+use agora_client::{Client, ClientError};
+use agora_shared::{ErrorCode, SubmitJob};
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn the_sdk_runs_a_job_and_reports_error_codes() {
+    let app = spawn_app_with(|c| c.approvals_required = 1).await;
+    let root = app.base.trim_end_matches("/api").to_string();
+    let mut agent = Client::new(&root);
+    let registered = agent
+        .register("sdk-agent", Some(vec!["rust".into()]))
+        .await
+        .unwrap();
+    assert_eq!(agent.agent_id(), Some(registered.agent_id));
+    let anonymous = Client::new(&root);
+    let job = anonymous
+        .submit(&SubmitJob {
+            title: "via sdk".into(),
+            job_spec: json!({ "n": 2 }),
+            priority: None,
+            approvals_required: None,
+            submitted_by: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        agent
+            .approve(job.id, Some("ok"))
+            .await
+            .unwrap()
+            .job
+            .status
+            .as_str(),
+        "accepted"
+    );
+    let plan = agent.claim(Some(5)).await.unwrap().expect("the plan task");
+    agent
+        .complete(plan.task.id, json!({ "task_specs": [1, 2] }))
+        .await
+        .unwrap();
+    while let Some(c) = agent.claim(None).await.unwrap() {
+        agent.start(c.task.id).await.unwrap();
+        agent.progress(c.task.id, 50, Some("half")).await.unwrap();
+        agent
+            .complete(c.task.id, json!({ "done": c.task.index }))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        anonymous.job(job.id).await.unwrap().status.as_str(),
+        "completed"
+    );
+    let events = anonymous.events(job.id, 0).await.unwrap();
+    assert_eq!(
+        events.last().map(|e| e.kind.as_str()),
+        Some("job.completed")
+    );
+
+    // Errors come back typed, with the server's code.
+    let err = agent.approve(job.id, None).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidState));
+    let err = anonymous.job(uuid::Uuid::new_v4()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Api {
+                status: 404,
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        anonymous.claim(None).await,
+        Err(ClientError::NoAgent)
+    ));
+    agent.unregister().await.unwrap();
+    assert_eq!(
+        agent.heartbeat().await.unwrap_err().code(),
+        Some(ErrorCode::Unauthorized)
+    );
+}
