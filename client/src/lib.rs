@@ -24,8 +24,13 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Still to come (issue 4): the WebSocket session with reconnect and backoff, the SSE stream
-//! that resumes from its last id, and the `agora` CLI built on them.
+//! [`Client::event_stream`] follows the SSE feed and resumes from its last id across reconnects.
+//!
+//! Still to come (issue 4): the WebSocket session with reconnect and backoff, and the `agora`
+//! CLI built on them.
+
+mod events;
+pub use events::EventStream;
 
 use agora_shared::{
     Agent, Approval, Approved, CanApprove, ClaimedTask, Envelope, ErrorCode, Event, Job, Page,

@@ -85,3 +85,53 @@ async fn the_sdk_runs_a_job_and_reports_error_codes() {
         Some(ErrorCode::Unauthorized)
     );
 }
+
+#[tokio::test]
+async fn the_sdk_event_stream_resumes_from_its_last_id() {
+    let app = spawn_app_with(|c| c.approvals_required = 1).await;
+    let root = app.base.trim_end_matches("/api").to_string();
+    let mut agent = Client::new(&root);
+    agent.register("streamer", None).await.unwrap();
+    let job = Client::new(&root)
+        .submit(&SubmitJob {
+            title: "streamed".into(),
+            job_spec: json!({}),
+            priority: None,
+            approvals_required: None,
+            submitted_by: None,
+        })
+        .await
+        .unwrap();
+    let mut stream = agent.event_stream(Some(job.id), 0);
+    let first = stream.next().await.unwrap();
+    assert_eq!(first.kind.as_str(), "job.committed");
+    // Work happens; a second stream picks up exactly where the first stopped.
+    let resume_from = stream.last_id();
+    drop(stream);
+    agent.approve(job.id, None).await.unwrap();
+    let plan = agent.claim(None).await.unwrap().unwrap();
+    agent
+        .complete(plan.task.id, json!({ "task_specs": [] }))
+        .await
+        .unwrap();
+    let mut stream = agent.event_stream(Some(job.id), resume_from);
+    let mut seen = vec![first.id];
+    loop {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+            .await
+            .unwrap()
+            .unwrap();
+        seen.push(e.id);
+        if e.kind.as_str() == "job.completed" {
+            break;
+        }
+    }
+    let table: Vec<i64> = Client::new(&root)
+        .events(job.id, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(seen, table);
+}
