@@ -26,11 +26,15 @@
 //!
 //! [`Client::event_stream`] follows the SSE feed and resumes from its last id across reconnects.
 //!
-//! Still to come (issue 4): the WebSocket session with reconnect and backoff, and the `agora`
-//! CLI built on them.
+//! [`Client::session`] opens the agent's WebSocket: offers pushed by the server, reconnecting
+//! with backoff.
+//!
+//! Still to come (issue 4): the `agora` CLI built on them.
 
 mod events;
+mod session;
 pub use events::EventStream;
+pub use session::Session;
 
 use agora_shared::{
     Agent, Approval, Approved, CanApprove, ClaimedTask, Envelope, ErrorCode, Event, Job, Page,
@@ -106,6 +110,11 @@ impl Client {
     /// The agent this client acts as.
     pub fn agent_id(&self) -> Option<Uuid> {
         self.agent.as_ref().map(|(id, _)| *id)
+    }
+
+    /// The agent's token, to hand to another process.
+    pub fn token(&self) -> Option<&str> {
+        self.agent.as_ref().map(|(_, t)| t.as_str())
     }
 
     fn me(&self) -> Result<Uuid> {

@@ -135,3 +135,57 @@ async fn the_sdk_event_stream_resumes_from_its_last_id() {
         .collect();
     assert_eq!(seen, table);
 }
+
+#[tokio::test]
+async fn the_sdk_session_takes_offers_and_reconnects_after_being_dropped() {
+    use agora_shared::ws::ServerMsg;
+    let app = spawn_app_with(|c| c.approvals_required = 1).await;
+    let root = app.base.trim_end_matches("/api").to_string();
+    let mut agent = Client::new(&root);
+    agent.register("ws-sdk", None).await.unwrap();
+    let agents = vec![app.register("planner").await];
+    app.planned_job(&agents, &agents[0], vec![json!("a"), json!("b")])
+        .await;
+    let mut session = agent.session().await.unwrap();
+    session.ready(1).await.unwrap();
+    let mut done = 0;
+    let mut replaced = false;
+    while done < 2 {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), session.next())
+            .await
+            .unwrap()
+            .unwrap();
+        match msg {
+            ServerMsg::TaskOffer { offer_id, .. } => session.accept(offer_id).await.unwrap(),
+            ServerMsg::Ack {
+                kind,
+                ok: true,
+                task: Some(t),
+                ..
+            } if kind == "accept" => {
+                session.complete(t.id, json!({ "ok": true })).await.unwrap();
+            }
+            ServerMsg::Ack { kind, ok: true, .. } if kind == "complete" => {
+                done += 1;
+                if !replaced {
+                    // Another socket of the same agent takes over; the session must come back.
+                    replaced = true;
+                    let url = format!(
+                        "{}/agents/{}/ws?token={}",
+                        app.base.replace("http", "ws"),
+                        agent.agent_id().unwrap(),
+                        agent.token().unwrap()
+                    );
+                    let (other, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+                    drop(other);
+                }
+            }
+            ServerMsg::Ack {
+                ok: false, error, ..
+            } => panic!("{error:?}"),
+            _ => {}
+        }
+    }
+    let tasks = app.get("/stats").await.ok();
+    assert_eq!(tasks["tasks"]["completed"], 3, "plan and both work tasks");
+}

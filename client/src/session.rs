@@ -1,0 +1,151 @@
+//! An agent's WebSocket session: task offers pushed by the server, answers with acks, and a
+//! reconnect with backoff when the socket drops (announcing the same slots again).
+
+use std::time::Duration;
+
+use agora_shared::ws::{ClientFrame, ClientMsg, ServerMsg};
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+use crate::{Client, ClientError, Result};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A connected agent.
+pub struct Session {
+    url: String,
+    socket: Option<Socket>,
+    /// Slots last announced, re-announced after a reconnect.
+    slots: Option<u32>,
+    backoff: Duration,
+}
+
+impl Client {
+    /// Opens the agent's WebSocket (`/api/agents/:id/ws`) and reads the `hello`.
+    pub async fn session(&self) -> Result<Session> {
+        let (id, token) = self.agent.clone().ok_or(ClientError::NoAgent)?;
+        let url = format!(
+            "{}/agents/{id}/ws?token={token}",
+            self.base.replacen("http", "ws", 1)
+        );
+        let mut s = Session {
+            url,
+            socket: None,
+            slots: None,
+            backoff: Duration::from_millis(100),
+        };
+        s.reconnect().await?;
+        Ok(s)
+    }
+}
+
+fn ws_error(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Unexpected {
+        status: 0,
+        body: format!("websocket: {e}"),
+    }
+}
+
+impl Session {
+    async fn reconnect(&mut self) -> Result<()> {
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async_with_config(self.url.as_str(), None, true)
+                .await
+                .map_err(ws_error)?;
+        // The first message is the hello.
+        match socket.next().await {
+            Some(Ok(Message::Text(t))) if t.as_str().contains("\"hello\"") => {}
+            other => return Err(ws_error(format!("expected hello, got {other:?}"))),
+        }
+        if let Some(slots) = self.slots {
+            let frame = serde_json::to_string(&ClientFrame {
+                reference: None,
+                msg: ClientMsg::Ready { slots },
+            })
+            .map_err(ws_error)?;
+            socket
+                .send(Message::Text(frame.into()))
+                .await
+                .map_err(ws_error)?;
+        }
+        self.socket = Some(socket);
+        self.backoff = Duration::from_millis(100);
+        Ok(())
+    }
+
+    /// Sends a message (reconnecting first if the socket is down).
+    pub async fn send(&mut self, msg: ClientMsg) -> Result<()> {
+        if let ClientMsg::Ready { slots } = msg {
+            self.slots = Some(slots);
+        }
+        let frame = serde_json::to_string(&ClientFrame {
+            reference: None,
+            msg,
+        })
+        .map_err(ws_error)?;
+        loop {
+            if self.socket.is_none() {
+                self.reconnect_with_backoff().await;
+                continue;
+            }
+            if let Some(s) = self.socket.as_mut() {
+                if s.send(Message::Text(frame.clone().into())).await.is_ok() {
+                    return Ok(());
+                }
+            }
+            self.socket = None;
+        }
+    }
+
+    async fn reconnect_with_backoff(&mut self) {
+        if self.reconnect().await.is_err() {
+            tokio::time::sleep(self.backoff).await;
+            self.backoff = (self.backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// The next message from the server (offers, acks, revocations, events); reconnects with
+    /// backoff when the socket drops.
+    pub async fn next(&mut self) -> Result<ServerMsg> {
+        loop {
+            let Some(socket) = self.socket.as_mut() else {
+                self.reconnect_with_backoff().await;
+                continue;
+            };
+            match socket.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str(t.as_str()).map_err(ws_error);
+                }
+                Some(Ok(_)) => continue,
+                _ => self.socket = None,
+            }
+        }
+    }
+
+    pub async fn ready(&mut self, slots: u32) -> Result<()> {
+        self.send(ClientMsg::Ready { slots }).await
+    }
+
+    pub async fn accept(&mut self, offer_id: Uuid) -> Result<()> {
+        self.send(ClientMsg::Accept { offer_id }).await
+    }
+
+    pub async fn decline(&mut self, offer_id: Uuid, reason: Option<String>) -> Result<()> {
+        self.send(ClientMsg::Decline { offer_id, reason }).await
+    }
+
+    pub async fn complete(&mut self, task_id: Uuid, result: serde_json::Value) -> Result<()> {
+        self.send(ClientMsg::Complete { task_id, result }).await
+    }
+
+    pub async fn fail(&mut self, task_id: Uuid, error: String, retryable: bool) -> Result<()> {
+        self.send(ClientMsg::Fail {
+            task_id,
+            error,
+            retryable: Some(retryable),
+        })
+        .await
+    }
+}
