@@ -154,13 +154,25 @@ impl Client {
         }
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.call::<T>(reqwest::Method::GET, path, None, None::<&Value>)
+    /// A call whose answer must carry data.
+    async fn call_data<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T> {
+        self.call(method, path, token, body)
             .await?
             .ok_or(ClientError::Unexpected {
                 status: 200,
-                body: "no data".into(),
+                body: format!("{path}: the answer has no data"),
             })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call_data(reqwest::Method::GET, path, None, None::<&Value>)
+            .await
     }
 
     async fn post<T: DeserializeOwned>(
@@ -168,12 +180,8 @@ impl Client {
         path: &str,
         body: &(impl Serialize + ?Sized),
     ) -> Result<T> {
-        self.call::<T>(reqwest::Method::POST, path, None, Some(body))
-            .await?
-            .ok_or(ClientError::Unexpected {
-                status: 200,
-                body: "no data".into(),
-            })
+        self.call_data(reqwest::Method::POST, path, None, Some(body))
+            .await
     }
 
     /// Registers a new agent and acts as it from now on (the token is kept in the client).
@@ -198,17 +206,13 @@ impl Client {
 
     /// Unregisters: the token stops working and the agent's tasks go back to pending.
     pub async fn unregister(&self) -> Result<Agent> {
-        self.call::<Agent>(
+        self.call_data(
             reqwest::Method::DELETE,
             &format!("/agents/{}", self.me()?),
             None,
             None::<&Value>,
         )
-        .await?
-        .ok_or(ClientError::Unexpected {
-            status: 200,
-            body: "no data".into(),
-        })
+        .await
     }
 
     pub async fn agents(&self) -> Result<Vec<Agent>> {
@@ -264,17 +268,13 @@ impl Client {
         reason: Option<&str>,
         admin_token: Option<&str>,
     ) -> Result<Job> {
-        self.call::<Job>(
+        self.call_data(
             reqwest::Method::POST,
             &format!("/jobs/{job}/cancel"),
             admin_token,
             Some(&json!({ "reason": reason })),
         )
-        .await?
-        .ok_or(ClientError::Unexpected {
-            status: 200,
-            body: "no data".into(),
-        })
+        .await
     }
 
     /// Claims the next task; with `wait_secs` the server holds the call until one is pending.

@@ -4,7 +4,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::lifecycle::JobStatus;
-use crate::task::Task;
 use crate::validate::{self, FieldError};
 use chrono::{DateTime, Utc};
 
@@ -127,14 +126,6 @@ pub struct Approved {
 pub struct CancelJob {
     #[serde(default)]
     pub reason: Option<String>,
-}
-
-/// A job with its tasks, for views that want both.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct JobWithTasks {
-    pub job: Job,
-    pub tasks: Vec<Task>,
 }
 
 #[cfg(test)]

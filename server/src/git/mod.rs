@@ -210,7 +210,7 @@ impl GitHistory {
         let finished = match ids {
             Some(ids) if ids.is_empty() => Ok(Vec::new()),
             Some(ids) => self.store.tasks_finished_by_id(job_id, &ids).await,
-            None => self.store.tasks_finished_since(job_id, 0).await,
+            None => self.store.tasks_finished(job_id).await,
         }
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut new_plan = None;

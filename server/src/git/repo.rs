@@ -73,26 +73,6 @@ fn write_tree(
     tb.write()
 }
 
-/// Commits `files` (path → content) on top of HEAD.
-pub fn commit(
-    repo: &Repository,
-    files: &[(String, Vec<u8>)],
-    message: &str,
-    author: &str,
-    at: chrono::DateTime<chrono::Utc>,
-) -> Result<Oid, git2::Error> {
-    let mut nodes = BTreeMap::new();
-    for (path, content) in files {
-        insert(&mut nodes, path, repo.blob(content)?);
-    }
-    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    let base = parent.as_ref().map(|c| c.tree()).transpose()?;
-    let tree = repo.find_tree(write_tree(repo, base.as_ref(), &nodes)?)?;
-    let sig = Signature::new(author, "agent@agora.local", &Time::new(at.timestamp(), 0))?;
-    let parents: Vec<&git2::Commit> = parent.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
-}
-
 /// One commit to write.
 pub struct NewCommit {
     pub files: Vec<(String, Vec<u8>)>,
@@ -223,27 +203,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = open_or_init(dir.path()).unwrap();
         let at = chrono::Utc::now();
-        commit(
-            &repo,
-            &[("job.json".into(), b"{}".to_vec())],
-            "Submit",
-            "alice",
+        let one = |files: Vec<(&str, &[u8])>, message: &str, author: &str| NewCommit {
+            files: files
+                .into_iter()
+                .map(|(p, c)| (p.to_string(), c.to_vec()))
+                .collect(),
+            message: message.into(),
+            author: author.into(),
             at,
-        )
-        .unwrap();
-        let files = vec![
-            ("tasks/1-ab/spec.json".to_string(), b"1".to_vec()),
-            ("tasks/2-cd/spec.json".to_string(), b"2".to_vec()),
-        ];
-        commit(&repo, &files, "Two tasks", "bob", at).unwrap();
-        commit(
-            &repo,
-            &[("tasks/3-ef/spec.json".into(), b"3".to_vec())],
-            "One more",
+        };
+        commit_packed(&repo, &[one(vec![("job.json", b"{}")], "Submit", "alice")]).unwrap();
+        // Two commits in one pack, the second on top of the first.
+        let two = one(
+            vec![
+                ("tasks/1-ab/spec.json", b"1"),
+                ("tasks/2-cd/spec.json", b"2"),
+            ],
+            "Two tasks",
             "bob",
-            at,
-        )
-        .unwrap();
+        );
+        let three = one(vec![("tasks/3-ef/spec.json", b"3")], "One more", "bob");
+        commit_packed(&repo, &[two, three]).unwrap();
         assert_eq!(
             read(&repo, "tasks/2-cd/spec.json").unwrap(),
             Some(b"2".to_vec())

@@ -20,8 +20,12 @@ pub struct AppJson<T>(pub T);
 /// A JSON body that may be left out (empty body → `T::default()`).
 pub struct OptionalJson<T>(pub T);
 
-async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state)
+/// The body parsed as JSON, or `None` when it is empty (or only white space).
+async fn json_body<T: DeserializeOwned>(
+    req: Request,
+    state: &AppState,
+) -> Result<Option<T>, ApiError> {
+    let bytes = Bytes::from_request(req, state)
         .await
         .map_err(|r: BytesRejection| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -29,20 +33,21 @@ async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
             } else {
                 ApiError::MalformedJson(r.body_text())
             }
-        })
+        })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    parse_json(&bytes).map(Some)
 }
 
 impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = body_bytes(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::MalformedJson(
-                "the body is empty; send a JSON object".into(),
-            ));
-        }
-        parse_json(&bytes).map(AppJson)
+        json_body(req, state)
+            .await?
+            .map(AppJson)
+            .ok_or_else(|| ApiError::MalformedJson("the body is empty; send a JSON object".into()))
     }
 }
 
@@ -50,11 +55,9 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = body_bytes(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(OptionalJson(T::default()));
-        }
-        parse_json(&bytes).map(OptionalJson)
+        Ok(OptionalJson(
+            json_body(req, state).await?.unwrap_or_default(),
+        ))
     }
 }
 

@@ -136,32 +136,30 @@ async fn feed(
 ) {
     // The highest id already sent (or deliberately skipped), across all jobs.
     let mut last = after;
-    {
-        loop {
-            let page = match store
-                .event_list(EventListParams {
-                    job_id: job,
-                    after: last,
-                    limit: REPLAY_PAGE,
-                })
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "SSE replay failed");
-                    return;
-                }
-            };
-            let full = page.len() as u32 == REPLAY_PAGE;
-            for e in &page {
-                last = e.id;
-                if tx.send(Ok(to_sse(e))).await.is_err() {
-                    return;
-                }
+    loop {
+        let page = match store
+            .event_list(EventListParams {
+                job_id: job,
+                after: last,
+                limit: REPLAY_PAGE,
+            })
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "SSE replay failed");
+                return;
             }
-            if !full {
-                break;
+        };
+        let full = page.len() as u32 == REPLAY_PAGE;
+        for e in &page {
+            last = e.id;
+            if tx.send(Ok(to_sse(e))).await.is_err() {
+                return;
             }
+        }
+        if !full {
+            break;
         }
     }
     loop {

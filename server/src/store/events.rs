@@ -137,20 +137,18 @@ pub(crate) async fn read_events_after(
 
 impl Store {
     pub async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>> {
-        let rows: Vec<EventRow> = match p.job_id {
-            Some(job) => {
-                self.read_all(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-                ), args![job.to_string(), p.after, i64::from(p.limit)])
-                .await?
-            }
-            None => {
-                self.read_all(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"
-                ), args![p.after, i64::from(p.limit)])
-                .await?
-            }
+        let Some(job) = p.job_id else {
+            // The whole feed: the same read the PostgreSQL pump makes.
+            return read_events_after(self.reader(), p.after, i64::from(p.limit)).await;
         };
+        let rows: Vec<EventRow> = self
+            .read_all(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+                ),
+                args![job, p.after, i64::from(p.limit)],
+            )
+            .await?;
         rows.into_iter().map(EventRow::into_event).collect()
     }
 

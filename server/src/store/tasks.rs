@@ -630,16 +630,15 @@ impl Store {
 }
 
 impl Store {
-    /// Terminal tasks of a job that finished at or after `since` (ms), oldest first: what the
-    /// git history has not recorded yet.
-    pub async fn tasks_finished_since(&self, job_id: Uuid, since: i64) -> Result<Vec<Task>> {
+    /// Every terminal task of a job, oldest first (the git history's full comparison).
+    pub async fn tasks_finished(&self, job_id: Uuid) -> Result<Vec<Task>> {
         let rows: Vec<TaskRow> = self
             .read_all(
                 &format!(
                     "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 AND status IN ('completed', 'failed') \
-                     AND finished_at >= $2 ORDER BY finished_at, idx"
+                     ORDER BY finished_at, idx"
                 ),
-                args![job_id, since],
+                args![job_id],
             )
             .await?;
         rows.into_iter().map(TaskRow::into_task).collect()
