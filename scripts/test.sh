@@ -4,6 +4,8 @@
 # test creates and drops its own database). A PostgreSQL that cannot be reached fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The worker and skill tests run the `agora` binary itself.
+cargo build -p agora-server --bin agora
 echo "== unit and end-to-end tests, SQLite store"
 cargo test --workspace "$@"
 echo "== end-to-end tests, PostgreSQL store"

@@ -29,7 +29,7 @@
 //! [`Client::session`] opens the agent's WebSocket: offers pushed by the server, reconnecting
 //! with backoff.
 //!
-//! Still to come (issue 4): the `agora` CLI built on them.
+//! The `agora` CLI (`agora worker`, `agora submit`, ...) is built on this crate.
 
 mod events;
 mod session;
@@ -37,8 +37,8 @@ pub use events::EventStream;
 pub use session::Session;
 
 use agora_shared::{
-    Agent, Approval, Approved, CanApprove, ClaimedTask, Envelope, ErrorCode, Event, Job, Page,
-    RegisterAgent, Registered, Stats, SubmitJob, Task,
+    Agent, Approval, Approved, CanApprove, ClaimedTask, Envelope, ErrorCode, Event, Health, Job,
+    Page, RegisterAgent, Registered, Stats, SubmitJob, Task,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -310,6 +310,11 @@ impl Client {
             &json!({ "error": error, "retryable": retryable }),
         )
         .await
+    }
+
+    /// Database reachability; an error when the server is not healthy.
+    pub async fn health(&self) -> Result<Health> {
+        self.get("/health").await
     }
 
     pub async fn stats(&self) -> Result<Stats> {

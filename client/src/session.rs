@@ -77,14 +77,15 @@ impl Session {
 
     /// Sends a message (reconnecting first if the socket is down).
     pub async fn send(&mut self, msg: ClientMsg) -> Result<()> {
+        self.send_with_ref(msg, None).await
+    }
+
+    /// Sends a message whose `ack` will echo `reference`.
+    pub async fn send_with_ref(&mut self, msg: ClientMsg, reference: Option<String>) -> Result<()> {
         if let ClientMsg::Ready { slots } = msg {
             self.slots = Some(slots);
         }
-        let frame = serde_json::to_string(&ClientFrame {
-            reference: None,
-            msg,
-        })
-        .map_err(ws_error)?;
+        let frame = serde_json::to_string(&ClientFrame { reference, msg }).map_err(ws_error)?;
         loop {
             if self.socket.is_none() {
                 self.reconnect_with_backoff().await;
@@ -134,6 +135,21 @@ impl Session {
 
     pub async fn decline(&mut self, offer_id: Uuid, reason: Option<String>) -> Result<()> {
         self.send(ClientMsg::Decline { offer_id, reason }).await
+    }
+
+    pub async fn progress(
+        &mut self,
+        task_id: Uuid,
+        progress: u32,
+        message: Option<String>,
+    ) -> Result<()> {
+        self.send(ClientMsg::Progress {
+            task_id,
+            progress,
+            message,
+            extend_secs: None,
+        })
+        .await
     }
 
     pub async fn complete(&mut self, task_id: Uuid, result: serde_json::Value) -> Result<()> {

@@ -1,4 +1,8 @@
-//! The `agora` binary: `agora serve` (the default) runs the server.
+//! The `agora` binary: `agora serve` (the default) runs the server; `agora worker` runs a shell
+//! command per task; `submit`, `approve`, `jobs`, `job`, `status` and `events` are for people
+//! and scripts.
+
+mod cli;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -23,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve(Config),
+    #[command(flatten)]
+    Cli(cli::Command),
     /// Per-job git repositories.
     Repo {
         #[command(subcommand)]
@@ -58,6 +64,14 @@ async fn main() -> anyhow::Result<()> {
     let config = match cli.command {
         Some(Command::Serve(c)) => c,
         None => cli.serve,
+        Some(Command::Cli(command)) => {
+            // One line for people and scripts, not a backtrace.
+            if let Err(e) = cli::run(command).await {
+                eprintln!("agora: {e:#}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
         Some(Command::Repo {
             command: RepoCommand::Rebuild { job_id, config },
         }) => {

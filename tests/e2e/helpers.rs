@@ -432,3 +432,20 @@ impl Drop for TestApp {
 pub fn id_of(v: &Value) -> String {
     v["id"].as_str().expect("id").to_string()
 }
+
+/// The `agora` binary of this build (`target/<profile>/agora`, beside the test's `deps/`).
+/// `scripts/test.sh` builds it first; `cargo build -p agora-server` does too.
+pub fn agora_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("agora"))
+        .expect("target/<profile>/");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p agora-server` (scripts/test.sh does) first",
+        bin.display()
+    );
+    bin
+}

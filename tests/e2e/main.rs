@@ -16,3 +16,4 @@ mod push_helpers;
 mod recovery;
 mod replicas;
 mod sdk;
+mod worker;

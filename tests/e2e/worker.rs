@@ -1,0 +1,192 @@
+//! `agora worker --exec`: three worker processes of the real binary run a 200-task job; one is
+//! killed with SIGKILL mid-task and nothing is lost.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::{agora_bin, spawn_app, TestApp};
+
+const TASKS: usize = 200;
+
+const WORK: &str = r#"#!/bin/sh
+cat > /dev/null
+echo "$AGORA_TASK_ID $WORKER_NAME" >> "$RUN_LOG"
+echo "PROGRESS 50 working on $AGORA_TASK_INDEX"
+# w1 is slow, so it surely holds running tasks when it is killed.
+if [ "$WORKER_NAME" = w1 ]; then sleep 5; else sleep 0.05; fi
+echo "{\"index\": $AGORA_TASK_INDEX, \"by\": \"$WORKER_NAME\"}"
+"#;
+
+const PLANNER: &str = r#"#!/bin/sh
+cat > /dev/null
+printf '{"task_specs":['
+i=1
+while [ "$i" -le "$TASKS" ]; do
+  [ "$i" -gt 1 ] && printf ','
+  printf '{"n":%d}' "$i"
+  i=$((i+1))
+done
+printf ']}\n'
+"#;
+
+fn script(dir: &Path, name: &str, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path.display().to_string()
+}
+
+fn start_worker(app: &TestApp, dir: &Path, name: &str) -> tokio::process::Child {
+    tokio::process::Command::new(agora_bin())
+        .args(["worker", "--slots", "2", "--name", name, "--url", &app.base])
+        .args(["--exec", &script(dir, "work.sh", WORK)])
+        .args(["--planner", &script(dir, "plan.sh", PLANNER)])
+        .env("WORKER_NAME", name)
+        .env("RUN_LOG", dir.join("runs.log"))
+        .env("TASKS", TASKS.to_string())
+        .env_remove("AGORA_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start agora worker")
+}
+
+async fn tasks_of(app: &TestApp, job: Uuid) -> Vec<Value> {
+    let page = app.get(&format!("/jobs/{job}/tasks?limit=1000")).await.ok();
+    page["items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn agent_id(app: &TestApp, name: &str) -> String {
+    let agents = app.get("/agents").await.ok();
+    agents
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == name))
+        .map(|a| a["id"].as_str().unwrap_or_default().to_string())
+        .expect("the worker registered")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_finish_200_tasks_and_a_killed_one_loses_nothing() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut workers: Vec<_> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|n| start_worker(&app, dir.path(), n))
+        .collect();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while app.get("/agents").await.ok().as_array().map_or(0, Vec::len) < 3 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("three workers registered");
+    let victim = agent_id(&app, "w1").await;
+
+    let job = app.submit("two hundred", json!({ "n": TASKS })).await;
+    for a in app.register_many("approver", 5).await {
+        app.approve(job, &a).await.ok();
+    }
+
+    // Kill w1 with SIGKILL while it runs a task, once the job is well under way.
+    let held = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let tasks = tasks_of(&app, job).await;
+            let done = tasks.iter().filter(|t| t["status"] == "completed").count();
+            let held: Vec<String> = tasks
+                .iter()
+                .filter(|t| t["agent_id"] == victim.as_str() && t["status"] == "running")
+                .map(|t| t["id"].as_str().unwrap_or_default().to_string())
+                .collect();
+            if done >= 40 && held.len() == 2 {
+                workers[0].start_kill().expect("kill w1");
+                return held;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("w1 ran tasks");
+    workers[0].wait().await.expect("w1 is gone");
+
+    tokio::time::timeout(Duration::from_secs(90), async {
+        while app.job(job).await["status"] != "completed" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the job completed");
+
+    let tasks = tasks_of(&app, job).await;
+    assert_eq!(tasks.len(), TASKS + 1, "the plan task and 200 work tasks");
+    for t in &tasks {
+        assert_eq!(t["status"], "completed", "task {t}");
+    }
+    // The tasks w1 held when it died were finished by the others, after one lost attempt.
+    for id in &held {
+        let t = tasks.iter().find(|t| t["id"] == id.as_str()).expect("task");
+        assert_ne!(t["agent_id"], victim.as_str(), "task {id} was handed on");
+        assert!(t["attempts"].as_u64() >= Some(1), "{t}");
+    }
+    // Completed exactly once each: one task.completed event per task.
+    let mut completions: HashMap<String, usize> = HashMap::new();
+    for e in app.all_events(job).await {
+        if e["kind"] == "task.completed" {
+            *completions
+                .entry(e["task_id"].as_str().unwrap_or_default().to_string())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(completions.len(), TASKS + 1);
+    assert!(completions.values().all(|&n| n == 1), "{completions:?}");
+    // Every work task's command ran; only the tasks w1 held ran twice.
+    let log = std::fs::read_to_string(dir.path().join("runs.log")).expect("runs.log");
+    let mut runs: HashMap<&str, usize> = HashMap::new();
+    for line in log.lines() {
+        *runs
+            .entry(line.split(' ').next().unwrap_or(""))
+            .or_default() += 1;
+    }
+    assert_eq!(runs.len(), TASKS, "each work task ran");
+    let held: HashSet<&str> = held.iter().map(String::as_str).collect();
+    for (task, n) in &runs {
+        assert!(*n == 1 || held.contains(task), "task {task} ran {n} times");
+    }
+    // The results are the commands' stdout.
+    let by: HashSet<&str> = tasks
+        .iter()
+        .filter(|t| t["type"] == "work")
+        .map(|t| t["result"]["by"].as_str().unwrap_or(""))
+        .collect();
+    assert!(by.contains("w2") && by.contains("w3"), "{by:?}");
+
+    // Ctrl-C: the survivors finish, unregister and exit 0.
+    for w in &mut workers[1..] {
+        let pid = w.id().expect("pid") as i32;
+        // SAFETY: kill(2) sends a signal to a child process; no memory is involved.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let status = tokio::time::timeout(Duration::from_secs(20), w.wait())
+            .await
+            .expect("the worker stopped")
+            .expect("wait");
+        assert!(status.success(), "{status}");
+    }
+    let agents = app.get("/agents").await.ok();
+    let online: Vec<&Value> = agents
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|a| a["name"] == "w2" || a["name"] == "w3")
+                .collect()
+        })
+        .unwrap_or_default();
+    for a in online {
+        assert_ne!(a["status"], "online", "{a}");
+    }
+}
