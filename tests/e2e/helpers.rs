@@ -3,7 +3,9 @@
 
 use std::sync::Once;
 
+use agora_client::Client;
 use agora_server::{store::Store, Application, Config};
+use agora_shared::SubmitJob;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -278,17 +280,21 @@ impl TestApp {
             .await
     }
 
+    /// The SDK, as nobody in particular.
+    pub fn client(&self) -> Client {
+        Client::new(&self.base)
+    }
+
+    /// The SDK, acting as `agent`.
+    pub fn as_agent(&self, agent: &TestAgent) -> Client {
+        self.client().with_agent(agent.id, agent.token.clone())
+    }
+
     pub async fn register(&self, name: &str) -> TestAgent {
-        let data = self
-            .post("/agents/register", None, json!({ "name": name }))
-            .await
-            .ok();
+        let r = self.client().register(name, None).await.expect("register");
         TestAgent {
-            id: data["agent_id"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .expect("agent_id"),
-            token: data["token"].as_str().expect("token").to_string(),
+            id: r.agent_id,
+            token: r.token,
             name: name.to_string(),
         }
     }
@@ -302,14 +308,14 @@ impl TestApp {
     }
 
     pub async fn submit(&self, title: &str, spec: Value) -> Uuid {
-        let data = self
-            .post("/jobs", None, json!({ "title": title, "job_spec": spec }))
-            .await
-            .ok();
-        data["id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .expect("job id")
+        let job = SubmitJob {
+            title: title.into(),
+            job_spec: spec,
+            priority: None,
+            approvals_required: None,
+            submitted_by: None,
+        };
+        self.client().submit(&job).await.expect("submit").id
     }
 
     pub async fn approve(&self, job: Uuid, agent: &TestAgent) -> Resp {
@@ -321,21 +327,15 @@ impl TestApp {
         .await
     }
 
+    /// The job as JSON, to assert on fields by name.
     pub async fn job(&self, job: Uuid) -> Value {
-        self.get(&format!("/jobs/{job}")).await.ok()
+        json_of(self.client().job(job).await.expect("job"))
     }
 
     /// Claims once; `None` when nothing is pending.
     pub async fn claim(&self, agent: &TestAgent) -> Option<Value> {
-        let data = self
-            .post(
-                "/tasks/claim",
-                Some(&agent.token),
-                json!({ "agent_id": agent.id }),
-            )
-            .await
-            .ok();
-        (!data.is_null()).then_some(data)
+        let claimed = self.as_agent(agent).claim(None).await.expect("claim");
+        claimed.map(json_of)
     }
 
     pub async fn task_call(
@@ -386,29 +386,22 @@ impl TestApp {
 
     /// Every event of a job, paging through `/jobs/:id/events`.
     pub async fn all_events(&self, job: Uuid) -> Vec<Value> {
-        let mut out: Vec<Value> = Vec::new();
+        let client = self.client();
+        let mut out = Vec::new();
         loop {
-            let after = out.last().and_then(|e| e["id"].as_i64()).unwrap_or(0);
-            let page = self
-                .get(&format!("/jobs/{job}/events?after={after}&limit=1000"))
-                .await
-                .ok();
-            let page = page.as_array().cloned().unwrap_or_default();
-            let full = page.len() == 1000;
-            out.extend(page);
-            if !full {
-                return out;
+            let after = out.last().map_or(0, |e: &agora_shared::Event| e.id);
+            let page = client.events(job, after).await.expect("events");
+            if page.is_empty() {
+                return out.into_iter().map(json_of).collect();
             }
+            out.extend(page);
         }
     }
 
+    /// The first page of a job's events.
     pub async fn events(&self, job: Uuid) -> Vec<Value> {
-        self.get(&format!("/jobs/{job}/events"))
-            .await
-            .ok()
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        let page = self.client().events(job, 0).await.expect("events");
+        page.into_iter().map(json_of).collect()
     }
 
     pub async fn stop(mut self) {
@@ -427,6 +420,11 @@ impl Drop for TestApp {
             let _ = s.send(());
         }
     }
+}
+
+/// A typed answer as JSON, for tests that assert on field names as the wire has them.
+pub fn json_of(v: impl serde::Serialize) -> Value {
+    serde_json::to_value(v).expect("serialisable")
 }
 
 pub fn id_of(v: &Value) -> String {
