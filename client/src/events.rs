@@ -25,6 +25,17 @@ pub struct EventStream {
 
 impl Client {
     /// Follows events after `after` (0 replays everything) for one job or, with `None`, all.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), agora_client::ClientError> {
+    /// let client = agora_client::Client::new("http://localhost:3000");
+    /// let mut feed = client.event_stream(None, 0);
+    /// loop {
+    ///     let event = feed.next().await?;             // each event once, in id order
+    ///     println!("#{} {}", event.id, event.kind.as_str());
+    /// }
+    /// # }
+    /// ```
     pub fn event_stream(&self, job: Option<Uuid>, after: i64) -> EventStream {
         EventStream {
             client: self.clone(),

@@ -19,8 +19,11 @@
 //!     .await?;
 //! agent.approve(job.id, None).await?;
 //! if let Some(claimed) = agent.claim(Some(30)).await? {  // long-poll up to 30 s
-//!     agent.complete(claimed.task.id, serde_json::json!({ "task_specs": [] })).await?;
+//!     agent.start(claimed.task.id).await?;
+//!     agent.progress(claimed.task.id, 50, Some("half way")).await?;
+//!     agent.complete(claimed.task.id, serde_json::json!({ "ok": true })).await?;
 //! }
+//! agent.unregister().await?;
 //! # Ok(()) }
 //! ```
 //!

@@ -24,6 +24,29 @@ pub struct Session {
 
 impl Client {
     /// Opens the agent's WebSocket (`/api/agents/:id/ws`) and reads the `hello`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), agora_client::ClientError> {
+    /// use agora_client::Client;
+    /// use agora_shared::ws::ServerMsg;
+    ///
+    /// let mut agent = Client::new("http://localhost:3000");
+    /// agent.register("pushed-worker", None).await?;
+    /// let mut session = agent.session().await?;
+    /// session.ready(2).await?;                        // up to two tasks at once
+    /// loop {
+    ///     match session.next().await? {
+    ///         ServerMsg::TaskOffer { offer_id, task, .. } => {
+    ///             session.accept(offer_id).await?;   // the task is running now
+    ///             session.progress(task.id, 50, Some("half way".into())).await?;
+    ///             session.complete(task.id, serde_json::json!({ "ok": true })).await?;
+    ///         }
+    ///         ServerMsg::TaskRevoked { task_id, reason } => eprintln!("{task_id}: {reason}"),
+    ///         _ => {}                                 // acks, events
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub async fn session(&self) -> Result<Session> {
         let (id, token) = self.agent.clone().ok_or(ClientError::NoAgent)?;
         let url = format!(
