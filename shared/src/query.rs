@@ -9,20 +9,25 @@ use crate::validate::{self, FieldError};
 
 /// `GET /api/jobs`: newest first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct JobListQuery {
     /// Only jobs in this state.
     pub status: Option<JobStatus>,
+    /// Only jobs whose title contains this text, ignoring case (at most 200 characters).
+    pub q: Option<String>,
     /// Page size, 1 to 1000 (default 50).
     pub limit: Option<u32>,
     /// Items to skip.
     pub offset: Option<u64>,
 }
 
+/// Longest `q` a job search takes.
+pub const MAX_SEARCH_CHARS: usize = 200;
+
 /// `GET /api/jobs/:id/tasks`: in index order.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct TaskListQuery {
     /// Only tasks in this state.
@@ -35,7 +40,7 @@ pub struct TaskListQuery {
 
 /// `GET /api/jobs/:id/events`: oldest first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct EventListQuery {
     /// Only events with a larger id.
@@ -54,6 +59,18 @@ pub fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, FieldError> {
 impl JobListQuery {
     pub fn limit(&self) -> Result<u32, FieldError> {
         page_limit(self.limit, DEFAULT_PAGE_LIMIT)
+    }
+
+    /// The search text, trimmed; `None` when empty.
+    pub fn search(&self) -> Result<Option<String>, FieldError> {
+        let q = self.q.as_deref().map(str::trim).unwrap_or("");
+        if q.chars().count() > MAX_SEARCH_CHARS {
+            return Err(FieldError::new(
+                "q",
+                format!("must be at most {MAX_SEARCH_CHARS} characters"),
+            ));
+        }
+        Ok((!q.is_empty()).then(|| q.to_string()))
     }
 }
 

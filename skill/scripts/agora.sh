@@ -268,7 +268,7 @@ request() {
     RESP_BODY=${out%$'\n'*}
     if [[ $RESP_BODY != \{* ]]; then
         printf '%s: %s %s answered HTTP %s without JSON: %.200s\n' \
-            "$PROG" "$method" "$path" "$RESP_CODE" "$RESP_BODY" >&2
+            "$PROG" "$method" "$path" "$RESP_CODE" "${RESP_BODY//$'\n'/ }" >&2
         exit 1
     fi
 }

@@ -447,3 +447,20 @@ pub fn agora_bin() -> std::path::PathBuf {
     );
     bin
 }
+
+/// Whether an external tool is on PATH. Under CI (`CI=true`) a missing tool fails the test;
+/// elsewhere the test says loudly that it skipped.
+pub fn require_tool(name: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name} is not installed; CI must install it (see .ci/run)"
+        );
+        eprintln!("SKIPPED: {name} is not installed");
+    }
+    found
+}

@@ -196,7 +196,21 @@ async fn jobs_list_paginates_and_filters() {
         .await
         .err(400, "VALIDATION_ERROR");
     app.get("/jobs?limit=0").await.err(400, "VALIDATION_ERROR");
+    // Search: title contains, ignoring case; LIKE wildcards are literal.
+    app.submit("Refactor AUTH_module 100%", json!({})).await;
+    let found = app.get("/jobs?q=auth_mod").await.ok();
+    assert_eq!(found["total"], 1);
+    assert_eq!(found["items"][0]["title"], "Refactor AUTH_module 100%");
+    assert_eq!(app.get("/jobs?q=100%25").await.ok()["total"], 1);
+    assert_eq!(app.get("/jobs?q=job%20_").await.ok()["total"], 0);
+    assert_eq!(
+        app.get("/jobs?q=JOB&status=accepted").await.ok()["total"],
+        1
+    );
+    app.get(&format!("/jobs?q={}", "x".repeat(201)))
+        .await
+        .err(400, "VALIDATION_ERROR");
     let stats = app.get("/stats").await.ok();
-    assert_eq!(stats["jobs"]["committed"], 6);
+    assert_eq!(stats["jobs"]["committed"], 7);
     assert_eq!(stats["agents_online"], 1);
 }

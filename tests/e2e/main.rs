@@ -16,4 +16,5 @@ mod push_helpers;
 mod recovery;
 mod replicas;
 mod sdk;
+mod skill;
 mod worker;

@@ -71,6 +71,7 @@ pub async fn list_jobs(
 ) -> Result<Json<Envelope<Page<Job>>>> {
     let params = JobListParams {
         status: q.status,
+        search: q.search()?,
         limit: q.limit()?,
         offset: q.offset.unwrap_or(0),
     };

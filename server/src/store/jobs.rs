@@ -40,8 +40,27 @@ pub struct JobApproveParams {
 
 pub struct JobListParams {
     pub status: Option<JobStatus>,
+    /// Only jobs whose title contains this, ignoring case.
+    pub search: Option<String>,
     pub limit: u32,
     pub offset: u64,
+}
+
+/// Jobs matching the list's filters; `$1` is the status, `$2` the LIKE pattern.
+const JOB_FILTER: &str =
+    "($1 IS NULL OR status = $1) AND ($2 IS NULL OR LOWER(title) LIKE $2 ESCAPE '\\')";
+
+/// `%text%` for LIKE, with LIKE's own wildcards taken literally.
+fn like_pattern(text: &str) -> String {
+    let mut out = String::from("%");
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
 }
 
 /// Recomputes the counters of the jobs matched by the WHERE clause appended to it.
@@ -389,20 +408,22 @@ impl Store {
     /// Newest first.
     pub async fn job_list(&self, p: JobListParams) -> Result<Page<Job>> {
         let status = p.status.map(|s| s.as_str());
+        let pattern = p.search.as_deref().map(like_pattern);
         let (total,): (i64,) = self
             .read_one(
-                "SELECT COUNT(*) FROM jobs WHERE ($1 IS NULL OR status = $1)",
-                args![status],
+                &format!("SELECT COUNT(*) FROM jobs WHERE {JOB_FILTER}"),
+                args![status, pattern.clone()],
             )
             .await?;
         let rows: Vec<JobRow> = self
             .read_all(
                 &format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE ($1 IS NULL OR status = $1) \
-             ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE {JOB_FILTER} \
+             ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
                 ),
                 args![
                     status,
+                    pattern,
                     i64::from(p.limit),
                     i64::try_from(p.offset).unwrap_or(i64::MAX)
                 ],
