@@ -13,7 +13,7 @@ use crate::http::{agents, git, jobs, sse, system, tasks, ws};
         agents::unregister_agent, agents::can_approve,
         jobs::submit_job, jobs::list_jobs, jobs::get_job, jobs::list_job_tasks, jobs::list_job_approvals,
         jobs::list_job_events, jobs::approve_job, jobs::cancel_job,
-        tasks::claim_task, tasks::get_task, tasks::start_task, tasks::progress_task, tasks::complete_task,
+        tasks::list_tasks, tasks::claim_task, tasks::get_task, tasks::start_task, tasks::progress_task, tasks::complete_task,
         tasks::fail_task,
         system::health, system::stats, system::openapi,
         ws::agent_ws, sse::stream_events, sse::stream_job, git::list_job_commits, git::get_job_file,

@@ -25,13 +25,15 @@ pub struct JobListQuery {
 /// Longest `q` a job search takes.
 pub const MAX_SEARCH_CHARS: usize = 200;
 
-/// `GET /api/jobs/:id/tasks`: in index order.
+/// `GET /api/jobs/:id/tasks` (in index order) and `GET /api/tasks` (newest first).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct TaskListQuery {
     /// Only tasks in this state.
     pub status: Option<TaskStatus>,
+    /// Only tasks assigned to this agent.
+    pub agent_id: Option<uuid::Uuid>,
     /// Page size, 1 to 1000 (default 50).
     pub limit: Option<u32>,
     /// Items to skip.
@@ -45,8 +47,20 @@ pub struct TaskListQuery {
 pub struct EventListQuery {
     /// Only events with a larger id.
     pub after: Option<i64>,
+    /// `asc` (the default: oldest first) or `desc` (newest first, for the latest events).
+    pub order: Option<SortOrder>,
     /// Page size, 1 to 1000 (default 1000).
     pub limit: Option<u32>,
+}
+
+/// The direction of a list.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    #[default]
+    Asc,
+    Desc,
 }
 
 /// A page size within bounds, or why not.

@@ -214,3 +214,40 @@ async fn jobs_list_paginates_and_filters() {
     assert_eq!(stats["jobs"]["committed"], 7);
     assert_eq!(stats["agents_online"], 1);
 }
+
+#[tokio::test]
+async fn tasks_across_jobs_filter_by_state_and_agent_and_events_list_newest_first() {
+    let app = spawn_app_with(|c| c.approvals_required = 1).await;
+    let agents = app.register_many("a", 2).await;
+    let job = app
+        .planned_job(&agents, &agents[0], vec![json!(1), json!(2), json!(3)])
+        .await;
+    let first = app.claim(&agents[1]).await.expect("a task");
+    let held = app
+        .get(&format!("/tasks?agent_id={}", agents[1].id))
+        .await
+        .ok();
+    assert_eq!(held["total"], 1);
+    assert_eq!(held["items"][0]["id"], first["task"]["id"]);
+    let claimed = app.get("/tasks?status=claimed").await.ok();
+    assert_eq!(claimed["total"], 1);
+    let all = app.get("/tasks?limit=2").await.ok();
+    assert_eq!(all["total"], 4, "the plan task and three work tasks");
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(2));
+    app.get("/tasks?agent_id=nope")
+        .await
+        .err(400, "VALIDATION_ERROR");
+
+    let oldest = app.get(&format!("/jobs/{job}/events?limit=2")).await.ok();
+    let newest = app
+        .get(&format!("/jobs/{job}/events?limit=2&order=desc"))
+        .await
+        .ok();
+    let id = |v: &serde_json::Value, i: usize| v[i]["id"].as_i64().expect("id");
+    assert!(id(&oldest, 0) < id(&oldest, 1));
+    assert!(id(&newest, 0) > id(&newest, 1));
+    assert_eq!(newest[0]["kind"], "task.claimed");
+    app.get(&format!("/jobs/{job}/events?order=sideways"))
+        .await
+        .err(400, "VALIDATION_ERROR");
+}

@@ -203,6 +203,7 @@ async fn a_stale_agent_goes_offline_and_its_task_returns_to_pending() {
             job_id: None,
             after: 0,
             limit: 1000,
+            newest_first: false,
         })
         .await
         .unwrap();

@@ -97,8 +97,9 @@ pub async fn list_job_tasks(
     AppQuery(q): AppQuery<TaskListQuery>,
 ) -> Result<Json<Envelope<Page<Task>>>> {
     let params = TaskListParams {
-        job_id: id,
+        job_id: Some(id),
         status: q.status,
+        agent_id: q.agent_id,
         limit: q.limit()?,
         offset: q.offset.unwrap_or(0),
     };
@@ -115,7 +116,7 @@ pub async fn list_job_approvals(
     Ok(ok(state.store.approval_list(id).await?))
 }
 
-/// The job's events, oldest first, after an id.
+/// The job's events after an id, oldest first (or newest first with `order=desc`).
 #[utoipa::path(get, path = "/api/jobs/{id}/events", tag = "jobs", params(("id" = Uuid, Path), EventListQuery),
     responses((status = 200, body = Envelope<Vec<Event>>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn list_job_events(
@@ -128,6 +129,7 @@ pub async fn list_job_events(
         job_id: Some(id),
         after: q.after.unwrap_or(0),
         limit: q.limit()?,
+        newest_first: q.order == Some(agora_shared::SortOrder::Desc),
     };
     Ok(ok(state.store.event_list(params).await?))
 }

@@ -143,6 +143,7 @@ async fn feed(
                 job_id: job,
                 after: last,
                 limit: REPLAY_PAGE,
+                newest_first: false,
             })
             .await
         {

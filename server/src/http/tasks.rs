@@ -1,9 +1,10 @@
-//! `/api/tasks`: claim (with long-poll), get, start, progress, complete, fail.
+//! `/api/tasks`: list, claim (with long-poll), get, start, progress, complete, fail.
 
 use std::time::Duration;
 
 use agora_shared::{
-    ClaimTask, ClaimedTask, CompleteTask, Envelope, ErrorEnvelope, FailTask, ProgressTask, Task,
+    ClaimTask, ClaimedTask, CompleteTask, Envelope, ErrorEnvelope, FailTask, Page, ProgressTask,
+    Task, TaskListQuery,
 };
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -11,17 +12,18 @@ use axum::{Json, Router};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::extract::{ok, AppJson, AppPath, OptionalJson};
+use super::extract::{ok, AppJson, AppPath, AppQuery, OptionalJson};
 use crate::auth::AgentAuth;
 use crate::error::Result;
 use crate::state::AppState;
-use crate::store::{TaskClaimParams, TaskFailParams, TaskProgressParams};
+use crate::store::{TaskClaimParams, TaskFailParams, TaskListParams, TaskProgressParams};
 
 /// How often a long-poll re-checks even without a wake-up: a safety net, not the hot path.
 const LONG_POLL_RECHECK: Duration = Duration::from_secs(5);
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/tasks", get(list_tasks))
         .route("/tasks/claim", post(claim_task))
         .route("/tasks/{id}", get(get_task))
         .route("/tasks/{id}/start", post(start_task))
@@ -71,6 +73,24 @@ pub async fn claim_task(
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// Tasks of every job, newest first: `status=running` shows what the fleet is doing,
+/// `agent_id` what one agent holds.
+#[utoipa::path(get, path = "/api/tasks", tag = "tasks", params(TaskListQuery),
+    responses((status = 200, body = Envelope<Page<Task>>), (status = 400, body = ErrorEnvelope)))]
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<TaskListQuery>,
+) -> Result<Json<Envelope<Page<Task>>>> {
+    let params = TaskListParams {
+        job_id: None,
+        status: q.status,
+        agent_id: q.agent_id,
+        limit: q.limit()?,
+        offset: q.offset.unwrap_or(0),
+    };
+    Ok(ok(state.store.task_list(params).await?))
 }
 
 /// One task.

@@ -117,6 +117,8 @@ pub struct EventListParams {
     pub job_id: Option<Uuid>,
     pub after: i64,
     pub limit: u32,
+    /// Newest first (one job's events only).
+    pub newest_first: bool,
 }
 
 /// Events after `after`, oldest first, straight from a pool (the PostgreSQL pump's read).
@@ -144,7 +146,8 @@ impl Store {
         let rows: Vec<EventRow> = self
             .read_all(
                 &format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE job_id = $1 AND id > $2 ORDER BY id {} LIMIT $3",
+                    if p.newest_first { "DESC" } else { "ASC" }
                 ),
                 args![job, p.after, i64::from(p.limit)],
             )

@@ -562,8 +562,10 @@ pub(crate) async fn tasks_expire(ctx: &mut WriteCtx) -> Result<usize> {
 
 /// Which tasks of a job to list.
 pub struct TaskListParams {
-    pub job_id: Uuid,
+    /// One job's tasks in index order; without it, every job's, newest first.
+    pub job_id: Option<Uuid>,
     pub status: Option<TaskStatus>,
+    pub agent_id: Option<Uuid>,
     pub limit: u32,
     pub offset: u64,
 }
@@ -582,23 +584,34 @@ impl Store {
 
     /// In index order.
     pub async fn task_list(&self, p: TaskListParams) -> Result<agora_shared::Page<Task>> {
-        self.job_get(p.job_id).await?;
+        if let Some(job) = p.job_id {
+            self.job_get(job).await?;
+        }
         let status = p.status.map(|s| s.as_str());
+        let job = p.job_id.map(|j| j.to_string());
+        let agent = p.agent_id.map(|a| a.to_string());
+        const FILTER: &str = "($1 IS NULL OR job_id = $1) AND ($2 IS NULL OR status = $2) \
+            AND ($3 IS NULL OR agent_id = $3)";
+        let order = if p.job_id.is_some() {
+            "idx"
+        } else {
+            "created_at DESC, id"
+        };
         let (total,): (i64,) = self
             .read_one(
-                "SELECT COUNT(*) FROM tasks WHERE job_id = $1 AND ($2 IS NULL OR status = $2)",
-                args![p.job_id.to_string(), status],
+                &format!("SELECT COUNT(*) FROM tasks WHERE {FILTER}"),
+                args![job.clone(), status, agent.clone()],
             )
             .await?;
         let rows: Vec<TaskRow> = self
             .read_all(
                 &format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 AND ($2 IS NULL OR status = $2) \
-             ORDER BY idx LIMIT $3 OFFSET $4"
-        ),
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE {FILTER} ORDER BY {order} LIMIT $4 OFFSET $5"
+                ),
                 args![
-                    p.job_id.to_string(),
+                    job,
                     status,
+                    agent,
                     i64::from(p.limit),
                     i64::try_from(p.offset).unwrap_or(i64::MAX)
                 ],
