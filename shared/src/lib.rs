@@ -7,13 +7,14 @@
 //! - [`task_rules`]: task states, which action is legal in which state, and the retry rule.
 //! - [`plan`]: validation of a plan task's `result.task_specs`.
 //! - [`api`]: the response envelope and the stable error codes.
-//! - [`agent`], [`job`], [`task`], [`event`], [`system`]: request and response bodies.
+//! - [`agent`], [`job`], [`task`], [`event`], [`history`], [`system`]: request and response bodies.
 //!
 //! No I/O, no async runtime: it compiles for native targets and for wasm32.
 
 pub mod agent;
 pub mod api;
 pub mod event;
+pub mod history;
 pub mod job;
 pub mod lifecycle;
 pub mod plan;
@@ -27,6 +28,7 @@ pub mod ws;
 pub use agent::*;
 pub use api::*;
 pub use event::*;
+pub use history::*;
 pub use job::*;
 pub use lifecycle::*;
 pub use plan::*;

@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod cancel;
 mod claim_race;
+mod dashboard;
 mod git;
 mod lifecycle;
 mod plan;

@@ -6,16 +6,7 @@ use std::path::Path;
 
 use git2::{Oid, Repository, Signature, Time, Tree};
 
-/// A commit as the API lists it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct CommitInfo {
-    pub id: String,
-    pub message: String,
-    pub author: String,
-    pub time: chrono::DateTime<chrono::Utc>,
-    /// Paths added or changed by the commit.
-    pub files: Vec<String>,
-}
+pub use agora_shared::CommitInfo;
 
 pub fn open_or_init(dir: &Path) -> Result<Repository, git2::Error> {
     match Repository::open_bare(dir) {

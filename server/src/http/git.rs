@@ -1,29 +1,20 @@
 //! `/api/jobs/:id/commits` and `/api/jobs/:id/files/*path`: a job's git history.
 
-use agora_shared::{Envelope, ErrorEnvelope};
+use agora_shared::{CommitInfo, Envelope, ErrorEnvelope, RepoFile};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
 use uuid::Uuid;
 
 use super::extract::{ok, AppPath};
 use crate::error::{ApiError, Result};
-use crate::git::{check_path, repo::CommitInfo, GitHistory};
+use crate::git::{check_path, GitHistory};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/jobs/{id}/commits", get(list_job_commits))
         .route("/jobs/{id}/files/{*path}", get(get_job_file))
-}
-
-/// A file of a job's repository at HEAD.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RepoFile {
-    pub path: String,
-    /// The file's text (the repository holds JSON files).
-    pub content: String,
 }
 
 fn history(state: &AppState) -> Result<&GitHistory> {

@@ -1,6 +1,7 @@
 //! The HTTP surface: `app(state)` builds the whole router, one module per resource.
 
 pub mod agents;
+pub mod dashboard;
 pub mod extract;
 pub mod git;
 pub mod jobs;
@@ -33,7 +34,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api", api)
-        .fallback(not_found)
+        .fallback(dashboard::serve)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

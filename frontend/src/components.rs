@@ -1,0 +1,180 @@
+//! Small pieces every view uses: live data, badges, progress bars, pagers, times.
+
+use agora_shared::{Event, JobStatus, TaskStatus};
+use chrono::{DateTime, Utc};
+use leptos::prelude::*;
+use serde::de::DeserializeOwned;
+
+use crate::api::{self, ApiFailure};
+use crate::live::{use_live, Conn};
+
+/// Rows per page in every list.
+pub const PER_PAGE: u64 = 50;
+
+/// An API answer kept up to date: `None` until the first one arrives.
+pub type Fetched<T> = RwSignal<Option<Result<T, ApiFailure>>>;
+
+/// Loads `path()` now, again whenever the signals `path` reads change, and again after events
+/// arrive. An answer equal to the last one changes nothing (no re-render); an answer to an
+/// older request than the newest is dropped.
+pub fn fetched<T>(path: impl Fn() -> Option<String> + Send + Sync + 'static) -> Fetched<T>
+where
+    T: DeserializeOwned + PartialEq + Send + Sync + 'static,
+{
+    let live = use_live();
+    let out: Fetched<T> = RwSignal::new(None);
+    let generation = StoredValue::new(0u64);
+    Effect::new(move |_| {
+        live.tick.track();
+        let Some(path) = path() else {
+            return;
+        };
+        let mine = generation.get_value() + 1;
+        generation.set_value(mine);
+        leptos::task::spawn_local(async move {
+            let answer = api::get::<T>(&path).await;
+            if generation.get_value() != mine {
+                return;
+            }
+            if out.with_untracked(|o| o.as_ref() != Some(&answer)) {
+                out.set(Some(answer));
+            }
+        });
+    });
+    out
+}
+
+/// Shows a fetched value with `render`, a loading line, or the error.
+pub fn show<T: Clone + Send + Sync + 'static, V: IntoView + 'static>(
+    data: Fetched<T>,
+    render: impl Fn(T) -> V + Send + Sync + 'static,
+) -> impl IntoView {
+    move || match data.get() {
+        None => view! { <p class="muted">"Loading…"</p> }.into_any(),
+        Some(Err(e)) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+        Some(Ok(v)) => render(v).into_any(),
+    }
+}
+
+#[component]
+pub fn JobBadge(status: JobStatus) -> impl IntoView {
+    let s = status.as_str();
+    view! { <span class=format!("badge job-{s}") data-status=s>{s}</span> }
+}
+
+#[component]
+pub fn TaskBadge(status: TaskStatus) -> impl IntoView {
+    let s = status.as_str();
+    view! { <span class=format!("badge task-{s}") data-status=s>{s}</span> }
+}
+
+#[component]
+pub fn Progress(done: u32, total: u32, #[prop(into)] label: String) -> impl IntoView {
+    let pct = if total == 0 {
+        0
+    } else {
+        (u64::from(done) * 100 / u64::from(total)) as u32
+    };
+    view! {
+        <div class="progress" role="progressbar" aria-label=label aria-valuemin="0"
+            aria-valuemax="100" aria-valuenow=pct.to_string()>
+            <div class="fill" style=format!("width:{pct}%")></div>
+            <span class="progress-text">{format!("{done}/{total}")}</span>
+        </div>
+    }
+}
+
+/// Previous / next over `total` rows, `PER_PAGE` at a time.
+#[component]
+pub fn Pager(page: RwSignal<u64>, total: u64, #[prop(into)] what: String) -> impl IntoView {
+    let pages = total.div_ceil(PER_PAGE).max(1);
+    let current = page.get_untracked().min(pages - 1);
+    let first = if total == 0 {
+        0
+    } else {
+        current * PER_PAGE + 1
+    };
+    let last = ((current + 1) * PER_PAGE).min(total);
+    view! {
+        <nav class="pager" aria-label=format!("{what} pages")>
+            <button type="button" disabled=current == 0 on:click=move |_| page.update(|p| *p = p.saturating_sub(1))>
+                "‹ Previous"
+            </button>
+            <span>{format!("{first}–{last} of {total} {what}")}</span>
+            <button type="button" disabled=current + 1 >= pages on:click=move |_| page.update(|p| *p += 1)>
+                "Next ›"
+            </button>
+        </nav>
+    }
+}
+
+/// The feed's state in the header.
+#[component]
+pub fn ConnIndicator() -> impl IntoView {
+    let live = use_live();
+    let text = move || match live.conn.get() {
+        Conn::Connecting => "connecting…",
+        Conn::Live => "live",
+        Conn::Reconnecting => "reconnecting…",
+    };
+    let class = move || match live.conn.get() {
+        Conn::Live => "conn conn-live",
+        _ => "conn conn-down",
+    };
+    let title = move || format!("event feed: last event #{}", live.last_id.get());
+    view! {
+        <span id="conn" class=class role="status" aria-live="polite" data-state=text title=title>
+            <span class="dot" aria-hidden="true"></span>
+            {text}
+        </span>
+    }
+}
+
+/// `12 s ago`, `5 min ago`, or the date.
+pub fn ago(t: &DateTime<Utc>) -> String {
+    let secs = (Utc::now() - *t).num_seconds().max(0);
+    match secs {
+        0..=59 => format!("{secs} s ago"),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=86_399 => format!("{} h ago", secs / 3600),
+        _ => t.format("%Y-%m-%d %H:%M").to_string(),
+    }
+}
+
+pub fn short(id: &uuid::Uuid) -> String {
+    id.to_string()[..8].to_string()
+}
+
+/// JSON for people.
+pub fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+/// A list of events, newest first.
+#[component]
+pub fn EventList(events: Vec<Event>) -> impl IntoView {
+    if events.is_empty() {
+        return view! { <p class="muted">"No events yet."</p> }.into_any();
+    }
+    view! {
+        <ol class="events">
+            {events
+                .into_iter()
+                .map(|e| {
+                    let job = e.job_id.map(|j| {
+                        view! { <a href=format!("/jobs/{j}")>{short(&j)}</a> }
+                    });
+                    view! {
+                        <li>
+                            <span class="event-id">{format!("#{}", e.id)}</span>
+                            <span class="event-kind">{e.kind.as_str()}</span>
+                            {job}
+                            <time datetime=e.at.to_rfc3339()>{ago(&e.at)}</time>
+                        </li>
+                    }
+                })
+                .collect_view()}
+        </ol>
+    }
+    .into_any()
+}

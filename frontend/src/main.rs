@@ -1,0 +1,13 @@
+//! Agora's dashboard: a Leptos CSR app over the REST API and one SSE connection.
+
+mod api;
+mod app;
+mod components;
+mod flow;
+mod live;
+mod views;
+
+fn main() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(app::App);
+}

@@ -1,0 +1,80 @@
+//! Agents: online or offline, what each is running now, when it was last heard from.
+
+use std::collections::HashMap;
+
+use agora_shared::{Agent, AgentStatus, Page, Task};
+use leptos::prelude::*;
+use uuid::Uuid;
+
+use crate::components::{ago, fetched, short, show, Pager, PER_PAGE};
+
+#[component]
+pub fn AgentsPage() -> impl IntoView {
+    let agents = fetched::<Vec<Agent>>(|| Some("/agents".into()));
+    let running = fetched::<Page<Task>>(|| Some("/tasks?status=running&limit=1000".into()));
+    let page = RwSignal::new(0u64);
+    let held = move || {
+        let mut by_agent: HashMap<Uuid, Vec<Task>> = HashMap::new();
+        if let Some(Ok(p)) = running.get() {
+            for t in p.items {
+                if let Some(a) = t.agent_id {
+                    by_agent.entry(a).or_default().push(t);
+                }
+            }
+        }
+        by_agent
+    };
+    view! {
+        <h1>"Agents"</h1>
+        {show(agents, move |mut list| {
+            // Online first, then the most recently seen.
+            list.sort_by(|a, b| {
+                (a.status != AgentStatus::Online, b.last_seen_at).cmp(&(b.status != AgentStatus::Online, a.last_seen_at))
+            });
+            let total = list.len() as u64;
+            let online = list.iter().filter(|a| a.status == AgentStatus::Online).count();
+            let start = (page.get_untracked() * PER_PAGE) as usize;
+            let rows: Vec<Agent> = list.into_iter().skip(start).take(PER_PAGE as usize).collect();
+            let held = held();
+            view! {
+                <p>{format!("{online} online of {total}")}</p>
+                <table class="agents">
+                    <thead>
+                        <tr>
+                            <th scope="col">"Name"</th>
+                            <th scope="col">"State"</th>
+                            <th scope="col">"Running"</th>
+                            <th scope="col">"Capabilities"</th>
+                            <th scope="col">"Last seen"</th>
+                        </tr>
+                    </thead>
+                    <tbody>
+                        {rows.into_iter().map(|a| {
+                            let tasks = held.get(&a.id).cloned().unwrap_or_default();
+                            let s = a.status.as_str();
+                            view! {
+                                <tr data-agent=a.id.to_string()>
+                                    <td>{a.name.clone()}</td>
+                                    <td><span class=format!("badge agent-{s}")>{s}</span></td>
+                                    <td>
+                                        {if tasks.is_empty() {
+                                            view! { <span class="muted">"—"</span> }.into_any()
+                                        } else {
+                                            tasks.into_iter().map(|t| view! {
+                                                <a href=format!("/jobs/{}", t.job_id)>{format!("task {} of {}", t.index, short(&t.job_id))}</a>
+                                                " "
+                                            }).collect_view().into_any()
+                                        }}
+                                    </td>
+                                    <td>{a.capabilities.join(", ")}</td>
+                                    <td><time datetime=a.last_seen_at.to_rfc3339()>{ago(&a.last_seen_at)}</time></td>
+                                </tr>
+                            }
+                        }).collect_view()}
+                    </tbody>
+                </table>
+                <Pager page=page total=total what="agents"/>
+            }
+        })}
+    }
+}

@@ -1,0 +1,315 @@
+//! One job: its lifecycle as a flow chart, approvals, tasks (expand one for spec, result,
+//! progress, error, attempts, agent), events, git history, and the operator's cancel.
+
+use std::collections::HashSet;
+
+use agora_shared::{
+    Approval, CommitInfo, ErrorCode, Event, EventKind, Job, JobStatus, Page, Task, TaskStatus,
+};
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+use uuid::Uuid;
+
+use crate::api;
+use crate::components::{
+    ago, fetched, pretty, short, show, EventList, JobBadge, Pager, Progress, TaskBadge, PER_PAGE,
+};
+use crate::flow::FlowChart;
+
+/// Events shown in the timeline.
+const TIMELINE: u32 = 100;
+
+#[component]
+pub fn JobPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || {
+        params
+            .with(|p| p.get("id"))
+            .filter(|s| s.parse::<Uuid>().is_ok())
+    };
+    let job = fetched::<Job>(move || id().map(|id| format!("/jobs/{id}")));
+    let events = fetched::<Vec<Event>>(move || {
+        id().map(|id| format!("/jobs/{id}/events?order=desc&limit={TIMELINE}"))
+    });
+    view! {
+        {move || match id() {
+            None => view! { <h1>"No such job"</h1><p class="error">"That is not a job id."</p> }.into_any(),
+            Some(id) => view! {
+                {show(job, move |j| view! { <JobHeader job=j events=events/> })}
+                <div class="columns">
+                    <Approvals id=id.clone() job=job/>
+                    <section aria-labelledby="timeline">
+                        <h2 id="timeline">"Events"</h2>
+                        {show(events, |e| view! { <EventList events=e/> })}
+                    </section>
+                </div>
+                <Tasks id=id.clone()/>
+                <History id=id/>
+            }.into_any(),
+        }}
+    }
+}
+
+#[component]
+fn JobHeader(job: Job, events: crate::components::Fetched<Vec<Event>>) -> impl IntoView {
+    // Where a failed job failed from: the `from` of its job.failed event.
+    let failed_from = move || {
+        events.with(|e| {
+            e.as_ref()
+                .and_then(|r| r.as_ref().ok())
+                .and_then(|list| list.iter().find(|e| e.kind == EventKind::JobFailed))
+                .and_then(|e| e.data["from"].as_str())
+                .and_then(|s| s.parse::<JobStatus>().ok())
+        })
+    };
+    let status = job.status;
+    let terminal = status.is_terminal();
+    view! {
+        <h1>
+            <span id="job-title">{job.title.clone()}</span>
+            " "
+            <span id="job-status"><JobBadge status=status/></span>
+        </h1>
+        <p class="meta">
+            <span>{format!("job {}", job.id)}</span>
+            <span>{format!("priority {}", job.priority)}</span>
+            <span>"submitted " <time datetime=job.created_at.to_rfc3339()>{ago(&job.created_at)}</time></span>
+        </p>
+        {job.error.clone().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+        <figure class="flow-figure" id="flow">
+            {move || view! { <FlowChart status=status failed_from=failed_from()/> }}
+            <figcaption class="visually-hidden">{format!("The job is {}", status.as_str())}</figcaption>
+        </figure>
+        <div class="summary">
+            <Progress done=job.tasks_completed total=job.tasks_total label="tasks completed"/>
+            <span>{format!("{} running, {} failed", job.tasks_running, job.tasks_failed)}</span>
+            {(!terminal).then(|| view! { <Cancel id=job.id/> })}
+        </div>
+        <details class="spec">
+            <summary>"Job spec"</summary>
+            <pre>{pretty(&job.job_spec)}</pre>
+        </details>
+    }
+}
+
+/// Cancels the job; asks for the admin token when the server wants one.
+#[component]
+fn Cancel(id: Uuid) -> impl IntoView {
+    let open = RwSignal::new(false);
+    let need_token = RwSignal::new(false);
+    let token = RwSignal::new(String::new());
+    let reason = RwSignal::new(String::new());
+    let message = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+    let send = move |_| {
+        busy.set(true);
+        let body = serde_json::json!({ "reason": Some(reason.get_untracked()).filter(|r| !r.trim().is_empty()) });
+        let t = token.get_untracked();
+        leptos::task::spawn_local(async move {
+            let answer: Result<Job, _> = api::post(
+                &format!("/jobs/{id}/cancel"),
+                &body,
+                (!t.is_empty()).then_some(t.as_str()),
+            )
+            .await;
+            busy.set(false);
+            match answer {
+                Ok(_) => {
+                    open.set(false);
+                    message.set(None);
+                }
+                Err(e) if e.code == Some(ErrorCode::Unauthorized) => {
+                    need_token.set(true);
+                    message.set(Some("This server needs the admin token to cancel.".into()));
+                }
+                Err(e) => message.set(Some(e.to_string())),
+            }
+        });
+    };
+    view! {
+        <div class="cancel">
+            <button type="button" class="danger" on:click=move |_| open.update(|o| *o = !*o)
+                aria-expanded=move || open.get().to_string()>
+                "Cancel job"
+            </button>
+            <Show when=move || open.get()>
+                <form class="cancel-form" on:submit=move |ev| { ev.prevent_default(); send(()); }>
+                    <label>"Reason " <input type="text" on:input=move |ev| reason.set(event_target_value(&ev))/></label>
+                    <Show when=move || need_token.get()>
+                        <label>"Admin token "
+                            <input type="password" autocomplete="off" on:input=move |ev| token.set(event_target_value(&ev))/>
+                        </label>
+                    </Show>
+                    <button type="submit" class="danger" disabled=move || busy.get()>"Cancel it"</button>
+                </form>
+            </Show>
+            {move || message.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
+        </div>
+    }
+}
+
+#[component]
+fn Approvals(id: String, job: crate::components::Fetched<Job>) -> impl IntoView {
+    let approvals = fetched::<Vec<Approval>>(move || Some(format!("/jobs/{id}/approvals")));
+    let needed = move || {
+        job.with(|j| match j {
+            Some(Ok(j)) => Some((j.approvals, j.approvals_required)),
+            _ => None,
+        })
+    };
+    view! {
+        <section aria-labelledby="approvals" id="approvals-panel">
+            <h2 id="approvals">"Approvals"</h2>
+            {move || needed().map(|(have, need)| {
+                let more = need.saturating_sub(have);
+                view! {
+                    <p class="approval-count">
+                        {format!("{have} of {need}")}
+                        {if more > 0 { format!(" — {more} more needed") } else { " — approved".to_string() }}
+                    </p>
+                }
+            })}
+            {show(approvals, |list| {
+                if list.is_empty() {
+                    return view! { <p class="muted">"Nobody has approved yet."</p> }.into_any();
+                }
+                view! {
+                    <ul class="approvals">
+                        {list.into_iter().map(|a| view! {
+                            <li>
+                                <strong>{a.agent_name.clone()}</strong>
+                                " "
+                                <time datetime=a.created_at.to_rfc3339()>{ago(&a.created_at)}</time>
+                                {a.comment.clone().map(|c| view! { <q>{c}</q> })}
+                            </li>
+                        }).collect_view()}
+                    </ul>
+                }.into_any()
+            })}
+        </section>
+    }
+}
+
+#[component]
+fn Tasks(id: String) -> impl IntoView {
+    let status = RwSignal::new(String::new());
+    let page = RwSignal::new(0u64);
+    let expanded = RwSignal::new(HashSet::<Uuid>::new());
+    let tasks = fetched::<Page<Task>>(move || {
+        let mut path = format!(
+            "/jobs/{id}/tasks?limit={PER_PAGE}&offset={}",
+            page.get() * PER_PAGE
+        );
+        let s = status.get();
+        if !s.is_empty() {
+            path.push_str(&format!("&status={s}"));
+        }
+        Some(path)
+    });
+    view! {
+        <section aria-labelledby="tasks">
+            <h2 id="tasks">"Tasks"</h2>
+            <label class="filters">
+                "State "
+                <select on:change=move |ev| { status.set(event_target_value(&ev)); page.set(0); }>
+                    <option value="">"any"</option>
+                    {TaskStatus::ALL.into_iter().map(|s| view! { <option value=s.as_str()>{s.as_str()}</option> }).collect_view()}
+                </select>
+            </label>
+            {show(tasks, move |p| view! {
+                <table class="tasks">
+                    <thead>
+                        <tr>
+                            <th scope="col">"#"</th>
+                            <th scope="col">"Type"</th>
+                            <th scope="col">"State"</th>
+                            <th scope="col">"Progress"</th>
+                            <th scope="col">"Attempts"</th>
+                            <th scope="col">"Agent"</th>
+                            <th scope="col"><span class="visually-hidden">"Details"</span></th>
+                        </tr>
+                    </thead>
+                    <tbody>
+                        {p.items.into_iter().map(|t| task_rows(t, expanded)).collect_view()}
+                    </tbody>
+                </table>
+                <Pager page=page total=p.total what="tasks"/>
+            })}
+        </section>
+    }
+}
+
+fn task_rows(t: Task, expanded: RwSignal<HashSet<Uuid>>) -> impl IntoView {
+    let id = t.id;
+    let open = move || expanded.with(|e| e.contains(&id));
+    let toggle = move |_| {
+        expanded.update(|e| {
+            if !e.remove(&id) {
+                e.insert(id);
+            }
+        })
+    };
+    let detail = t.clone();
+    view! {
+        <tr data-task=id.to_string()>
+            <td>{t.index}</td>
+            <td>{t.task_type.as_str()}</td>
+            <td><TaskBadge status=t.status/></td>
+            <td>{format!("{}%", t.progress)}</td>
+            <td>{format!("{}/{}", t.attempts, t.max_retries + 1)}</td>
+            <td>{t.agent_id.as_ref().map(short).unwrap_or_default()}</td>
+            <td>
+                <button type="button" class="expand" on:click=toggle aria-expanded=move || open().to_string()
+                    aria-controls=format!("task-{id}")>
+                    {move || if open() { "Hide" } else { "Show" }}
+                </button>
+            </td>
+        </tr>
+        <Show when=open>
+            <tr class="task-detail" id=format!("task-{id}")>
+                <td colspan="7">
+                    <dl>
+                        <dt>"Spec"</dt>
+                        <dd><pre>{pretty(&detail.task_spec)}</pre></dd>
+                        <dt>"Result"</dt>
+                        <dd><pre class="task-result">{detail.result.as_ref().map(pretty).unwrap_or_else(|| "—".into())}</pre></dd>
+                        <dt>"Progress"</dt>
+                        <dd>{format!("{}% {}", detail.progress, detail.progress_message.clone().unwrap_or_default())}</dd>
+                        <dt>"Error"</dt>
+                        <dd>{detail.error.clone().unwrap_or_else(|| "—".into())}</dd>
+                        <dt>"Attempts"</dt>
+                        <dd>{format!("{} failed of {} allowed", detail.attempts, detail.max_retries + 1)}</dd>
+                        <dt>"Agent"</dt>
+                        <dd>{detail.agent_id.map(|a| a.to_string()).unwrap_or_else(|| "—".into())}</dd>
+                    </dl>
+                </td>
+            </tr>
+        </Show>
+    }
+}
+
+/// The job's git history, when the server keeps one.
+#[component]
+fn History(id: String) -> impl IntoView {
+    let commits = fetched::<Vec<CommitInfo>>(move || Some(format!("/jobs/{id}/commits")));
+    move || match commits.get() {
+        Some(Ok(list)) => view! {
+            <section aria-labelledby="history">
+                <h2 id="history">"Git history"</h2>
+                <ol class="commits">
+                    {list.into_iter().map(|c| view! {
+                        <li>
+                            <code>{c.id[..8.min(c.id.len())].to_string()}</code>
+                            " " {c.message.clone()} " "
+                            <time datetime=c.time.to_rfc3339()>{ago(&c.time)}</time>
+                            <span class="muted">{format!(" {} file(s)", c.files.len())}</span>
+                        </li>
+                    }).collect_view()}
+                </ol>
+            </section>
+        }
+        .into_any(),
+        // 404: git history is off on this server.
+        _ => ().into_any(),
+    }
+}

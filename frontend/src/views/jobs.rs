@@ -1,0 +1,110 @@
+//! The jobs list: status badges, progress bars, a filter by state and a title search, a page at
+//! a time.
+
+use agora_shared::{Job, JobStatus, Page};
+use leptos::prelude::*;
+use leptos_router::hooks::use_query_map;
+
+use crate::components::{ago, fetched, show, JobBadge, Pager, Progress, PER_PAGE};
+
+/// Jobs as table rows, linking to each job.
+#[component]
+pub fn JobsTable(jobs: Vec<Job>) -> impl IntoView {
+    if jobs.is_empty() {
+        return view! { <p class="muted">"No jobs."</p> }.into_any();
+    }
+    view! {
+        <table class="jobs">
+            <thead>
+                <tr>
+                    <th scope="col">"Title"</th>
+                    <th scope="col">"State"</th>
+                    <th scope="col">"Approvals"</th>
+                    <th scope="col">"Tasks"</th>
+                    <th scope="col">"Submitted"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {jobs
+                    .into_iter()
+                    .map(|j| {
+                        view! {
+                            <tr data-job=j.id.to_string()>
+                                <td><a href=format!("/jobs/{}", j.id)>{j.title.clone()}</a></td>
+                                <td><JobBadge status=j.status/></td>
+                                <td>{format!("{}/{}", j.approvals, j.approvals_required)}</td>
+                                <td>
+                                    <Progress done=j.tasks_completed total=j.tasks_total
+                                        label=format!("tasks of {}", j.title)/>
+                                </td>
+                                <td><time datetime=j.created_at.to_rfc3339()>{ago(&j.created_at)}</time></td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
+
+fn encode(s: &str) -> String {
+    js_sys::encode_uri_component(s)
+        .as_string()
+        .unwrap_or_default()
+}
+
+#[component]
+pub fn JobsPage() -> impl IntoView {
+    let query = use_query_map();
+    let status = RwSignal::new(query.with_untracked(|q| q.get("status").unwrap_or_default()));
+    let search = RwSignal::new(String::new());
+    let page = RwSignal::new(0u64);
+    let jobs = fetched::<Page<Job>>(move || {
+        let mut path = format!("/jobs?limit={PER_PAGE}&offset={}", page.get() * PER_PAGE);
+        let s = status.get();
+        if !s.is_empty() {
+            path.push_str(&format!("&status={s}"));
+        }
+        let q = search.get();
+        if !q.trim().is_empty() {
+            path.push_str(&format!("&q={}", encode(q.trim())));
+        }
+        Some(path)
+    });
+    view! {
+        <h1>"Jobs"</h1>
+        <form class="filters" role="search" on:submit=|ev| ev.prevent_default()>
+            <label>
+                "State "
+                <select id="status-filter" on:change=move |ev| {
+                    status.set(event_target_value(&ev));
+                    page.set(0);
+                }>
+                    <option value="" selected=move || status.get().is_empty()>"any"</option>
+                    {JobStatus::ALL
+                        .into_iter()
+                        .map(|s| {
+                            view! {
+                                <option value=s.as_str() selected=move || status.get() == s.as_str()>
+                                    {s.as_str()}
+                                </option>
+                            }
+                        })
+                        .collect_view()}
+                </select>
+            </label>
+            <label>
+                "Title "
+                <input id="search" type="search" placeholder="contains…" on:input=move |ev| {
+                    search.set(event_target_value(&ev));
+                    page.set(0);
+                }/>
+            </label>
+        </form>
+        {show(jobs, move |p| view! {
+            <JobsTable jobs=p.items/>
+            <Pager page=page total=p.total what="jobs"/>
+        })}
+    }
+}
