@@ -6,6 +6,7 @@ mod helpers;
 mod approvals;
 mod auth;
 mod bad_input;
+mod browser;
 mod cancel;
 mod claim_race;
 mod dashboard;

@@ -1,0 +1,464 @@
+//! The dashboard in headless Chromium (Debian's chromium and chromedriver, driven by
+//! fantoccini) against the real `agora` binary: it loads, shows a job submitted over the API
+//! without a reload, follows five approvals to `accepted` (badge and flow chart), shows a
+//! completed task's result on expand, and its connection indicator recovers after the server
+//! restarts. Screenshots go to `target/dashboard-screenshots/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::{agora_bin, require_tool};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The real server on a fixed port and data folder, so it can be restarted in place.
+struct Server {
+    port: u16,
+    data: PathBuf,
+    child: Option<tokio::process::Child>,
+}
+
+impl Server {
+    async fn start(port: u16, data: &Path) -> Server {
+        let child = tokio::process::Command::new(agora_bin())
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--db-path")
+            .arg(data.join("agora.db"))
+            .arg("--repos-dir")
+            .arg(data.join("repos"))
+            .arg("--frontend-dir")
+            .arg(repo_root().join("dist"))
+            .env("RUST_LOG", "warn")
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start agora serve");
+        let server = Server {
+            port,
+            data: data.to_path_buf(),
+            child: Some(child),
+        };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http.get(server.url("/api/health")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "the server did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+}
+
+async fn api(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    body: Value,
+) -> Value {
+    let mut req = http.request(method, url).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let v: Value = req
+        .send()
+        .await
+        .expect("API call")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(v["success"], true, "{v}");
+    v["data"].clone()
+}
+
+async fn wait_for(b: &Browser, css: &str) -> fantoccini::elements::Element {
+    b.wait()
+        .at_most(Duration::from_secs(15))
+        .every(Duration::from_millis(25))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} did not appear: {e}"))
+}
+
+async fn screenshot(b: &Browser, name: &str) {
+    let dir = repo_root().join("target/dashboard-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot folder");
+    let png = b.screenshot().await.expect("screenshot");
+    std::fs::write(dir.join(name), png).expect("write screenshot");
+}
+
+async fn start_browser() -> (tokio::process::Child, Browser, tempfile::TempDir) {
+    let port = free_port();
+    let driver = tokio::process::Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chromedriver");
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let browser = loop {
+        let connected =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await;
+        match connected {
+            Ok(b) => break b,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "chromedriver did not start: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    (driver, browser, profile)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_follows_a_job_live_in_chromium() {
+    let dist = repo_root().join("dist/index.html");
+    if !dist.is_file() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the dashboard is not built: scripts/build-dashboard.sh (CI runs it)"
+        );
+        eprintln!("SKIPPED: the dashboard is not built (scripts/build-dashboard.sh)");
+        return;
+    }
+    if !require_tool("chromium") || !require_tool("chromedriver") {
+        return;
+    }
+    let data = tempfile::tempdir().expect("data dir");
+    let mut server = Server::start(free_port(), data.path()).await;
+    let (_driver, b, _profile) = start_browser().await;
+    let http = reqwest::Client::new();
+
+    // Loads, renders, goes live.
+    b.goto(&server.url("/")).await.expect("open the dashboard");
+    wait_for(&b, "#card-agents").await;
+    let first_render_ms = b
+        .execute("return performance.now()", vec![])
+        .await
+        .expect("performance.now");
+    println!("time to first render: {first_render_ms} ms");
+    wait_for(&b, "#conn[data-state='live']").await;
+
+    // A job submitted over the API shows up without a reload.
+    let job = api(
+        &http,
+        reqwest::Method::POST,
+        server.url("/api/jobs"),
+        None,
+        json!({ "title": "Browser-visible job", "job_spec": { "repo": "x" } }),
+    )
+    .await;
+    let job_id: Uuid = job["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("job id");
+    wait_for(&b, &format!("tr[data-job='{job_id}']")).await;
+    screenshot(&b, "overview.png").await;
+
+    // On its page, five approvals move the badge and the flow chart to accepted.
+    b.find(Locator::Css(&format!("tr[data-job='{job_id}'] a")))
+        .await
+        .expect("the job's link")
+        .click()
+        .await
+        .expect("open the job");
+    wait_for(&b, "#job-status [data-status='committed']").await;
+    wait_for(&b, ".flow g.current[data-state='committed']").await;
+    let mut agents = Vec::new();
+    for i in 0..6 {
+        let a = api(
+            &http,
+            reqwest::Method::POST,
+            server.url("/api/agents/register"),
+            None,
+            json!({ "name": format!("browser-agent-{i}") }),
+        )
+        .await;
+        agents.push((
+            a["agent_id"].as_str().expect("id").to_string(),
+            a["token"].as_str().expect("token").to_string(),
+        ));
+    }
+    for (id, token) in agents.iter().take(5) {
+        api(
+            &http,
+            reqwest::Method::POST,
+            server.url(&format!("/api/jobs/{job_id}/approve")),
+            Some(token),
+            json!({ "agent_id": id }),
+        )
+        .await;
+    }
+    wait_for(&b, "#job-status [data-status='accepted']").await;
+    wait_for(&b, ".flow g.current[data-state='accepted']").await;
+    wait_for(&b, ".flow g.passed[data-state='approving']").await;
+
+    // Plan two tasks, complete one with a result; expanding its row shows the result.
+    let (planner, token) = &agents[5];
+    let claim = |url: String| {
+        api(
+            &http,
+            reqwest::Method::POST,
+            url,
+            Some(token),
+            json!({ "agent_id": planner }),
+        )
+    };
+    let plan = claim(server.url("/api/tasks/claim")).await;
+    let plan_id = plan["task"]["id"].as_str().expect("plan id").to_string();
+    api(
+        &http,
+        reqwest::Method::POST,
+        server.url(&format!("/api/tasks/{plan_id}/complete")),
+        Some(token),
+        json!({ "result": { "task_specs": [{ "file": "a.rs" }, { "file": "b.rs" }] } }),
+    )
+    .await;
+    let work = claim(server.url("/api/tasks/claim")).await;
+    let work_id = work["task"]["id"].as_str().expect("task id").to_string();
+    api(
+        &http,
+        reqwest::Method::POST,
+        server.url(&format!("/api/tasks/{work_id}/complete")),
+        Some(token),
+        json!({ "result": { "answer": 42, "note": "visible in the browser" } }),
+    )
+    .await;
+    wait_for(
+        &b,
+        &format!("tr[data-task='{work_id}'] [data-status='completed']"),
+    )
+    .await;
+    b.find(Locator::Css(&format!(
+        "tr[data-task='{work_id}'] button.expand"
+    )))
+    .await
+    .expect("expand button")
+    .click()
+    .await
+    .expect("expand");
+    let result = wait_for(&b, &format!("#task-{work_id} .task-result")).await;
+    let text = result.text().await.expect("result text");
+    assert!(
+        text.contains("visible in the browser") && text.contains("42"),
+        "{text}"
+    );
+    wait_for(&b, ".flow g.current[data-state='executing']").await;
+    b.set_window_size(1280, 1400).await.expect("taller window");
+    b.execute("window.scrollTo(0, 0)", vec![])
+        .await
+        .expect("scroll up");
+    screenshot(&b, "job.png").await;
+
+    // The server restarts: the indicator goes down, then live again, and new events show.
+    server.stop().await;
+    wait_for(&b, "#conn[data-state='reconnecting…']").await;
+    server = Server::start(server.port, &server.data.clone()).await;
+    wait_for(&b, "#conn[data-state='live']").await;
+    let (_, token) = &agents[5];
+    let second = api(
+        &http,
+        reqwest::Method::POST,
+        server.url(&format!("/api/tasks/claim")),
+        Some(token),
+        json!({ "agent_id": agents[5].0 }),
+    )
+    .await;
+    let second_id = second["task"]["id"].as_str().expect("task id").to_string();
+    wait_for(
+        &b,
+        &format!("tr[data-task='{second_id}'] [data-status='claimed']"),
+    )
+    .await;
+
+    // 1,000 jobs and a job of 10,000 tasks: the lists come a page at a time.
+    let submits = (0..1000).map(|i| {
+        let http = http.clone();
+        let url = server.url("/api/jobs");
+        async move {
+            api(
+                &http,
+                reqwest::Method::POST,
+                url,
+                None,
+                json!({ "title": format!("bulk {i}"), "job_spec": {} }),
+            )
+            .await
+        }
+    });
+    futures::stream::iter(submits)
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let started = Instant::now();
+    b.goto(&server.url("/jobs")).await.expect("jobs page");
+    let pager = wait_for(&b, "nav.pager span").await;
+    println!(
+        "jobs page with 1,001 jobs rendered in {} ms",
+        started.elapsed().as_millis()
+    );
+    let text = pager.text().await.expect("pager text");
+    assert!(text.contains("of 1001 jobs"), "{text}");
+    b.find(Locator::Css("#search"))
+        .await
+        .expect("search box")
+        .send_keys("bulk 99")
+        .await
+        .expect("type");
+    let narrowed = b
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//nav[@class='pager']/span[contains(., 'of 11 jobs')]",
+        ))
+        .await;
+    assert!(
+        narrowed.is_ok(),
+        "searching 'bulk 99' finds bulk 99 and bulk 990-999"
+    );
+    let big = api(
+        &http,
+        reqwest::Method::POST,
+        server.url("/api/jobs"),
+        None,
+        json!({ "title": "ten thousand", "job_spec": {}, "approvals_required": 5 }),
+    )
+    .await;
+    let big_id = big["id"].as_str().expect("id").to_string();
+    let spare: Vec<(String, String)> = {
+        let mut v = Vec::new();
+        for i in 0..5 {
+            let a = api(
+                &http,
+                reqwest::Method::POST,
+                server.url("/api/agents/register"),
+                None,
+                json!({ "name": format!("bulk-approver-{i}") }),
+            )
+            .await;
+            v.push((
+                a["agent_id"].as_str().expect("id").to_string(),
+                a["token"].as_str().expect("token").to_string(),
+            ));
+        }
+        v
+    };
+    for (id, token) in &spare {
+        api(
+            &http,
+            reqwest::Method::POST,
+            server.url(&format!("/api/jobs/{big_id}/approve")),
+            Some(token),
+            json!({ "agent_id": id }),
+        )
+        .await;
+    }
+    let (planner, token) = &spare[0];
+    let plan = api(
+        &http,
+        reqwest::Method::POST,
+        server.url("/api/tasks/claim"),
+        Some(token),
+        json!({ "agent_id": planner }),
+    )
+    .await;
+    // The oldest pending task first: the earlier job's second work task, then this plan.
+    let mut plan = plan;
+    while plan["job"]["id"] != big_id.as_str() {
+        plan = api(
+            &http,
+            reqwest::Method::POST,
+            server.url("/api/tasks/claim"),
+            Some(token),
+            json!({ "agent_id": planner }),
+        )
+        .await;
+    }
+    let specs: Vec<Value> = (0..10_000).map(|i| json!({ "n": i })).collect();
+    api(
+        &http,
+        reqwest::Method::POST,
+        server.url(&format!(
+            "/api/tasks/{}/complete",
+            plan["task"]["id"].as_str().expect("plan")
+        )),
+        Some(token),
+        json!({ "result": { "task_specs": specs } }),
+    )
+    .await;
+    let started = Instant::now();
+    b.goto(&server.url(&format!("/jobs/{big_id}")))
+        .await
+        .expect("big job");
+    let pager = wait_for(&b, "section[aria-labelledby='tasks'] nav.pager span").await;
+    println!(
+        "job page with 10,001 tasks rendered in {} ms",
+        started.elapsed().as_millis()
+    );
+    let text = pager.text().await.expect("pager text");
+    assert!(text.contains("of 10001 tasks"), "{text}");
+
+    // Readable on a phone: nothing wider than the screen.
+    b.set_window_size(390, 844).await.expect("phone size");
+    b.goto(&server.url("/")).await.expect("overview");
+    wait_for(&b, "#card-agents").await;
+    let overflow = b
+        .execute(
+            "return document.documentElement.scrollWidth - window.innerWidth",
+            vec![],
+        )
+        .await
+        .expect("widths");
+    screenshot(&b, "overview-phone.png").await;
+    assert!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "the overview is wider than a phone: {overflow}"
+    );
+
+    b.close().await.expect("close the browser");
+    server.stop().await;
+}
