@@ -303,7 +303,7 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     let second = api(
         &http,
         reqwest::Method::POST,
-        server.url(&format!("/api/tasks/claim")),
+        server.url("/api/tasks/claim"),
         Some(token),
         json!({ "agent_id": agents[5].0 }),
     )
