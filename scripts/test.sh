@@ -4,7 +4,11 @@
 # test creates and drops its own database). A PostgreSQL that cannot be reached fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The worker and skill tests run the `agora` binary itself.
+# curl, jq, shellcheck, chromium, chromedriver (apt, when missing).
+./scripts/install-test-tools.sh
+# The browser test needs the dashboard built; the worker, skill and browser tests run the
+# `agora` binary itself.
+./scripts/build-dashboard.sh
 cargo build -p agora-server --bin agora
 echo "== unit and end-to-end tests, SQLite store"
 cargo test --workspace "$@"
