@@ -63,6 +63,9 @@ pub struct Config {
     /// Where the dashboard's Trunk build is served from.
     #[arg(long, env = "FRONTEND_DIR", default_value = "dist")]
     pub frontend_dir: PathBuf,
+    /// On SIGTERM, how long running WebSocket tasks may take to finish before they are released.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30.0)]
+    pub shutdown_grace_secs: f64,
     /// `text` or `json` log lines.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -90,6 +93,10 @@ impl Config {
         secs(self.ws_ping_secs)
     }
 
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_grace_secs.max(0.0))
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         for (name, v) in [
             ("SCHEDULER_INTERVAL_SECS", self.scheduler_interval_secs),
@@ -102,6 +109,10 @@ impl Config {
                 "{name} must be a positive number of seconds, got {v}"
             );
         }
+        anyhow::ensure!(
+            self.shutdown_grace_secs.is_finite() && self.shutdown_grace_secs >= 0.0,
+            "SHUTDOWN_GRACE_SECS must be zero or a positive number of seconds"
+        );
         anyhow::ensure!(
             self.max_body_bytes >= 1024,
             "MAX_BODY_BYTES must be at least 1024"

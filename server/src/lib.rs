@@ -22,6 +22,7 @@ pub mod scheduler;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 
 pub use config::Config;
 pub use startup::Application;

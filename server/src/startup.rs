@@ -21,6 +21,7 @@ use crate::store::Store;
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    drain: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -28,13 +29,15 @@ impl Application {
     /// Opens the database, runs migrations and binds the port (0 picks a free one).
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         config.validate()?;
+        crate::telemetry::init();
         let store = Store::connect(config.database_url.as_deref(), &config.db_path).await?;
         let addr = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
+        let (drain, draining) = watch::channel(false);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (hub, _dispatcher) = Hub::start(store.clone(), shutdown_rx.clone());
+        let (hub, _dispatcher) = Hub::start(store.clone(), draining.clone(), shutdown_rx.clone());
         let git = config
             .git_enabled
             .then(|| crate::git::GitHistory::new(config.repos_dir.clone(), store.clone()));
@@ -44,11 +47,13 @@ impl Application {
             store,
             config: Arc::new(config),
             tokens: Arc::new(TokenCache::default()),
+            draining,
             shutdown: shutdown_rx,
         };
         Ok(Application {
             listener,
             state,
+            drain,
             shutdown,
         })
     }
@@ -65,8 +70,10 @@ impl Application {
         self.state.store.clone()
     }
 
-    /// Serves until `stop` resolves, then stops taking requests, ends long-polls and streams,
-    /// waits for open requests, stops the scheduler and closes the store.
+    /// Serves until `stop` resolves, then drains: no more offers or claims, readiness fails,
+    /// and running WebSocket tasks get up to SHUTDOWN_GRACE_SECS to finish. Then it stops:
+    /// sockets close (releasing what is still running), long-polls and streams end, open
+    /// requests finish, the scheduler stops and the store closes.
     pub async fn run_until_stopped(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
@@ -74,8 +81,14 @@ impl Application {
         let Application {
             listener,
             state,
+            drain,
             shutdown,
         } = self;
+        let (hub, drain_store, grace) = (
+            state.hub.clone(),
+            state.store.clone(),
+            state.config.shutdown_grace(),
+        );
         let git_writer = state.git.as_ref().map(|g| g.start(state.shutdown.clone()));
         let scheduler = tokio::spawn(scheduler::run(
             state.store.clone(),
@@ -97,6 +110,9 @@ impl Application {
         });
         let trigger = async move {
             stop.await;
+            tracing::info!(grace_secs = grace.as_secs_f64(), "draining");
+            let _ = drain.send(true);
+            wait_for_socket_tasks(&hub, &drain_store, grace).await;
             tracing::info!("shutting down");
             let _ = shutdown.send(true);
             shutdown
@@ -110,6 +126,30 @@ impl Application {
         store.close().await;
         served.context("serving HTTP")?;
         Ok(())
+    }
+}
+
+/// Waits until no agent connected here holds a claimed or running task, or `grace` is over.
+async fn wait_for_socket_tasks(hub: &Hub, store: &Store, grace: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let connected = hub.connected_agents();
+        let busy = match store.agents_holding_tasks().await {
+            Ok(holding) => connected.iter().filter(|a| holding.contains(a)).count(),
+            Err(e) => {
+                tracing::warn!(error = %e, "drain: could not read the running tasks");
+                0
+            }
+        };
+        if busy == 0 {
+            tracing::info!("drain: no WebSocket agent holds a task");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::info!(agents = busy, "drain: grace over; their tasks are released");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

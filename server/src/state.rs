@@ -21,6 +21,9 @@ pub struct AppState {
     pub git: Option<crate::git::GitHistory>,
     /// Token hash → agent id, so authenticating a hot agent costs no query.
     pub tokens: Arc<TokenCache>,
-    /// Flips to `true` when the server starts shutting down: long-polls and streams end.
+    /// Flips to `true` when a stop signal arrives: no more offers or claims, readiness fails,
+    /// running WebSocket tasks may finish (SHUTDOWN_GRACE_SECS).
+    pub draining: watch::Receiver<bool>,
+    /// Flips to `true` when the server stops: sockets, long-polls and streams end.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -3,13 +3,18 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// `GET /api/health`.
+/// `GET /api/health` (liveness) and `GET /api/health/ready` (readiness).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
-    /// `ok` when the database answers.
+    /// `ok` when the database answers, `draining` while the server stops, else `degraded`.
     pub status: String,
+    /// `ok` or `unreachable`.
     pub database: String,
+    /// Whether this server takes work: the database answers and it is not draining.
+    pub ready: bool,
+    /// A stop signal arrived: running tasks may finish, nothing new is handed out.
+    pub draining: bool,
     /// `sqlite` or `postgres`.
     pub backend: String,
     pub version: String,

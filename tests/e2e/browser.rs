@@ -4,7 +4,7 @@
 //! completed task's result on expand, and its connection indicator recovers after the server
 //! restarts. Screenshots go to `target/dashboard-screenshots/`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -13,66 +13,10 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{agora_bin, require_tool};
+use crate::helpers::{free_port, require_tool, RealServer as Server};
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// The real server on a fixed port and data folder, so it can be restarted in place.
-struct Server {
-    port: u16,
-    data: PathBuf,
-    child: Option<tokio::process::Child>,
-}
-
-impl Server {
-    async fn start(port: u16, data: &Path) -> Server {
-        let child = tokio::process::Command::new(agora_bin())
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--db-path")
-            .arg(data.join("agora.db"))
-            .arg("--repos-dir")
-            .arg(data.join("repos"))
-            .arg("--frontend-dir")
-            .arg(repo_root().join("dist"))
-            .env("RUST_LOG", "warn")
-            .env_remove("DATABASE_URL")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start agora serve");
-        let server = Server {
-            port,
-            data: data.to_path_buf(),
-            child: Some(child),
-        };
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http.get(server.url("/api/health")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "the server did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        server
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    async fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.start_kill();
-            let _ = c.wait().await;
-        }
-    }
 }
 
 async fn api(
@@ -173,7 +117,15 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
         return;
     }
     let data = tempfile::tempdir().expect("data dir");
-    let mut server = Server::start(free_port(), data.path()).await;
+    let mut server = Server::start(
+        free_port(),
+        data.path(),
+        &[(
+            "FRONTEND_DIR",
+            &repo_root().join("dist").display().to_string(),
+        )],
+    )
+    .await;
     let (_driver, b, _profile) = start_browser().await;
     let http = reqwest::Client::new();
 
@@ -299,9 +251,17 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     screenshot(&b, "job.png").await;
 
     // The server restarts: the indicator goes down, then live again, and new events show.
-    server.stop().await;
+    server.kill().await;
     wait_for(&b, "#conn[data-state='reconnecting…']").await;
-    server = Server::start(server.port, &server.data.clone()).await;
+    server = Server::start(
+        server.port,
+        &server.data.clone(),
+        &[(
+            "FRONTEND_DIR",
+            &repo_root().join("dist").display().to_string(),
+        )],
+    )
+    .await;
     wait_for(&b, "#conn[data-state='live']").await;
     let (_, token) = &agents[5];
     let second = api(
@@ -464,5 +424,5 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     );
 
     b.close().await.expect("close the browser");
-    server.stop().await;
+    server.kill().await;
 }

@@ -464,3 +464,74 @@ pub fn require_tool(name: &str) -> bool {
     }
     found
 }
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The real `agora serve` on a fixed port and data folder, so it can be restarted in place.
+pub struct RealServer {
+    pub port: u16,
+    pub data: std::path::PathBuf,
+    pub child: Option<tokio::process::Child>,
+}
+
+impl RealServer {
+    /// Starts the binary on SQLite in `data` with `env` on top of the defaults, and waits for
+    /// its health.
+    pub async fn start(port: u16, data: &std::path::Path, env: &[(&str, &str)]) -> RealServer {
+        let child = tokio::process::Command::new(agora_bin())
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--db-path")
+            .arg(data.join("agora.db"))
+            .arg("--repos-dir")
+            .arg(data.join("repos"))
+            .env("RUST_LOG", "warn")
+            .env("GIT_ENABLED", "false")
+            .env_remove("DATABASE_URL")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start agora serve");
+        let server = RealServer {
+            port,
+            data: data.to_path_buf(),
+            child: Some(child),
+        };
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while http.get(server.url("/api/health")).send().await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not come up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// SIGKILL, like a crash.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("the server is running");
+        let pid = c.id().expect("pid") as i32;
+        // SAFETY: kill(2) sends a signal to our child; no memory is involved.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        c.wait().await.expect("wait for the server")
+    }
+}

@@ -31,8 +31,10 @@ pub fn app(state: AppState) -> Router {
         .merge(ws::router())
         .merge(git::router())
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(axum::middleware::from_fn(crate::telemetry::track_http));
     Router::new()
+        .route("/metrics", axum::routing::get(crate::telemetry::render))
         .nest("/api", api)
         .fallback(dashboard::serve)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

@@ -135,6 +135,7 @@ async fn feed(
     job: Option<Uuid>,
     after: i64,
 ) {
+    let _counted = crate::telemetry::SseClient::count();
     // The highest id already sent (or deliberately skipped), across all jobs.
     let mut last = after;
     loop {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::extract::{ok, AppJson, AppPath, AppQuery, OptionalJson};
 use crate::auth::AgentAuth;
-use crate::error::Result;
+use crate::error::{ApiError, Result};
 use crate::state::AppState;
 use crate::store::{TaskClaimParams, TaskFailParams, TaskListParams, TaskProgressParams};
 
@@ -47,7 +47,12 @@ pub async fn claim_task(
     auth.require(body.agent_id)?;
     let wait = Duration::from_secs(u64::from(body.wait_secs.unwrap_or(0)));
     let deadline = tokio::time::Instant::now() + wait;
-    let mut shutdown = state.shutdown.clone();
+    let mut draining = state.draining.clone();
+    if *draining.borrow() {
+        return Err(ApiError::Unavailable(
+            "the server is draining: claim from another replica, or retry when it is back".into(),
+        ));
+    }
     loop {
         // Register for the wake-up before looking, so a task that lands in between is not missed.
         let notified = state.store.work_available().notified();
@@ -60,17 +65,18 @@ pub async fn claim_task(
             })
             .await?;
         if let Some(claimed) = claimed {
+            crate::telemetry::claimed("rest", 1);
             return Ok(ok(claimed));
         }
         let now = tokio::time::Instant::now();
-        if now >= deadline || *shutdown.borrow() {
+        if now >= deadline || *draining.borrow() {
             return Ok(Json(Envelope::empty()));
         }
         let recheck = deadline.min(now + LONG_POLL_RECHECK);
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(recheck) => {}
-            _ = shutdown.changed() => {}
+            _ = draining.changed() => {}
         }
     }
 }

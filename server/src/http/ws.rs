@@ -45,6 +45,7 @@ pub async fn agent_ws(
         hub: state.hub.clone(),
         config: state.config.clone(),
         agent_id: id,
+        draining: state.draining.clone(),
         shutdown: state.shutdown.clone(),
     };
     let max = state.config.max_body_bytes;

@@ -93,12 +93,20 @@ impl Slots {
 pub async fn run(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<DispatchMsg>,
+    mut draining: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut slots = Slots::default();
     // Whether the last claim found the queue empty; cleared by every wake-up.
     let mut queue_empty = false;
+    // When the dispatcher last woke (work pending, a slot freed): offers are timed from it.
+    let mut woke_at = std::time::Instant::now();
     loop {
+        if *draining.borrow() {
+            // Draining: no more offers. Sockets release what they were offered.
+            let _ = shutdown.changed().await;
+            return;
+        }
         let notified = store.work_available().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -111,11 +119,13 @@ pub async fn run(
                 let agents: Vec<Uuid> = picked.iter().map(|(_, a)| *a).collect();
                 match store.task_claim_many(agents).await {
                     Ok(claimed) => {
+                        crate::telemetry::claimed("push", claimed.len());
                         queue_empty = claimed.len() < picked.len();
                         let mut claimed = claimed.into_iter();
                         for (conn_id, agent_id) in &picked {
                             if let Some((_, task)) = claimed.next() {
                                 deliver(&store, &mut slots, *conn_id, *agent_id, task).await;
+                                crate::telemetry::offered(woke_at.elapsed());
                             }
                         }
                         for (conn_id, _) in picked {
@@ -137,8 +147,10 @@ pub async fn run(
             },
             _ = &mut notified => queue_empty = false,
             _ = tokio::time::sleep(SAFETY_RECHECK) => queue_empty = false,
+            _ = draining.changed() => {}
             _ = shutdown.changed() => return,
         }
+        woke_at = std::time::Instant::now();
     }
 }
 
@@ -162,6 +174,7 @@ async fn deliver(
             agent_id,
             vec![task_id],
             "its agent disconnected before the offer".into(),
+            true,
         )
         .await
     {

@@ -72,10 +72,16 @@ impl Hub {
     /// Starts the dispatcher and the revocation router.
     pub fn start(
         store: Store,
+        draining: watch::Receiver<bool>,
         shutdown: watch::Receiver<bool>,
     ) -> (Hub, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = tokio::spawn(dispatcher::run(store.clone(), rx, shutdown.clone()));
+        let handle = tokio::spawn(dispatcher::run(
+            store.clone(),
+            rx,
+            draining,
+            shutdown.clone(),
+        ));
         let hub = Hub {
             inner: Arc::new(HubInner {
                 dispatch: tx,
@@ -85,6 +91,15 @@ impl Hub {
         };
         tokio::spawn(route_revocations(hub.clone(), store.subscribe(), shutdown));
         (hub, handle)
+    }
+
+    /// The agents with a live socket here.
+    pub fn connected_agents(&self) -> Vec<Uuid> {
+        self.inner
+            .live
+            .lock()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     pub(crate) fn dispatch(&self, msg: DispatchMsg) {

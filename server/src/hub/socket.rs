@@ -35,6 +35,7 @@ pub struct SocketCtx {
     pub hub: Hub,
     pub config: Arc<Config>,
     pub agent_id: Uuid,
+    pub draining: watch::Receiver<bool>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -86,6 +87,7 @@ where
     let (out, out_rx) = mpsc::channel(OUTBOX);
     let writer = tokio::spawn(write_frames(sink, out_rx));
     let mut shutdown = ctx.shutdown.clone();
+    let mut draining = ctx.draining.clone();
     let ping_every = ctx.config.ws_ping();
     let now = Instant::now();
     let mut conn = Conn {
@@ -129,6 +131,7 @@ where
                     // The hub dropped our entry without asking: keep going.
                     Err(_) => Ok(()),
                 },
+                _ = draining.changed(), if !*draining.borrow() => conn.drain().await,
                 _ = shutdown.changed() => Err(End::Shutdown),
             };
             if let Err(end) = step {
@@ -390,13 +393,18 @@ impl Conn {
         };
         let task_id = claimed.task.id;
         let used = self.offers.len() + self.held.len();
-        if used >= self.slots as usize {
+        if used >= self.slots as usize || *self.ctx.draining.borrow() {
             // Offered after the agent lowered its slots: hand it back (the slot count evens out).
             self.capacity(1);
             if let Err(e) = self
                 .ctx
                 .store
-                .tasks_abandon(self.agent(), vec![task_id], "over the agent's slots".into())
+                .tasks_abandon(
+                    self.agent(),
+                    vec![task_id],
+                    "over the agent's slots".into(),
+                    true,
+                )
                 .await
             {
                 tracing::warn!(error = %e, %task_id, "could not release an extra offer");
@@ -479,7 +487,21 @@ impl Conn {
             })
     }
 
+    /// The server is draining: offers not yet accepted go back to pending; running tasks may
+    /// still finish.
+    async fn drain(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        for o in self.offers.values_mut() {
+            o.expires_at = now;
+        }
+        self.release_offers("the server is draining").await
+    }
+
     async fn expire_offers(&mut self) -> Result<(), End> {
+        self.release_offers("offer expired").await
+    }
+
+    async fn release_offers(&mut self, reason: &str) -> Result<(), End> {
         let now = Instant::now();
         let expired: Vec<(Uuid, Uuid)> = self
             .offers
@@ -493,14 +515,14 @@ impl Conn {
             if let Err(e) = self
                 .ctx
                 .store
-                .task_decline(self.agent(), task_id, "offer expired".into())
+                .task_decline(self.agent(), task_id, reason.into())
                 .await
             {
                 tracing::debug!(error = %e, %task_id, "expired offer was already gone");
             }
             self.send(&ServerMsg::TaskRevoked {
                 task_id,
-                reason: "offer expired".into(),
+                reason: reason.into(),
             })?;
         }
         Ok(())
@@ -510,12 +532,23 @@ impl Conn {
     async fn finish(mut self, end: End, writer: tokio::task::JoinHandle<()>) {
         let agent = self.agent();
         self.ctx.hub.detach(agent, self.conn_id);
-        let (reason, keep_running) = match &end {
-            End::Closed => ("its WebSocket closed", false),
-            End::Unresponsive => ("its WebSocket stopped answering pings", false),
-            End::TooSlow => ("its WebSocket stopped reading", false),
-            End::Replaced(_) => ("a newer connection of the agent replaced this one", true),
-            End::Shutdown => ("the server is shutting down", true),
+        // What becomes of the running tasks: handed on (a failed attempt) when the agent's socket
+        // failed; kept for the agent's newer socket; released (no attempt) when the server
+        // stopped after its drain grace, which was not the agent's doing.
+        let (reason, keep_running, charge) = match &end {
+            End::Closed => ("its WebSocket closed", false, true),
+            End::Unresponsive => ("its WebSocket stopped answering pings", false, true),
+            End::TooSlow => ("its WebSocket stopped reading", false, true),
+            End::Replaced(_) => (
+                "a newer connection of the agent replaced this one",
+                true,
+                true,
+            ),
+            End::Shutdown => (
+                "the server shut down before the task finished",
+                false,
+                false,
+            ),
         };
         let mut ids: Vec<Uuid> = self.offers.drain().map(|(_, o)| o.task_id).collect();
         if !keep_running {
@@ -525,7 +558,7 @@ impl Conn {
             if let Err(e) = self
                 .ctx
                 .store
-                .tasks_abandon(agent, ids, reason.to_string())
+                .tasks_abandon(agent, ids, reason.to_string(), charge)
                 .await
             {
                 tracing::warn!(error = %e, %agent, "could not let go of the socket's tasks");

@@ -371,15 +371,17 @@ impl Store {
         .await
     }
 
-    /// A WebSocket agent lets go of its offers (released) and running tasks (failed attempt).
+    /// A WebSocket agent lets go of its offers (released) and running tasks (a failed attempt
+    /// when `charge`, else released too: the server's own doing, as in a drain).
     pub async fn tasks_abandon(
         &self,
         agent: uuid::Uuid,
         ids: Vec<uuid::Uuid>,
         reason: String,
+        charge: bool,
     ) -> Result<usize> {
         self.write(move |ctx| {
-            Box::pin(async move { tasks::tasks_abandon(ctx, agent, ids, &reason).await })
+            Box::pin(async move { tasks::tasks_abandon(ctx, agent, ids, &reason, charge).await })
         })
         .await
     }

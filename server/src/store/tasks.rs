@@ -452,6 +452,7 @@ pub(crate) async fn tasks_abandon(
     agent: Uuid,
     ids: Vec<Uuid>,
     reason: &str,
+    charge: bool,
 ) -> Result<usize> {
     let mut n = 0;
     for id in ids {
@@ -463,6 +464,9 @@ pub(crate) async fn tasks_abandon(
         }
         match row.status()? {
             TaskStatus::Claimed => {
+                task_release(ctx, row, reason).await?;
+            }
+            TaskStatus::Running if !charge => {
                 task_release(ctx, row, reason).await?;
             }
             TaskStatus::Running => {
@@ -630,6 +634,20 @@ impl Store {
 }
 
 impl Store {
+    /// The agents that hold a claimed or running task (a draining server waits for its own).
+    pub async fn agents_holding_tasks(&self) -> Result<std::collections::HashSet<Uuid>> {
+        let rows: Vec<(Option<String>,)> = self
+            .read_all(
+                "SELECT DISTINCT agent_id FROM tasks WHERE status IN ('claimed', 'running')",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(a,)| a.and_then(|a| a.parse().ok()))
+            .collect())
+    }
+
     /// Running tasks held by an agent (a reconnecting WebSocket takes them over).
     pub async fn task_ids_running_for_agent(&self, agent: Uuid) -> Result<Vec<Uuid>> {
         let rows: Vec<(String,)> = self
