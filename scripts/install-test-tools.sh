@@ -4,16 +4,29 @@
 # browser test. Skips what is already there. (The dashboard's own toolchain is
 # scripts/build-dashboard.sh's business.)
 set -euo pipefail
+cd "$(dirname "$0")/.."
 missing=()
 for tool in curl jq shellcheck chromium; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+sudo_cmd=()
+[[ $(id -u) == 0 ]] || sudo_cmd=(sudo)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
-    sudo_cmd=()
-    [[ $(id -u) == 0 ]] || sudo_cmd=(sudo)
     export DEBIAN_FRONTEND=noninteractive
     "${sudo_cmd[@]}" apt-get update -qq
     "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# schemathesis (PyPI) for the fuzz test, in a virtualenv of its own under target/.
+SCHEMATHESIS_VERSION=4.32.5
+venv=target/tools-venv
+if [[ $("$venv/bin/schemathesis" --version 2>/dev/null) != "schemathesis, version $SCHEMATHESIS_VERSION" ]]; then
+    echo "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+    python3 -m venv "$venv" 2>/dev/null || {
+        "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+        python3 -m venv "$venv"
+    }
+    "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi

@@ -61,6 +61,9 @@ pub struct ApiErrorBody {
 pub struct ErrorEnvelope {
     /// Always `false`.
     pub success: bool,
+    /// Always `null` (present, so every answer has the same three keys).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub data: Option<serde_json::Value>,
     pub error: ApiErrorBody,
 }
 

@@ -48,6 +48,7 @@ pub struct EventListQuery {
     /// Only events with a larger id.
     pub after: Option<i64>,
     /// `asc` (the default: oldest first) or `desc` (newest first, for the latest events).
+    #[cfg_attr(feature = "openapi", param(inline))]
     pub order: Option<SortOrder>,
     /// Page size, 1 to 1000 (default 1000).
     pub limit: Option<u32>,
@@ -63,6 +64,16 @@ pub enum SortOrder {
     Desc,
 }
 
+/// The largest offset a list takes (the databases count in signed 64-bit integers).
+pub const MAX_OFFSET: u64 = i64::MAX as u64;
+
+/// An offset within bounds (default 0), or why not.
+pub fn page_offset(offset: Option<u64>) -> Result<u64, FieldError> {
+    let offset = offset.unwrap_or(0);
+    validate::range("offset", offset, 0, MAX_OFFSET)?;
+    Ok(offset)
+}
+
 /// A page size within bounds, or why not.
 pub fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, FieldError> {
     let limit = limit.unwrap_or(default);
@@ -73,6 +84,10 @@ pub fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, FieldError> {
 impl JobListQuery {
     pub fn limit(&self) -> Result<u32, FieldError> {
         page_limit(self.limit, DEFAULT_PAGE_LIMIT)
+    }
+
+    pub fn offset(&self) -> Result<u64, FieldError> {
+        page_offset(self.offset)
     }
 
     /// The search text, trimmed; `None` when empty.
@@ -92,6 +107,10 @@ impl TaskListQuery {
     pub fn limit(&self) -> Result<u32, FieldError> {
         page_limit(self.limit, DEFAULT_PAGE_LIMIT)
     }
+
+    pub fn offset(&self) -> Result<u64, FieldError> {
+        page_offset(self.offset)
+    }
 }
 
 impl EventListQuery {
@@ -109,5 +128,11 @@ mod tests {
         assert_eq!(page_limit(None, 50), Ok(50));
         assert_eq!(page_limit(Some(0), 50).unwrap_err().field, "limit");
         assert!(page_limit(Some(1001), 50).is_err());
+        assert_eq!(page_offset(None), Ok(0));
+        assert_eq!(page_offset(Some(MAX_OFFSET)), Ok(MAX_OFFSET));
+        assert_eq!(
+            page_offset(Some(MAX_OFFSET + 1)).unwrap_err().field,
+            "offset"
+        );
     }
 }

@@ -12,6 +12,7 @@ mod claim_race;
 mod crash;
 mod dashboard;
 mod drain;
+mod fuzz;
 mod git;
 mod lifecycle;
 mod metrics;

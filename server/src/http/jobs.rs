@@ -73,7 +73,7 @@ pub async fn list_jobs(
         status: q.status,
         search: q.search()?,
         limit: q.limit()?,
-        offset: q.offset.unwrap_or(0),
+        offset: q.offset()?,
     };
     Ok(ok(state.store.job_list(params).await?))
 }
@@ -101,7 +101,7 @@ pub async fn list_job_tasks(
         status: q.status,
         agent_id: q.agent_id,
         limit: q.limit()?,
-        offset: q.offset.unwrap_or(0),
+        offset: q.offset()?,
     };
     Ok(ok(state.store.task_list(params).await?))
 }

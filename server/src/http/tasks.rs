@@ -94,7 +94,7 @@ pub async fn list_tasks(
         status: q.status,
         agent_id: q.agent_id,
         limit: q.limit()?,
-        offset: q.offset.unwrap_or(0),
+        offset: q.offset()?,
     };
     Ok(ok(state.store.task_list(params).await?))
 }
