@@ -184,3 +184,57 @@ async fn a_task_still_running_after_the_grace_is_released_without_an_attempt() {
     assert_eq!(t["data"]["status"], "pending", "{t}");
     assert_eq!(t["data"]["attempts"], 0, "released, not failed: {t}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_json_writes_one_json_object_per_line() {
+    if test_backend() == "postgres" {
+        return;
+    }
+    let data = tempfile::tempdir().expect("data");
+    let port = free_port();
+    let child = tokio::process::Command::new(crate::helpers::agora_bin())
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--db-path")
+        .arg(data.path().join("agora.db"))
+        .arg("--repos-dir")
+        .arg(data.path().join("repos"))
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start agora");
+    let pid = child.id().expect("pid") as i32;
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/health");
+    while http.get(&url).send().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SAFETY: kill(2) sends a signal to our child; no memory is involved.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = child.wait_with_output().await.expect("output");
+    assert!(out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.len() >= 3,
+        "listening, draining, shutting down: {text}"
+    );
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        text.contains("agora listening") && text.contains("draining"),
+        "{text}"
+    );
+}

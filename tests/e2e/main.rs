@@ -14,6 +14,7 @@ mod dashboard;
 mod drain;
 mod fuzz;
 mod git;
+mod hostile;
 mod lifecycle;
 mod metrics;
 mod plan;
