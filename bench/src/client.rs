@@ -71,6 +71,23 @@ impl Api {
         })
     }
 
+    /// `register` for a name the caller no longer needs.
+    pub async fn register_owned(&self, name: String) -> anyhow::Result<Agent> {
+        self.register(&name).await
+    }
+
+    pub async fn submit_spec(&self, title: &str, spec: Value) -> anyhow::Result<Uuid> {
+        let d = self
+            .call(
+                reqwest::Method::POST,
+                "/jobs",
+                None,
+                Some(json!({ "title": title, "job_spec": spec })),
+            )
+            .await?;
+        Ok(d["id"].as_str().context("id")?.parse()?)
+    }
+
     pub async fn submit(&self, title: &str) -> anyhow::Result<Uuid> {
         let d = self
             .call(

@@ -1,9 +1,11 @@
 //! `cargo run --release -p agora-bench`: starts the release `agora` binary on a temporary
 //! SQLite database and prints wake latency (WebSocket, long-poll, 1 s polling), end-to-end
 //! throughput for 1, 16 and 64 WebSocket agents, and the server's memory idle and with 1,000
-//! connected agents. Loopback only, bounded in time.
+//! connected agents. `--only load` (not run by default: heavy) holds 10,000 WebSocket agents and
+//! 500 SSE readers. Loopback only, bounded in time.
 
 mod client;
+mod load;
 mod server;
 
 use std::time::{Duration, Instant};
@@ -29,7 +31,14 @@ struct Args {
     /// Extra environment for the server, KEY=VALUE (e.g. GIT_ENABLED=false).
     #[arg(long = "env")]
     env: Vec<String>,
-    /// Only these parts: any of wake, throughput, idle (default: all).
+    /// WebSocket agents for the load part.
+    #[arg(long, default_value_t = 10_000)]
+    sockets: usize,
+    /// SSE readers for the load part.
+    #[arg(long, default_value_t = 500)]
+    sse: usize,
+    /// Only these parts: any of wake, throughput, idle, load (default: all but load, which is
+    /// heavy).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Agent counts for the throughput runs.
@@ -76,6 +85,8 @@ async fn main() -> anyhow::Result<()> {
         args.replicas == 1 || args.database_url.is_some(),
         "--replicas needs --database-url (replicas share one PostgreSQL)"
     );
+    // Thousands of sockets: the server started below inherits the limit.
+    let fds = load::raise_fd_limit(200_000);
     let db = match &args.database_url {
         Some(admin) => Some(server::BenchDatabase::create(admin).await?),
         None => None,
@@ -89,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let server = &servers[0];
     println!(
-        "agora bench: {cores} cores, {} replica(s), server pid {}, {}",
+        "agora bench: {cores} cores, {} replica(s), server pid {}, {}, open-file limit {fds}",
         servers.len(),
         server.pid(),
         server.backend
@@ -102,7 +113,9 @@ async fn main() -> anyhow::Result<()> {
             .map(|s| (Api::new(&s.base), s.ws_base.clone()))
             .collect(),
     );
-    let run = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
+    let run = |part: &str| {
+        (args.only.is_empty() && part != "load") || args.only.iter().any(|p| p == part)
+    };
     if run("wake") {
         println!("wake latency (task pending -> work in the agent's hands):");
         let (ws_resp, ws_req) = bench.ws_wake(args.samples).await?;
@@ -150,6 +163,16 @@ async fn main() -> anyhow::Result<()> {
             server.rss_mb()
         );
         drop(held);
+    }
+    if run("load") {
+        load::run(
+            server,
+            &Api::new(&server.base),
+            args.sockets,
+            args.sse,
+            args.samples,
+        )
+        .await?;
     }
     for s in servers {
         s.stop().await;

@@ -94,6 +94,8 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     init_tracing(&config.log_format);
+    let fds = startup::raise_open_file_limit();
+    tracing::debug!(open_file_limit = fds, "file descriptors");
     let app = Application::build(config).await?;
     app.run_until_stopped(startup::shutdown_signal()).await
 }

@@ -428,3 +428,50 @@ async fn a_long_poll_claim_returns_within_100ms_of_a_task_becoming_pending() {
     assert!(r.is_null());
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
+
+async fn next_offer(s: &mut agora_client::Session) -> (uuid::Uuid, agora_shared::Task) {
+    loop {
+        if let ServerMsg::TaskOffer { offer_id, task, .. } = s.next().await.expect("msg") {
+            return (offer_id, *task);
+        }
+    }
+}
+
+/// A plan completed over a WebSocket makes its work pending and frees the planner's slot at
+/// the same moment; the dispatcher must take the wake-up, not lose it to the slot message and
+/// leave the work to its 5 s safety re-check. Twenty rounds, each offered well before that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_from_a_plan_completed_over_a_websocket_is_offered_at_once() {
+    let app = spawn_app_with(|c| {
+        c.approvals_required = 1;
+        c.approval_cooldown_secs = 0;
+    })
+    .await;
+    let agents = app.register_many("wake", 3).await;
+    let mut planner = app.as_agent(&agents[0]).session().await.expect("planner");
+    let mut worker = app.as_agent(&agents[1]).session().await.expect("worker");
+    planner.ready(1).await.expect("ready");
+    for round in 0..20 {
+        let job = app.submit(&format!("round {round}"), json!({})).await;
+        app.approve(job, &agents[2]).await.ok();
+        let (offer, plan) = tokio::time::timeout(Duration::from_secs(2), next_offer(&mut planner))
+            .await
+            .expect("the plan is offered");
+        planner.accept(offer).await.expect("accept");
+        worker.ready(1).await.expect("ready");
+        planner
+            .complete(plan.id, json!({ "task_specs": [{ "round": round }] }))
+            .await
+            .expect("complete");
+        let (offer, work) =
+            tokio::time::timeout(Duration::from_millis(2500), next_offer(&mut worker))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("round {round}: the work waited for the safety re-check")
+                });
+        assert_eq!(work.job_id, job);
+        worker.accept(offer).await.expect("accept");
+        worker.complete(work.id, json!(1)).await.expect("complete");
+        worker.ready(0).await.expect("not ready");
+    }
+}

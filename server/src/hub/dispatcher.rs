@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -131,6 +132,11 @@ pub async fn run(
                         for (conn_id, _) in picked {
                             slots.requeue(conn_id);
                         }
+                        // Work that became pending while this batch was claimed and delivered
+                        // must not be lost with the wake-up that announced it.
+                        if notified.as_mut().now_or_never().is_some() {
+                            queue_empty = false;
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "dispatch claim failed; will retry");
@@ -140,12 +146,16 @@ pub async fn run(
                 continue;
             }
         }
+        // Biased: when a wake-up and a slot message are ready together, the wake-up is taken
+        // (the message waits in the channel); a random pick would drop the wake-up with the
+        // `notified` future and leave the work to the safety re-check.
         tokio::select! {
+            biased;
+            _ = &mut notified => queue_empty = false,
             msg = rx.recv() => match msg {
                 Some(m) => slots.apply(m),
                 None => return,
             },
-            _ = &mut notified => queue_empty = false,
             _ = tokio::time::sleep(SAFETY_RECHECK) => queue_empty = false,
             _ = draining.changed() => {}
             _ = shutdown.changed() => return,

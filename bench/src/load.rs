@@ -1,0 +1,257 @@
+//! `--only load`: many WebSocket agents and SSE readers on one server. Reports the server's
+//! memory with them connected, the offer latency they see (task created → offer in the agent's
+//! hands, one task at a time and in a burst), and what a slow SSE reader that never reads does
+//! to the server's memory.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agora_shared::ws::ServerMsg;
+use agora_shared::TaskType;
+use anyhow::Context;
+use futures::{SinkExt, StreamExt, TryStreamExt};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{Agent, Api};
+use crate::server::Server;
+use crate::{ms, pct};
+
+/// Raises this process's open-file limit (the server, started after, inherits it).
+pub fn raise_fd_limit(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit fill and read a plain struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        let target = libc::rlimit {
+            rlim_cur: want.max(lim.rlim_cur),
+            rlim_max: want.max(lim.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &target) != 0 {
+            // Not allowed above the hard limit: take what there is.
+            let soft = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &soft);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur
+}
+
+/// One load agent: `ready 1`, accepts every offer, plans a job into `job_spec.n` tasks, completes
+/// work at once, and reports each work offer's latency in milliseconds.
+async fn connect(ws_base: &str, a: &Agent, lat: mpsc::UnboundedSender<f64>) -> anyhow::Result<()> {
+    let url = format!("{ws_base}/agents/{}/ws?token={}", a.id, a.token);
+    // Small buffers: 10,000 clients in one process.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+    let (mut sink, mut stream) = socket.split();
+    sink.send(Message::Text(
+        json!({ "type": "ready", "slots": 1 }).to_string().into(),
+    ))
+    .await?;
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = stream.next().await {
+            let Message::Text(t) = m else { continue };
+            let Ok(ServerMsg::TaskOffer {
+                offer_id,
+                task,
+                job,
+                ..
+            }) = serde_json::from_str::<ServerMsg>(t.as_str())
+            else {
+                continue;
+            };
+            let arrived = chrono::Utc::now();
+            let result = match task.task_type {
+                TaskType::Plan => {
+                    let n = job.job_spec["n"].as_u64().unwrap_or(1);
+                    json!({ "task_specs": (0..n).map(|i| json!({ "i": i })).collect::<Vec<_>>() })
+                }
+                TaskType::Work => {
+                    let waited = (arrived - task.created_at).num_microseconds().unwrap_or(0);
+                    let _ = lat.send(waited as f64 / 1000.0);
+                    json!(null)
+                }
+            };
+            let accept = json!({ "type": "accept", "offer_id": offer_id });
+            let done = json!({ "type": "complete", "task_id": task.id, "result": result });
+            if sink
+                .send(Message::Text(accept.to_string().into()))
+                .await
+                .is_err()
+                || sink
+                    .send(Message::Text(done.to_string().into()))
+                    .await
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// An SSE reader of every event; counts the events it sees.
+fn sse_reader(base: String, seen: Arc<AtomicU64>) {
+    tokio::spawn(async move {
+        let Ok(res) = reqwest::get(format!("{base}/events")).await else {
+            return;
+        };
+        let mut body = res.bytes_stream();
+        while let Some(Ok(chunk)) = body.next().await {
+            let n = chunk
+                .windows(4)
+                .filter(|w| w == b"id: " || w == b"\nid:")
+                .count();
+            seen.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    });
+}
+
+fn report(name: &str, mut v: Vec<f64>) {
+    v.sort_by(f64::total_cmp);
+    let d: Vec<Duration> = v
+        .iter()
+        .map(|m| Duration::from_secs_f64(m / 1000.0))
+        .collect();
+    println!(
+        "  {name:<34} n={:<5} p50 {:>12}  p99 {:>12}  max {:>12}",
+        d.len(),
+        ms(pct(&d, 0.5)),
+        ms(pct(&d, 0.99)),
+        ms(d.last().copied().unwrap_or_default())
+    );
+}
+
+async fn job_of(api: &Api, approver: &Agent, n: usize) -> anyhow::Result<()> {
+    let job = api.submit_spec("load", json!({ "n": n })).await?;
+    api.approve(job, approver).await
+}
+
+pub async fn run(
+    server: &Server,
+    api: &Api,
+    sockets: usize,
+    sse: usize,
+    samples: usize,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let agents: Vec<Agent> = futures::stream::iter(0..sockets)
+        .map(|i| api.register_owned(format!("load-{i}")))
+        .buffer_unordered(32)
+        .try_collect()
+        .await?;
+    let approver = api.register("load-approver").await?;
+    println!(
+        "load: {sockets} agents registered in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let (lat_tx, mut lat_rx) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    futures::stream::iter(agents.iter())
+        .map(|a| connect(&server.ws_base, a, lat_tx.clone()))
+        .buffer_unordered(64)
+        .try_collect::<Vec<()>>()
+        .await
+        .context("connecting the load agents")?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    println!(
+        "  {sockets} WebSocket agents connected in {:.1} s; server RSS {:.1} MB",
+        started.elapsed().as_secs_f64(),
+        server.rss_mb()
+    );
+    let counters: Vec<Arc<AtomicU64>> = (0..sse).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    for c in &counters {
+        sse_reader(server.base.clone(), c.clone());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    println!(
+        "  + {sse} SSE readers: server RSS {:.1} MB",
+        server.rss_mb()
+    );
+
+    // One task at a time: created → offered to one of the ready agents.
+    let mut single = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        job_of(api, &approver, 1).await?;
+        let l = tokio::time::timeout(Duration::from_secs(30), lat_rx.recv())
+            .await
+            .context("no offer within 30 s")?
+            .context("agents gone")?;
+        single.push(l);
+    }
+    report("offer latency, one task at a time", single);
+    // A burst: 2,000 tasks created at once, fanned out to the agents.
+    let burst_n = 2000.min(sockets.max(1) * 4);
+    job_of(api, &approver, burst_n).await?;
+    let mut burst = Vec::with_capacity(burst_n);
+    while burst.len() < burst_n {
+        let l = tokio::time::timeout(Duration::from_secs(60), lat_rx.recv())
+            .await
+            .context("the burst stalled")?
+            .context("agents gone")?;
+        burst.push(l);
+    }
+    report(&format!("offer latency, burst of {burst_n}"), burst);
+    println!("  server RSS after the offers: {:.1} MB", server.rss_mb());
+
+    // A reader that never reads: the server must cut it off rather than queue for it.
+    let addr = server
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/api")
+        .to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await?;
+    slow.write_all(format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let before = server.rss_mb();
+    for _ in 0..5 {
+        job_of(api, &approver, 2000).await?;
+        let mut got = 0;
+        while got < 2000 {
+            tokio::time::timeout(Duration::from_secs(60), lat_rx.recv())
+                .await
+                .context("stalled")?;
+            got += 1;
+        }
+    }
+    let after = server.rss_mb();
+    // Drain what the kernel buffered: a server that gave up on the reader closes the stream.
+    let cut_off = tokio::time::timeout(Duration::from_secs(20), async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    println!(
+        "  slow SSE reader (never reads) during 10,000 tasks: server RSS {before:.1} → {after:.1} MB; cut off by the server: {}",
+        if cut_off { "yes" } else { "no" }
+    );
+    let seen: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    println!(
+        "  SSE readers saw {}..{} events each",
+        seen.iter().min().unwrap_or(&0),
+        seen.iter().max().unwrap_or(&0)
+    );
+    Ok(())
+}
