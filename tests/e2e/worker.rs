@@ -190,3 +190,113 @@ async fn three_workers_finish_200_tasks_and_a_killed_one_loses_nothing() {
         assert_ne!(a["status"], "online", "{a}");
     }
 }
+
+const MODES: &str = r#"#!/bin/sh
+spec=$(cat)
+case "$spec" in
+  *ok*) echo "PROGRESS 40 half way"; echo '{"fine": true}' ;;
+  *fail*) echo "something went wrong: boom" >&2; exit 3 ;;
+  *slow*) echo $$ > "$DIR/slow.pid"; sleep 30; echo '"too late"' ;;
+  *linger*) touch "$DIR/linger.started"; sleep 1.5; echo '"lingered"' ;;
+esac
+"#;
+
+const FOUR: &str = r#"#!/bin/sh
+cat > /dev/null
+echo '{"task_specs":[{"m":"ok"},{"m":"fail"},{"m":"slow"},{"m":"linger"}]}'
+"#;
+
+/// One worker, four tasks: a result with progress, a failure with its stderr, a command killed
+/// at the task's timeout, and a task still running at Ctrl-C that is finished before the worker
+/// unregisters and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_reports_results_failures_timeouts_and_drains_on_ctrl_c() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.approvals_required = 1;
+        c.task_timeout = 2;
+        c.task_max_retries = 0;
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut worker = tokio::process::Command::new(agora_bin())
+        .args([
+            "worker", "--slots", "4", "--name", "solo", "--url", &app.base,
+        ])
+        .args(["--exec", &script(dir.path(), "modes.sh", MODES)])
+        .args(["--planner", &script(dir.path(), "four.sh", FOUR)])
+        .env("DIR", dir.path())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start agora worker");
+    let approver = app.register("approver").await;
+    let job = app.submit("modes", json!({})).await;
+    app.approve(job, &approver).await.ok();
+
+    // Ctrl-C while `linger` runs.
+    let started = dir.path().join("linger.started");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !started.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the linger task started");
+    let pid = worker.id().expect("pid") as i32;
+    // SAFETY: kill(2) sends a signal to our child; no memory is involved.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = tokio::time::timeout(Duration::from_secs(20), worker.wait())
+        .await
+        .expect("the worker stopped")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+
+    let tasks = tasks_of(&app, job).await;
+    let by_mode = |m: &str| {
+        tasks
+            .iter()
+            .find(|t| t["task_spec"]["m"] == m)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {m} task in {tasks:?}"))
+    };
+    let ok = by_mode("ok");
+    assert_eq!(ok["status"], "completed");
+    assert_eq!(ok["result"], json!({ "fine": true }));
+    assert_eq!(ok["progress_message"], "half way");
+    let fail = by_mode("fail");
+    assert_eq!(fail["status"], "failed");
+    let error = fail["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("exit status: 3") && error.contains("boom"),
+        "{error}"
+    );
+    let slow = by_mode("slow");
+    assert_eq!(slow["status"], "failed");
+    assert!(
+        slow["error"].as_str().unwrap_or("").contains("timeout"),
+        "{slow}"
+    );
+    let slow_pid: i32 = std::fs::read_to_string(dir.path().join("slow.pid"))
+        .expect("slow.pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    // Dead, or a zombie nobody has reaped yet (its parent, the worker, is gone).
+    let state = std::fs::read_to_string(format!("/proc/{slow_pid}/stat")).unwrap_or_default();
+    let running = state
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|s| s != "Z" && s != "X");
+    assert!(!running, "the timed-out command was killed: {state}");
+    let linger = by_mode("linger");
+    assert_eq!(linger["status"], "completed", "finished during the drain");
+    assert_eq!(linger["result"], "lingered");
+    let agents = app.get("/agents").await.ok();
+    let solo = agents
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == "solo").cloned());
+    assert!(
+        solo.is_none_or(|a| a["status"] != "online"),
+        "the worker unregistered"
+    );
+}
