@@ -9,6 +9,7 @@ mod bad_input;
 mod browser;
 mod cancel;
 mod claim_race;
+mod cli;
 mod crash;
 mod dashboard;
 mod drain;

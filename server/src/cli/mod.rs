@@ -39,6 +39,13 @@ pub struct AgentIdentity {
 pub enum Command {
     /// Take tasks over WebSocket and run a shell command for each one.
     Worker(WorkerArgs),
+    #[command(flatten)]
+    Ops(OpsCommand),
+}
+
+/// The commands for people and scripts (one REST call or a few each).
+#[derive(Subcommand, Debug)]
+pub enum OpsCommand {
     /// Submit a job; it waits for approvals.
     Submit {
         /// The job's title.
@@ -137,6 +144,6 @@ pub enum Command {
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Worker(args) => worker::run(args).await,
-        other => ops::run(other).await,
+        Command::Ops(command) => ops::run(command).await,
     }
 }

@@ -11,16 +11,15 @@ use uuid::Uuid;
 
 use super::profile::{self, SavedAgent};
 use super::render::{self, clip, short, time};
-use super::{Command, Remote};
+use super::{OpsCommand, Remote};
 
 fn client(remote: &Remote) -> anyhow::Result<Client> {
     Ok(Client::new(&profile::url(remote)?))
 }
 
-pub async fn run(command: Command) -> anyhow::Result<()> {
+pub async fn run(command: OpsCommand) -> anyhow::Result<()> {
     match command {
-        Command::Worker(_) => unreachable!("the worker has its own runner"),
-        Command::Submit {
+        OpsCommand::Submit {
             title,
             spec,
             spec_file,
@@ -46,7 +45,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 job.id, job.status, job.approvals_required
             );
         }
-        Command::Approve {
+        OpsCommand::Approve {
             job_id,
             comment,
             identity,
@@ -70,7 +69,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 job.status
             );
         }
-        Command::Cancel {
+        OpsCommand::Cancel {
             job_id,
             reason,
             admin_token,
@@ -84,7 +83,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             }
             println!("job {} is {}", job.id, job.status);
         }
-        Command::Register {
+        OpsCommand::Register {
             name,
             capabilities,
             remote,
@@ -105,7 +104,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 path.display()
             );
         }
-        Command::Unregister { identity, remote } => {
+        OpsCommand::Unregister { identity, remote } => {
             let (id, token) = profile::agent(&identity)?;
             let agent = client(&remote)?.with_agent(id, token).unregister().await?;
             profile::forget_agent()?;
@@ -114,7 +113,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             }
             println!("unregistered agent {}", agent.id);
         }
-        Command::Jobs {
+        OpsCommand::Jobs {
             status,
             limit,
             offset,
@@ -134,7 +133,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 page.offset
             );
         }
-        Command::Job {
+        OpsCommand::Job {
             job_id,
             tasks,
             remote,
@@ -190,7 +189,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 println!("{} of {} tasks shown", tasks.items.len(), tasks.total);
             }
         }
-        Command::Status { remote } => {
+        OpsCommand::Status { remote } => {
             let c = client(&remote)?;
             let health = c.health().await;
             let stats = c.stats().await?;
@@ -222,7 +221,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             println!("jobs:  {}", counts(&stats.jobs));
             println!("tasks: {}", counts(&stats.tasks));
         }
-        Command::Events {
+        OpsCommand::Events {
             job_id,
             after,
             follow,
