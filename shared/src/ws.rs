@@ -63,6 +63,19 @@ pub enum ClientMsg {
     },
 }
 
+impl ClientFrame {
+    /// A field of `raw` (the frame as received) that the parsed frame does not have: serde
+    /// cannot refuse unknown fields through `flatten`, so this does it, as REST bodies do. A
+    /// misspelt optional field (`extend_sec`) would otherwise be ignored without a word.
+    pub fn unknown_field(&self, raw: &serde_json::Value) -> Option<String> {
+        let known = serde_json::to_value(self).ok()?;
+        let (raw, known) = (raw.as_object()?, known.as_object()?);
+        raw.keys()
+            .find(|k| k.as_str() != "ref" && !known.contains_key(k.as_str()))
+            .cloned()
+    }
+}
+
 impl ClientMsg {
     pub fn kind(&self) -> &'static str {
         match self {
@@ -140,6 +153,35 @@ mod tests {
         assert_eq!(f.msg, ClientMsg::Accept { offer_id: id });
         assert!(serde_json::from_value::<ClientFrame>(json!({"type": "dance"})).is_err());
         assert!(serde_json::from_value::<ClientFrame>(json!({"type": "ready"})).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_found_whatever_the_message() {
+        let id = Uuid::new_v4();
+        for (raw, unknown) in [
+            (json!({"type": "ready", "slots": 1}), None),
+            (json!({"type": "ready", "slots": 1, "ref": "r"}), None),
+            (json!({"type": "ready", "slots": 1, "ref": null}), None),
+            (
+                json!({"type": "progress", "task_id": id, "progress": 5}),
+                None,
+            ),
+            (
+                json!({"type": "progress", "task_id": id, "progress": 5, "extend_sec": 9}),
+                Some("extend_sec"),
+            ),
+            (
+                json!({"type": "decline", "offer_id": id, "reason": null}),
+                None,
+            ),
+            (
+                json!({"type": "ready", "slots": 1, "hint": true}),
+                Some("hint"),
+            ),
+        ] {
+            let frame: ClientFrame = serde_json::from_value(raw.clone()).unwrap();
+            assert_eq!(frame.unknown_field(&raw).as_deref(), unknown, "{raw}");
+        }
     }
 
     #[test]

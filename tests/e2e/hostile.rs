@@ -64,11 +64,16 @@ async fn malformed_websocket_frames_get_negative_acks_and_the_socket_survives() 
         assert_eq!(err.code, *code, "{frame:.80}: {}", err.message);
         assert!(!err.message.is_empty());
     }
-    // Unknown fields in a frame are ignored (a newer client may add hints), unlike REST
-    // bodies, which refuse them.
+    // Unknown fields are refused, as in REST bodies: a misspelt optional field is not ignored.
     ws.send(json!({ "type": "ready", "slots": 0, "hint": true, "ref": "extra" }))
         .await;
-    assert!(ws.ack("ready").await.0);
+    let (ok, err) = ws.ack("ready").await;
+    assert!(!ok, "an unknown field is refused");
+    let err = err.expect("an error body");
+    assert_eq!(
+        (err.code, err.field.as_deref()),
+        (ErrorCode::ValidationError, Some("hint"))
+    );
     // Binary frames are not the protocol.
     ws.socket
         .send(Message::Binary(vec![0xff, 0x00, 0x13].into()))

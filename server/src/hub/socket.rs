@@ -257,6 +257,15 @@ impl Conn {
             Ok(f) => f,
             Err(e) => return self.ack(None, "unknown", Err(e)),
         };
+        if let Some(field) = serde_json::from_str(text)
+            .ok()
+            .and_then(|raw| frame.unknown_field(&raw))
+        {
+            let kind = frame.msg.kind();
+            let e =
+                ApiError::validation(&field, format!("unknown field `{field}` in a {kind} frame"));
+            return self.ack(frame.reference, kind, Err(e));
+        }
         let kind = frame.msg.kind();
         let result = self.handle(frame.msg).await;
         self.ack(frame.reference, kind, result)
