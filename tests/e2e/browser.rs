@@ -15,6 +15,9 @@ use uuid::Uuid;
 
 use crate::helpers::{free_port, require_tool, RealServer as Server};
 
+/// The operator's token: cancel in the dashboard must ask for it.
+const ADMIN_TOKEN: &str = "let-me-cancel";
+
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -120,10 +123,13 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     let mut server = Server::start(
         free_port(),
         data.path(),
-        &[(
-            "FRONTEND_DIR",
-            &repo_root().join("dist").display().to_string(),
-        )],
+        &[
+            (
+                "FRONTEND_DIR",
+                &repo_root().join("dist").display().to_string(),
+            ),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ],
     )
     .await;
     let (_driver, b, _profile) = start_browser().await;
@@ -256,10 +262,13 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     server = Server::start(
         server.port,
         &server.data.clone(),
-        &[(
-            "FRONTEND_DIR",
-            &repo_root().join("dist").display().to_string(),
-        )],
+        &[
+            (
+                "FRONTEND_DIR",
+                &repo_root().join("dist").display().to_string(),
+            ),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ],
     )
     .await;
     wait_for(&b, "#conn[data-state='live']").await;
@@ -405,6 +414,57 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     );
     let text = pager.text().await.expect("pager text");
     assert!(text.contains("of 10001 tasks"), "{text}");
+
+    // Operator actions: submit through the form (the JSON is checked as it is typed), then
+    // cancel, which asks for the admin token.
+    b.goto(&server.url("/submit")).await.expect("submit page");
+    let title = wait_for(&b, "#title").await;
+    title
+        .send_keys("Typed in the browser")
+        .await
+        .expect("title");
+    let spec = b.find(Locator::Css("#spec")).await.expect("spec editor");
+    spec.clear().await.expect("clear");
+    spec.send_keys("{\"repo\": ").await.expect("half a spec");
+    wait_for(&b, "#spec-status.error").await;
+    let submit = b
+        .find(Locator::Css("form.submit button[type='submit']"))
+        .await
+        .expect("button");
+    assert!(
+        !submit.is_enabled().await.expect("enabled?"),
+        "invalid JSON cannot be submitted"
+    );
+    spec.send_keys("\"y\"}").await.expect("the rest");
+    wait_for(&b, "#spec-status.ok").await;
+    submit.click().await.expect("submit");
+    let heading = wait_for(&b, "#job-title").await;
+    assert_eq!(heading.text().await.expect("title"), "Typed in the browser");
+    wait_for(&b, "#job-status [data-status='committed']").await;
+    b.find(Locator::Css(".cancel > button"))
+        .await
+        .expect("cancel")
+        .click()
+        .await
+        .expect("open");
+    wait_for(&b, ".cancel-form").await;
+    b.find(Locator::Css(".cancel-form button[type='submit']"))
+        .await
+        .expect("cancel it")
+        .click()
+        .await
+        .expect("click");
+    let token = wait_for(&b, ".cancel-form input[type='password']").await;
+    token.send_keys(ADMIN_TOKEN).await.expect("token");
+    b.find(Locator::Css(".cancel-form button[type='submit']"))
+        .await
+        .expect("cancel it")
+        .click()
+        .await
+        .expect("click");
+    wait_for(&b, "#job-status [data-status='failed']").await;
+    wait_for(&b, ".flow g.current[data-state='failed']").await;
+    wait_for(&b, ".flow line.taken").await;
 
     // Readable on a phone: nothing wider than the screen.
     b.set_window_size(390, 844).await.expect("phone size");
