@@ -27,7 +27,9 @@ struct Security;
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        for name in ["agent_token", "admin_token"] {
+        // registration_token: only when the server sets REGISTRATION_TOKEN; agent_token on
+        // submit: only with `submitted_by`.
+        for name in ["agent_token", "admin_token", "registration_token"] {
             components.add_security_scheme(
                 name,
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
 
 /// Register an agent. The token in the answer is shown once.
 #[utoipa::path(post, path = "/api/agents/register", tag = "agents", request_body = RegisterAgent,
+    security((), ("registration_token" = [])),
     responses((status = 201, body = Envelope<Registered>), (status = 400, body = ErrorEnvelope),
               (status = 401, body = ErrorEnvelope), (status = 413, body = ErrorEnvelope)))]
 pub async fn register_agent(

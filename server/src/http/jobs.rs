@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
 /// Submit a job; it waits in `committed` for approvals. With `submitted_by`, the call needs that
 /// agent's token.
 #[utoipa::path(post, path = "/api/jobs", tag = "jobs", request_body = SubmitJob,
+    security((), ("agent_token" = [])),
     responses((status = 201, body = Envelope<Job>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
               (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 413, body = ErrorEnvelope)))]
 pub async fn submit_job(
