@@ -89,13 +89,15 @@ async fn serve(args: &WorkerArgs, client: &Client, url: &str) -> anyhow::Result<
     let (tx, mut rx) = mpsc::channel::<Report>(256);
     // Running tasks, each with the switch that kills its command.
     let mut running: HashMap<Uuid, oneshot::Sender<()>> = HashMap::new();
+    // Offers accepted, waiting for the server to confirm (the command starts then).
+    let mut accepting: HashMap<Uuid, (String, Task)> = HashMap::new();
     // Results sent and not yet acknowledged.
     let mut unacked = 0usize;
     let mut draining = false;
     let mut drained_at = None;
     let mut signals = Signals::new()?;
     loop {
-        if draining && running.is_empty() {
+        if draining && running.is_empty() && accepting.is_empty() {
             let waited = drained_at.get_or_insert_with(tokio::time::Instant::now);
             if unacked == 0 || waited.elapsed() > ACK_WAIT {
                 return Ok(());
@@ -110,10 +112,11 @@ async fn serve(args: &WorkerArgs, client: &Client, url: &str) -> anyhow::Result<
                     };
                     match cmd {
                         Some(cmd) if !draining => {
-                            session.accept(offer_id).await?;
-                            let (kill, killed) = oneshot::channel();
-                            running.insert(task.id, kill);
-                            tokio::spawn(execute(cmd.clone(), *task, url.to_string(), tx.clone(), killed));
+                            // The command starts when the server confirms the accept: an offer
+                            // can expire, or die with a socket that was replaced.
+                            let task_id = task.id;
+                            accepting.insert(task_id, (cmd.clone(), *task));
+                            session.send_with_ref(ClientMsg::Accept { offer_id }, Some(format!("accept:{task_id}"))).await?;
                         }
                         Some(_) => session.decline(offer_id, Some("shutting down".into())).await?,
                         None => session.decline(offer_id, Some("this worker has no --planner".into())).await?,
@@ -128,6 +131,14 @@ async fn serve(args: &WorkerArgs, client: &Client, url: &str) -> anyhow::Result<
                 ServerMsg::Ack { kind, ok, error, reference, .. } => {
                     if matches!(kind.as_str(), "complete" | "fail") && reference.is_some() {
                         unacked = unacked.saturating_sub(1);
+                    }
+                    let accepted = reference.as_deref().and_then(|r| r.strip_prefix("accept:")).and_then(|id| id.parse::<Uuid>().ok());
+                    if let Some((cmd, task)) = accepted.and_then(|id| accepting.remove(&id)) {
+                        if ok {
+                            let (kill, killed) = oneshot::channel();
+                            running.insert(task.id, kill);
+                            tokio::spawn(execute(cmd, task, url.to_string(), tx.clone(), killed));
+                        }
                     }
                     if !ok {
                         let message = error.map(|e| format!("{:?}: {}", e.code, e.message)).unwrap_or_default();
