@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use agora_client::Client;
+use agora_shared::SubmitJob;
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::helpers::{free_port, require_tool, RealServer as Server};
 
@@ -22,26 +23,36 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-async fn api(
-    http: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    token: Option<&str>,
-    body: Value,
-) -> Value {
-    let mut req = http.request(method, url).json(&body);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
+fn job(title: &str, spec: Value) -> SubmitJob {
+    SubmitJob {
+        title: title.into(),
+        job_spec: spec,
+        priority: None,
+        approvals_required: None,
+        submitted_by: None,
     }
-    let v: Value = req
-        .send()
+}
+
+/// `n` agents registered through the SDK, named `prefix-i`.
+async fn register(base: &str, prefix: &str, n: usize) -> Vec<Client> {
+    let mut agents = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut a = Client::new(base);
+        a.register(&format!("{prefix}-{i}"), None)
+            .await
+            .expect("register");
+        agents.push(a);
+    }
+    agents
+}
+
+/// The next pending task, claimed by `agent`.
+async fn claim(agent: &Client) -> agora_shared::ClaimedTask {
+    agent
+        .claim(None)
         .await
-        .expect("API call")
-        .json()
-        .await
-        .expect("JSON");
-    assert_eq!(v["success"], true, "{v}");
-    v["data"].clone()
+        .expect("claim")
+        .expect("a pending task")
 }
 
 async fn wait_for(b: &Browser, css: &str) -> fantoccini::elements::Element {
@@ -133,7 +144,8 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     )
     .await;
     let (_driver, b, _profile) = start_browser().await;
-    let http = reqwest::Client::new();
+    let base = server.url("");
+    let anyone = Client::new(&base);
 
     // Loads, renders, goes live.
     b.goto(&server.url("/")).await.expect("open the dashboard");
@@ -146,18 +158,11 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     wait_for(&b, "#conn[data-state='live']").await;
 
     // A job submitted over the API shows up without a reload.
-    let job = api(
-        &http,
-        reqwest::Method::POST,
-        server.url("/api/jobs"),
-        None,
-        json!({ "title": "Browser-visible job", "job_spec": { "repo": "x" } }),
-    )
-    .await;
-    let job_id: Uuid = job["id"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .expect("job id");
+    let job_id = anyone
+        .submit(&job("Browser-visible job", json!({ "repo": "x" })))
+        .await
+        .expect("submit")
+        .id;
     wait_for(&b, &format!("tr[data-job='{job_id}']")).await;
     screenshot(&b, "overview.png").await;
 
@@ -170,66 +175,32 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
         .expect("open the job");
     wait_for(&b, "#job-status [data-status='committed']").await;
     wait_for(&b, ".flow g.current[data-state='committed']").await;
-    let mut agents = Vec::new();
-    for i in 0..6 {
-        let a = api(
-            &http,
-            reqwest::Method::POST,
-            server.url("/api/agents/register"),
-            None,
-            json!({ "name": format!("browser-agent-{i}") }),
-        )
-        .await;
-        agents.push((
-            a["agent_id"].as_str().expect("id").to_string(),
-            a["token"].as_str().expect("token").to_string(),
-        ));
-    }
-    for (id, token) in agents.iter().take(5) {
-        api(
-            &http,
-            reqwest::Method::POST,
-            server.url(&format!("/api/jobs/{job_id}/approve")),
-            Some(token),
-            json!({ "agent_id": id }),
-        )
-        .await;
+    let agents = register(&base, "browser-agent", 6).await;
+    for a in agents.iter().take(5) {
+        a.approve(job_id, None).await.expect("approve");
     }
     wait_for(&b, "#job-status [data-status='accepted']").await;
     wait_for(&b, ".flow g.current[data-state='accepted']").await;
     wait_for(&b, ".flow g.passed[data-state='approving']").await;
 
     // Plan two tasks, complete one with a result; expanding its row shows the result.
-    let (planner, token) = &agents[5];
-    let claim = |url: String| {
-        api(
-            &http,
-            reqwest::Method::POST,
-            url,
-            Some(token),
-            json!({ "agent_id": planner }),
+    let planner = &agents[5];
+    let plan = claim(planner).await;
+    planner
+        .complete(
+            plan.task.id,
+            json!({ "task_specs": [{ "file": "a.rs" }, { "file": "b.rs" }] }),
         )
-    };
-    let plan = claim(server.url("/api/tasks/claim")).await;
-    let plan_id = plan["task"]["id"].as_str().expect("plan id").to_string();
-    api(
-        &http,
-        reqwest::Method::POST,
-        server.url(&format!("/api/tasks/{plan_id}/complete")),
-        Some(token),
-        json!({ "result": { "task_specs": [{ "file": "a.rs" }, { "file": "b.rs" }] } }),
-    )
-    .await;
-    let work = claim(server.url("/api/tasks/claim")).await;
-    let work_id = work["task"]["id"].as_str().expect("task id").to_string();
-    api(
-        &http,
-        reqwest::Method::POST,
-        server.url(&format!("/api/tasks/{work_id}/complete")),
-        Some(token),
-        json!({ "result": { "answer": 42, "note": "visible in the browser" } }),
-    )
-    .await;
+        .await
+        .expect("plan");
+    let work_id = claim(planner).await.task.id;
+    planner
+        .complete(
+            work_id,
+            json!({ "answer": 42, "note": "visible in the browser" }),
+        )
+        .await
+        .expect("complete");
     wait_for(
         &b,
         &format!("tr[data-task='{work_id}'] [data-status='completed']"),
@@ -272,16 +243,7 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     )
     .await;
     wait_for(&b, "#conn[data-state='live']").await;
-    let (_, token) = &agents[5];
-    let second = api(
-        &http,
-        reqwest::Method::POST,
-        server.url("/api/tasks/claim"),
-        Some(token),
-        json!({ "agent_id": agents[5].0 }),
-    )
-    .await;
-    let second_id = second["task"]["id"].as_str().expect("task id").to_string();
+    let second_id = claim(&agents[5]).await.task.id;
     wait_for(
         &b,
         &format!("tr[data-task='{second_id}'] [data-status='claimed']"),
@@ -290,17 +252,12 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
 
     // 1,000 jobs and a job of 10,000 tasks: the lists come a page at a time.
     let submits = (0..1000).map(|i| {
-        let http = http.clone();
-        let url = server.url("/api/jobs");
+        let anyone = anyone.clone();
         async move {
-            api(
-                &http,
-                reqwest::Method::POST,
-                url,
-                None,
-                json!({ "title": format!("bulk {i}"), "job_spec": {} }),
-            )
-            .await
+            anyone
+                .submit(&job(&format!("bulk {i}"), json!({})))
+                .await
+                .expect("submit")
         }
     });
     futures::stream::iter(submits)
@@ -333,76 +290,29 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
         narrowed.is_ok(),
         "searching 'bulk 99' finds bulk 99 and bulk 990-999"
     );
-    let big = api(
-        &http,
-        reqwest::Method::POST,
-        server.url("/api/jobs"),
-        None,
-        json!({ "title": "ten thousand", "job_spec": {}, "approvals_required": 5 }),
-    )
-    .await;
-    let big_id = big["id"].as_str().expect("id").to_string();
-    let spare: Vec<(String, String)> = {
-        let mut v = Vec::new();
-        for i in 0..5 {
-            let a = api(
-                &http,
-                reqwest::Method::POST,
-                server.url("/api/agents/register"),
-                None,
-                json!({ "name": format!("bulk-approver-{i}") }),
-            )
-            .await;
-            v.push((
-                a["agent_id"].as_str().expect("id").to_string(),
-                a["token"].as_str().expect("token").to_string(),
-            ));
-        }
-        v
-    };
-    for (id, token) in &spare {
-        api(
-            &http,
-            reqwest::Method::POST,
-            server.url(&format!("/api/jobs/{big_id}/approve")),
-            Some(token),
-            json!({ "agent_id": id }),
-        )
-        .await;
+    let big_id = anyone
+        .submit(&SubmitJob {
+            approvals_required: Some(5),
+            ..job("ten thousand", json!({}))
+        })
+        .await
+        .expect("submit")
+        .id;
+    let spare = register(&base, "bulk-approver", 5).await;
+    for a in &spare {
+        a.approve(big_id, None).await.expect("approve");
     }
-    let (planner, token) = &spare[0];
-    let plan = api(
-        &http,
-        reqwest::Method::POST,
-        server.url("/api/tasks/claim"),
-        Some(token),
-        json!({ "agent_id": planner }),
-    )
-    .await;
+    let planner = &spare[0];
     // The oldest pending task first: the earlier job's second work task, then this plan.
-    let mut plan = plan;
-    while plan["job"]["id"] != big_id.as_str() {
-        plan = api(
-            &http,
-            reqwest::Method::POST,
-            server.url("/api/tasks/claim"),
-            Some(token),
-            json!({ "agent_id": planner }),
-        )
-        .await;
+    let mut plan = claim(planner).await;
+    while plan.job.id != big_id {
+        plan = claim(planner).await;
     }
     let specs: Vec<Value> = (0..10_000).map(|i| json!({ "n": i })).collect();
-    api(
-        &http,
-        reqwest::Method::POST,
-        server.url(&format!(
-            "/api/tasks/{}/complete",
-            plan["task"]["id"].as_str().expect("plan")
-        )),
-        Some(token),
-        json!({ "result": { "task_specs": specs } }),
-    )
-    .await;
+    planner
+        .complete(plan.task.id, json!({ "task_specs": specs }))
+        .await
+        .expect("plan");
     let started = Instant::now();
     b.goto(&server.url(&format!("/jobs/{big_id}")))
         .await
