@@ -5,15 +5,12 @@
 use agora_shared::{JobEvent, JobStatus};
 use leptos::prelude::*;
 
-const PATH: [JobStatus; 7] = [
-    JobStatus::Committed,
-    JobStatus::Approving,
-    JobStatus::Accepted,
-    JobStatus::Planning,
-    JobStatus::Ready,
-    JobStatus::Executing,
-    JobStatus::Completed,
-];
+/// The happy path: every state in lifecycle order but the last, `failed` (shared's lifecycle
+/// tests hold `JobStatus::ALL` to that order).
+const PATH: &[JobStatus] = match JobStatus::ALL.split_last() {
+    Some((_failed, path)) => path,
+    None => &[],
+};
 const W: i32 = 112;
 const BOX_W: i32 = 96;
 const BOX_H: i32 = 34;
