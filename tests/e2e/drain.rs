@@ -192,15 +192,9 @@ async fn log_format_json_writes_one_json_object_per_line() {
     }
     let data = tempfile::tempdir().expect("data");
     let port = free_port();
-    let child = tokio::process::Command::new(crate::helpers::agora_bin())
-        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-        .arg("--db-path")
-        .arg(data.path().join("agora.db"))
-        .arg("--repos-dir")
-        .arg(data.path().join("repos"))
+    let child = crate::helpers::serve_command(port, data.path())
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
-        .env_remove("DATABASE_URL")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use crate::helpers::{agora_bin, free_port, test_backend};
+use crate::helpers::{free_port, serve_command, test_backend};
 
 /// `target/tools-venv/bin/schemathesis` (scripts/install-test-tools.sh makes it) or PATH's.
 fn schemathesis() -> Option<PathBuf> {
@@ -42,17 +42,10 @@ async fn schemathesis_finds_no_server_error_and_no_departure_from_the_openapi_do
     let log_path = data.path().join("server.log");
     let log = std::fs::File::create(&log_path).expect("log file");
     let port = free_port();
-    let mut server = tokio::process::Command::new(agora_bin())
-        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-        .arg("--db-path")
-        .arg(data.path().join("agora.db"))
-        .arg("--repos-dir")
-        .arg(data.path().join("repos"))
+    let mut server = serve_command(port, data.path())
         .env("RUST_LOG", "info")
-        .env_remove("DATABASE_URL")
         .stdout(Stdio::null())
         .stderr(log)
-        .kill_on_drop(true)
         .spawn()
         .expect("start agora");
     let base = format!("http://127.0.0.1:{port}");

@@ -472,6 +472,20 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// `agora serve` of this build on loopback `port`, with its SQLite database and repositories
+/// in `data` (DATABASE_URL from the test's environment is not passed on); killed when dropped.
+pub fn serve_command(port: u16, data: &std::path::Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(agora_bin());
+    cmd.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--db-path")
+        .arg(data.join("agora.db"))
+        .arg("--repos-dir")
+        .arg(data.join("repos"))
+        .env_remove("DATABASE_URL")
+        .kill_on_drop(true);
+    cmd
+}
+
 /// The real `agora serve` on a fixed port and data folder, so it can be restarted in place.
 pub struct RealServer {
     pub port: u16,
@@ -483,18 +497,11 @@ impl RealServer {
     /// Starts the binary on SQLite in `data` with `env` on top of the defaults, and waits for
     /// its health.
     pub async fn start(port: u16, data: &std::path::Path, env: &[(&str, &str)]) -> RealServer {
-        let child = tokio::process::Command::new(agora_bin())
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--db-path")
-            .arg(data.join("agora.db"))
-            .arg("--repos-dir")
-            .arg(data.join("repos"))
+        let child = serve_command(port, data)
             .env("RUST_LOG", "warn")
             .env("GIT_ENABLED", "false")
-            .env_remove("DATABASE_URL")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .expect("start agora serve");
         let server = RealServer {
