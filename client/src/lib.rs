@@ -39,9 +39,13 @@ mod session;
 pub use events::EventStream;
 pub use session::Session;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use agora_shared::{
-    Agent, Approval, Approved, CanApprove, ClaimedTask, Envelope, ErrorCode, Event, Health, Job,
-    Page, RegisterAgent, Registered, Stats, SubmitJob, Task,
+    Agent, Approval, Approved, CanApprove, ClaimTask, ClaimedTask, CompleteTask, Envelope,
+    ErrorCode, Event, FailTask, Health, Job, Page, ProgressTask, RegisterAgent, Registered,
+    StartTask, Stats, SubmitJob, Task,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -88,6 +92,9 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     agent: Option<(Uuid, String)>,
+    /// Task id → the lease of the delivery this client claimed, sent with every report on the
+    /// task so that a report on a delivery that has ended is refused (`LEASE_LOST`).
+    leases: Arc<Mutex<HashMap<Uuid, Uuid>>>,
 }
 
 impl Client {
@@ -101,6 +108,7 @@ impl Client {
             base: format!("{base}/api"),
             http: reqwest::Client::new(),
             agent: None,
+            leases: Arc::default(),
         }
     }
 
@@ -122,6 +130,23 @@ impl Client {
 
     fn me(&self) -> Result<Uuid> {
         self.agent_id().ok_or(ClientError::NoAgent)
+    }
+
+    /// The lease this client holds on `task`, from its claim.
+    pub fn lease_of(&self, task: Uuid) -> Option<Uuid> {
+        self.leases.lock().ok()?.get(&task).copied()
+    }
+
+    fn remember_lease(&self, task: Uuid, lease: Uuid) {
+        if let Ok(mut m) = self.leases.lock() {
+            m.insert(task, lease);
+        }
+    }
+
+    fn forget_lease(&self, task: Uuid) {
+        if let Ok(mut m) = self.leases.lock() {
+            m.remove(&task);
+        }
     }
 
     async fn call<T: DeserializeOwned>(
@@ -281,38 +306,86 @@ impl Client {
     }
 
     /// Claims the next task; with `wait_secs` the server holds the call until one is pending.
+    /// The claim's lease is remembered and sent with every report on the task.
     pub async fn claim(&self, wait_secs: Option<u32>) -> Result<Option<ClaimedTask>> {
-        let body = json!({ "agent_id": self.me()?, "wait_secs": wait_secs });
-        self.call(reqwest::Method::POST, "/tasks/claim", None, Some(&body))
-            .await
+        self.claim_with(wait_secs, None).await
+    }
+
+    /// A claim with a `request_id`: calling again with the same id (after a lost answer) gets
+    /// the same task and lease back while the lease lives, not a second task.
+    pub async fn claim_with(
+        &self,
+        wait_secs: Option<u32>,
+        request_id: Option<&str>,
+    ) -> Result<Option<ClaimedTask>> {
+        let body = ClaimTask {
+            agent_id: self.me()?,
+            wait_secs,
+            request_id: request_id.map(str::to_string),
+        };
+        let claimed: Option<ClaimedTask> = self
+            .call(reqwest::Method::POST, "/tasks/claim", None, Some(&body))
+            .await?;
+        if let Some(c) = &claimed {
+            self.remember_lease(c.task.id, c.lease_id);
+        }
+        Ok(claimed)
     }
 
     pub async fn start(&self, task: Uuid) -> Result<Task> {
-        self.post(&format!("/tasks/{task}/start"), &json!({})).await
+        self.start_with(task, None).await
+    }
+
+    /// Starts with `heartbeat_secs`: the task is taken back (a failed attempt) when no progress
+    /// or heartbeat comes within that many seconds, instead of at its deadline.
+    pub async fn start_with(&self, task: Uuid, heartbeat_secs: Option<u64>) -> Result<Task> {
+        let body = StartTask {
+            lease_id: self.lease_of(task),
+            heartbeat_secs,
+        };
+        self.post(&format!("/tasks/{task}/start"), &body).await
     }
 
     pub async fn progress(&self, task: Uuid, progress: u32, message: Option<&str>) -> Result<Task> {
-        self.post(
-            &format!("/tasks/{task}/progress"),
-            &json!({ "progress": progress, "message": message }),
-        )
-        .await
+        let body = ProgressTask {
+            progress,
+            message: message.map(str::to_string),
+            extend_secs: None,
+            lease_id: self.lease_of(task),
+        };
+        self.post(&format!("/tasks/{task}/progress"), &body).await
     }
 
     pub async fn complete(&self, task: Uuid, result: Value) -> Result<Task> {
-        self.post(
-            &format!("/tasks/{task}/complete"),
-            &json!({ "result": result }),
-        )
-        .await
+        let body = CompleteTask {
+            result,
+            lease_id: self.lease_of(task),
+        };
+        let done = self.post(&format!("/tasks/{task}/complete"), &body).await;
+        self.forget_finished(task, &done);
+        done
     }
 
     pub async fn fail(&self, task: Uuid, error: &str, retryable: bool) -> Result<Task> {
-        self.post(
-            &format!("/tasks/{task}/fail"),
-            &json!({ "error": error, "retryable": retryable }),
-        )
-        .await
+        let body = FailTask {
+            error: error.to_string(),
+            retryable: Some(retryable),
+            lease_id: self.lease_of(task),
+        };
+        let done = self.post(&format!("/tasks/{task}/fail"), &body).await;
+        self.forget_finished(task, &done);
+        done
+    }
+
+    /// The delivery ended (reported, or lost): its lease is of no further use.
+    fn forget_finished(&self, task: Uuid, done: &Result<Task>) {
+        let ended = match done {
+            Ok(_) => true,
+            Err(e) => matches!(e.code(), Some(ErrorCode::LeaseLost)),
+        };
+        if ended {
+            self.forget_lease(task);
+        }
     }
 
     /// Database reachability; an error when the server is not healthy.

@@ -1,6 +1,7 @@
 //! An agent's WebSocket session: task offers pushed by the server, answers with acks, and a
 //! reconnect with backoff when the socket drops (announcing the same slots again).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use agora_shared::ws::{ClientFrame, ClientMsg, ServerMsg};
@@ -20,6 +21,8 @@ pub struct Session {
     /// Slots last announced, re-announced after a reconnect.
     slots: Option<u32>,
     backoff: Duration,
+    /// Task id → the lease of its offer, filled into reports that do not name one.
+    leases: HashMap<Uuid, Uuid>,
 }
 
 impl Client {
@@ -58,6 +61,7 @@ impl Client {
             socket: None,
             slots: None,
             backoff: Duration::from_millis(100),
+            leases: HashMap::new(),
         };
         s.reconnect().await?;
         Ok(s)
@@ -103,10 +107,28 @@ impl Session {
         self.send_with_ref(msg, None).await
     }
 
-    /// Sends a message whose `ack` will echo `reference`.
-    pub async fn send_with_ref(&mut self, msg: ClientMsg, reference: Option<String>) -> Result<()> {
-        if let ClientMsg::Ready { slots } = msg {
-            self.slots = Some(slots);
+    /// Sends a message whose `ack` will echo `reference`. A report (progress, complete, fail)
+    /// that names no lease is sent with the lease of the task's offer.
+    pub async fn send_with_ref(
+        &mut self,
+        mut msg: ClientMsg,
+        reference: Option<String>,
+    ) -> Result<()> {
+        match &mut msg {
+            ClientMsg::Ready { slots } => self.slots = Some(*slots),
+            ClientMsg::Progress {
+                task_id, lease_id, ..
+            } => *lease_id = lease_id.or_else(|| self.leases.get(task_id).copied()),
+            ClientMsg::Complete {
+                task_id, lease_id, ..
+            }
+            | ClientMsg::Fail {
+                task_id, lease_id, ..
+            } => {
+                let known = self.leases.remove(task_id);
+                *lease_id = lease_id.or(known);
+            }
+            _ => {}
         }
         let frame = serde_json::to_string(&ClientFrame { reference, msg }).map_err(ws_error)?;
         loop {
@@ -140,7 +162,17 @@ impl Session {
             };
             match socket.next().await {
                 Some(Ok(Message::Text(t))) => {
-                    return serde_json::from_str(t.as_str()).map_err(ws_error);
+                    let msg: ServerMsg = serde_json::from_str(t.as_str()).map_err(ws_error)?;
+                    match &msg {
+                        ServerMsg::TaskOffer { task, lease_id, .. } => {
+                            self.leases.insert(task.id, *lease_id);
+                        }
+                        ServerMsg::TaskRevoked { task_id, .. } => {
+                            self.leases.remove(task_id);
+                        }
+                        _ => {}
+                    }
+                    return Ok(msg);
                 }
                 Some(Ok(_)) => continue,
                 _ => self.socket = None,
@@ -171,12 +203,18 @@ impl Session {
             progress,
             message,
             extend_secs: None,
+            lease_id: None,
         })
         .await
     }
 
     pub async fn complete(&mut self, task_id: Uuid, result: serde_json::Value) -> Result<()> {
-        self.send(ClientMsg::Complete { task_id, result }).await
+        self.send(ClientMsg::Complete {
+            task_id,
+            result,
+            lease_id: None,
+        })
+        .await
     }
 
     pub async fn fail(&mut self, task_id: Uuid, error: String, retryable: bool) -> Result<()> {
@@ -184,6 +222,7 @@ impl Session {
             task_id,
             error,
             retryable: Some(retryable),
+            lease_id: None,
         })
         .await
     }

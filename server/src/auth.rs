@@ -2,7 +2,8 @@
 //! SHA-256. Extractors check `Authorization: Bearer …` for agent and operator calls.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -33,31 +34,72 @@ pub fn secret_eq(a: &str, b: &str) -> bool {
         == 0
 }
 
-/// Token hash → agent id of registered agents seen recently.
+/// How long a cached token stands before the database is asked again: the bound on how long
+/// a token revoked on another replica may still work if its `agent.unregistered` event is late.
+const TOKEN_TTL: Duration = Duration::from_secs(5);
+
+/// Token hash → agent id of registered agents seen recently (each entry for [`TOKEN_TTL`]).
+/// Unregistering evicts the agent's entry on every replica, through the event feed
+/// ([`evict_unregistered`]).
 #[derive(Default)]
 pub struct TokenCache {
-    map: RwLock<HashMap<String, Uuid>>,
+    map: RwLock<HashMap<String, (Uuid, Instant)>>,
 }
 
 impl TokenCache {
     fn get(&self, hash: &str) -> Option<Uuid> {
-        self.map.read().ok()?.get(hash).copied()
+        let m = self.map.read().ok()?;
+        let (id, at) = m.get(hash)?;
+        (at.elapsed() < TOKEN_TTL).then_some(*id)
     }
 
     fn put(&self, hash: String, id: Uuid) {
         if let Ok(mut m) = self.map.write() {
-            // A cheap bound: a cache this large is mostly dead agents.
+            // A cheap bound: a cache this large is mostly expired entries.
             if m.len() > 200_000 {
-                m.clear();
+                m.retain(|_, (_, at)| at.elapsed() < TOKEN_TTL);
             }
-            m.insert(hash, id);
+            m.insert(hash, (id, Instant::now()));
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut m) = self.map.write() {
+            m.clear();
         }
     }
 
     /// Forget an unregistered agent's token.
     pub fn forget(&self, id: Uuid) {
         if let Ok(mut m) = self.map.write() {
-            m.retain(|_, v| *v != id);
+            m.retain(|_, (v, _)| *v != id);
+        }
+    }
+}
+
+/// Evicts the token of every agent unregistered anywhere (each replica reads the same event
+/// feed), so a revoked token stops working everywhere at once; a missed stretch of the feed
+/// empties the cache.
+pub async fn evict_unregistered(
+    cache: Arc<TokenCache>,
+    mut events: tokio::sync::broadcast::Receiver<Arc<agora_shared::Event>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let received = tokio::select! {
+            r = events.recv() => r,
+            _ = shutdown.changed() => return,
+        };
+        match received {
+            Ok(e) if e.kind == agora_shared::EventKind::AgentUnregistered => {
+                if let Some(agent) = e.agent_id {
+                    cache.forget(agent);
+                }
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => cache.clear(),
+            Err(RecvError::Closed) => return,
         }
     }
 }

@@ -42,6 +42,17 @@ pub struct Config {
     /// How long a WebSocket task offer waits for accept before it is released.
     #[arg(long, env = "OFFER_TTL_SECS", default_value_t = 15.0)]
     pub offer_ttl_secs: f64,
+    /// A REST claim not started (nor reported on) within this many seconds goes back to pending.
+    #[arg(long, env = "CLAIM_LEASE_SECS", default_value_t = agora_shared::DEFAULT_CLAIM_LEASE_SECS as f64)]
+    pub claim_lease_secs: f64,
+    /// A task delivered (claimed or offered) this many times without finishing fails for good
+    /// with `delivery limit reached`; 0 means no limit.
+    #[arg(long, env = "MAX_DELIVERIES", default_value_t = agora_shared::DEFAULT_MAX_DELIVERIES)]
+    pub max_deliveries: u32,
+    /// A failed attempt waits this many seconds, doubled per attempt (with jitter, at most 10
+    /// minutes), before it is claimable again; 0 retries at once.
+    #[arg(long, env = "RETRY_BACKOFF_SECS", default_value_t = agora_shared::DEFAULT_RETRY_BACKOFF_SECS)]
+    pub retry_backoff_secs: f64,
     /// How often the server pings each WebSocket; a socket silent for two intervals is closed.
     #[arg(long, env = "WS_PING_SECS", default_value_t = 10.0)]
     pub ws_ping_secs: f64,
@@ -93,6 +104,18 @@ impl Config {
         secs(self.ws_ping_secs)
     }
 
+    /// The queue's clocks and limits, as the store applies them.
+    pub fn queue_rules(&self) -> crate::store::QueueRules {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        crate::store::QueueRules {
+            claim_lease_ms: ms(secs(self.claim_lease_secs)),
+            offer_lease_ms: ms(self.offer_ttl())
+                .saturating_add(crate::store::OFFER_LEASE_MARGIN_MS),
+            max_deliveries: self.max_deliveries,
+            retry_backoff_ms: ms(Duration::from_secs_f64(self.retry_backoff_secs.max(0.0))),
+        }
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs_f64(self.shutdown_grace_secs.max(0.0))
     }
@@ -103,6 +126,7 @@ impl Config {
             ("AGENT_STALE_SECS", self.agent_stale_secs),
             ("OFFER_TTL_SECS", self.offer_ttl_secs),
             ("WS_PING_SECS", self.ws_ping_secs),
+            ("CLAIM_LEASE_SECS", self.claim_lease_secs),
         ] {
             anyhow::ensure!(
                 v.is_finite() && v > 0.0,
@@ -112,6 +136,10 @@ impl Config {
         anyhow::ensure!(
             self.shutdown_grace_secs.is_finite() && self.shutdown_grace_secs >= 0.0,
             "SHUTDOWN_GRACE_SECS must be zero or a positive number of seconds"
+        );
+        anyhow::ensure!(
+            self.retry_backoff_secs.is_finite() && (0.0..=600.0).contains(&self.retry_backoff_secs),
+            "RETRY_BACKOFF_SECS must be between 0 and 600 seconds"
         );
         anyhow::ensure!(
             self.max_body_bytes >= 1024,

@@ -3,7 +3,8 @@
 //! Internal causes are logged, never sent to the client.
 
 use agora_shared::{
-    ApiErrorBody, Envelope, ErrorCode, FieldError, InvalidTaskAction, InvalidTransition, PlanError,
+    ApiErrorBody, Envelope, ErrorCode, FieldError, InvalidTaskAction, InvalidTransition, LeaseLost,
+    PlanError,
 };
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -30,6 +31,8 @@ pub enum ApiError {
     InvalidState(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    LeaseLost(#[from] LeaseLost),
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::InvalidState(_) => ErrorCode::InvalidState,
             ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::LeaseLost(_) => ErrorCode::LeaseLost,
             ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::InvalidPlan(_) => ErrorCode::InvalidPlan,
             ApiError::RateLimited { .. } => ErrorCode::RateLimited,

@@ -1,5 +1,6 @@
-//! The scheduler: every `SCHEDULER_INTERVAL_SECS` it fails attempts past their deadline, takes
-//! tasks back from stale agents, and repairs job counters. Each sweep is one idempotent
+//! The scheduler: every `SCHEDULER_INTERVAL_SECS` it fails attempts past their deadline, ends
+//! deliveries past their lease, marks stale agents offline (taking back what they were offered
+//! over WebSocket), and repairs job counters. Each sweep is one idempotent
 //! transaction, so several replicas may run it at once.
 
 use std::time::Duration;
@@ -13,6 +14,8 @@ use crate::store::{now_ms, Store};
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
     pub tasks_timed_out: usize,
+    pub leases_expired: usize,
+    pub heartbeats_lost: usize,
     pub agents_offline: usize,
     pub tasks_recovered: usize,
     pub jobs_settled: usize,
@@ -20,12 +23,14 @@ pub struct SweepReport {
 
 /// One pass of every sweep, at the current time. Tests call this directly.
 pub async fn run_once(store: &Store, agent_stale: Duration) -> crate::error::Result<SweepReport> {
-    let tasks_timed_out = store.tasks_expire().await?;
+    let expired = store.tasks_expire().await?;
     let stale_before = now_ms() - i64::try_from(agent_stale.as_millis()).unwrap_or(i64::MAX / 2);
     let stale = store.agents_mark_stale(stale_before).await?;
     let jobs_settled = store.jobs_sync().await?;
     Ok(SweepReport {
-        tasks_timed_out,
+        tasks_timed_out: expired.timed_out,
+        leases_expired: expired.leases_expired,
+        heartbeats_lost: expired.heartbeats_lost,
         agents_offline: stale.agents_offline,
         tasks_recovered: stale.tasks_recovered,
         jobs_settled,

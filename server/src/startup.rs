@@ -30,7 +30,12 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         config.validate()?;
         crate::telemetry::init();
-        let store = Store::connect(config.database_url.as_deref(), &config.db_path).await?;
+        let store = Store::connect_with(
+            config.database_url.as_deref(),
+            &config.db_path,
+            config.queue_rules(),
+        )
+        .await?;
         let addr = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&addr)
             .await
@@ -41,12 +46,18 @@ impl Application {
         let git = config
             .git_enabled
             .then(|| crate::git::GitHistory::new(config.repos_dir.clone(), store.clone()));
+        let tokens = Arc::new(TokenCache::default());
+        tokio::spawn(crate::auth::evict_unregistered(
+            tokens.clone(),
+            store.subscribe(),
+            shutdown_rx.clone(),
+        ));
         let state = AppState {
             git,
             hub,
             store,
             config: Arc::new(config),
-            tokens: Arc::new(TokenCache::default()),
+            tokens,
             draining,
             shutdown: shutdown_rx,
         };

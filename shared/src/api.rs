@@ -88,6 +88,8 @@ pub enum ErrorCode {
     InvalidState,
     /// 409: it exists already (e.g. a second approval by the same agent).
     Conflict,
+    /// 409: the report names a lease (delivery) of the task that has ended; drop the work.
+    LeaseLost,
     /// 413: the body is larger than `MAX_BODY_BYTES`.
     PayloadTooLarge,
     /// 422: well-formed but unusable (e.g. a plan without `task_specs`).
@@ -109,7 +111,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::InvalidState | ErrorCode::Conflict => 409,
+            ErrorCode::InvalidState | ErrorCode::Conflict | ErrorCode::LeaseLost => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::InvalidPlan => 422,
             ErrorCode::RateLimited => 429,

@@ -5,6 +5,7 @@
 //! Layout:
 //! - [`lifecycle`]: the 8-state job machine (`JobStatus::transition`) and the approval path.
 //! - [`task_rules`]: task states, which action is legal in which state, and the retry rule.
+//! - [`lease`]: leases per delivery: which lease may report, backoff, the delivery limit.
 //! - [`plan`]: validation of a plan task's `result.task_specs`.
 //! - [`api`]: the response envelope and the stable error codes.
 //! - [`agent`], [`job`], [`task`], [`event`], [`history`], [`system`]: request and response bodies.
@@ -16,6 +17,7 @@ pub mod api;
 pub mod event;
 pub mod history;
 pub mod job;
+pub mod lease;
 pub mod lifecycle;
 pub mod plan;
 pub mod query;
@@ -30,6 +32,7 @@ pub use api::*;
 pub use event::*;
 pub use history::*;
 pub use job::*;
+pub use lease::*;
 pub use lifecycle::*;
 pub use plan::*;
 pub use query::*;

@@ -22,6 +22,10 @@ pub struct Task {
     pub status: TaskStatus,
     /// Failed attempts so far (failures, timeouts, lost agents).
     pub attempts: u32,
+    /// Deliveries so far: every REST claim and WebSocket offer, finished or not. At
+    /// `MAX_DELIVERIES` without finishing the task fails for good (`delivery limit reached`).
+    #[serde(default)]
+    pub deliveries: u32,
     pub max_retries: u32,
     pub timeout_secs: u64,
     pub agent_id: Option<Uuid>,
@@ -29,6 +33,17 @@ pub struct Task {
     pub started_at: Option<DateTime<Utc>>,
     /// A claimed or running task past this counts as a failed attempt.
     pub deadline: Option<DateTime<Utc>>,
+    /// When the current delivery's lease runs out: an offer or an unstarted claim then goes back
+    /// to pending; a started task counts a failed attempt (its running deadline, or sooner with
+    /// `heartbeat_secs`).
+    #[serde(default)]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Set at start: the lease of the running task lasts this long from each progress or heartbeat.
+    #[serde(default)]
+    pub heartbeat_secs: Option<u64>,
+    /// A task waiting out its retry backoff is not claimable before this.
+    #[serde(default)]
+    pub available_at: Option<DateTime<Utc>>,
     pub progress: u32,
     pub progress_message: Option<String>,
     pub result: Option<serde_json::Value>,
@@ -47,6 +62,10 @@ pub struct ClaimTask {
     /// Long-poll: wait up to this many seconds (0 to 60) for a task when none is pending.
     #[serde(default)]
     pub wait_secs: Option<u32>,
+    /// Makes the claim idempotent: the same id from the same agent while its lease lives answers
+    /// the same task and lease, with no second delivery (for a retry after a lost answer).
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 pub const MAX_WAIT_SECS: u32 = 60;
@@ -55,6 +74,9 @@ impl ClaimTask {
     pub fn validate(&self) -> Result<(), FieldError> {
         if let Some(w) = self.wait_secs {
             validate::range("wait_secs", w, 0, MAX_WAIT_SECS)?;
+        }
+        if let Some(r) = &self.request_id {
+            validate::text("request_id", r, crate::lease::MAX_REQUEST_ID)?;
         }
         Ok(())
     }
@@ -66,6 +88,39 @@ impl ClaimTask {
 pub struct ClaimedTask {
     pub task: Task,
     pub job: Job,
+    /// This delivery. Name it in every report (`lease_id`): a report on a lease that has ended
+    /// gets 409 `LEASE_LOST` and writes nothing. It runs out at `task.lease_expires_at` unless
+    /// the task is started.
+    pub lease_id: Uuid,
+}
+
+/// `POST /api/tasks/:id/start` (the body may be left out).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StartTask {
+    /// The lease of the claim being started.
+    #[serde(default)]
+    pub lease_id: Option<Uuid>,
+    /// Ask for faster rescue: the running task's lease lasts this many seconds (1 to 86400) from
+    /// the start and from each progress or heartbeat; silence past it counts a failed attempt.
+    /// Without it the lease is the task's running deadline, however long the agent is silent.
+    #[serde(default)]
+    pub heartbeat_secs: Option<u64>,
+}
+
+impl StartTask {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(h) = self.heartbeat_secs {
+            validate::range(
+                "heartbeat_secs",
+                h,
+                crate::lease::MIN_HEARTBEAT_SECS,
+                crate::lease::MAX_HEARTBEAT_SECS,
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// `POST /api/tasks/:id/progress`.
@@ -80,6 +135,9 @@ pub struct ProgressTask {
     /// Push the deadline to now + this many seconds (at most the task's `timeout_secs`).
     #[serde(default)]
     pub extend_secs: Option<u64>,
+    /// The delivery this report belongs to (from the claim answer or the offer).
+    #[serde(default)]
+    pub lease_id: Option<Uuid>,
 }
 
 pub const MAX_MESSAGE: usize = 2000;
@@ -103,6 +161,9 @@ impl ProgressTask {
 pub struct CompleteTask {
     #[serde(default)]
     pub result: serde_json::Value,
+    /// The delivery this report belongs to (from the claim answer or the offer).
+    #[serde(default)]
+    pub lease_id: Option<Uuid>,
 }
 
 /// `POST /api/tasks/:id/fail`.
@@ -114,6 +175,9 @@ pub struct FailTask {
     /// `false` fails the task for good at once (default `true`).
     #[serde(default)]
     pub retryable: Option<bool>,
+    /// The delivery this report belongs to (from the claim answer or the offer).
+    #[serde(default)]
+    pub lease_id: Option<Uuid>,
 }
 
 impl FailTask {
@@ -133,12 +197,14 @@ mod tests {
             progress: 101,
             message: None,
             extend_secs: None,
+            lease_id: None,
         };
         assert_eq!(p.validate().unwrap_err().field, "progress");
         let p = ProgressTask {
             progress: 50,
             message: None,
             extend_secs: Some(0),
+            lease_id: None,
         };
         assert_eq!(p.validate().unwrap_err().field, "extend_secs");
     }
@@ -148,8 +214,20 @@ mod tests {
         let c = ClaimTask {
             agent_id: Uuid::nil(),
             wait_secs: Some(61),
+            request_id: None,
         };
         assert_eq!(c.validate().unwrap_err().field, "wait_secs");
+        let c = ClaimTask {
+            agent_id: Uuid::nil(),
+            wait_secs: None,
+            request_id: Some("r".repeat(129)),
+        };
+        assert_eq!(c.validate().unwrap_err().field, "request_id");
+        let s = StartTask {
+            lease_id: None,
+            heartbeat_secs: Some(0),
+        };
+        assert_eq!(s.validate().unwrap_err().field, "heartbeat_secs");
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub enum ClientMsg {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// Progress on a held task. `lease_id` (from the offer) makes a report of an ended delivery
+    /// fail with `LEASE_LOST` instead of touching a newer one; without it the agent's current
+    /// lease applies. The same holds for `complete` and `fail`.
     Progress {
         task_id: Uuid,
         progress: u32,
@@ -44,17 +47,23 @@ pub enum ClientMsg {
         message: Option<String>,
         #[serde(default)]
         extend_secs: Option<u64>,
+        #[serde(default)]
+        lease_id: Option<Uuid>,
     },
     Complete {
         task_id: Uuid,
         #[serde(default)]
         result: serde_json::Value,
+        #[serde(default)]
+        lease_id: Option<Uuid>,
     },
     Fail {
         task_id: Uuid,
         error: String,
         #[serde(default)]
         retryable: Option<bool>,
+        #[serde(default)]
+        lease_id: Option<Uuid>,
     },
     /// Receive events: of one job, or of everything when `job_id` is left out.
     Subscribe {
@@ -102,12 +111,14 @@ pub enum ServerMsg {
         /// How long an offer waits for `accept`.
         offer_ttl_secs: f64,
     },
-    /// A task claimed for this agent; `accept` or `decline` it before `expires_at`.
+    /// A task claimed for this agent; `accept` or `decline` it before `expires_at`. `lease_id`
+    /// names this delivery in reports.
     TaskOffer {
         offer_id: Uuid,
         task: Box<Task>,
         job: Box<Job>,
         expires_at: DateTime<Utc>,
+        lease_id: Uuid,
     },
     /// The answer to a client frame: `ref` echoes the frame's, `kind` names its type.
     Ack {

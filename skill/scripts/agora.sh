@@ -21,8 +21,13 @@ Agent (needs `register` first; credentials are kept in $AGORA_CONFIG_DIR/agent.j
   whoami                               print the saved agent id
   heartbeat                            tell the server this agent is alive
   claim [WAIT_SECS]                    take the next task, waiting up to WAIT_SECS (0-60,
-                                       default 30); prints nothing if none was pending
-  start TASK_ID                        claimed -> running
+                                       default 30); prints nothing if none was pending.
+                                       Start it within data.task.lease_expires_at
+                                       (CLAIM_LEASE_SECS) or it goes back to pending. Its
+                                       lease_id is kept and sent with every report below
+  start TASK_ID [HEARTBEAT_SECS]       claimed -> running; with HEARTBEAT_SECS the task is
+                                       taken back if no progress or heartbeat comes within
+                                       that many seconds (else it may run to its deadline)
   progress TASK_ID PERCENT [MESSAGE] [EXTEND_SECS]
                                        report 0-100; EXTEND_SECS moves the deadline to
                                        now + EXTEND_SECS (at most the task's timeout_secs)
@@ -283,6 +288,7 @@ hint() {
         NOT_FOUND) echo "unknown id or route: check the id" ;;
         METHOD_NOT_ALLOWED) echo "wrong HTTP method for this path" ;;
         INVALID_STATE) echo "the job or task moved on (timed out, reassigned, finished or cancelled): drop it and claim again" ;;
+        LEASE_LOST) echo "this delivery of the task ended (lease expired, released, or given to another agent): drop the work and claim again" ;;
         CONFLICT) echo "already done (e.g. this agent already approved this job): nothing to do" ;;
         PAYLOAD_TOO_LARGE) echo "the body is too large: send a smaller result (store big outputs elsewhere and send a reference)" ;;
         INVALID_PLAN) echo "a plan task must complete with {\"task_specs\": [...]}: fix and complete again (the task is still yours)" ;;
@@ -389,6 +395,41 @@ cmd_heartbeat() {
     finish
 }
 
+# Leases: each claim is a delivery with its own lease_id, kept in $CONFIG_DIR/leases/TASK_ID
+# and sent with every report on the task, so a report on a delivery that has ended (expired,
+# released, given to another agent) is refused (LEASE_LOST) instead of touching a newer one.
+LEASE_DIR=$CONFIG_DIR/leases
+
+save_lease() {
+    local task=$1 lease=$2
+    [[ $task =~ ^[0-9a-fA-F-]{36}$ && $lease =~ ^[0-9a-fA-F-]{36}$ ]] || return 0
+    mkdir -p "$LEASE_DIR"
+    printf '%s\n' "$lease" >"$LEASE_DIR/$task"
+}
+
+# The task's saved lease id, or nothing.
+saved_lease() {
+    local file=$LEASE_DIR/$1 lease
+    [[ -r $file ]] || return 0
+    lease=$(<"$file")
+    [[ ! $lease =~ ^[0-9a-fA-F-]{36}$ ]] || printf '%s' "$lease"
+}
+
+# ,"lease_id":"..." for the task's saved lease, or nothing.
+lease_field() {
+    local lease
+    lease=$(saved_lease "$1")
+    [[ -z $lease ]] || printf ',"lease_id":"%s"' "$lease"
+}
+
+# After a report: a finished or lost delivery's lease is of no further use.
+drop_lease_if_done() {
+    local task=$1
+    if is_success "$RESP_BODY" || [[ $(json_get "$RESP_BODY" error.code) == LEASE_LOST ]]; then
+        rm -f "$LEASE_DIR/$task"
+    fi
+}
+
 cmd_claim() {
     local wait=${1:-30}
     need_uint WAIT_SECS "$wait"
@@ -398,13 +439,26 @@ cmd_claim() {
     if is_success "$RESP_BODY" && data_is_null "$RESP_BODY"; then
         return 0 # nothing pending: print nothing
     fi
+    if is_success "$RESP_BODY"; then
+        save_lease "$(json_get "$RESP_BODY" data.task.id)" "$(json_get "$RESP_BODY" data.lease_id)"
+    fi
     finish
 }
 
 cmd_start() {
-    need_id TASK_ID "${1:-}"
+    (($# == 1 || $# == 2)) || usage_error "usage: agora.sh start TASK_ID [HEARTBEAT_SECS]"
+    need_id TASK_ID "$1"
+    local fields=() lease
+    lease=$(saved_lease "$1")
+    [[ -z $lease ]] || fields+=("\"lease_id\":\"$lease\"")
+    if [[ -n ${2:-} ]]; then
+        need_uint HEARTBEAT_SECS "$2"
+        fields+=("\"heartbeat_secs\":$2")
+    fi
+    local body
+    body="{$(IFS=,; printf '%s' "${fields[*]}")}"
     need_agent
-    request POST "/api/tasks/$1/start" '' "$TOKEN" "$TIMEOUT"
+    request POST "/api/tasks/$1/start" "$body" "$TOKEN" "$TIMEOUT"
     finish
 }
 
@@ -418,7 +472,7 @@ cmd_progress() {
         need_uint EXTEND_SECS "$4"
         body+=",\"extend_secs\":$4"
     fi
-    body+='}'
+    body+="$(lease_field "$1")}"
     need_agent
     request POST "/api/tasks/$1/progress" "$body" "$TOKEN" "$TIMEOUT"
     finish
@@ -430,7 +484,8 @@ cmd_complete() {
     local result
     result=$(json_arg "$2")
     need_agent
-    request POST "/api/tasks/$1/complete" "{\"result\":$result}" "$TOKEN" "$TIMEOUT"
+    request POST "/api/tasks/$1/complete" "{\"result\":$result$(lease_field "$1")}" "$TOKEN" "$TIMEOUT"
+    drop_lease_if_done "$1"
     finish
 }
 
@@ -440,8 +495,9 @@ cmd_fail() {
     local retryable=${3:-true}
     [[ $retryable == true || $retryable == false ]] || usage_error "retryable must be true or false"
     need_agent
-    request POST "/api/tasks/$1/fail" "{\"error\":$(json_str "$2"),\"retryable\":$retryable}" \
+    request POST "/api/tasks/$1/fail" "{\"error\":$(json_str "$2"),\"retryable\":$retryable$(lease_field "$1")}" \
         "$TOKEN" "$TIMEOUT"
+    drop_lease_if_done "$1"
     finish
 }
 
@@ -546,7 +602,7 @@ main() {
         whoami) cmd_whoami ;;
         heartbeat) cmd_heartbeat ;;
         claim) (($# <= 1)) || usage_error "usage: agora.sh claim [WAIT_SECS]"; cmd_claim "$@" ;;
-        start) (($# == 1)) || usage_error "usage: agora.sh start TASK_ID"; cmd_start "$@" ;;
+        start) cmd_start "$@" ;;
         progress) cmd_progress "$@" ;;
         complete) cmd_complete "$@" ;;
         fail) cmd_fail "$@" ;;

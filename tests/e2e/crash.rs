@@ -107,7 +107,7 @@ async fn ws_agent(client: Client, fate: Fate) {
                         return; // the socket goes with the agent: the task is handed on
                     }
                     let _ = session.send_with_ref(
-                        ClientMsg::Complete { task_id: task.id, result: json!({ "by": "ws" }) },
+                        ClientMsg::Complete { task_id: task.id, result: json!({ "by": "ws" }), lease_id: None },
                         Some(task.id.to_string()),
                     ).await;
                     unacked.insert(task.id, Instant::now());
@@ -131,7 +131,7 @@ async fn ws_agent(client: Client, fate: Fate) {
                 for id in stale {
                     unacked.insert(id, Instant::now());
                     let _ = session.send_with_ref(
-                        ClientMsg::Complete { task_id: id, result: json!({ "by": "ws" }) },
+                        ClientMsg::Complete { task_id: id, result: json!({ "by": "ws" }), lease_id: None },
                         Some(id.to_string()),
                     ).await;
                 }

@@ -84,6 +84,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.git_enabled = false;
     c.registration_token = None;
     c.admin_token = None;
+    // A failed attempt is retried at once unless a test asks for backoff (the lease tests do).
+    c.retry_backoff_secs = 0.0;
     c
 }
 
@@ -541,4 +543,27 @@ impl RealServer {
         unsafe { libc::kill(pid, libc::SIGTERM) };
         c.wait().await.expect("wait for the server")
     }
+}
+
+/// Polls `f` until it returns `Some`, for at most `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within {secs} s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn task(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/tasks/{id}")).await.ok()
 }

@@ -16,6 +16,7 @@ mod drain;
 mod fuzz;
 mod git;
 mod hostile;
+mod leases;
 mod lifecycle;
 mod metrics;
 mod plan;

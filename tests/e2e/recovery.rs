@@ -1,33 +1,8 @@
 //! Retries, deadlines and lost agents: no task is stuck and none loops forever.
 
-use std::time::Duration;
-
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::*;
-
-/// Polls `f` until it returns `Some`, for at most `secs` seconds.
-async fn eventually<T, F, Fut>(secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached within {secs} s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn task(app: &TestApp, id: &str) -> Value {
-    app.get(&format!("/tasks/{id}")).await.ok()
-}
 
 #[tokio::test]
 async fn failures_retry_until_max_retries_then_fail_the_job() {
@@ -160,10 +135,11 @@ async fn a_task_past_its_deadline_is_retried_by_someone_else() {
 }
 
 #[tokio::test]
-async fn a_stale_agent_goes_offline_and_its_task_returns_to_pending() {
+async fn a_stale_agent_goes_offline_and_its_unstarted_claim_returns_to_pending() {
     let app = spawn_app_with(|c| {
         c.approvals_required = 1;
         c.agent_stale_secs = 1.0;
+        c.claim_lease_secs = 1.0;
         c.scheduler_interval_secs = 0.2;
     })
     .await;
@@ -177,7 +153,9 @@ async fn a_stale_agent_goes_offline_and_its_task_returns_to_pending() {
         (t["status"] == "pending").then_some(t)
     })
     .await;
-    assert_eq!(lost["attempts"], 1, "a lost agent costs an attempt");
+    // The claim's lease ran out: a delivery that ended, not a failed attempt.
+    assert_eq!(lost["attempts"], 0, "an unstarted claim costs no attempt");
+    assert_eq!(lost["deliveries"], 1);
     let agent = app.get(&format!("/agents/{}", agents[0].id)).await.ok();
     assert_eq!(agent["status"], "offline");
     // The idle one goes too.

@@ -279,12 +279,38 @@ fn task_rows(t: Task, expanded: RwSignal<HashSet<Uuid>>) -> impl IntoView {
                         <dd>{detail.error.clone().unwrap_or_else(|| "—".into())}</dd>
                         <dt>"Attempts"</dt>
                         <dd>{format!("{} failed of {} allowed", detail.attempts, detail.max_retries + 1)}</dd>
+                        <dt>"Deliveries"</dt>
+                        <dd class="task-deliveries">{detail.deliveries}</dd>
+                        <dt>"Lease expires"</dt>
+                        <dd class="task-lease">{lease_text(&detail)}</dd>
+                        <dt>"Available"</dt>
+                        <dd class="task-available">{detail.available_at.as_ref().map(when).unwrap_or_else(|| "at once".into())}</dd>
                         <dt>"Agent"</dt>
                         <dd>{detail.agent_id.map(|a| a.to_string()).unwrap_or_else(|| "—".into())}</dd>
                     </dl>
                 </td>
             </tr>
         </Show>
+    }
+}
+
+/// A time as people read it: the instant, and how far from now (ahead or past).
+fn when(t: &chrono::DateTime<chrono::Utc>) -> String {
+    let ahead = (*t - chrono::Utc::now()).num_seconds();
+    let rel = if ahead > 0 {
+        format!("in {ahead} s")
+    } else {
+        ago(t)
+    };
+    format!("{} ({rel})", t.format("%H:%M:%S UTC"))
+}
+
+/// When the current delivery's lease runs out, and what kind of lease it is.
+fn lease_text(t: &Task) -> String {
+    match (&t.lease_expires_at, t.heartbeat_secs) {
+        (Some(at), Some(hb)) => format!("{} (heartbeat every {hb} s)", when(at)),
+        (Some(at), None) => when(at),
+        (None, _) => "—".into(),
     }
 }
 

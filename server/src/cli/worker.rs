@@ -87,10 +87,11 @@ async fn serve(args: &WorkerArgs, client: &Client, url: &str) -> anyhow::Result<
     let mut session = client.session().await?;
     session.ready(args.slots).await?;
     let (tx, mut rx) = mpsc::channel::<Report>(256);
-    // Running tasks, each with the switch that kills its command.
-    let mut running: HashMap<Uuid, oneshot::Sender<()>> = HashMap::new();
+    // Running tasks, each with the switch that kills its command and its delivery's lease
+    // (named in every report, so a report on a delivery that ended is refused, not applied).
+    let mut running: HashMap<Uuid, (oneshot::Sender<()>, Uuid)> = HashMap::new();
     // Offers accepted, waiting for the server to confirm (the command starts then).
-    let mut accepting: HashMap<Uuid, (String, Task)> = HashMap::new();
+    let mut accepting: HashMap<Uuid, (String, Task, Uuid)> = HashMap::new();
     // Results sent and not yet acknowledged.
     let mut unacked = 0usize;
     let mut draining = false;
@@ -105,7 +106,7 @@ async fn serve(args: &WorkerArgs, client: &Client, url: &str) -> anyhow::Result<
         }
         tokio::select! {
             msg = session.next() => match msg? {
-                ServerMsg::TaskOffer { offer_id, task, .. } => {
+                ServerMsg::TaskOffer { offer_id, task, lease_id, .. } => {
                     let cmd = match task.task_type {
                         TaskType::Plan => args.planner.as_ref(),
                         TaskType::Work => Some(&args.exec),
@@ -115,7 +116,7 @@ async fn serve(args: &WorkerArgs, client: &Client, url: &str) -> anyhow::Result<
                             // The command starts when the server confirms the accept: an offer
                             // can expire, or die with a socket that was replaced.
                             let task_id = task.id;
-                            accepting.insert(task_id, (cmd.clone(), *task));
+                            accepting.insert(task_id, (cmd.clone(), *task, lease_id));
                             session.send_with_ref(ClientMsg::Accept { offer_id }, Some(format!("accept:{task_id}"))).await?;
                         }
                         Some(_) => session.decline(offer_id, Some("shutting down".into())).await?,
@@ -123,7 +124,7 @@ async fn serve(args: &WorkerArgs, client: &Client, url: &str) -> anyhow::Result<
                     }
                 }
                 ServerMsg::TaskRevoked { task_id, reason } => {
-                    if let Some(kill) = running.remove(&task_id) {
+                    if let Some((kill, _)) = running.remove(&task_id) {
                         eprintln!("agora worker: task {task_id} revoked ({reason}); killing it");
                         let _ = kill.send(());
                     }
@@ -133,10 +134,10 @@ async fn serve(args: &WorkerArgs, client: &Client, url: &str) -> anyhow::Result<
                         unacked = unacked.saturating_sub(1);
                     }
                     let accepted = reference.as_deref().and_then(|r| r.strip_prefix("accept:")).and_then(|id| id.parse::<Uuid>().ok());
-                    if let Some((cmd, task)) = accepted.and_then(|id| accepting.remove(&id)) {
+                    if let Some((cmd, task, lease)) = accepted.and_then(|id| accepting.remove(&id)) {
                         if ok {
                             let (kill, killed) = oneshot::channel();
-                            running.insert(task.id, kill);
+                            running.insert(task.id, (kill, lease));
                             tokio::spawn(execute(cmd, task, url.to_string(), tx.clone(), killed));
                         }
                     }
@@ -147,7 +148,7 @@ async fn serve(args: &WorkerArgs, client: &Client, url: &str) -> anyhow::Result<
                         // task for good rather than leaving it running until its deadline.
                         if let Some(task_id) = reference.as_deref().and_then(|r| r.strip_prefix("complete:")).and_then(|id| id.parse().ok()) {
                             unacked += 1;
-                            session.send_with_ref(ClientMsg::Fail { task_id, error: format!("result refused: {message}"), retryable: Some(false) }, Some(format!("fail:{task_id}"))).await?;
+                            session.send_with_ref(ClientMsg::Fail { task_id, error: format!("result refused: {message}"), retryable: Some(false), lease_id: None }, Some(format!("fail:{task_id}"))).await?;
                         }
                     }
                 }
@@ -155,28 +156,29 @@ async fn serve(args: &WorkerArgs, client: &Client, url: &str) -> anyhow::Result<
             },
             Some(report) = rx.recv() => match report {
                 Report::Progress(task_id, progress, message) => {
-                    if running.contains_key(&task_id) {
-                        session.progress(task_id, progress, message).await?;
+                    if let Some((_, lease)) = running.get(&task_id) {
+                        let lease_id = Some(*lease);
+                        session.send(ClientMsg::Progress { task_id, progress, message, extend_secs: None, lease_id }).await?;
                     }
                 }
                 Report::Done(task_id, result) => {
-                    if running.remove(&task_id).is_some() {
+                    if let Some((_, lease)) = running.remove(&task_id) {
                         unacked += 1;
-                        session.send_with_ref(ClientMsg::Complete { task_id, result }, Some(format!("complete:{task_id}"))).await?;
+                        session.send_with_ref(ClientMsg::Complete { task_id, result, lease_id: Some(lease) }, Some(format!("complete:{task_id}"))).await?;
                     }
                 }
                 Report::Failed(task_id, error) => {
-                    if running.remove(&task_id).is_some() {
+                    if let Some((_, lease)) = running.remove(&task_id) {
                         eprintln!("agora worker: task {task_id} failed: {}", error.lines().next().unwrap_or(""));
                         unacked += 1;
-                        session.send_with_ref(ClientMsg::Fail { task_id, error, retryable: Some(true) }, Some(format!("fail:{task_id}"))).await?;
+                        session.send_with_ref(ClientMsg::Fail { task_id, error, retryable: Some(true), lease_id: Some(lease) }, Some(format!("fail:{task_id}"))).await?;
                     }
                 }
             },
             _ = signals.next() => {
                 if draining {
                     eprintln!("agora worker: stopping {} running task(s)", running.len());
-                    for (_, kill) in running.drain() {
+                    for (_, (kill, _)) in running.drain() {
                         let _ = kill.send(());
                     }
                 } else {

@@ -4,19 +4,21 @@ use std::time::Duration;
 
 use agora_shared::{
     ClaimTask, ClaimedTask, CompleteTask, Envelope, ErrorEnvelope, FailTask, Page, ProgressTask,
-    Task, TaskListQuery,
+    StartTask, Task, TaskListQuery,
 };
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::extract::{ok, AppJson, AppPath, AppQuery, OptionalJson};
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, Result};
 use crate::state::AppState;
-use crate::store::{TaskClaimParams, TaskFailParams, TaskListParams, TaskProgressParams};
+use crate::store::{
+    TaskClaimParams, TaskCompleteParams, TaskFailParams, TaskListParams, TaskProgressParams,
+    TaskStartParams,
+};
 
 /// How often a long-poll re-checks even without a wake-up: a safety net, not the hot path.
 const LONG_POLL_RECHECK: Duration = Duration::from_secs(5);
@@ -32,8 +34,11 @@ pub fn router() -> Router<AppState> {
         .route("/tasks/{id}/fail", post(fail_task))
 }
 
-/// Claim the next pending task. `data` is `null` when there is none; with `wait_secs` the call
-/// waits up to that long for one and answers the moment one is pending.
+/// Claim the next pending task: a new delivery, with its own `lease_id`, that must be started
+/// (or reported on) before `task.lease_expires_at` (CLAIM_LEASE_SECS) or it goes back to
+/// pending. `data` is `null` when there is none; with `wait_secs` the call waits up to that long
+/// for one and answers the moment one is available. With `request_id`, a retry of a claim whose
+/// answer was lost gets the same task and lease back, with no second delivery.
 #[utoipa::path(post, path = "/api/tasks/claim", tag = "tasks", request_body = ClaimTask,
     security(("agent_token" = [])),
     responses((status = 200, body = Envelope<ClaimedTask>), (status = 400, body = ErrorEnvelope),
@@ -62,6 +67,7 @@ pub async fn claim_task(
             .store
             .task_claim(TaskClaimParams {
                 agent_id: body.agent_id,
+                request_id: body.request_id.clone(),
             })
             .await?;
         if let Some(claimed) = claimed {
@@ -72,7 +78,11 @@ pub async fn claim_task(
         if now >= deadline || *draining.borrow() {
             return Ok(Json(Envelope::empty()));
         }
-        let recheck = deadline.min(now + LONG_POLL_RECHECK);
+        // Wake for new work, or when a task waiting out its retry backoff becomes available.
+        let mut recheck = deadline.min(now + LONG_POLL_RECHECK);
+        if let Some(at) = crate::hub::dispatcher::next_available(&state.store).await {
+            recheck = recheck.min(at);
+        }
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(recheck) => {}
@@ -109,9 +119,10 @@ pub async fn get_task(
     Ok(ok(state.store.task_get(id).await?))
 }
 
-/// The assigned agent starts the task (`claimed → running`). The body is ignored and may be
-/// left out.
-#[utoipa::path(post, path = "/api/tasks/{id}/start", tag = "tasks", params(("id" = Uuid, Path)),
+/// The assigned agent starts the task (`claimed → running`); the claim lease ends and the running
+/// lease begins: the task's deadline, or `heartbeat_secs` renewed by each progress or heartbeat.
+/// The body may be left out.
+#[utoipa::path(post, path = "/api/tasks/{id}/start", tag = "tasks", params(("id" = Uuid, Path)), request_body = StartTask,
     security(("agent_token" = [])),
     responses((status = 200, body = Envelope<Task>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
               (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
@@ -119,10 +130,16 @@ pub async fn start_task(
     State(state): State<AppState>,
     auth: AgentAuth,
     AppPath(id): AppPath<Uuid>,
-    OptionalJson(body): OptionalJson<Option<serde_json::Map<String, Value>>>,
+    OptionalJson(body): OptionalJson<StartTask>,
 ) -> Result<Json<Envelope<Task>>> {
-    let _ = body;
-    Ok(ok(state.store.task_start(auth.0, id).await?))
+    body.validate()?;
+    let params = TaskStartParams {
+        agent_id: auth.0,
+        task_id: id,
+        lease_id: body.lease_id,
+        heartbeat_secs: body.heartbeat_secs,
+    };
+    Ok(ok(state.store.task_start(params).await?))
 }
 
 /// Report progress (0–100) and optionally push the deadline out by `extend_secs`.
@@ -143,6 +160,7 @@ pub async fn progress_task(
         progress: body.progress,
         message: body.message,
         extend_secs: body.extend_secs,
+        lease_id: body.lease_id,
     };
     Ok(ok(state.store.task_progress(params).await?))
 }
@@ -160,10 +178,13 @@ pub async fn complete_task(
     AppPath(id): AppPath<Uuid>,
     OptionalJson(body): OptionalJson<CompleteTask>,
 ) -> Result<Json<Envelope<Task>>> {
-    Ok(ok(state
-        .store
-        .task_complete(auth.0, id, body.result)
-        .await?))
+    let params = TaskCompleteParams {
+        agent_id: auth.0,
+        task_id: id,
+        result: body.result,
+        lease_id: body.lease_id,
+    };
+    Ok(ok(state.store.task_complete(params).await?))
 }
 
 /// Report a failed attempt. It is retried while attempts ≤ max_retries, unless
@@ -184,6 +205,7 @@ pub async fn fail_task(
         task_id: id,
         error: body.error,
         retryable: body.retryable.unwrap_or(true),
+        lease_id: body.lease_id,
     };
     Ok(ok(state.store.task_fail(params).await?))
 }

@@ -1,7 +1,8 @@
 //! The dispatcher: one task owns every free agent slot. When work may be pending it claims for
 //! free slots in batches (one transaction per batch, the same claim statement as REST) and
-//! sends each claimed task to its connection. It sleeps on a wake-up, never on a poll; a
-//! re-check every few seconds is only a safety net.
+//! sends each claimed task to its connection. It sleeps on a wake-up, never on a poll: a commit
+//! that makes work pending wakes it, and a timer wakes it when the next task waiting out its
+//! retry backoff becomes available. A re-check every few seconds is only a safety net.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -102,6 +103,8 @@ pub async fn run(
     let mut queue_empty = false;
     // When the dispatcher last woke (work pending, a slot freed): offers are timed from it.
     let mut woke_at = std::time::Instant::now();
+    // When the next task held back by its retry backoff becomes available.
+    let mut backoff_ends: Option<tokio::time::Instant> = None;
     loop {
         if *draining.borrow() {
             // Draining: no more offers. Sockets release what they were offered.
@@ -119,15 +122,18 @@ pub async fn run(
             if !picked.is_empty() {
                 let agents: Vec<Uuid> = picked.iter().map(|(_, a)| *a).collect();
                 match store.task_claim_many(agents).await {
-                    Ok(claimed) => {
-                        crate::telemetry::claimed("push", claimed.len());
-                        queue_empty = claimed.len() < picked.len();
-                        let mut claimed = claimed.into_iter();
-                        for (conn_id, agent_id) in &picked {
-                            if let Some((_, task)) = claimed.next() {
+                    Ok(batch) => {
+                        let n = batch.claimed.iter().flatten().count();
+                        crate::telemetry::claimed("push", n);
+                        queue_empty = batch.queue_empty;
+                        for ((conn_id, agent_id), task) in picked.iter().zip(batch.claimed) {
+                            if let Some(task) = task {
                                 deliver(&store, &mut slots, *conn_id, *agent_id, task).await;
                                 crate::telemetry::offered(woke_at.elapsed());
                             }
+                        }
+                        if queue_empty {
+                            backoff_ends = next_available(&store).await;
                         }
                         for (conn_id, _) in picked {
                             slots.requeue(conn_id);
@@ -156,11 +162,30 @@ pub async fn run(
                 Some(m) => slots.apply(m),
                 None => return,
             },
+            _ = tokio::time::sleep_until(backoff_ends.unwrap_or_else(tokio::time::Instant::now)), if backoff_ends.is_some() => {
+                backoff_ends = None;
+                queue_empty = false;
+            }
             _ = tokio::time::sleep(SAFETY_RECHECK) => queue_empty = false,
             _ = draining.changed() => {}
             _ = shutdown.changed() => return,
         }
         woke_at = std::time::Instant::now();
+    }
+}
+
+/// When the next task waiting out its backoff becomes available, as a timer deadline.
+pub(crate) async fn next_available(store: &Store) -> Option<tokio::time::Instant> {
+    match store.task_next_available_at().await {
+        Ok(Some(at)) => {
+            let wait = u64::try_from(at - crate::store::now_ms()).unwrap_or(0);
+            Some(tokio::time::Instant::now() + Duration::from_millis(wait))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read when backed-off work is available");
+            None
+        }
     }
 }
 
@@ -173,6 +198,10 @@ async fn deliver(
     task: agora_shared::ClaimedTask,
 ) {
     let task_id = task.task.id;
+    let held = crate::store::Held {
+        task_id,
+        lease_id: task.lease_id,
+    };
     if let Some(entry) = slots.conns.get_mut(&conn_id) {
         entry.free -= 1;
         if entry.inbox.try_send(ConnCmd::Offer(Box::new(task))).is_ok() {
@@ -182,7 +211,7 @@ async fn deliver(
     if let Err(e) = store
         .tasks_abandon(
             agent_id,
-            vec![task_id],
+            vec![held],
             "its agent disconnected before the offer".into(),
             true,
         )

@@ -25,8 +25,16 @@ use crate::store::Store;
 pub enum ConnCmd {
     /// A task claimed for this agent: offer it.
     Offer(Box<ClaimedTask>),
-    /// A task of this agent failed or went back to pending without it asking.
-    Revoke { task_id: Uuid, reason: String },
+    /// A delivery of this agent ended without it asking (failed, released, cancelled). Only
+    /// the delivery named by `lease_id` is revoked: a late event of an earlier delivery of the
+    /// same task never touches a newer one. `None` (events written before leases) matches any.
+    Revoke {
+        task_id: Uuid,
+        lease_id: Option<Uuid>,
+        reason: String,
+    },
+    /// The agent was unregistered (here or on another replica): close the socket.
+    Close { reason: String },
     /// The router missed events: check the agent's tasks against the database.
     Recheck,
 }
@@ -145,6 +153,21 @@ impl Hub {
         self.dispatch(DispatchMsg::Gone { conn_id });
     }
 
+    /// Tells the agent's live socket to close at once, as a replacement would, without
+    /// waiting for it (its inbox was full).
+    fn evict(&self, agent: Uuid) {
+        let old = self
+            .inner
+            .live
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&agent));
+        if let Some(old) = old {
+            let (done, _) = oneshot::channel();
+            let _ = old.replace.send(done);
+        }
+    }
+
     fn inbox_of(&self, agent: Uuid) -> Option<mpsc::Sender<ConnCmd>> {
         self.inner
             .live
@@ -168,15 +191,15 @@ impl Hub {
     }
 }
 
-/// Reads the event feed once for all sockets and tells each agent only about its own tasks
-/// being taken away (cancel, timeout, recovery). Sockets that asked for events subscribe on
-/// their own.
+/// Reads the event feed once for all sockets and tells each agent about its own deliveries
+/// being taken away (cancel, timeout, recovery), and closes the sockets of an agent that was
+/// unregistered (on any replica: every replica reads the same feed). Sockets that asked for
+/// events subscribe on their own.
 async fn route_revocations(
     hub: Hub,
     mut events: tokio::sync::broadcast::Receiver<Arc<agora_shared::Event>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    use agora_shared::EventKind;
     use tokio::sync::broadcast::error::RecvError;
     loop {
         let received = tokio::select! {
@@ -185,22 +208,18 @@ async fn route_revocations(
         };
         match received {
             Ok(e) => {
-                if !matches!(e.kind, EventKind::TaskFailed | EventKind::TaskReleased) {
-                    continue;
-                }
-                let (Some(agent), Some(task_id)) = (e.agent_id, e.task_id) else {
-                    continue;
-                };
+                let Some(agent) = e.agent_id else { continue };
+                let Some(cmd) = command_for(&e) else { continue };
                 if let Some(inbox) = hub.inbox_of(agent) {
-                    let reason = e
-                        .data
-                        .get("error")
-                        .or_else(|| e.data.get("reason"))
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("the task was taken back")
-                        .to_string();
-                    if inbox.try_send(ConnCmd::Revoke { task_id, reason }).is_err() {
-                        let _ = inbox.try_send(ConnCmd::Recheck);
+                    let closing = matches!(cmd, ConnCmd::Close { .. });
+                    if inbox.try_send(cmd).is_err() {
+                        // A full inbox: the socket re-checks its tasks against the database,
+                        // or is closed when it was unregistered.
+                        if closing {
+                            hub.evict(agent);
+                        } else {
+                            let _ = inbox.try_send(ConnCmd::Recheck);
+                        }
                     }
                 }
             }
@@ -215,5 +234,36 @@ async fn route_revocations(
             }
             Err(RecvError::Closed) => return,
         }
+    }
+}
+
+/// What an event means for its agent's socket, if anything.
+fn command_for(e: &agora_shared::Event) -> Option<ConnCmd> {
+    use agora_shared::EventKind;
+    match e.kind {
+        EventKind::TaskFailed | EventKind::TaskReleased => {
+            let task_id = e.task_id?;
+            let lease_id = e
+                .data
+                .get("lease_id")
+                .and_then(|v| v.as_str())
+                .and_then(|s| s.parse().ok());
+            let reason = e
+                .data
+                .get("error")
+                .or_else(|| e.data.get("reason"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("the task was taken back")
+                .to_string();
+            Some(ConnCmd::Revoke {
+                task_id,
+                lease_id,
+                reason,
+            })
+        }
+        EventKind::AgentUnregistered => Some(ConnCmd::Close {
+            reason: "the agent was unregistered".into(),
+        }),
+        _ => None,
     }
 }

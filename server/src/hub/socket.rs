@@ -22,7 +22,9 @@ use super::{ConnCmd, DispatchMsg, Hub};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::http::extract::parse_json;
-use crate::store::{Store, TaskFailParams, TaskProgressParams};
+use crate::store::{
+    Held, Store, TaskCompleteParams, TaskFailParams, TaskProgressParams, TaskStartParams,
+};
 
 /// Frames waiting to be written before the client counts as not reading.
 const OUTBOX: usize = 1024;
@@ -45,11 +47,12 @@ enum End {
     Unresponsive,
     TooSlow,
     Replaced(oneshot::Sender<()>),
+    Unregistered,
     Shutdown,
 }
 
 struct Offer {
-    task_id: Uuid,
+    held: Held,
     expires_at: Instant,
 }
 
@@ -59,8 +62,10 @@ struct Conn {
     out: mpsc::Sender<Message>,
     inbox: mpsc::Sender<ConnCmd>,
     slots: u32,
+    /// Offer id → the delivery offered, until accepted, declined or expired.
     offers: HashMap<Uuid, Offer>,
-    held: HashSet<Uuid>,
+    /// Task id → the lease of the accepted delivery this socket holds.
+    held: HashMap<Uuid, Uuid>,
     /// The event feed, only once the agent subscribed to events.
     events: Option<broadcast::Receiver<Arc<Event>>>,
     subscribed_all: bool,
@@ -77,11 +82,11 @@ where
     let agent_id = ctx.agent_id;
     let (inbox, mut inbox_rx) = mpsc::channel(256);
     let (conn_id, mut replaced) = ctx.hub.attach(agent_id, inbox.clone()).await;
-    let held = match ctx.store.task_ids_running_for_agent(agent_id).await {
-        Ok(ids) => ids.into_iter().collect(),
+    let held = match ctx.store.tasks_running_for_agent(agent_id).await {
+        Ok(held) => held.into_iter().map(|h| (h.task_id, h.lease_id)).collect(),
         Err(e) => {
             tracing::warn!(error = %e, %agent_id, "could not load the agent's running tasks");
-            HashSet::new()
+            HashMap::new()
         }
     };
     let (out, out_rx) = mpsc::channel(OUTBOX);
@@ -141,14 +146,19 @@ where
     };
     // Offers that reached the inbox but were never shown are let go as well.
     inbox_rx.close();
-    while let Ok(ConnCmd::Offer(c)) = inbox_rx.try_recv() {
-        conn.offers.insert(
-            Uuid::new_v4(),
-            Offer {
-                task_id: c.task.id,
-                expires_at: Instant::now(),
-            },
-        );
+    while let Ok(cmd) = inbox_rx.try_recv() {
+        if let ConnCmd::Offer(c) = cmd {
+            conn.offers.insert(
+                Uuid::new_v4(),
+                Offer {
+                    held: Held {
+                        task_id: c.task.id,
+                        lease_id: c.lease_id,
+                    },
+                    expires_at: Instant::now(),
+                },
+            );
+        }
     }
     conn.finish(end, writer).await;
 }
@@ -288,9 +298,15 @@ impl Conn {
                         "offer {offer_id} is unknown, expired or already answered"
                     ))
                 })?;
-                match store.task_start(agent_id, offer.task_id).await {
+                let start = TaskStartParams {
+                    agent_id,
+                    task_id: offer.held.task_id,
+                    lease_id: Some(offer.held.lease_id),
+                    heartbeat_secs: None,
+                };
+                match store.task_start(start).await {
                     Ok(task) => {
-                        self.held.insert(task.id);
+                        self.held.insert(task.id, offer.held.lease_id);
                         Ok(Some(task))
                     }
                     Err(e) => {
@@ -308,7 +324,7 @@ impl Conn {
                 self.capacity(1);
                 let reason = reason.unwrap_or_else(|| "declined".into());
                 store
-                    .task_decline(agent_id, offer.task_id, reason)
+                    .task_decline(agent_id, offer.held, reason)
                     .await
                     .map(Some)
             }
@@ -317,11 +333,13 @@ impl Conn {
                 progress,
                 message,
                 extend_secs,
+                lease_id,
             } => {
                 let body = ProgressTask {
                     progress,
                     message,
                     extend_secs,
+                    lease_id,
                 };
                 body.validate()?;
                 let params = TaskProgressParams {
@@ -330,29 +348,46 @@ impl Conn {
                     progress: body.progress,
                     message: body.message,
                     extend_secs: body.extend_secs,
+                    lease_id: body.lease_id,
                 };
                 store.task_progress(params).await.map(Some)
             }
-            ClientMsg::Complete { task_id, result } => {
-                let task = store.task_complete(agent_id, task_id, result).await?;
-                self.let_go(task_id);
+            ClientMsg::Complete {
+                task_id,
+                result,
+                lease_id,
+            } => {
+                let params = TaskCompleteParams {
+                    agent_id,
+                    task_id,
+                    result,
+                    lease_id,
+                };
+                let task = store.task_complete(params).await?;
+                self.let_go(task_id, None);
                 Ok(Some(task))
             }
             ClientMsg::Fail {
                 task_id,
                 error,
                 retryable,
+                lease_id,
             } => {
-                let body = FailTask { error, retryable };
+                let body = FailTask {
+                    error,
+                    retryable,
+                    lease_id,
+                };
                 body.validate()?;
                 let params = TaskFailParams {
                     agent_id,
                     task_id,
                     error: body.error,
                     retryable: body.retryable.unwrap_or(true),
+                    lease_id: body.lease_id,
                 };
                 let task = store.task_fail(params).await?;
-                self.let_go(task_id);
+                self.let_go(task_id, None);
                 Ok(Some(task))
             }
             ClientMsg::Subscribe { job_id } => {
@@ -371,13 +406,18 @@ impl Conn {
         }
     }
 
-    /// The task is no longer this agent's (done, failed, revoked): its slot is free again.
-    fn let_go(&mut self, task_id: Uuid) -> bool {
-        let was_held = self.held.remove(&task_id);
+    /// The delivery is no longer this agent's (done, failed, revoked): its slot is free again.
+    /// With `lease` only that delivery is let go; a newer delivery of the same task stays.
+    fn let_go(&mut self, task_id: Uuid, lease: Option<Uuid>) -> bool {
+        let matches = |l: Uuid| lease.is_none_or(|want| want == l);
+        let was_held = match self.held.get(&task_id) {
+            Some(l) if matches(*l) => self.held.remove(&task_id).is_some(),
+            _ => false,
+        };
         let offer = self
             .offers
             .iter()
-            .find(|(_, o)| o.task_id == task_id)
+            .find(|(_, o)| o.held.task_id == task_id && matches(o.held.lease_id))
             .map(|(id, _)| *id);
         if let Some(offer_id) = offer {
             self.offers.remove(&offer_id);
@@ -392,15 +432,27 @@ impl Conn {
     async fn on_cmd(&mut self, cmd: ConnCmd) -> Result<(), End> {
         let claimed = match cmd {
             ConnCmd::Offer(c) => c,
-            ConnCmd::Revoke { task_id, reason } => {
-                if self.let_go(task_id) {
+            ConnCmd::Revoke {
+                task_id,
+                lease_id,
+                reason,
+            } => {
+                if self.let_go(task_id, lease_id) {
                     self.send(&ServerMsg::TaskRevoked { task_id, reason })?;
                 }
                 return Ok(());
             }
             ConnCmd::Recheck => return self.recheck_tasks().await,
+            ConnCmd::Close { reason } => {
+                tracing::info!(agent_id = %self.agent(), reason, "closing the socket");
+                return Err(End::Unregistered);
+            }
         };
         let task_id = claimed.task.id;
+        let held = Held {
+            task_id,
+            lease_id: claimed.lease_id,
+        };
         let used = self.offers.len() + self.held.len();
         if used >= self.slots as usize || *self.ctx.draining.borrow() {
             // Offered after the agent lowered its slots: hand it back (the slot count evens out).
@@ -410,7 +462,7 @@ impl Conn {
                 .store
                 .tasks_abandon(
                     self.agent(),
-                    vec![task_id],
+                    vec![held],
                     "over the agent's slots".into(),
                     true,
                 )
@@ -425,17 +477,22 @@ impl Conn {
         self.offers.insert(
             offer_id,
             Offer {
-                task_id,
+                held,
                 expires_at: Instant::now() + ttl,
             },
         );
         let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
-        let agora_shared::ClaimedTask { task, job } = *claimed;
+        let agora_shared::ClaimedTask {
+            task,
+            job,
+            lease_id,
+        } = *claimed;
         self.send(&ServerMsg::TaskOffer {
             offer_id,
             task: Box::new(task),
             job: Box::new(job),
             expires_at,
+            lease_id,
         })
     }
 
@@ -463,20 +520,21 @@ impl Conn {
         }
     }
 
-    /// After missing events: revoke whatever the database no longer gives this agent.
+    /// After missing events: revoke whatever delivery the database no longer gives this agent.
     async fn recheck_tasks(&mut self) -> Result<(), End> {
-        let mine: Vec<Uuid> = self
+        let mine: Vec<Held> = self
             .held
             .iter()
-            .copied()
-            .chain(self.offers.values().map(|o| o.task_id))
+            .map(|(t, l)| Held {
+                task_id: *t,
+                lease_id: *l,
+            })
+            .chain(self.offers.values().map(|o| o.held))
             .collect();
-        for task_id in mine {
-            if let Ok(t) = self.ctx.store.task_get(task_id).await {
-                if !(t.status.is_active() && t.agent_id == Some(self.agent()))
-                    && self.let_go(task_id)
-                {
-                    let reason = t.error.unwrap_or_else(|| "the task was taken back".into());
+        for held in mine {
+            if let Ok(Some(reason)) = self.ctx.store.task_still_held(self.agent(), held).await {
+                if self.let_go(held.task_id, Some(held.lease_id)) {
+                    let task_id = held.task_id;
                     self.send(&ServerMsg::TaskRevoked { task_id, reason })?;
                 }
             }
@@ -512,19 +570,20 @@ impl Conn {
 
     async fn release_offers(&mut self, reason: &str) -> Result<(), End> {
         let now = Instant::now();
-        let expired: Vec<(Uuid, Uuid)> = self
+        let expired: Vec<(Uuid, Held)> = self
             .offers
             .iter()
             .filter(|(_, o)| o.expires_at <= now)
-            .map(|(id, o)| (*id, o.task_id))
+            .map(|(id, o)| (*id, o.held))
             .collect();
-        for (offer_id, task_id) in expired {
+        for (offer_id, held) in expired {
+            let task_id = held.task_id;
             self.offers.remove(&offer_id);
             self.capacity(1);
             if let Err(e) = self
                 .ctx
                 .store
-                .task_decline(self.agent(), task_id, reason.into())
+                .task_decline(self.agent(), held, reason.into())
                 .await
             {
                 tracing::debug!(error = %e, %task_id, "expired offer was already gone");
@@ -553,15 +612,21 @@ impl Conn {
                 true,
                 true,
             ),
+            // Unregistering released every task of the agent already.
+            End::Unregistered => ("the agent was unregistered", false, false),
             End::Shutdown => (
                 "the server shut down before the task finished",
                 false,
                 false,
             ),
         };
-        let mut ids: Vec<Uuid> = self.offers.drain().map(|(_, o)| o.task_id).collect();
+        let mut ids: Vec<Held> = self.offers.drain().map(|(_, o)| o.held).collect();
         if !keep_running {
-            ids.extend(self.held.drain());
+            ids.extend(
+                self.held
+                    .drain()
+                    .map(|(task_id, lease_id)| Held { task_id, lease_id }),
+            );
         }
         if !ids.is_empty() {
             if let Err(e) = self

@@ -9,7 +9,9 @@ use super::db::ExecExt;
 use super::events::{event_insert, EventDraft};
 use super::rows::AgentRow;
 use super::rows::TaskRow;
-use super::sql::{for_update, for_update_skip_locked, AGENT_COLUMNS, TASK_COLUMNS};
+use super::sql::{
+    for_key_share, for_key_update, for_update, for_update_skip_locked, AGENT_COLUMNS, TASK_COLUMNS,
+};
 use super::tasks::{task_fail_attempt, task_release, FailCause};
 use super::{Store, WriteCtx};
 use crate::args;
@@ -80,10 +82,58 @@ pub(crate) async fn agent_seen(ctx: &mut WriteCtx, id: Uuid) -> Result<()> {
     Ok(())
 }
 
+/// Which of `agents` are registered, holding their rows (on PostgreSQL, in id order) until the
+/// transaction ends so that none can be unregistered in between: claims and offers check this
+/// before they write, and take these locks before any task or job row.
+pub(crate) async fn agents_registered(
+    ctx: &mut WriteCtx,
+    agents: &[Uuid],
+) -> Result<std::collections::HashSet<Uuid>> {
+    let mut out = std::collections::HashSet::with_capacity(agents.len());
+    let mut ids: Vec<Uuid> = agents.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for chunk in ids.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let params: Vec<super::db::Value> = chunk.iter().map(|id| (*id).into()).collect();
+        let rows: Vec<(String,)> = ctx
+            .db
+            .all(
+                &format!(
+                    "SELECT id FROM agents WHERE id IN ({}) AND unregistered_at IS NULL ORDER BY id{}",
+                    marks.join(", "),
+                    for_key_share(ctx.backend)
+                ),
+                &params,
+            )
+            .await?;
+        for (id,) in rows {
+            out.insert(super::rows::uuid(&id)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether one agent is registered (see [`agents_registered`]).
+pub(crate) async fn agent_registered(ctx: &mut WriteCtx, id: Uuid) -> Result<bool> {
+    Ok(agents_registered(ctx, &[id]).await?.contains(&id))
+}
+
+/// Which of an agent's active tasks a recovery takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// Every claimed or running task (unregistering).
+    All,
+    /// Only tasks delivered over its WebSocket, whose socket is their heartbeat (a stale
+    /// agent); a REST agent's tasks keep their own leases, however long it thinks.
+    Offered,
+}
+
 /// Active (claimed or running) tasks of an agent, for recovery.
 async fn agent_active_tasks(
     ctx: &mut WriteCtx,
     id: Uuid,
+    which: Held,
     skip_locked: bool,
 ) -> Result<Vec<TaskRow>> {
     let lock = if skip_locked {
@@ -91,8 +141,12 @@ async fn agent_active_tasks(
     } else {
         for_update(ctx.backend)
     };
+    let only = match which {
+        Held::All => "",
+        Held::Offered => " AND via = 'offer'",
+    };
     Ok(ctx.db.all(&format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = $1 AND status IN ('claimed', 'running') ORDER BY idx{lock}"
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = $1 AND status IN ('claimed', 'running'){only} ORDER BY idx{lock}"
     ), args![id.to_string()])
     .await?)
 }
@@ -115,8 +169,19 @@ pub(crate) async fn agent_insert(ctx: &mut WriteCtx, p: AgentRegisterParams) -> 
 
 pub(crate) async fn agent_unregister(ctx: &mut WriteCtx, id: Uuid) -> Result<Agent> {
     ctx.forget_seen(id);
-    let row = agent_fetch(ctx, id).await?;
-    for task in agent_active_tasks(ctx, id, false).await? {
+    // The strong lock first: a claim for this agent waits for the commit, then finds it gone.
+    let row: AgentRow = ctx
+        .db
+        .opt(
+            &format!(
+                "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 AND unregistered_at IS NULL{}",
+                for_key_update(ctx.backend)
+            ),
+            args![id.to_string()],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("agent", id))?;
+    for task in agent_active_tasks(ctx, id, Held::All, false).await? {
         task_release(ctx, task, "its agent unregistered").await?;
     }
     ctx.db.execute("UPDATE agents SET status = 'offline', token_hash = NULL, unregistered_at = $2 WHERE id = $1", args![id.to_string(), ctx.now])
@@ -132,8 +197,10 @@ pub(crate) async fn agent_unregister(ctx: &mut WriteCtx, id: Uuid) -> Result<Age
     Ok(agent)
 }
 
-/// Agents not heard from since `stale_before` go offline; their tasks count a failed attempt
-/// and go back to pending (or fail for good), so a task that kills every agent ends.
+/// Agents not heard from since `stale_before` go offline. Tasks offered over their WebSocket
+/// count a failed attempt and go back to pending (or fail for good), so a task that kills every
+/// agent ends; tasks they claimed over REST are left to their leases (a model may think for
+/// minutes between calls).
 pub(crate) async fn agents_mark_stale(ctx: &mut WriteCtx, stale_before: i64) -> Result<StaleSweep> {
     let stale: Vec<AgentRow> = ctx.db.all(&format!(
         "SELECT {AGENT_COLUMNS} FROM agents WHERE status = 'online' AND last_seen_at < $1 ORDER BY last_seen_at{}",
@@ -157,7 +224,7 @@ pub(crate) async fn agents_mark_stale(ctx: &mut WriteCtx, stale_before: i64) -> 
             EventDraft::new(EventKind::AgentOffline, data).agent(Some(id)),
         )
         .await?;
-        for task in agent_active_tasks(ctx, id, true).await? {
+        for task in agent_active_tasks(ctx, id, Held::Offered, true).await? {
             task_fail_attempt(ctx, task, FailCause::AgentLost).await?;
             sweep.tasks_recovered += 1;
         }

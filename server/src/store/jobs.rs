@@ -320,19 +320,25 @@ pub(crate) async fn job_cancel(
         _ => "cancelled by an operator".to_string(),
     };
     // Agents holding a task are told through its event; pending tasks are only counted.
-    let active: Vec<(String, Option<String>, i64)> = ctx.db.all("SELECT id, agent_id, idx FROM tasks WHERE job_id = $1 AND status IN ('claimed', 'running') ORDER BY idx", args![&job.id])
+    let active: Vec<(String, Option<String>, i64, Option<String>)> = ctx.db.all("SELECT id, agent_id, idx, lease_id FROM tasks WHERE job_id = $1 AND status IN ('claimed', 'running') ORDER BY idx", args![&job.id])
     .await?;
     let closed = ctx
         .db
         .execute(
-            "UPDATE tasks SET status = 'failed', error = $2, finished_at = $3, updated_at = $3 \
-         WHERE job_id = $1 AND status IN ('pending', 'claimed', 'running')",
+            "UPDATE tasks SET status = 'failed', error = $2, finished_at = $3, updated_at = $3, \
+             lease_expires_at = NULL, claim_request_id = NULL \
+             WHERE job_id = $1 AND status IN ('pending', 'claimed', 'running')",
             args![&job.id, &why, ctx.now],
         )
         .await?;
-    for (task_id, agent_id, idx) in active {
-        let data =
-            json!({ "index": idx, "status": TaskStatus::Failed, "error": why, "cancelled": true });
+    for (task_id, agent_id, idx, lease_id) in active {
+        let data = json!({
+            "index": idx,
+            "status": TaskStatus::Failed,
+            "error": why,
+            "cancelled": true,
+            "lease_id": lease_id,
+        });
         let agent = agent_id.as_deref().map(super::rows::uuid).transpose()?;
         let draft = EventDraft::new(EventKind::TaskFailed, data)
             .job(id)

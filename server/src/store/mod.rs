@@ -36,7 +36,10 @@ use crate::error::Result;
 pub use agents::{AgentRegisterParams, StaleSweep};
 pub use events::EventListParams;
 pub use jobs::{JobApproveParams, JobInsertParams, JobListParams};
-pub use tasks::{TaskClaimParams, TaskFailParams, TaskListParams, TaskProgressParams};
+pub use tasks::{
+    ClaimBatch, ExpirySweep, Held, TaskClaimParams, TaskCompleteParams, TaskFailParams,
+    TaskListParams, TaskProgressParams, TaskStartParams,
+};
 pub use writer::WriteCtx;
 
 /// Which database is behind the `Any` driver.
@@ -78,16 +81,54 @@ struct Inner {
     pump: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The queue's clocks and limits, from the configuration; every write operation sees them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueRules {
+    /// A REST claim not started (nor reported on) within this goes back to pending.
+    pub claim_lease_ms: i64,
+    /// A WebSocket offer's lease in the database: the offer TTL plus a margin, so the socket's
+    /// own timer normally ends it first and the sweep only rescues offers of a lost server.
+    pub offer_lease_ms: i64,
+    /// A task delivered this often without finishing fails for good (0: no limit).
+    pub max_deliveries: u32,
+    /// The base of the retry backoff (0: none).
+    pub retry_backoff_ms: i64,
+}
+
+/// How much longer than the offer TTL an offer's database lease lasts.
+pub const OFFER_LEASE_MARGIN_MS: i64 = 5_000;
+
+impl Default for QueueRules {
+    fn default() -> Self {
+        QueueRules {
+            claim_lease_ms: agora_shared::DEFAULT_CLAIM_LEASE_SECS as i64 * 1000,
+            offer_lease_ms: 15_000 + OFFER_LEASE_MARGIN_MS,
+            max_deliveries: agora_shared::DEFAULT_MAX_DELIVERIES,
+            retry_backoff_ms: (agora_shared::DEFAULT_RETRY_BACKOFF_SECS * 1000.0) as i64,
+        }
+    }
+}
+
 /// Times are stored as milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
 impl Store {
-    /// Opens (and creates, on SQLite) the database and runs the migrations.
+    /// Opens (and creates, on SQLite) the database and runs the migrations, with the default
+    /// queue rules.
     pub async fn connect(
         database_url: Option<&str>,
         db_path: &std::path::Path,
+    ) -> anyhow::Result<Store> {
+        Store::connect_with(database_url, db_path, QueueRules::default()).await
+    }
+
+    /// Opens the database with these queue rules.
+    pub async fn connect_with(
+        database_url: Option<&str>,
+        db_path: &std::path::Path,
+        rules: QueueRules,
     ) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let (backend, url) = match database_url {
@@ -136,7 +177,7 @@ impl Store {
                 migrator_pool.close().await;
                 let conn =
                     sqlite_writer_connection(db_path).context("opening the SQLite writer")?;
-                let writer = writer::WriterHandle::start_sqlite(conn, publisher)
+                let writer = writer::WriterHandle::start_sqlite(conn, publisher, rules)
                     .context("starting the SQLite writer")?;
                 let reader = AnyPoolOptions::new()
                     .max_connections(8)
@@ -161,7 +202,7 @@ impl Store {
                     .context("running the PostgreSQL migrations")?;
                 (
                     pool.clone(),
-                    writer::WriterHandle::start_postgres(pool, publisher),
+                    writer::WriterHandle::start_postgres(pool, publisher, rules),
                 )
             }
         };
@@ -312,7 +353,11 @@ impl Store {
 
     pub async fn agent_heartbeat(&self, id: uuid::Uuid) -> Result<agora_shared::Agent> {
         self.write(move |ctx| {
-            Box::pin(async move { agents::agent_touch(ctx, id).await?.into_agent() })
+            Box::pin(async move {
+                let agent = agents::agent_touch(ctx, id).await?;
+                tasks::tasks_heartbeat(ctx, id).await?;
+                agent.into_agent()
+            })
         })
         .await
     }
@@ -349,49 +394,45 @@ impl Store {
             .await
     }
 
-    /// Claims for several agents in one transaction; stops when nothing is pending.
-    pub async fn task_claim_many(
-        &self,
-        agents: Vec<uuid::Uuid>,
-    ) -> Result<Vec<(uuid::Uuid, agora_shared::ClaimedTask)>> {
+    /// Claims for several agents in one transaction, each a delivery over WebSocket; stops when
+    /// nothing is available, and skips agents unregistered meanwhile.
+    pub async fn task_claim_many(&self, agents: Vec<uuid::Uuid>) -> Result<ClaimBatch> {
         self.write(move |ctx| Box::pin(tasks::task_claim_many(ctx, agents)))
             .await
     }
 
-    /// An offered task goes back to pending, no attempt counted.
+    /// An offered task goes back to pending, no attempt counted (if `held` is still its
+    /// delivery).
     pub async fn task_decline(
         &self,
         agent: uuid::Uuid,
-        id: uuid::Uuid,
+        held: Held,
         reason: String,
     ) -> Result<agora_shared::Task> {
         self.write(move |ctx| {
-            Box::pin(async move { tasks::task_decline(ctx, agent, id, &reason).await })
+            Box::pin(async move { tasks::task_decline(ctx, agent, held, &reason).await })
         })
         .await
     }
 
     /// A WebSocket agent lets go of its offers (released) and running tasks (a failed attempt
-    /// when `charge`, else released too: the server's own doing, as in a drain).
+    /// when `charge`, else released too: the server's own doing, as in a drain). Each names
+    /// the delivery it ends; a task delivered again since is left alone.
     pub async fn tasks_abandon(
         &self,
         agent: uuid::Uuid,
-        ids: Vec<uuid::Uuid>,
+        held: Vec<Held>,
         reason: String,
         charge: bool,
     ) -> Result<usize> {
         self.write(move |ctx| {
-            Box::pin(async move { tasks::tasks_abandon(ctx, agent, ids, &reason, charge).await })
+            Box::pin(async move { tasks::tasks_abandon(ctx, agent, held, &reason, charge).await })
         })
         .await
     }
 
-    pub async fn task_start(
-        &self,
-        agent: uuid::Uuid,
-        id: uuid::Uuid,
-    ) -> Result<agora_shared::Task> {
-        self.write(move |ctx| Box::pin(tasks::task_start(ctx, agent, id)))
+    pub async fn task_start(&self, p: TaskStartParams) -> Result<agora_shared::Task> {
+        self.write(move |ctx| Box::pin(tasks::task_start(ctx, p)))
             .await
     }
 
@@ -400,13 +441,8 @@ impl Store {
             .await
     }
 
-    pub async fn task_complete(
-        &self,
-        agent: uuid::Uuid,
-        id: uuid::Uuid,
-        result: serde_json::Value,
-    ) -> Result<agora_shared::Task> {
-        self.write(move |ctx| Box::pin(tasks::task_complete(ctx, agent, id, result)))
+    pub async fn task_complete(&self, p: TaskCompleteParams) -> Result<agora_shared::Task> {
+        self.write(move |ctx| Box::pin(tasks::task_complete(ctx, p)))
             .await
     }
 
@@ -421,8 +457,9 @@ impl Store {
             .await
     }
 
-    /// Scheduler: tasks past their deadline count a failed attempt.
-    pub async fn tasks_expire(&self) -> Result<usize> {
+    /// Scheduler: tasks past their deadline count a failed attempt; deliveries past their lease
+    /// end (see [`ExpirySweep`]).
+    pub async fn tasks_expire(&self) -> Result<ExpirySweep> {
         self.write(|ctx| Box::pin(tasks::tasks_expire(ctx))).await
     }
 

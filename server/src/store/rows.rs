@@ -134,10 +134,29 @@ pub struct TaskRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
+    pub lease_id: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    pub heartbeat_secs: Option<i64>,
+    pub deliveries: i64,
+    pub available_at: i64,
+    pub via: Option<String>,
 }
 }
 
 impl TaskRow {
+    /// The current delivery, if an agent holds (or last held) the task.
+    pub fn lease(&self) -> Result<Option<Uuid>> {
+        opt_uuid(self.lease_id.clone())
+    }
+
+    pub fn attempts(&self) -> u32 {
+        u32_of(self.attempts)
+    }
+
+    pub fn deliveries(&self) -> u32 {
+        u32_of(self.deliveries)
+    }
+
     pub fn status(&self) -> Result<TaskStatus> {
         parse("task status", &self.status)
     }
@@ -168,6 +187,10 @@ impl TaskRow {
             created_at: ts(self.created_at),
             updated_at: ts(self.updated_at),
             finished_at: self.finished_at.map(ts),
+            deliveries: u32_of(self.deliveries),
+            lease_expires_at: self.lease_expires_at.map(ts),
+            heartbeat_secs: self.heartbeat_secs.and_then(|h| u64::try_from(h).ok()),
+            available_at: (self.available_at > 0).then(|| ts(self.available_at)),
         })
     }
 }

@@ -14,7 +14,8 @@ pub const JOB_COLUMNS: &str =
 pub const TASK_COLUMNS: &str =
     "id, job_id, idx, task_type, task_spec, status, attempts, max_retries, \
      timeout_secs, agent_id, claimed_at, started_at, deadline, progress, progress_message, result, \
-     error, created_at, updated_at, finished_at";
+     error, created_at, updated_at, finished_at, lease_id, lease_expires_at, heartbeat_secs, \
+     deliveries, available_at, via";
 
 pub const EVENT_COLUMNS: &str = "id, job_id, task_id, agent_id, kind, data, at";
 
@@ -37,9 +38,11 @@ pub fn for_update_skip_locked(backend: Backend) -> &'static str {
     }
 }
 
-/// The claim: the next pending task by job priority desc, job age asc, task index asc, handed
-/// to `$1` at time `$2`. Pending tasks exist only in claimable jobs (committed and approving
-/// jobs have no tasks; a job that ends fails its open tasks), so no join with `jobs` is needed.
+/// The claim: the next pending task that is available (not waiting out a retry backoff), by job
+/// priority desc, job age asc, task index asc, handed to `$1` at time `$2` as a new delivery:
+/// lease `$3` for `$4` ms, delivered by `$5` (`claim` or `offer`), for request `$6`. Pending tasks
+/// exist only in claimable jobs (committed and approving jobs have no tasks; a job that ends
+/// fails its open tasks), so no join with `jobs` is needed.
 pub fn task_claim(backend: Backend) -> String {
     let lock = match backend {
         Backend::Sqlite => "",
@@ -47,9 +50,30 @@ pub fn task_claim(backend: Backend) -> String {
     };
     format!(
         "UPDATE tasks SET status = 'claimed', agent_id = $1, claimed_at = $2, started_at = NULL, \
-         deadline = $2 + timeout_secs * 1000, progress = 0, progress_message = NULL, updated_at = $2 \
-         WHERE id = (SELECT id FROM tasks WHERE status = 'pending' \
+         deadline = $2 + timeout_secs * 1000, lease_id = $3, lease_expires_at = $2 + $4, via = $5, \
+         claim_request_id = $6, heartbeat_secs = NULL, deliveries = deliveries + 1, \
+         progress = 0, progress_message = NULL, updated_at = $2 \
+         WHERE id = (SELECT id FROM tasks WHERE status = 'pending' AND available_at <= $2 \
          ORDER BY job_priority DESC, job_created_at ASC, job_id ASC, idx ASC LIMIT 1{lock}) \
          RETURNING {TASK_COLUMNS}"
     )
+}
+
+/// Row lock that keeps an agent registered until the transaction ends: unregistering takes the
+/// agent's row `FOR UPDATE` (see [`for_key_update`]), which waits for this lock and is waited
+/// for by it, while the agent's own calls (`FOR NO KEY UPDATE`) pass it by.
+pub fn for_key_share(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR KEY SHARE",
+    }
+}
+
+/// The strongest row lock, for unregistering an agent: claims for it (which take
+/// [`for_key_share`]) wait until it has committed and then find it gone.
+pub fn for_key_update(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR UPDATE",
+    }
 }

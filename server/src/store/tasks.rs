@@ -1,14 +1,20 @@
-//! Tasks: insertion (the plan task, then the plan's work tasks), the claim, the assigned
-//! agent's start/progress/complete/fail, and the recoveries (release, failed attempt).
+//! Tasks: insertion (the plan task, then the plan's work tasks), the claim (each one a delivery
+//! with a lease of its own), the assigned agent's start/progress/complete/fail, and the
+//! recoveries (release, failed attempt, expired leases, the delivery limit, retry backoff).
+//!
+//! The rules themselves (which lease may report, the backoff, the delivery limit) are plain
+//! functions of `agora_shared::lease`; this file applies them in SQL.
 
 use agora_shared::{
-    after_failure, parse_plan, ClaimedTask, EventKind, JobEvent, JobStatus, Task, TaskAction,
-    TaskStatus, TaskType,
+    after_failed_attempt, after_release, check_lease, parse_plan, retry_backoff_ms,
+    running_lease_expiry, ClaimedTask, DeliveryOutcome, EventKind, JobEvent, JobStatus, Task,
+    TaskAction, TaskStatus, TaskType, DELIVERY_LIMIT_ERROR,
 };
+use rand::Rng;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::agents::agent_seen;
+use super::agents::{agent_registered, agent_seen, agents_registered};
 use super::db::{ExecExt, Value as DbValue};
 use super::events::{event_insert, EventDraft};
 use super::jobs::{job_fetch, job_task_changed, job_transition};
@@ -27,8 +33,37 @@ pub struct NewTask {
     pub timeout_secs: u64,
 }
 
+/// How a task was delivered: its lease clock, and what becomes of it when its agent goes quiet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A REST claim: `CLAIM_LEASE_SECS` until started; a started task keeps its running deadline
+    /// (or its heartbeat lease) however long the agent is silent.
+    Claim,
+    /// A WebSocket offer: the offer TTL until accepted; the socket is the heartbeat, so a dead
+    /// socket or a stale agent releases it.
+    Offer,
+}
+
+impl Via {
+    fn as_str(self) -> &'static str {
+        match self {
+            Via::Claim => "claim",
+            Via::Offer => "offer",
+        }
+    }
+}
+
 pub struct TaskClaimParams {
     pub agent_id: Uuid,
+    /// The same id from the same agent while its lease lives answers the same delivery.
+    pub request_id: Option<String>,
+}
+
+pub struct TaskStartParams {
+    pub agent_id: Uuid,
+    pub task_id: Uuid,
+    pub lease_id: Option<Uuid>,
+    pub heartbeat_secs: Option<u64>,
 }
 
 pub struct TaskProgressParams {
@@ -37,6 +72,14 @@ pub struct TaskProgressParams {
     pub progress: u32,
     pub message: Option<String>,
     pub extend_secs: Option<u64>,
+    pub lease_id: Option<Uuid>,
+}
+
+pub struct TaskCompleteParams {
+    pub agent_id: Uuid,
+    pub task_id: Uuid,
+    pub result: Value,
+    pub lease_id: Option<Uuid>,
 }
 
 pub struct TaskFailParams {
@@ -44,6 +87,15 @@ pub struct TaskFailParams {
     pub task_id: Uuid,
     pub error: String,
     pub retryable: bool,
+    pub lease_id: Option<Uuid>,
+}
+
+/// A task an agent lets go of, named by the delivery it ends: a release meant for an earlier
+/// delivery of the same task finds a different lease and does nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub task_id: Uuid,
+    pub lease_id: Uuid,
 }
 
 /// Why an attempt failed.
@@ -56,9 +108,11 @@ pub enum FailCause {
     AgentLost,
     /// The agent's WebSocket closed or stopped answering while it ran the task.
     Disconnected,
+    /// The agent asked for heartbeats at start and sent none within its lease.
+    HeartbeatLost,
 }
 
-/// Rows per INSERT statement (12 parameters each; well under every backend's limit).
+/// Rows per INSERT statement (11 parameters each; well under every backend's limit).
 const INSERT_CHUNK: usize = 200;
 
 /// Inserts tasks of a job as pending and counts them; wakes claimers after the commit.
@@ -147,14 +201,17 @@ async fn task_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<TaskRow> {
         .ok_or_else(|| ApiError::not_found("task", id))
 }
 
-/// The task, checked to belong to `agent` and to allow `action`: 404, then 403, then 409.
+/// The task, checked for a report of `agent` on delivery `lease` (or its current one) that
+/// does `action`: 404, then 409 `LEASE_LOST`, then 403, then 409.
 async fn task_for_agent(
     ctx: &mut WriteCtx,
     id: Uuid,
     agent: Uuid,
     action: TaskAction,
+    lease: Option<Uuid>,
 ) -> Result<(TaskRow, TaskStatus)> {
     let row = task_fetch(ctx, id).await?;
+    check_lease(id, row.lease()?, lease)?;
     let status = row.status()?;
     if let Some(owner) = row.agent_id.as_deref() {
         if owner != agent.to_string() {
@@ -175,6 +232,9 @@ async fn task_for_agent(
 fn event_for(row: &TaskRow, kind: EventKind, mut data: Value) -> Result<EventDraft> {
     data["index"] = json!(row.idx);
     data["type"] = json!(row.task_type);
+    if let Some(lease) = &row.lease_id {
+        data["lease_id"] = json!(lease);
+    }
     let agent = row.agent_id.as_deref().map(uuid).transpose()?;
     Ok(EventDraft::new(kind, data)
         .job(uuid(&row.job_id)?)
@@ -182,37 +242,109 @@ fn event_for(row: &TaskRow, kind: EventKind, mut data: Value) -> Result<EventDra
         .agent(agent))
 }
 
+/// A REST claim: the agent's earlier delivery when `request_id` names one whose lease lives,
+/// else the next available task.
 pub(crate) async fn task_claim(
     ctx: &mut WriteCtx,
     p: TaskClaimParams,
 ) -> Result<Option<ClaimedTask>> {
     agent_seen(ctx, p.agent_id).await?;
-    task_claim_next(ctx, p.agent_id).await
+    if let Some(request) = p.request_id.as_deref() {
+        if let Some(again) = task_claim_again(ctx, p.agent_id, request).await? {
+            return Ok(Some(again));
+        }
+    }
+    if !agent_registered(ctx, p.agent_id).await? {
+        return Err(ApiError::not_found("agent", p.agent_id));
+    }
+    task_claim_next(ctx, p.agent_id, Via::Claim, p.request_id).await
+}
+
+/// The delivery an earlier claim with this `request_id` made, while its lease lives.
+async fn task_claim_again(
+    ctx: &mut WriteCtx,
+    agent: Uuid,
+    request: &str,
+) -> Result<Option<ClaimedTask>> {
+    let row: Option<TaskRow> = ctx
+        .db
+        .opt(
+            &format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = $1 AND claim_request_id = $2 \
+                 AND status IN ('claimed', 'running') AND lease_expires_at > $3"
+            ),
+            args![agent, request, ctx.now],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let Some(lease_id) = row.lease()? else {
+        return Ok(None);
+    };
+    let job = job_fetch(ctx, uuid(&row.job_id)?).await?;
+    Ok(Some(ClaimedTask {
+        task: row.into_task()?,
+        job: job.into_job()?,
+        lease_id,
+    }))
+}
+
+/// What a batch of dispatcher claims got: one entry per agent asked, in order (`None` for an
+/// agent that is no longer registered, or once nothing was left).
+pub struct ClaimBatch {
+    pub claimed: Vec<Option<ClaimedTask>>,
+    /// The queue ran out of available work during the batch.
+    pub queue_empty: bool,
 }
 
 /// Claims for several agents in one transaction (the dispatcher's batch), in order, until
-/// nothing is pending. Each entry gets at most one task.
-pub(crate) async fn task_claim_many(
-    ctx: &mut WriteCtx,
-    agents: Vec<Uuid>,
-) -> Result<Vec<(Uuid, ClaimedTask)>> {
-    let mut out = Vec::with_capacity(agents.len());
+/// nothing is available. Each entry gets at most one task; an agent unregistered meanwhile
+/// gets none.
+pub(crate) async fn task_claim_many(ctx: &mut WriteCtx, agents: Vec<Uuid>) -> Result<ClaimBatch> {
+    let mut batch = ClaimBatch {
+        claimed: Vec::with_capacity(agents.len()),
+        queue_empty: false,
+    };
+    // Every agent's row before any task or job row: the lock order of unregistering too.
+    let registered = agents_registered(ctx, &agents).await?;
     for agent in agents {
-        match task_claim_next(ctx, agent).await? {
-            Some(c) => out.push((agent, c)),
-            None => break,
+        if batch.queue_empty || !registered.contains(&agent) {
+            batch.claimed.push(None);
+            continue;
         }
+        let claimed = task_claim_next(ctx, agent, Via::Offer, None).await?;
+        batch.queue_empty = claimed.is_none();
+        batch.claimed.push(claimed);
     }
-    Ok(out)
+    Ok(batch)
 }
 
-/// The claim itself: the same statement for REST, long-poll and WebSocket dispatch.
-async fn task_claim_next(ctx: &mut WriteCtx, agent_id: Uuid) -> Result<Option<ClaimedTask>> {
-    let p = TaskClaimParams { agent_id };
+/// The claim itself: the same statement for REST, long-poll and WebSocket dispatch. Each call
+/// is a new delivery with its own lease.
+async fn task_claim_next(
+    ctx: &mut WriteCtx,
+    agent_id: Uuid,
+    via: Via,
+    request_id: Option<String>,
+) -> Result<Option<ClaimedTask>> {
+    let lease_id = Uuid::new_v4();
+    let lease_ms = match via {
+        Via::Claim => ctx.rules.claim_lease_ms,
+        Via::Offer => ctx.rules.offer_lease_ms,
+    };
     let claim = sql::task_claim(ctx.backend);
     let row: Option<TaskRow> = ctx
         .db
-        .opt(&claim, args![p.agent_id.to_string(), ctx.now])
+        .opt(
+            &claim,
+            args![
+                agent_id,
+                ctx.now,
+                lease_id,
+                lease_ms,
+                via.as_str(),
+                request_id
+            ],
+        )
         .await?;
     let Some(row) = row else { return Ok(None) };
     let job = job_task_changed(
@@ -224,45 +356,68 @@ async fn task_claim_next(ctx: &mut WriteCtx, agent_id: Uuid) -> Result<Option<Cl
         None,
     )
     .await?;
-    let data = json!({ "status": TaskStatus::Claimed, "attempts": row.attempts, "deadline": row.deadline.map(super::rows::ts) });
+    let data = json!({
+        "status": TaskStatus::Claimed,
+        "attempts": row.attempts,
+        "deliveries": row.deliveries,
+        "via": via.as_str(),
+        "deadline": row.deadline.map(super::rows::ts),
+        "lease_expires_at": row.lease_expires_at.map(super::rows::ts),
+    });
     event_insert(ctx, event_for(&row, EventKind::TaskClaimed, data)?).await?;
     Ok(Some(ClaimedTask {
         task: row.into_task()?,
         job: job.into_job()?,
+        lease_id,
     }))
 }
 
-pub(crate) async fn task_start(ctx: &mut WriteCtx, agent: Uuid, id: Uuid) -> Result<Task> {
+/// Milliseconds of a count of seconds from outside, saturating.
+fn secs_ms(secs: u64) -> i64 {
+    i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000)
+}
+
+pub(crate) async fn task_start(ctx: &mut WriteCtx, p: TaskStartParams) -> Result<Task> {
     // One statement on the hot path: the conditions are the checks. When it matches nothing,
-    // the slow path says why (404, 403 or 409).
+    // the slow path says why (404, LEASE_LOST, 403 or 409). The running lease is the deadline,
+    // or the heartbeat interval when the agent asked for one.
+    let heartbeat_ms = p.heartbeat_secs.map(secs_ms);
+    let heartbeat_secs = p
+        .heartbeat_secs
+        .map(|h| i64::try_from(h).unwrap_or(i64::MAX));
     let started: Option<TaskRow> = ctx
         .db
         .opt(
             &format!(
-                "UPDATE tasks SET status = 'running', started_at = $3, updated_at = $3 \
-                 WHERE id = $1 AND agent_id = $2 AND status = 'claimed' RETURNING {TASK_COLUMNS}"
+                "UPDATE tasks SET status = 'running', started_at = $3, updated_at = $3, heartbeat_secs = $5, \
+                 lease_expires_at = CASE WHEN $6 IS NULL OR deadline < $3 + $6 THEN deadline ELSE $3 + $6 END \
+                 WHERE id = $1 AND agent_id = $2 AND status = 'claimed' AND ($4 IS NULL OR lease_id = $4) \
+                 RETURNING {TASK_COLUMNS}"
             ),
-            args![id, agent, ctx.now],
+            args![p.task_id, p.agent_id, ctx.now, p.lease_id, heartbeat_secs, heartbeat_ms],
         )
         .await?;
     let Some(row) = started else {
-        task_for_agent(ctx, id, agent, TaskAction::Start).await?;
+        task_for_agent(ctx, p.task_id, p.agent_id, TaskAction::Start, p.lease_id).await?;
         return Err(ApiError::InvalidState(format!(
-            "task {id} changed while starting; retry"
+            "task {} changed while starting; retry",
+            p.task_id
         )));
     };
     let next = TaskStatus::Running;
-    agent_seen(ctx, agent).await?;
-    event_insert(
-        ctx,
-        event_for(&row, EventKind::TaskStarted, json!({ "status": next }))?,
-    )
-    .await?;
+    agent_seen(ctx, p.agent_id).await?;
+    let data = json!({
+        "status": next,
+        "heartbeat_secs": p.heartbeat_secs,
+        "lease_expires_at": row.lease_expires_at.map(super::rows::ts),
+    });
+    event_insert(ctx, event_for(&row, EventKind::TaskStarted, data)?).await?;
     row.into_task()
 }
 
 pub(crate) async fn task_progress(ctx: &mut WriteCtx, p: TaskProgressParams) -> Result<Task> {
-    let (row, next) = task_for_agent(ctx, p.task_id, p.agent_id, TaskAction::Progress).await?;
+    let (row, next) =
+        task_for_agent(ctx, p.task_id, p.agent_id, TaskAction::Progress, p.lease_id).await?;
     let deadline = match p.extend_secs {
         Some(extend) if i64::try_from(extend).unwrap_or(i64::MAX) > row.timeout_secs => {
             return Err(ApiError::validation(
@@ -273,36 +428,59 @@ pub(crate) async fn task_progress(ctx: &mut WriteCtx, p: TaskProgressParams) -> 
                 ),
             ));
         }
-        Some(extend) => ctx.now + i64::try_from(extend).unwrap_or(0) * 1000,
+        Some(extend) => ctx.now + secs_ms(extend),
         None => row.deadline.unwrap_or(ctx.now),
     };
+    // Progress starts a claimed task (its claim lease ends) and renews a heartbeat lease.
+    let heartbeat_ms = row.heartbeat_secs.map(|h| h.saturating_mul(1000));
+    let lease_expires_at = running_lease_expiry(ctx.now, deadline, heartbeat_ms);
     agent_seen(ctx, p.agent_id).await?;
-    let row: TaskRow = ctx.db.one(&format!(
+    let row: TaskRow = ctx
+        .db
+        .one(
+            &format!(
         "UPDATE tasks SET status = $2, progress = $3, progress_message = $4, deadline = $5, \
-         started_at = COALESCE(started_at, $6), updated_at = $6 WHERE id = $1 RETURNING {TASK_COLUMNS}"
-    ), args![&row.id, next.as_str(), i64::from(p.progress), p.message.clone(), deadline, ctx.now])
-    .await?;
+         started_at = COALESCE(started_at, $6), updated_at = $6, lease_expires_at = $7 \
+         WHERE id = $1 RETURNING {TASK_COLUMNS}"
+    ),
+            args![
+                &row.id,
+                next.as_str(),
+                i64::from(p.progress),
+                p.message.clone(),
+                deadline,
+                ctx.now,
+                lease_expires_at
+            ],
+        )
+        .await?;
     let data = json!({ "status": next, "progress": p.progress, "message": p.message });
     event_insert(ctx, event_for(&row, EventKind::TaskProgress, data)?).await?;
     row.into_task()
 }
 
-pub(crate) async fn task_complete(
-    ctx: &mut WriteCtx,
-    agent: Uuid,
-    id: Uuid,
-    result: Value,
-) -> Result<Task> {
+/// The statement that finishes a task: terminal, out of its lease (the lease id stays, naming
+/// the delivery that finished it).
+const FINISH_SET: &str = "result = $3, progress = 100, finished_at = $4, updated_at = $4, \
+    lease_expires_at = NULL, claim_request_id = NULL";
+
+pub(crate) async fn task_complete(ctx: &mut WriteCtx, p: TaskCompleteParams) -> Result<Task> {
+    let TaskCompleteParams {
+        agent_id: agent,
+        task_id: id,
+        result,
+        lease_id,
+    } = p;
     // The hot path, a work task: one statement whose conditions are the checks.
     let done: Option<TaskRow> = ctx
         .db
         .opt(
             &format!(
-                "UPDATE tasks SET status = 'completed', result = $3, progress = 100, finished_at = $4, updated_at = $4 \
+                "UPDATE tasks SET status = 'completed', {FINISH_SET} \
                  WHERE id = $1 AND agent_id = $2 AND status IN ('claimed', 'running') AND task_type = 'work' \
-                 RETURNING {TASK_COLUMNS}"
+                 AND ($5 IS NULL OR lease_id = $5) RETURNING {TASK_COLUMNS}"
             ),
-            args![id, agent, result.to_string(), ctx.now],
+            args![id, agent, result.to_string(), ctx.now, lease_id],
         )
         .await?;
     if let Some(row) = done {
@@ -326,7 +504,7 @@ pub(crate) async fn task_complete(
         return row.into_task();
     }
     // A plan task (its result must be validated before anything is written), or a refusal.
-    let (row, next) = task_for_agent(ctx, id, agent, TaskAction::Complete).await?;
+    let (row, next) = task_for_agent(ctx, id, agent, TaskAction::Complete, lease_id).await?;
     let task_type = row.task_type()?;
     // Validate the plan before writing anything: a bad plan leaves the task running.
     let specs = match task_type {
@@ -335,11 +513,15 @@ pub(crate) async fn task_complete(
     };
     agent_seen(ctx, agent).await?;
     let from = row.status()?;
-    let row: TaskRow = ctx.db.one(&format!(
-        "UPDATE tasks SET status = $2, result = $3, progress = 100, finished_at = $4, updated_at = $4 \
-         WHERE id = $1 RETURNING {TASK_COLUMNS}"
-    ), args![&row.id, next.as_str(), result.to_string(), ctx.now])
-    .await?;
+    let row: TaskRow = ctx
+        .db
+        .one(
+            &format!(
+                "UPDATE tasks SET status = $2, {FINISH_SET} WHERE id = $1 RETURNING {TASK_COLUMNS}"
+            ),
+            args![&row.id, next.as_str(), result.to_string(), ctx.now],
+        )
+        .await?;
     event_insert(
         ctx,
         event_for(&row, EventKind::TaskCompleted, json!({ "status": next }))?,
@@ -381,7 +563,7 @@ async fn plan_land(
 }
 
 pub(crate) async fn task_fail(ctx: &mut WriteCtx, p: TaskFailParams) -> Result<Task> {
-    let (row, _) = task_for_agent(ctx, p.task_id, p.agent_id, TaskAction::Fail).await?;
+    let (row, _) = task_for_agent(ctx, p.task_id, p.agent_id, TaskAction::Fail, p.lease_id).await?;
     agent_seen(ctx, p.agent_id).await?;
     let cause = FailCause::Reported {
         error: p.error,
@@ -390,7 +572,8 @@ pub(crate) async fn task_fail(ctx: &mut WriteCtx, p: TaskFailParams) -> Result<T
     task_fail_attempt(ctx, row, cause).await
 }
 
-/// Counts a failed attempt: back to pending while retries remain, else failed for good.
+/// Counts a failed attempt: back to pending after its backoff while retries (and deliveries)
+/// remain, else failed for good.
 pub(crate) async fn task_fail_attempt(
     ctx: &mut WriteCtx,
     row: TaskRow,
@@ -406,60 +589,132 @@ pub(crate) async fn task_fail_attempt(
             "its agent's WebSocket closed while it ran the task".to_string(),
             true,
         ),
+        FailCause::HeartbeatLost => (
+            format!(
+                "no progress or heartbeat within its heartbeat_secs ({} s)",
+                row.heartbeat_secs.unwrap_or_default()
+            ),
+            true,
+        ),
     };
-    let attempts = u32::try_from(row.attempts).unwrap_or(u32::MAX);
     let max_retries = u32::try_from(row.max_retries).unwrap_or(0);
-    let outcome = after_failure(attempts, max_retries, retryable);
+    let outcome = after_failed_attempt(
+        row.attempts(),
+        max_retries,
+        retryable,
+        row.deliveries(),
+        ctx.rules.max_deliveries,
+    );
+    let available_at = (outcome.status == TaskStatus::Pending).then(|| {
+        let jitter = rand::thread_rng().gen::<f64>();
+        ctx.now + retry_backoff_ms(outcome.attempts, ctx.rules.retry_backoff_ms, jitter)
+    });
+    task_end_delivery(
+        ctx,
+        row,
+        outcome,
+        error,
+        available_at,
+        EventKind::TaskFailed,
+    )
+    .await
+}
+
+/// Writes where a delivery that ended without a result leaves its task: pending again (out of
+/// its lease, claimable from `available_at`), or failed for good (with `error`, or with
+/// [`DELIVERY_LIMIT_ERROR`] when the delivery limit alone ended it), and its event (`kind` when
+/// the task is pending again; always `task.failed` when it failed for good).
+async fn task_end_delivery(
+    ctx: &mut WriteCtx,
+    row: TaskRow,
+    outcome: DeliveryOutcome,
+    error: String,
+    available_at: Option<i64>,
+    kind: EventKind,
+) -> Result<Task> {
     let retry = outcome.status == TaskStatus::Pending;
+    let stored_error = if outcome.dead_letter {
+        DELIVERY_LIMIT_ERROR.to_string()
+    } else if kind == EventKind::TaskReleased && retry {
+        // A release is no failure: the task keeps the error of its last failed attempt.
+        row.error.clone().unwrap_or_default()
+    } else {
+        error.clone()
+    };
     let updated: TaskRow = ctx
         .db
         .one(
             &format!(
                 "UPDATE tasks SET status = $2, attempts = $3, error = $4, updated_at = $5, \
-         agent_id = CASE WHEN $6 = 1 THEN NULL ELSE agent_id END, \
-         deadline = CASE WHEN $6 = 1 THEN NULL ELSE deadline END, \
-         finished_at = CASE WHEN $6 = 1 THEN NULL ELSE $5 END \
-         WHERE id = $1 RETURNING {TASK_COLUMNS}"
+                 agent_id = CASE WHEN $6 = 1 THEN NULL ELSE agent_id END, \
+                 deadline = CASE WHEN $6 = 1 THEN NULL ELSE deadline END, \
+                 claimed_at = CASE WHEN $6 = 1 AND $8 = 1 THEN NULL ELSE claimed_at END, \
+                 started_at = CASE WHEN $6 = 1 AND $8 = 1 THEN NULL ELSE started_at END, \
+                 lease_id = CASE WHEN $6 = 1 THEN NULL ELSE lease_id END, \
+                 finished_at = CASE WHEN $6 = 1 THEN NULL ELSE $5 END, \
+                 available_at = COALESCE($7, available_at), \
+                 lease_expires_at = NULL, claim_request_id = NULL, heartbeat_secs = NULL \
+                 WHERE id = $1 RETURNING {TASK_COLUMNS}"
             ),
             args![
                 &row.id,
                 outcome.status.as_str(),
                 i64::from(outcome.attempts),
-                &error,
+                (!stored_error.is_empty()).then_some(stored_error.clone()),
                 ctx.now,
-                i64::from(retry)
+                i64::from(retry),
+                available_at,
+                i64::from(kind == EventKind::TaskReleased)
             ],
         )
         .await?;
-    let data = json!({ "status": outcome.status, "attempts": outcome.attempts, "error": error, "retry": retry });
-    task_left_agent(
-        ctx,
-        &row,
-        &updated,
-        EventKind::TaskFailed,
-        data,
-        Some(&error),
-    )
-    .await?;
+    let (kind, data) = if retry {
+        let mut data = json!({ "status": outcome.status, "attempts": outcome.attempts });
+        if kind == EventKind::TaskReleased {
+            data["reason"] = json!(error);
+        } else {
+            data["error"] = json!(error);
+            data["retry"] = json!(true);
+            data["available_at"] = json!(available_at.map(super::rows::ts));
+        }
+        (kind, data)
+    } else {
+        let mut data = json!({
+            "status": outcome.status,
+            "attempts": outcome.attempts,
+            "error": stored_error,
+            "retry": false,
+        });
+        if outcome.dead_letter {
+            data["dead_letter"] = json!(true);
+            data["deliveries"] = json!(row.deliveries);
+            data["last_error"] = json!(error);
+        }
+        (EventKind::TaskFailed, data)
+    };
+    let failed_error = (!retry).then_some(stored_error);
+    task_left_agent(ctx, &row, &updated, kind, data, failed_error.as_deref()).await?;
     updated.into_task()
 }
 
-/// A WebSocket agent lets go of tasks: offers (still `claimed`) go back to pending with no
-/// attempt counted; accepted (`running`) tasks count a failed attempt. Tasks no longer held by
-/// the agent are skipped.
+/// A WebSocket agent lets go of deliveries: offers (still `claimed`) go back to pending with no
+/// attempt counted; accepted (`running`) tasks count a failed attempt when `charge`. A task no
+/// longer on that delivery (finished, released, delivered again) is skipped.
 pub(crate) async fn tasks_abandon(
     ctx: &mut WriteCtx,
     agent: Uuid,
-    ids: Vec<Uuid>,
+    held: Vec<Held>,
     reason: &str,
     charge: bool,
 ) -> Result<usize> {
     let mut n = 0;
-    for id in ids {
-        let Ok(row) = task_fetch(ctx, id).await else {
+    for h in held {
+        let Ok(row) = task_fetch(ctx, h.task_id).await else {
             continue;
         };
-        if row.agent_id.as_deref() != Some(agent.to_string().as_str()) {
+        if row.agent_id.as_deref() != Some(agent.to_string().as_str())
+            || row.lease()? != Some(h.lease_id)
+        {
             continue;
         }
         match row.status()? {
@@ -483,14 +738,22 @@ pub(crate) async fn tasks_abandon(
 pub(crate) async fn task_decline(
     ctx: &mut WriteCtx,
     agent: Uuid,
-    id: Uuid,
+    held: Held,
     reason: &str,
 ) -> Result<Task> {
-    let (row, _) = task_for_agent(ctx, id, agent, TaskAction::Release).await?;
+    let (row, _) = task_for_agent(
+        ctx,
+        held.task_id,
+        agent,
+        TaskAction::Release,
+        Some(held.lease_id),
+    )
+    .await?;
     task_release(ctx, row, reason).await
 }
 
-/// Gives a claimed or running task back to pending with no attempt counted.
+/// Ends a claimed or running task's delivery with no attempt counted: back to pending, or
+/// failed for good when it has been delivered `MAX_DELIVERIES` times.
 pub(crate) async fn task_release(ctx: &mut WriteCtx, row: TaskRow, reason: &str) -> Result<Task> {
     let from = row.status()?;
     if !from.is_active() {
@@ -499,32 +762,32 @@ pub(crate) async fn task_release(ctx: &mut WriteCtx, row: TaskRow, reason: &str)
             row.id
         )));
     }
-    let updated: TaskRow = ctx
-        .db
-        .one(
-            &format!(
-        "UPDATE tasks SET status = 'pending', agent_id = NULL, deadline = NULL, claimed_at = NULL, \
-         started_at = NULL, updated_at = $2 WHERE id = $1 RETURNING {TASK_COLUMNS}"
-    ),
-            args![&row.id, ctx.now],
-        )
-        .await?;
-    let data = json!({ "status": TaskStatus::Pending, "reason": reason });
-    task_left_agent(ctx, &row, &updated, EventKind::TaskReleased, data, None).await?;
-    updated.into_task()
+    let outcome = after_release(row.attempts(), row.deliveries(), ctx.rules.max_deliveries);
+    task_end_delivery(
+        ctx,
+        row,
+        outcome,
+        reason.to_string(),
+        None,
+        EventKind::TaskReleased,
+    )
+    .await
 }
 
 /// The bookkeeping after a task left its agent (`before` → `after`): the event, which names the
-/// agent that lost the task though the row no longer does; the job's counters and transitions;
-/// and a wake-up when the task is pending again.
+/// agent and the delivery that lost the task though the row no longer does; the job's counters
+/// and transitions; and a wake-up when the task is pending again.
 async fn task_left_agent(
     ctx: &mut WriteCtx,
     before: &TaskRow,
     after: &TaskRow,
     kind: EventKind,
-    data: Value,
+    mut data: Value,
     error: Option<&str>,
 ) -> Result<()> {
+    if let Some(lease) = &before.lease_id {
+        data["lease_id"] = json!(lease);
+    }
     let mut draft = event_for(after, kind, data)?;
     draft.agent_id = before.agent_id.as_deref().map(uuid).transpose()?;
     event_insert(ctx, draft).await?;
@@ -544,24 +807,75 @@ async fn task_left_agent(
     Ok(())
 }
 
-/// Claimed or running tasks past their deadline count a failed attempt.
-pub(crate) async fn tasks_expire(ctx: &mut WriteCtx) -> Result<usize> {
-    let expired: Vec<TaskRow> = ctx
+/// What the expiry sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ExpirySweep {
+    /// Past their running deadline: a failed attempt each.
+    pub timed_out: usize,
+    /// Offers and claims not started within their lease: released.
+    pub leases_expired: usize,
+    /// Started with `heartbeat_secs` and silent past it: a failed attempt each.
+    pub heartbeats_lost: usize,
+}
+
+/// Claimed or running tasks past their deadline count a failed attempt; deliveries past their
+/// lease end: an unstarted one goes back to pending, a started one (its heartbeat lease) counts
+/// a failed attempt.
+pub(crate) async fn tasks_expire(ctx: &mut WriteCtx) -> Result<ExpirySweep> {
+    let mut sweep = ExpirySweep::default();
+    let lock = sql::for_update_skip_locked(ctx.backend);
+    let timed_out: Vec<TaskRow> = ctx
         .db
         .all(
             &format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('claimed', 'running') AND deadline < $1 \
-         ORDER BY deadline LIMIT 10000{}",
-        sql::for_update_skip_locked(ctx.backend)
-    ),
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('claimed', 'running') AND deadline < $1 \
+                 ORDER BY deadline LIMIT 10000{lock}"
+            ),
             args![ctx.now],
         )
         .await?;
-    let n = expired.len();
-    for row in expired {
+    for row in timed_out {
         task_fail_attempt(ctx, row, FailCause::TimedOut).await?;
+        sweep.timed_out += 1;
     }
-    Ok(n)
+    let lapsed: Vec<TaskRow> = ctx
+        .db
+        .all(
+            &format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('claimed', 'running') AND lease_expires_at < $1 \
+                 ORDER BY lease_expires_at LIMIT 10000{lock}"
+            ),
+            args![ctx.now],
+        )
+        .await?;
+    for row in lapsed {
+        if row.status()? == TaskStatus::Claimed {
+            let reason = match row.via.as_deref() {
+                Some("offer") => "its offer's lease expired before it was accepted",
+                _ => "its claim lease expired before the task was started",
+            };
+            task_release(ctx, row, reason).await?;
+            sweep.leases_expired += 1;
+        } else {
+            task_fail_attempt(ctx, row, FailCause::HeartbeatLost).await?;
+            sweep.heartbeats_lost += 1;
+        }
+    }
+    Ok(sweep)
+}
+
+/// Renews the heartbeat leases of the agent's running tasks (those started with
+/// `heartbeat_secs`), never past their deadline.
+pub(crate) async fn tasks_heartbeat(ctx: &mut WriteCtx, agent: Uuid) -> Result<()> {
+    ctx.db
+        .execute(
+            "UPDATE tasks SET lease_expires_at = CASE WHEN deadline < $2 + heartbeat_secs * 1000 \
+             THEN deadline ELSE $2 + heartbeat_secs * 1000 END \
+             WHERE agent_id = $1 AND status = 'running' AND heartbeat_secs IS NOT NULL",
+            args![agent, ctx.now],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Which tasks of a job to list.
@@ -648,15 +962,57 @@ impl Store {
             .collect())
     }
 
-    /// Running tasks held by an agent (a reconnecting WebSocket takes them over).
-    pub async fn task_ids_running_for_agent(&self, agent: Uuid) -> Result<Vec<Uuid>> {
-        let rows: Vec<(String,)> = self
+    /// Running tasks held by an agent, with their deliveries (a reconnecting WebSocket takes
+    /// them over).
+    pub async fn tasks_running_for_agent(&self, agent: Uuid) -> Result<Vec<Held>> {
+        let rows: Vec<(String, Option<String>)> = self
             .read_all(
-                "SELECT id FROM tasks WHERE agent_id = $1 AND status = 'running'",
+                "SELECT id, lease_id FROM tasks WHERE agent_id = $1 AND status = 'running'",
                 args![agent.to_string()],
             )
             .await?;
-        rows.iter().map(|(id,)| uuid(id)).collect()
+        let mut held = Vec::with_capacity(rows.len());
+        for (id, lease) in rows {
+            // A task held since before leases existed has none: it is named by a nil lease.
+            let lease_id = lease.as_deref().map(uuid).transpose()?.unwrap_or_default();
+            held.push(Held {
+                task_id: uuid(&id)?,
+                lease_id,
+            });
+        }
+        Ok(held)
+    }
+
+    /// Whether `held` is still the agent's current delivery of the task (active, same lease).
+    pub async fn task_still_held(&self, agent: Uuid, held: Held) -> Result<Option<String>> {
+        let row: Option<TaskRow> = self
+            .read_opt(
+                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
+                args![held.task_id],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(Some("the task no longer exists".into()));
+        };
+        let active = row.status()?.is_active();
+        let same = row.agent_id == Some(agent.to_string())
+            && row.lease()?.unwrap_or_default() == held.lease_id;
+        Ok((!(active && same)).then(|| {
+            row.error
+                .unwrap_or_else(|| "the task was taken back".into())
+        }))
+    }
+
+    /// When the next task waiting out its retry backoff becomes claimable, if any (the
+    /// dispatcher and long-polls sleep until then instead of polling).
+    pub async fn task_next_available_at(&self) -> Result<Option<i64>> {
+        let (at,): (Option<i64>,) = self
+            .read_one(
+                "SELECT MIN(available_at) FROM tasks WHERE status = 'pending' AND available_at > $1",
+                args![super::now_ms()],
+            )
+            .await?;
+        Ok(at)
     }
 }
 

@@ -38,6 +38,8 @@ pub struct WriteCtx {
     work_added: bool,
     /// When this server last wrote each agent's `last_seen_at`, shared by all operations.
     seen: Seen,
+    /// The queue's clocks and limits.
+    pub rules: super::QueueRules,
 }
 
 /// Agent id → when its `last_seen_at` was last written (ms).
@@ -47,7 +49,7 @@ pub(crate) type Seen = Arc<std::sync::Mutex<HashMap<Uuid, i64>>>;
 const SEEN_WINDOW_MS: i64 = 1000;
 
 impl WriteCtx {
-    fn new(db: Box<dyn Exec>, backend: Backend, seen: Seen) -> Self {
+    fn new(db: Box<dyn Exec>, backend: Backend, seen: Seen, rules: super::QueueRules) -> Self {
         WriteCtx {
             db,
             backend,
@@ -56,6 +58,7 @@ impl WriteCtx {
             drafts: Vec::new(),
             work_added: false,
             seen,
+            rules,
         }
     }
 
@@ -155,6 +158,7 @@ pub(crate) enum WriterHandle {
         publisher: Publisher,
         /// Heartbeat writes skipped within a second, across this server's operations.
         seen: Seen,
+        rules: super::QueueRules,
     },
 }
 
@@ -163,6 +167,7 @@ impl WriterHandle {
     pub fn start_sqlite(
         conn: rusqlite::Connection,
         publisher: Publisher,
+        rules: super::QueueRules,
     ) -> std::io::Result<WriterHandle> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -175,16 +180,22 @@ impl WriterHandle {
                     SqliteExec { conn, writes: 0 },
                     rx,
                     publisher,
+                    rules,
                 ))
             })?;
         Ok(WriterHandle::Sqlite(tx))
     }
 
-    pub fn start_postgres(pool: AnyPool, publisher: Publisher) -> WriterHandle {
+    pub fn start_postgres(
+        pool: AnyPool,
+        publisher: Publisher,
+        rules: super::QueueRules,
+    ) -> WriterHandle {
         WriterHandle::Postgres {
             pool,
             publisher,
             seen: Seen::default(),
+            rules,
         }
     }
 
@@ -224,7 +235,8 @@ impl WriterHandle {
                 pool,
                 publisher,
                 seen,
-            } => run_one(pool, publisher, seen, job).await?,
+                rules,
+            } => run_one(pool, publisher, seen, *rules, job).await?,
         }
         rx.await
             .map_err(|_| ApiError::Unavailable("the writer stopped before answering".into()))?
@@ -241,9 +253,15 @@ impl WriterHandle {
 }
 
 /// One operation in its own transaction (PostgreSQL).
-async fn run_one(pool: &AnyPool, publisher: &Publisher, seen: &Seen, job: Job) -> Result<()> {
+async fn run_one(
+    pool: &AnyPool,
+    publisher: &Publisher,
+    seen: &Seen,
+    rules: super::QueueRules,
+    job: Job,
+) -> Result<()> {
     let conn = pool.acquire().await?;
-    let mut ctx = WriteCtx::new(Box::new(conn), Backend::Postgres, seen.clone());
+    let mut ctx = WriteCtx::new(Box::new(conn), Backend::Postgres, seen.clone(), rules);
     ctx.db.execute("BEGIN", &[]).await?;
     let finish = job(&mut ctx).await;
     let flushed = if finish.ok {
@@ -269,8 +287,13 @@ async fn run_one(pool: &AnyPool, publisher: &Publisher, seen: &Seen, job: Job) -
     Ok(())
 }
 
-async fn run_sqlite_writer(db: SqliteExec, mut rx: mpsc::Receiver<Msg>, publisher: Publisher) {
-    let mut ctx = WriteCtx::new(Box::new(db), Backend::Sqlite, Seen::default());
+async fn run_sqlite_writer(
+    db: SqliteExec,
+    mut rx: mpsc::Receiver<Msg>,
+    publisher: Publisher,
+    rules: super::QueueRules,
+) {
+    let mut ctx = WriteCtx::new(Box::new(db), Backend::Sqlite, Seen::default(), rules);
     let mut closing = None;
     while closing.is_none() {
         let Some(first) = rx.recv().await else { break };
