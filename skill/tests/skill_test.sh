@@ -259,16 +259,27 @@ run_mode() {
     refused FORBIDDEN "start another agent's task"
 
     step "11. agent 1 fails its task (retryable); agent 3 claims it again and completes it"
+    local lease1=$ROOT/$MODE/agent1/leases/$t1
+    [[ -s $lease1 ]] || fail "claim did not keep the lease of task $t1"
+    local saved
+    saved=$(<"$lease1") # (bash only: the sed mode's PATH has no cp)
     ag 1 fail "$t1" "disk full: \"a.txt\" not written
 second line"
     ok "fail"
     expect "status after a retryable failure" pending "$(get data.status)"
     expect "attempts" 1 "$(get data.attempts)"
+    [[ ! -e $lease1 ]] || fail "the lease of a failed delivery was kept"
     ag 3 claim 10
     ok "claim by agent 3"
     expect "agent 3 gets the retried task" "$t1" "$(get data.task.id)"
-    ag 3 start "$t1"
-    ok "start"
+    # Agent 1 reports on its ended delivery: the script sends the lease it kept, and the server
+    # refuses it (without the lease it would be FORBIDDEN, another agent's task).
+    printf '%s\n' "$saved" >"$lease1"
+    ag 1 progress "$t1" 5
+    refused LEASE_LOST "a report on an ended delivery"
+    ag 3 start "$t1" 600
+    ok "start with a heartbeat lease"
+    expect "heartbeat_secs" 600 "$(get data.heartbeat_secs)"
     ag 3 progress "$t1" 90 "almost: \"a.txt\""
     ok "progress"
     OUT=$(printf '{"file": "a.txt", "bytes": 42}' | AGORA_CONFIG_DIR=$ROOT/$MODE/agent3 "$AGORA" complete "$t1" - 2>"$ROOT/stderr") \
