@@ -65,6 +65,23 @@ pub fn running_lease_expiry(now_ms: i64, deadline_ms: i64, heartbeat_ms: Option<
     }
 }
 
+/// The lease a task is on, from what is stored: a started task without heartbeats is on its
+/// running deadline, whatever the row last recorded (the store does not rewrite the lease when
+/// such a task starts: that would cost an index write per task on the hot path; the sweep
+/// catches the row up lazily instead).
+pub fn effective_lease_expiry(
+    running: bool,
+    stored: Option<i64>,
+    deadline: Option<i64>,
+    heartbeat: bool,
+) -> Option<i64> {
+    if running && !heartbeat {
+        deadline.or(stored)
+    } else {
+        stored
+    }
+}
+
 /// How long a task waits after its `attempts`-th failed attempt: `base · 2^(attempts-1)`, plus a
 /// jitter of up to [`BACKOFF_JITTER`] of that (`jitter` is a random number in `0..1`), at most
 /// [`MAX_BACKOFF_MS`]. A base of 0 turns backoff off.
@@ -172,6 +189,27 @@ mod tests {
         assert_eq!(running_lease_expiry(1_000, 61_000, None), 61_000);
         assert_eq!(running_lease_expiry(1_000, 61_000, Some(2_000)), 3_000);
         assert_eq!(running_lease_expiry(60_000, 61_000, Some(2_000)), 61_000);
+    }
+
+    #[test]
+    fn a_started_task_without_heartbeats_is_on_its_deadline() {
+        // Claimed: the claim's (or offer's) lease.
+        assert_eq!(
+            effective_lease_expiry(false, Some(5), Some(90), false),
+            Some(5)
+        );
+        // Running without heartbeats: the deadline, whatever was stored at the claim.
+        assert_eq!(
+            effective_lease_expiry(true, Some(5), Some(90), false),
+            Some(90)
+        );
+        // Running with heartbeats: the heartbeat lease.
+        assert_eq!(
+            effective_lease_expiry(true, Some(7), Some(90), true),
+            Some(7)
+        );
+        // Finished or pending: none.
+        assert_eq!(effective_lease_expiry(false, None, None, false), None);
     }
 
     #[test]

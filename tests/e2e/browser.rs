@@ -220,6 +220,11 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
         text.contains("visible in the browser") && text.contains("42"),
         "{text}"
     );
+    // The expanded task shows its deliveries (one claim) and that it needed no backoff.
+    let deliveries = wait_for(&b, &format!("#task-{work_id} .task-deliveries")).await;
+    assert_eq!(deliveries.text().await.expect("deliveries text"), "1");
+    let available = wait_for(&b, &format!("#task-{work_id} .task-available")).await;
+    assert_eq!(available.text().await.expect("available text"), "at once");
     wait_for(&b, ".flow g.current[data-state='executing']").await;
     b.set_window_size(1280, 1400).await.expect("taller window");
     b.execute("window.scrollTo(0, 0)", vec![])

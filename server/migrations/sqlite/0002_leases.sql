@@ -1,9 +1,10 @@
 -- Leases: every delivery of a task (REST claim, WebSocket offer) is a lease of its own.
--- lease_id names the current delivery (NULL when no agent holds the task); lease_expires_at is
--- when it runs out (an unstarted claim or offer goes back to pending, a started task counts a
--- failed attempt); deliveries counts every claim and offer; available_at holds a task back
--- after a failed attempt (retry backoff); claim_request_id makes a REST claim idempotent; via
--- says how the task was delivered (a WebSocket agent's tasks follow its socket).
+-- lease_id names the current delivery (NULL when no agent holds the task; a finished task keeps
+-- the one that finished it); lease_expires_at is when it runs out, never after the deadline (an
+-- unstarted claim or offer then goes back to pending, a started task counts a failed attempt);
+-- deliveries counts every claim and offer; available_at holds a task back after a failed attempt
+-- (retry backoff); claim_request_id makes a REST claim idempotent; via says how the task was
+-- delivered (a WebSocket agent's tasks follow its socket).
 
 ALTER TABLE tasks ADD COLUMN lease_id TEXT;
 ALTER TABLE tasks ADD COLUMN lease_expires_at BIGINT;
@@ -17,5 +18,7 @@ ALTER TABLE tasks ADD COLUMN via TEXT CHECK (via IS NULL OR via IN ('claim', 'of
 UPDATE tasks SET lease_expires_at = deadline, deliveries = 1, via = 'claim'
  WHERE status IN ('claimed', 'running');
 
+-- The sweep finds every expired delivery, past its deadline or its lease, by the lease alone
+-- (lease_expires_at <= deadline): this index replaces the deadline's.
+DROP INDEX tasks_deadline;
 CREATE INDEX tasks_lease ON tasks (lease_expires_at) WHERE status IN ('claimed', 'running');
-CREATE INDEX tasks_available ON tasks (available_at) WHERE status = 'pending';

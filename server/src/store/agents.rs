@@ -121,7 +121,7 @@ pub(crate) async fn agent_registered(ctx: &mut WriteCtx, id: Uuid) -> Result<boo
 
 /// Which of an agent's active tasks a recovery takes.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Held {
+enum Recover {
     /// Every claimed or running task (unregistering).
     All,
     /// Only tasks delivered over its WebSocket, whose socket is their heartbeat (a stale
@@ -133,7 +133,7 @@ enum Held {
 async fn agent_active_tasks(
     ctx: &mut WriteCtx,
     id: Uuid,
-    which: Held,
+    which: Recover,
     skip_locked: bool,
 ) -> Result<Vec<TaskRow>> {
     let lock = if skip_locked {
@@ -142,8 +142,8 @@ async fn agent_active_tasks(
         for_update(ctx.backend)
     };
     let only = match which {
-        Held::All => "",
-        Held::Offered => " AND via = 'offer'",
+        Recover::All => "",
+        Recover::Offered => " AND via = 'offer'",
     };
     Ok(ctx.db.all(&format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = $1 AND status IN ('claimed', 'running'){only} ORDER BY idx{lock}"
@@ -181,7 +181,7 @@ pub(crate) async fn agent_unregister(ctx: &mut WriteCtx, id: Uuid) -> Result<Age
         )
         .await?
         .ok_or_else(|| ApiError::not_found("agent", id))?;
-    for task in agent_active_tasks(ctx, id, Held::All, false).await? {
+    for task in agent_active_tasks(ctx, id, Recover::All, false).await? {
         task_release(ctx, task, "its agent unregistered").await?;
     }
     ctx.db.execute("UPDATE agents SET status = 'offline', token_hash = NULL, unregistered_at = $2 WHERE id = $1", args![id.to_string(), ctx.now])
@@ -224,7 +224,7 @@ pub(crate) async fn agents_mark_stale(ctx: &mut WriteCtx, stale_before: i64) -> 
             EventDraft::new(EventKind::AgentOffline, data).agent(Some(id)),
         )
         .await?;
-        for task in agent_active_tasks(ctx, id, Held::Offered, true).await? {
+        for task in agent_active_tasks(ctx, id, Recover::Offered, true).await? {
             task_fail_attempt(ctx, task, FailCause::AgentLost).await?;
             sweep.tasks_recovered += 1;
         }

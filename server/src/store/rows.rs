@@ -188,7 +188,13 @@ impl TaskRow {
             updated_at: ts(self.updated_at),
             finished_at: self.finished_at.map(ts),
             deliveries: u32_of(self.deliveries),
-            lease_expires_at: self.lease_expires_at.map(ts),
+            lease_expires_at: agora_shared::effective_lease_expiry(
+                self.status == TaskStatus::Running.as_str(),
+                self.lease_expires_at,
+                self.deadline,
+                self.heartbeat_secs.is_some(),
+            )
+            .map(ts),
             heartbeat_secs: self.heartbeat_secs.and_then(|h| u64::try_from(h).ok()),
             available_at: (self.available_at > 0).then(|| ts(self.available_at)),
         })

@@ -40,9 +40,11 @@ pub fn for_update_skip_locked(backend: Backend) -> &'static str {
 
 /// The claim: the next pending task that is available (not waiting out a retry backoff), by job
 /// priority desc, job age asc, task index asc, handed to `$1` at time `$2` as a new delivery:
-/// lease `$3` for `$4` ms, delivered by `$5` (`claim` or `offer`), for request `$6`. Pending tasks
-/// exist only in claimable jobs (committed and approving jobs have no tasks; a job that ends
-/// fails its open tasks), so no join with `jobs` is needed.
+/// lease `$3` for `$4` ms (never past the deadline), delivered by `$5` (`claim` or `offer`), for
+/// request `$6`. Pending tasks exist only in claimable jobs (committed and approving jobs have no
+/// tasks; a job that ends fails its open tasks), so no join with `jobs` is needed. The unary `+`
+/// keeps `available_at` a filter on the claim index's walk in priority order, never an index
+/// range of its own (which would sort every pending task).
 pub fn task_claim(backend: Backend) -> String {
     let lock = match backend {
         Backend::Sqlite => "",
@@ -50,10 +52,11 @@ pub fn task_claim(backend: Backend) -> String {
     };
     format!(
         "UPDATE tasks SET status = 'claimed', agent_id = $1, claimed_at = $2, started_at = NULL, \
-         deadline = $2 + timeout_secs * 1000, lease_id = $3, lease_expires_at = $2 + $4, via = $5, \
-         claim_request_id = $6, heartbeat_secs = NULL, deliveries = deliveries + 1, \
+         deadline = $2 + timeout_secs * 1000, lease_id = $3, \
+         lease_expires_at = $2 + CASE WHEN timeout_secs * 1000 < $4 THEN timeout_secs * 1000 ELSE $4 END, \
+         via = $5, claim_request_id = $6, heartbeat_secs = NULL, deliveries = deliveries + 1, \
          progress = 0, progress_message = NULL, updated_at = $2 \
-         WHERE id = (SELECT id FROM tasks WHERE status = 'pending' AND available_at <= $2 \
+         WHERE id = (SELECT id FROM tasks WHERE status = 'pending' AND +available_at <= $2 \
          ORDER BY job_priority DESC, job_created_at ASC, job_id ASC, idx ASC LIMIT 1{lock}) \
          RETURNING {TASK_COLUMNS}"
     )

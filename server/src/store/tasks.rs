@@ -232,9 +232,6 @@ async fn task_for_agent(
 fn event_for(row: &TaskRow, kind: EventKind, mut data: Value) -> Result<EventDraft> {
     data["index"] = json!(row.idx);
     data["type"] = json!(row.task_type);
-    if let Some(lease) = &row.lease_id {
-        data["lease_id"] = json!(lease);
-    }
     let agent = row.agent_id.as_deref().map(uuid).transpose()?;
     Ok(EventDraft::new(kind, data)
         .job(uuid(&row.job_id)?)
@@ -271,7 +268,8 @@ async fn task_claim_again(
         .opt(
             &format!(
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = $1 AND claim_request_id = $2 \
-                 AND status IN ('claimed', 'running') AND lease_expires_at > $3"
+                 AND status IN ('claimed', 'running') \
+                 AND (lease_expires_at > $3 OR (status = 'running' AND heartbeat_secs IS NULL AND deadline > $3))"
             ),
             args![agent, request, ctx.now],
         )
@@ -360,9 +358,7 @@ async fn task_claim_next(
         "status": TaskStatus::Claimed,
         "attempts": row.attempts,
         "deliveries": row.deliveries,
-        "via": via.as_str(),
         "deadline": row.deadline.map(super::rows::ts),
-        "lease_expires_at": row.lease_expires_at.map(super::rows::ts),
     });
     event_insert(ctx, event_for(&row, EventKind::TaskClaimed, data)?).await?;
     Ok(Some(ClaimedTask {
@@ -379,24 +375,37 @@ fn secs_ms(secs: u64) -> i64 {
 
 pub(crate) async fn task_start(ctx: &mut WriteCtx, p: TaskStartParams) -> Result<Task> {
     // One statement on the hot path: the conditions are the checks. When it matches nothing,
-    // the slow path says why (404, LEASE_LOST, 403 or 409). The running lease is the deadline,
-    // or the heartbeat interval when the agent asked for one.
-    let heartbeat_ms = p.heartbeat_secs.map(secs_ms);
-    let heartbeat_secs = p
-        .heartbeat_secs
-        .map(|h| i64::try_from(h).unwrap_or(i64::MAX));
-    let started: Option<TaskRow> = ctx
-        .db
-        .opt(
-            &format!(
-                "UPDATE tasks SET status = 'running', started_at = $3, updated_at = $3, heartbeat_secs = $5, \
-                 lease_expires_at = CASE WHEN $6 IS NULL OR deadline < $3 + $6 THEN deadline ELSE $3 + $6 END \
-                 WHERE id = $1 AND agent_id = $2 AND status = 'claimed' AND ($4 IS NULL OR lease_id = $4) \
-                 RETURNING {TASK_COLUMNS}"
-            ),
-            args![p.task_id, p.agent_id, ctx.now, p.lease_id, heartbeat_secs, heartbeat_ms],
-        )
-        .await?;
+    // the slow path says why (404, LEASE_LOST, 403 or 409). The running lease is the deadline
+    // (left implicit: see `agora_shared::effective_lease_expiry`), or the heartbeat interval
+    // when the agent asked for one.
+    let started: Option<TaskRow> = match p.heartbeat_secs {
+        None => {
+            ctx.db
+                .opt(
+                    &format!(
+                        "UPDATE tasks SET status = 'running', started_at = $3, updated_at = $3 \
+                         WHERE id = $1 AND agent_id = $2 AND status = 'claimed' AND ($4 IS NULL OR lease_id = $4) \
+                         RETURNING {TASK_COLUMNS}"
+                    ),
+                    args![p.task_id, p.agent_id, ctx.now, p.lease_id],
+                )
+                .await?
+        }
+        Some(heartbeat) => {
+            let heartbeat_secs = i64::try_from(heartbeat).unwrap_or(i64::MAX);
+            ctx.db
+                .opt(
+                    &format!(
+                        "UPDATE tasks SET status = 'running', started_at = $3, updated_at = $3, heartbeat_secs = $5, \
+                         lease_expires_at = CASE WHEN deadline < $3 + $6 THEN deadline ELSE $3 + $6 END \
+                         WHERE id = $1 AND agent_id = $2 AND status = 'claimed' AND ($4 IS NULL OR lease_id = $4) \
+                         RETURNING {TASK_COLUMNS}"
+                    ),
+                    args![p.task_id, p.agent_id, ctx.now, p.lease_id, heartbeat_secs, secs_ms(heartbeat)],
+                )
+                .await?
+        }
+    };
     let Some(row) = started else {
         task_for_agent(ctx, p.task_id, p.agent_id, TaskAction::Start, p.lease_id).await?;
         return Err(ApiError::InvalidState(format!(
@@ -406,11 +415,10 @@ pub(crate) async fn task_start(ctx: &mut WriteCtx, p: TaskStartParams) -> Result
     };
     let next = TaskStatus::Running;
     agent_seen(ctx, p.agent_id).await?;
-    let data = json!({
-        "status": next,
-        "heartbeat_secs": p.heartbeat_secs,
-        "lease_expires_at": row.lease_expires_at.map(super::rows::ts),
-    });
+    let mut data = json!({ "status": next });
+    if let Some(h) = p.heartbeat_secs {
+        data["heartbeat_secs"] = json!(h);
+    }
     event_insert(ctx, event_for(&row, EventKind::TaskStarted, data)?).await?;
     row.into_task()
 }
@@ -431,16 +439,19 @@ pub(crate) async fn task_progress(ctx: &mut WriteCtx, p: TaskProgressParams) -> 
         Some(extend) => ctx.now + secs_ms(extend),
         None => row.deadline.unwrap_or(ctx.now),
     };
-    // Progress starts a claimed task (its claim lease ends) and renews a heartbeat lease.
-    let heartbeat_ms = row.heartbeat_secs.map(|h| h.saturating_mul(1000));
-    let lease_expires_at = running_lease_expiry(ctx.now, deadline, heartbeat_ms);
+    // Progress starts a claimed task (its claim lease ends: the running lease is the deadline,
+    // left implicit) and renews a heartbeat lease.
+    let lease_expires_at = row
+        .heartbeat_secs
+        .map(|h| running_lease_expiry(ctx.now, deadline, Some(h.saturating_mul(1000))));
     agent_seen(ctx, p.agent_id).await?;
     let row: TaskRow = ctx
         .db
         .one(
             &format!(
         "UPDATE tasks SET status = $2, progress = $3, progress_message = $4, deadline = $5, \
-         started_at = COALESCE(started_at, $6), updated_at = $6, lease_expires_at = $7 \
+         started_at = COALESCE(started_at, $6), updated_at = $6, \
+         lease_expires_at = COALESCE($7, lease_expires_at) \
          WHERE id = $1 RETURNING {TASK_COLUMNS}"
     ),
             args![
@@ -712,8 +723,9 @@ pub(crate) async fn tasks_abandon(
         let Ok(row) = task_fetch(ctx, h.task_id).await else {
             continue;
         };
+        // A task held since before leases existed has none; it is named by the nil lease.
         if row.agent_id.as_deref() != Some(agent.to_string().as_str())
-            || row.lease()? != Some(h.lease_id)
+            || row.lease()?.unwrap_or_default() != h.lease_id
         {
             continue;
         }
@@ -818,38 +830,36 @@ pub struct ExpirySweep {
     pub heartbeats_lost: usize,
 }
 
-/// Claimed or running tasks past their deadline count a failed attempt; deliveries past their
-/// lease end: an unstarted one goes back to pending, a started one (its heartbeat lease) counts
-/// a failed attempt.
+/// Deliveries past their lease end. A lease never outlasts its deadline, so one indexed range
+/// finds them all: past the deadline, a failed attempt (timed out); an unstarted claim or offer
+/// past its lease, back to pending; a started task past its heartbeat lease, a failed attempt.
 pub(crate) async fn tasks_expire(ctx: &mut WriteCtx) -> Result<ExpirySweep> {
     let mut sweep = ExpirySweep::default();
-    let lock = sql::for_update_skip_locked(ctx.backend);
-    let timed_out: Vec<TaskRow> = ctx
-        .db
-        .all(
-            &format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('claimed', 'running') AND deadline < $1 \
-                 ORDER BY deadline LIMIT 10000{lock}"
-            ),
-            args![ctx.now],
-        )
-        .await?;
-    for row in timed_out {
-        task_fail_attempt(ctx, row, FailCause::TimedOut).await?;
-        sweep.timed_out += 1;
-    }
     let lapsed: Vec<TaskRow> = ctx
         .db
         .all(
             &format!(
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('claimed', 'running') AND lease_expires_at < $1 \
-                 ORDER BY lease_expires_at LIMIT 10000{lock}"
+                 ORDER BY lease_expires_at LIMIT 10000{}",
+                sql::for_update_skip_locked(ctx.backend)
             ),
             args![ctx.now],
         )
         .await?;
     for row in lapsed {
-        if row.status()? == TaskStatus::Claimed {
+        if row.deadline.is_some_and(|d| d < ctx.now) {
+            task_fail_attempt(ctx, row, FailCause::TimedOut).await?;
+            sweep.timed_out += 1;
+        } else if row.status()? == TaskStatus::Running && row.heartbeat_secs.is_none() {
+            // Started without heartbeats: its lease is the deadline, which has not passed; the
+            // row still records the claim's lease (see `effective_lease_expiry`). Catch it up.
+            ctx.db
+                .execute(
+                    "UPDATE tasks SET lease_expires_at = deadline WHERE id = $1",
+                    args![&row.id],
+                )
+                .await?;
+        } else if row.status()? == TaskStatus::Claimed {
             let reason = match row.via.as_deref() {
                 Some("offer") => "its offer's lease expired before it was accepted",
                 _ => "its claim lease expired before the task was started",
