@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::path;
 
-use crate::components::ConnIndicator;
+use crate::components::{ConnIndicator, OpenBanner};
 use crate::live::provide_live;
 use crate::views::{
     agents::AgentsPage, job::JobPage, jobs::JobsPage, overview::Overview, submit::SubmitPage,
@@ -15,6 +15,7 @@ pub fn App() -> impl IntoView {
     provide_live();
     view! {
         <Router>
+            <OpenBanner/>
             <header class="top">
                 <a class="brand" href="/">"Agora"</a>
                 <nav aria-label="Main">

@@ -178,3 +178,24 @@ pub fn EventList(events: Vec<Event>) -> impl IntoView {
     }
     .into_any()
 }
+
+/// A warning across the top when the server listens beyond loopback with open registration or
+/// open operator calls (`ALLOW_OPEN`): anyone who reaches it may register, approve and cancel.
+#[component]
+pub fn OpenBanner() -> impl IntoView {
+    let open = RwSignal::new(false);
+    leptos::task::spawn_local(async move {
+        if let Ok(h) = api::get::<agora_shared::Health>("/health").await {
+            open.set(h.open_access);
+        }
+    });
+    move || {
+        open.get().then(|| {
+            view! {
+                <div class="banner-open" role="alert">
+                    "This server is open: it listens beyond loopback without REGISTRATION_TOKEN or ADMIN_TOKEN, so anyone who reaches it may register agents, approve and cancel jobs."
+                </div>
+            }
+        })
+    }
+}

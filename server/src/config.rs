@@ -12,9 +12,23 @@ pub struct Config {
     /// TCP port to listen on (0 picks a free one).
     #[arg(long, env = "PORT", default_value_t = 3000)]
     pub port: u16,
-    /// Address to bind.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    /// Address to bind. Loopback by default; any other address needs REGISTRATION_TOKEN and
+    /// ADMIN_TOKEN, or ALLOW_OPEN.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
     pub host: String,
+    /// Listen beyond loopback without REGISTRATION_TOKEN or ADMIN_TOKEN: anyone who reaches the
+    /// server may register, approve and cancel. Logs a warning; the dashboard shows a banner.
+    #[arg(long, env = "ALLOW_OPEN", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub allow_open: bool,
+    /// Browser origins (e.g. `https://ops.example.com`) allowed to make writes and to read the
+    /// API cross-origin (CORS); comma-separated. The server's own origin is always allowed.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Host names (besides loopback names) a loopback-bound server answers to, comma-separated;
+    /// any other `Host` is refused (DNS rebinding).
+    #[arg(long, env = "ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     /// SQLite database file (WAL mode); used unless DATABASE_URL is set.
     #[arg(long, env = "DB_PATH", default_value = "data/agora.db")]
     pub db_path: PathBuf,
@@ -118,6 +132,41 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs_f64(self.shutdown_grace_secs.max(0.0))
+    }
+
+    /// Whether the bind address is a loopback one (127.0.0.0/8, ::1, localhost).
+    pub fn binds_loopback(&self) -> bool {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Whether anyone who reaches the server may register agents or make operator calls.
+    pub fn open_access(&self) -> bool {
+        !self.binds_loopback() && (self.registration_token.is_none() || self.admin_token.is_none())
+    }
+
+    /// Protected mode: beyond loopback, both tokens or an explicit ALLOW_OPEN. The error is
+    /// one line that says what to set.
+    pub fn check_protected_mode(&self) -> anyhow::Result<()> {
+        if !self.open_access() || self.allow_open {
+            return Ok(());
+        }
+        let missing: Vec<&str> = [
+            ("REGISTRATION_TOKEN", self.registration_token.is_none()),
+            ("ADMIN_TOKEN", self.admin_token.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(name, unset)| unset.then_some(name))
+        .collect();
+        anyhow::bail!(
+            "refusing to listen on {} with {} unset: anyone who reaches it could register agents, approve and cancel jobs; set {}, bind HOST=127.0.0.1, or pass --allow-open (ALLOW_OPEN=true) to run an open server on purpose",
+            self.host,
+            missing.join(" and "),
+            missing.join(" and ")
+        )
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {

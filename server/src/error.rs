@@ -24,6 +24,8 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
+    CrossOrigin(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -62,6 +64,7 @@ impl ApiError {
             ApiError::MalformedJson(_) => ErrorCode::MalformedJson,
             ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::CrossOrigin(_) => ErrorCode::CrossOrigin,
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::InvalidState(_) => ErrorCode::InvalidState,

@@ -29,7 +29,14 @@ impl Application {
     /// Opens the database, runs migrations and binds the port (0 picks a free one).
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         config.validate()?;
+        config.check_protected_mode()?;
         crate::telemetry::init();
+        if config.open_access() {
+            tracing::warn!(
+                host = %config.host,
+                "ALLOW_OPEN: listening beyond loopback without REGISTRATION_TOKEN or ADMIN_TOKEN; anyone who reaches this server may register agents, approve and cancel jobs"
+            );
+        }
         let store = Store::connect_with(
             config.database_url.as_deref(),
             &config.db_path,

@@ -80,6 +80,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// 403: authenticated, but not allowed (e.g. another agent's task).
     Forbidden,
+    /// 403: a browser request from a foreign origin (or a foreign `Host` on a loopback server).
+    CrossOrigin,
     /// 404: unknown id or route.
     NotFound,
     /// 405: the route exists, the method does not.
@@ -108,7 +110,7 @@ impl ErrorCode {
         match self {
             ErrorCode::ValidationError | ErrorCode::MalformedJson => 400,
             ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden => 403,
+            ErrorCode::Forbidden | ErrorCode::CrossOrigin => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::InvalidState | ErrorCode::Conflict | ErrorCode::LeaseLost => 409,

@@ -18,6 +18,11 @@ pub struct Health {
     /// `sqlite` or `postgres`.
     pub backend: String,
     pub version: String,
+    /// The server listens beyond loopback with open registration or open operator calls
+    /// (`ALLOW_OPEN`): anyone who reaches it may register agents, approve and cancel. The
+    /// dashboard shows a warning banner.
+    #[serde(default)]
+    pub open_access: bool,
 }
 
 /// `GET /api/stats`.

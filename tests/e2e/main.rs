@@ -24,6 +24,7 @@ mod push;
 mod push_helpers;
 mod recovery;
 mod replicas;
+mod safety;
 mod sdk;
 mod skill;
 mod worker;

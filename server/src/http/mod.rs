@@ -1,6 +1,7 @@
 //! The HTTP surface: `app(state)` builds the whole router, one module per resource.
 
 pub mod agents;
+pub mod browser;
 pub mod dashboard;
 pub mod extract;
 pub mod git;
@@ -33,13 +34,22 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn(crate::telemetry::track_http));
-    Router::new()
+    let cors = browser::cors(&state.config.allowed_origins);
+    let router = Router::new()
         .route("/metrics", axum::routing::get(crate::telemetry::render))
         .nest("/api", api)
         .fallback(dashboard::serve)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            browser::guard,
+        ))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

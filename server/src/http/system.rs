@@ -35,6 +35,7 @@ async fn check(state: &AppState) -> Health {
         draining,
         backend: state.store.backend().name().to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        open_access: state.config.open_access(),
     }
 }
 

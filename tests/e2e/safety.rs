@@ -1,0 +1,256 @@
+//! Safe by default, replayed as an attacker would try it: a server beyond loopback without
+//! tokens does not start (unless told to be open, which it then says); a web page's cross-site
+//! write is refused before anything is written; DNS rebinding of a loopback server is refused;
+//! CORS answers only the origins allowed.
+
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HOST, ORIGIN};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// `agora serve` with `args` (on a fresh SQLite folder), its output captured.
+fn serve(args: &[&str], port: u16, data: &std::path::Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(agora_bin());
+    cmd.arg("serve")
+        .args(args)
+        .args(["--port", &port.to_string()])
+        .arg("--db-path")
+        .arg(data.join("agora.db"))
+        .env_remove("DATABASE_URL")
+        .env_remove("HOST")
+        .env_remove("REGISTRATION_TOKEN")
+        .env_remove("ADMIN_TOKEN")
+        .env_remove("ALLOW_OPEN")
+        .env("GIT_ENABLED", "false")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn health(port: u16) -> Option<Value> {
+    let url = format!("http://127.0.0.1:{port}/api/health");
+    let r = reqwest::get(&url).await.ok()?;
+    r.json::<Value>().await.ok().map(|v| v["data"].clone())
+}
+
+#[tokio::test]
+async fn beyond_loopback_the_server_needs_its_tokens_or_an_explicit_allow_open() {
+    let data = tempfile::tempdir().expect("data dir");
+    // No tokens: refused at once, with one line that says what to set.
+    let port = free_port();
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        serve(&["--host", "0.0.0.0"], port, data.path()).output(),
+    )
+    .await
+    .expect("it exits by itself")
+    .expect("run agora");
+    assert!(!out.status.success(), "it started open to the network");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("refusing to listen"))
+        .unwrap_or_else(|| panic!("no refusal line in: {stderr}"));
+    assert!(
+        line.contains("REGISTRATION_TOKEN and ADMIN_TOKEN") && line.contains("--allow-open"),
+        "{line}"
+    );
+    // One token only: the line names the other.
+    let out = serve(&["--host", "0.0.0.0"], port, data.path())
+        .env("ADMIN_TOKEN", "a-secret")
+        .output()
+        .await
+        .expect("run agora");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("with REGISTRATION_TOKEN unset"), "{stderr}");
+
+    // --allow-open: it starts, warns, and says so in its health.
+    let mut open = serve(&["--host", "0.0.0.0", "--allow-open"], port, data.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start agora");
+    let h = eventually(20, || health(port)).await;
+    assert_eq!(h["open_access"], true, "{h}");
+    open.start_kill().expect("stop");
+    let out = open.wait_with_output().await.expect("wait");
+    // Log lines go to standard output.
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("ALLOW_OPEN"), "no warning in the log: {log}");
+
+    // Both tokens: it starts and is not open.
+    let port = free_port();
+    let mut guarded = serve(&["--host", "0.0.0.0"], port, data.path())
+        .env("REGISTRATION_TOKEN", "r-secret")
+        .env("ADMIN_TOKEN", "a-secret")
+        .spawn()
+        .expect("start agora");
+    let h = eventually(20, || health(port)).await;
+    assert_eq!(h["open_access"], false, "{h}");
+    guarded.start_kill().expect("stop");
+
+    // The default binds loopback only, and is not open.
+    let port = free_port();
+    let mut default = serve(&[], port, data.path()).spawn().expect("start agora");
+    let h = eventually(20, || health(port)).await;
+    assert_eq!(h["open_access"], false, "{h}");
+    default.start_kill().expect("stop");
+}
+
+async fn job_count(app: &TestApp) -> u64 {
+    app.client().jobs(None, 1, 0).await.expect("jobs").total
+}
+
+/// A web page's form or fetch posts `text/plain` to the API (no CORS preflight): refused with
+/// 403 CROSS_ORIGIN before the handler runs, whatever the call. curl, agents and the server's
+/// own dashboard are unaffected.
+#[tokio::test]
+async fn cross_site_writes_are_refused_and_write_nothing() {
+    let app = spawn_app_with(|c| {
+        c.approvals_required = 1;
+        c.allowed_origins = vec!["https://ops.example".into()];
+    })
+    .await;
+    let job = app.submit("target", json!({})).await;
+    let before = job_count(&app).await;
+    let url = |path: &str| format!("{}{path}", app.base);
+    let submit = json!({ "title": "from a web page", "job_spec": {} }).to_string();
+    for (origin, fetch_site) in [
+        (Some("http://evil.example"), None),
+        (Some("null"), None),
+        (None, Some("cross-site")),
+    ] {
+        for (path, body) in [
+            ("/jobs".to_string(), submit.clone()),
+            (format!("/jobs/{job}/cancel"), "{}".to_string()),
+            (
+                "/agents/register".to_string(),
+                json!({"name": "x"}).to_string(),
+            ),
+        ] {
+            let mut req = app
+                .http
+                .post(url(&path))
+                .header(CONTENT_TYPE, "text/plain")
+                .body(body);
+            if let Some(o) = origin {
+                req = req.header(ORIGIN, o);
+            }
+            if let Some(s) = fetch_site {
+                req = req.header("sec-fetch-site", s);
+            }
+            let r = req.send().await.expect("send");
+            assert_eq!(
+                r.status().as_u16(),
+                403,
+                "{path} from {origin:?}/{fetch_site:?}"
+            );
+            let v: Value = r.json().await.expect("json");
+            assert_eq!(v["error"]["code"], "CROSS_ORIGIN", "{v}");
+        }
+    }
+    assert_eq!(job_count(&app).await, before, "a refused write wrote a job");
+    assert_eq!(
+        app.job(job).await["status"],
+        "committed",
+        "the job was cancelled"
+    );
+    let agents = app.get("/agents").await.ok();
+    assert!(agents.as_array().is_some_and(|a| a.is_empty()), "{agents}");
+
+    // The server's own origin (the dashboard), an allowed origin, and no origin (curl) pass.
+    let own = format!(
+        "http://{}",
+        app.base
+            .trim_start_matches("http://")
+            .trim_end_matches("/api")
+    );
+    for origin in [Some(own.as_str()), Some("https://ops.example"), None] {
+        let mut req = app
+            .http
+            .post(url("/jobs"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(submit.clone());
+        if let Some(o) = origin {
+            req = req.header(ORIGIN, o);
+        }
+        let r = req.send().await.expect("send");
+        assert_eq!(r.status().as_u16(), 201, "{origin:?}");
+        if origin == Some("https://ops.example") {
+            assert_eq!(
+                r.headers()
+                    .get("access-control-allow-origin")
+                    .and_then(|v| v.to_str().ok()),
+                Some("https://ops.example"),
+                "CORS for the allowed origin"
+            );
+        }
+    }
+    assert_eq!(job_count(&app).await, before + 3);
+    // Reads from a foreign page get no CORS header (the browser keeps the answer from it).
+    let r = app
+        .http
+        .get(url("/jobs"))
+        .header(ORIGIN, "http://evil.example")
+        .send()
+        .await
+        .expect("send");
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // A preflight from the allowed origin is answered.
+    let r = app
+        .http
+        .request(reqwest::Method::OPTIONS, url("/jobs"))
+        .header(ORIGIN, "https://ops.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type,authorization",
+        )
+        .send()
+        .await
+        .expect("send");
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(
+        r.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://ops.example")
+    );
+}
+
+/// DNS rebinding: a page on `evil.example` rebinds its name to 127.0.0.1 and reads the API of a
+/// loopback server through it. The server answers only to loopback names and ALLOWED_HOSTS.
+#[tokio::test]
+async fn a_loopback_server_refuses_foreign_host_names() {
+    let app = spawn_app_with(|c| c.allowed_hosts = vec!["agora.internal".into()]).await;
+    let port = app
+        .base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .unwrap_or("");
+    for (host, status) in [
+        (format!("evil.example:{port}"), 403),
+        ("evil.example".to_string(), 403),
+        (format!("localhost:{port}"), 200),
+        (format!("127.0.0.1:{port}"), 200),
+        (format!("agora.internal:{port}"), 200),
+    ] {
+        for path in ["/jobs", "/agents", "/health"] {
+            let r = app
+                .http
+                .get(format!("{}{path}", app.base))
+                .header(HOST, &host)
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(r.status().as_u16(), status, "{host} {path}");
+            if status == 403 {
+                let v: Value = r.json().await.expect("json");
+                assert_eq!(v["error"]["code"], "CROSS_ORIGIN", "{v}");
+            }
+        }
+    }
+}
