@@ -48,11 +48,14 @@ pub fn init() {
 /// `GET /metrics`: the Prometheus text format.
 pub async fn render(State(state): State<AppState>) -> Response {
     if let Ok(stats) = state.store.stats().await {
-        for (name, n) in &stats.tasks {
-            metrics::gauge!("agora_tasks", "state" => name.clone()).set(*n as f64);
+        // Every state, zero included: a state that emptied must not keep its last count.
+        for s in agora_shared::TaskStatus::ALL {
+            let n = stats.tasks.get(s.as_str()).copied().unwrap_or(0);
+            metrics::gauge!("agora_tasks", "state" => s.as_str()).set(n as f64);
         }
-        for (name, n) in &stats.jobs {
-            metrics::gauge!("agora_jobs", "state" => name.clone()).set(*n as f64);
+        for s in agora_shared::JobStatus::ALL {
+            let n = stats.jobs.get(s.as_str()).copied().unwrap_or(0);
+            metrics::gauge!("agora_jobs", "state" => s.as_str()).set(n as f64);
         }
         metrics::gauge!("agora_agents_online").set(stats.agents_online as f64);
     }
@@ -71,7 +74,7 @@ pub async fn track_http(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let started = Instant::now();
     let res = next.run(req).await;
     metrics::histogram!(
@@ -82,6 +85,24 @@ pub async fn track_http(req: Request, next: Next) -> Response {
     )
     .record(started.elapsed().as_secs_f64());
     res
+}
+
+/// The method as a label: the standard ones by name, anything else `OTHER`, so that requests
+/// with made-up methods cannot grow the label set without bound.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
 }
 
 pub fn claimed(via: &'static str, n: usize) {

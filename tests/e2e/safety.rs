@@ -254,3 +254,51 @@ async fn a_loopback_server_refuses_foreign_host_names() {
         }
     }
 }
+
+/// Series in a Prometheus text answer (its sample lines).
+fn series(text: &str) -> usize {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
+}
+
+/// 3,000 requests with made-up HTTP methods leave `/metrics` with under 100 more series (they
+/// are labelled `OTHER`), and every state's gauge is there, zero included.
+#[tokio::test]
+async fn made_up_methods_cannot_grow_the_metrics() {
+    let data = tempfile::tempdir().expect("data dir");
+    let server = RealServer::start(free_port(), data.path(), &[]).await;
+    let http = reqwest::Client::new();
+    let metrics = || async {
+        http.get(server.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    // Warm up: one request of each kind the flood makes, so only new labels would count.
+    let m = reqwest::Method::from_bytes(b"WARMUP").expect("method");
+    http.request(m, server.url("/api/jobs")).send().await.expect("send");
+    let before = metrics().await;
+    for i in 0..3000 {
+        let m = reqwest::Method::from_bytes(format!("X{i:05}").as_bytes()).expect("method");
+        let r = http.request(m, server.url("/api/jobs")).send().await.expect("send");
+        assert_eq!(r.status().as_u16(), 405);
+    }
+    let after = metrics().await;
+    let grown = series(&after).saturating_sub(series(&before));
+    println!("/metrics: {} series before, {} after the flood", series(&before), series(&after));
+    assert!(grown < 100, "{grown} more series");
+    assert!(after.contains("method=\"OTHER\""), "made-up methods are labelled OTHER");
+    // Every state has its gauge, zero included.
+    for s in agora_shared::TaskStatus::ALL {
+        let line = format!("agora_tasks{{state=\"{}\"}} 0", s.as_str());
+        assert!(after.contains(&line), "missing {line}");
+    }
+    for s in agora_shared::JobStatus::ALL {
+        let line = format!("agora_jobs{{state=\"{}\"}} 0", s.as_str());
+        assert!(after.contains(&line), "missing {line}");
+    }
+}
