@@ -302,3 +302,29 @@ async fn made_up_methods_cannot_grow_the_metrics() {
         assert!(after.contains(&line), "missing {line}");
     }
 }
+
+/// Two servers on one SQLite file would each publish only their own events: the second one
+/// refuses to start, saying why; once the first has stopped, the file is free again.
+#[tokio::test]
+async fn a_second_server_on_the_same_sqlite_file_is_refused() {
+    let data = tempfile::tempdir().expect("data dir");
+    let mut first = RealServer::start(free_port(), data.path(), &[]).await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        serve(&[], free_port(), data.path()).output(),
+    )
+    .await
+    .expect("the second server exits by itself")
+    .expect("run agora");
+    assert!(!out.status.success(), "a second server started on the same file");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another agora server is using"),
+        "{stderr}"
+    );
+    // The first one is unharmed, and after it stops the file is free.
+    assert!(health(first.port).await.is_some());
+    first.terminate().await;
+    let again = RealServer::start(free_port(), data.path(), &[]).await;
+    assert!(health(again.port).await.is_some());
+}

@@ -79,6 +79,10 @@ struct Inner {
     work_available: Arc<Notify>,
     /// PostgreSQL: the task that publishes events from the table (see [`pump`]).
     pump: Option<tokio::task::JoinHandle<()>>,
+    /// SQLite: the exclusive lock beside the database file, held while the store lives, so a
+    /// second server on the same file refuses to start (its events would never reach this
+    /// one's readers).
+    lock: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 /// The queue's clocks and limits, from the configuration; every write operation sees them.
@@ -162,6 +166,10 @@ impl Store {
             work_available: work_available.clone(),
             pump: pump_wake.clone(),
         };
+        let lock = match backend {
+            Backend::Sqlite => Some(sqlite_lock(db_path)?),
+            Backend::Postgres => None,
+        };
         let (reader, writer) = match backend {
             Backend::Sqlite => {
                 // Migrations through sqlx, once, before the writer opens its own connection.
@@ -223,6 +231,7 @@ impl Store {
                 events,
                 work_available,
                 pump,
+                lock: std::sync::Mutex::new(lock),
             }),
         })
     }
@@ -268,6 +277,35 @@ impl Store {
         }
         self.inner.writer.close().await;
         self.inner.reader.close().await;
+        // The file is free for the next server once this one has stopped writing.
+        if let Ok(mut lock) = self.inner.lock.lock() {
+            lock.take();
+        }
+    }
+}
+
+/// Takes the exclusive lock `<db_path>.lock`: one server per SQLite file. The lock goes with
+/// the process, however it ends.
+fn sqlite_lock(db_path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let mut name = db_path.as_os_str().to_owned();
+    name.push(".lock");
+    let path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another agora server is using {} (it holds {}): run one server per SQLite file, or PostgreSQL (DATABASE_URL) for several",
+            db_path.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
     }
 }
 
