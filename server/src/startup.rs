@@ -18,6 +18,9 @@ use crate::scheduler;
 use crate::state::AppState;
 use crate::store::Store;
 
+/// How long open connections get to close once the server stops (after the drain).
+const HARD_STOP: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Application {
     listener: TcpListener,
     state: AppState,
@@ -135,8 +138,26 @@ impl Application {
             let _ = shutdown.send(true);
             shutdown
         };
-        let (served, shutdown) = tokio::join!(serve, trigger);
-        let _ = shutdown.send(true);
+        // The server stops within SHUTDOWN_GRACE_SECS plus HARD_STOP, whatever its clients do: a
+        // connection that still has not closed by then (a reader that stopped reading) is cut.
+        let mut serve = tokio::spawn(std::future::IntoFuture::into_future(serve));
+        let served = tokio::select! {
+            served = &mut serve => {
+                // Serving ended on its own (an error): stop the rest too.
+                served.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            }
+            shutdown = trigger => {
+                let _ = shutdown.send(true);
+                match tokio::time::timeout(HARD_STOP, &mut serve).await {
+                    Ok(served) => served.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+                    Err(_) => {
+                        tracing::warn!(secs = HARD_STOP.as_secs(), "connections still open after the stop deadline; closing them");
+                        serve.abort();
+                        Ok(())
+                    }
+                }
+            }
+        };
         let _ = scheduler.await;
         if let Some(g) = git_writer {
             let _ = g.await;

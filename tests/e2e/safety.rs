@@ -280,18 +280,32 @@ async fn made_up_methods_cannot_grow_the_metrics() {
     };
     // Warm up: one request of each kind the flood makes, so only new labels would count.
     let m = reqwest::Method::from_bytes(b"WARMUP").expect("method");
-    http.request(m, server.url("/api/jobs")).send().await.expect("send");
+    http.request(m, server.url("/api/jobs"))
+        .send()
+        .await
+        .expect("send");
     let before = metrics().await;
     for i in 0..3000 {
         let m = reqwest::Method::from_bytes(format!("X{i:05}").as_bytes()).expect("method");
-        let r = http.request(m, server.url("/api/jobs")).send().await.expect("send");
+        let r = http
+            .request(m, server.url("/api/jobs"))
+            .send()
+            .await
+            .expect("send");
         assert_eq!(r.status().as_u16(), 405);
     }
     let after = metrics().await;
     let grown = series(&after).saturating_sub(series(&before));
-    println!("/metrics: {} series before, {} after the flood", series(&before), series(&after));
+    println!(
+        "/metrics: {} series before, {} after the flood",
+        series(&before),
+        series(&after)
+    );
     assert!(grown < 100, "{grown} more series");
-    assert!(after.contains("method=\"OTHER\""), "made-up methods are labelled OTHER");
+    assert!(
+        after.contains("method=\"OTHER\""),
+        "made-up methods are labelled OTHER"
+    );
     // Every state has its gauge, zero included.
     for s in agora_shared::TaskStatus::ALL {
         let line = format!("agora_tasks{{state=\"{}\"}} 0", s.as_str());
@@ -316,15 +330,77 @@ async fn a_second_server_on_the_same_sqlite_file_is_refused() {
     .await
     .expect("the second server exits by itself")
     .expect("run agora");
-    assert!(!out.status.success(), "a second server started on the same file");
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("another agora server is using"),
-        "{stderr}"
+        !out.status.success(),
+        "a second server started on the same file"
     );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another agora server is using"), "{stderr}");
     // The first one is unharmed, and after it stops the file is free.
     assert!(health(first.port).await.is_some());
     first.terminate().await;
     let again = RealServer::start(free_port(), data.path(), &[]).await;
     assert!(health(again.port).await.is_some());
+}
+
+/// SIGTERM ends the process within SHUTDOWN_GRACE_SECS plus the 5 s stop deadline even when
+/// clients hold their connections open: a body that never finishes and an SSE reader that never
+/// reads.
+#[tokio::test]
+async fn sigterm_exits_within_the_deadline_whatever_the_clients_do() {
+    use tokio::io::AsyncWriteExt;
+    let data = tempfile::tempdir().expect("data dir");
+    let mut server =
+        RealServer::start(free_port(), data.path(), &[("SHUTDOWN_GRACE_SECS", "1")]).await;
+    let addr = format!("127.0.0.1:{}", server.port);
+    // A write whose body never comes: its handler waits for it.
+    let mut slow_body = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    slow_body
+        .write_all(
+            format!(
+                "POST /api/jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+                 Content-Length: 100000\r\n\r\n{{\"title\":"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("send");
+    // An SSE reader that never reads, with the whole table to replay.
+    let client = agora_client::Client::new(&server.url(""));
+    for i in 0..200 {
+        client
+            .submit(&agora_shared::SubmitJob {
+                title: format!("job {i} {}", "x".repeat(150)),
+                job_spec: json!({}),
+                priority: None,
+                approvals_required: None,
+                submitted_by: None,
+            })
+            .await
+            .expect("submit");
+    }
+    let mut reader = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    reader
+        .write_all(
+            format!("GET /api/events?last_event_id=0 HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = std::time::Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(30), server.terminate())
+        .await
+        .expect("the server did not exit within 30 s of SIGTERM");
+    let took = asked.elapsed();
+    println!("exited {took:?} after SIGTERM with two stuck clients");
+    assert!(
+        took < Duration::from_secs(1 + 5 + 2),
+        "took {took:?}: more than the grace plus the stop deadline"
+    );
+    assert!(status.success() || status.code().is_some(), "{status:?}");
+    drop((slow_body, reader));
 }

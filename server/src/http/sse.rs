@@ -156,10 +156,17 @@ async fn feed(
         };
         let full = page.len() as u32 == REPLAY_PAGE;
         for e in &page {
-            last = e.id;
-            if tx.send(Ok(to_sse(e))).await.is_err() {
+            // A client that stops reading during the replay is told to resync, as in the live
+            // part; and the replay stops with the server.
+            let sent = tokio::select! {
+                r = tx.send_timeout(Ok(to_sse(e)), SLOW_CLIENT) => r,
+                _ = shutdown.changed() => return,
+            };
+            if sent.is_err() {
+                resync(&tx, last);
                 return;
             }
+            last = e.id;
         }
         if !full {
             break;
