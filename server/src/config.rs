@@ -76,6 +76,10 @@ pub struct Config {
     /// When set, operator calls (cancel) need `Authorization: Bearer <this>`.
     #[arg(long, env = "ADMIN_TOKEN")]
     pub admin_token: Option<String>,
+    /// A job spec, a task spec or a result larger than this many bytes of JSON gets 413 naming
+    /// the field.
+    #[arg(long, env = "MAX_SPEC_BYTES", default_value_t = agora_shared::DEFAULT_MAX_SPEC_BYTES)]
+    pub max_spec_bytes: usize,
     /// Larger request bodies get 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -116,6 +120,18 @@ impl Config {
 
     pub fn ws_ping(&self) -> Duration {
         secs(self.ws_ping_secs)
+    }
+
+    /// The largest body (or WebSocket frame) read: `MAX_BODY_BYTES`, but no more than twice
+    /// `MAX_SPEC_BYTES` and some room, since no call needs more. A spec over MAX_SPEC_BYTES
+    /// within it gets 413 naming its field; a body past it is refused while it streams in,
+    /// before it is buffered or parsed.
+    pub fn body_limit(&self) -> usize {
+        self.max_body_bytes.min(
+            self.max_spec_bytes
+                .saturating_mul(2)
+                .saturating_add(64 * 1024),
+        )
     }
 
     /// The queue's clocks and limits, as the store applies them.
@@ -189,6 +205,10 @@ impl Config {
         anyhow::ensure!(
             self.retry_backoff_secs.is_finite() && (0.0..=600.0).contains(&self.retry_backoff_secs),
             "RETRY_BACKOFF_SECS must be between 0 and 600 seconds"
+        );
+        anyhow::ensure!(
+            self.max_spec_bytes >= 1024,
+            "MAX_SPEC_BYTES must be at least 1024"
         );
         anyhow::ensure!(
             self.max_body_bytes >= 1024,

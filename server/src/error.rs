@@ -4,7 +4,7 @@
 
 use agora_shared::{
     ApiErrorBody, Envelope, ErrorCode, FieldError, InvalidTaskAction, InvalidTransition, LeaseLost,
-    PlanError,
+    PlanError, TooLarge,
 };
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -38,6 +38,8 @@ pub enum ApiError {
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
+    FieldTooLarge(#[from] TooLarge),
+    #[error("{0}")]
     InvalidPlan(#[from] PlanError),
     #[error("this agent may approve again at {next_allowed_at}")]
     RateLimited { next_allowed_at: DateTime<Utc> },
@@ -70,7 +72,7 @@ impl ApiError {
             ApiError::InvalidState(_) => ErrorCode::InvalidState,
             ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::LeaseLost(_) => ErrorCode::LeaseLost,
-            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::PayloadTooLarge(_) | ApiError::FieldTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::InvalidPlan(_) => ErrorCode::InvalidPlan,
             ApiError::RateLimited { .. } => ErrorCode::RateLimited,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
@@ -86,6 +88,11 @@ impl ApiError {
     pub fn body(&self) -> ApiErrorBody {
         let (message, field, details) = match self {
             ApiError::Validation(e) => (e.to_string(), Some(e.field.clone()), None),
+            ApiError::FieldTooLarge(e) => (
+                e.to_string(),
+                Some(e.field.clone()),
+                Some(serde_json::json!({ "size": e.size, "max": e.max })),
+            ),
             ApiError::RateLimited { next_allowed_at } => (
                 self.to_string(),
                 None,

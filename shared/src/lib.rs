@@ -39,7 +39,7 @@ pub use query::*;
 pub use system::*;
 pub use task::*;
 pub use task_rules::*;
-pub use validate::FieldError;
+pub use validate::{FieldError, TooLarge, DEFAULT_MAX_SPEC_BYTES};
 
 /// Timestamps on the wire: RFC 3339 in UTC.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

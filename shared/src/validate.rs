@@ -69,9 +69,65 @@ pub fn range<T: PartialOrd + std::fmt::Display>(
     Ok(())
 }
 
+/// `MAX_SPEC_BYTES`: the default limit on a job spec, a task spec and a result, as compact JSON.
+pub const DEFAULT_MAX_SPEC_BYTES: usize = 1 << 20;
+
+/// A JSON field larger than the server takes (413, naming the field).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} is {size} bytes of JSON; at most {max} are allowed (MAX_SPEC_BYTES): store large data elsewhere and send a reference")]
+pub struct TooLarge {
+    pub field: String,
+    pub size: usize,
+    pub max: usize,
+}
+
+/// Counts the bytes written through it.
+struct Count(usize);
+
+impl std::io::Write for Count {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The size of `value` as compact JSON, without building the text.
+pub fn json_len(value: &serde_json::Value) -> usize {
+    let mut n = Count(0);
+    // Writing a Value into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut n, value);
+    n.0
+}
+
+/// `value` is at most `max` bytes of compact JSON.
+pub fn json_size(field: &str, value: &serde_json::Value, max: usize) -> Result<(), TooLarge> {
+    let size = json_len(value);
+    if size > max {
+        return Err(TooLarge {
+            field: field.to_string(),
+            size,
+            max,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_sizes_are_counted_compactly() {
+        let v = serde_json::json!({"a": [1, 2, "x"]});
+        assert_eq!(json_len(&v), v.to_string().len());
+        assert!(json_size("job_spec", &v, 100).is_ok());
+        let e = json_size("result", &v, 5).unwrap_err();
+        assert_eq!((e.field.as_str(), e.max), ("result", 5));
+    }
 
     #[test]
     fn text_rules() {

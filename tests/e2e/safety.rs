@@ -404,3 +404,158 @@ async fn sigterm_exits_within_the_deadline_whatever_the_clients_do() {
     assert!(status.success() || status.code().is_some(), "{status:?}");
     drop((slow_body, reader));
 }
+
+/// The resident memory of a process, in MB.
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Specs and results over MAX_SPEC_BYTES get 413 naming the field and write nothing; eight
+/// concurrent 4 MiB submits are refused while they stream in, and the server's memory stays
+/// small; a decline reason too long to keep is refused before the offer is touched.
+#[tokio::test]
+async fn oversized_specs_results_and_reasons_are_refused_cheaply() {
+    let data = tempfile::tempdir().expect("data dir");
+    let server = RealServer::start(
+        free_port(),
+        data.path(),
+        &[("APPROVALS_REQUIRED", "1"), ("MAX_SPEC_BYTES", "1048576")],
+    )
+    .await;
+    let pid = server.child.as_ref().and_then(|c| c.id()).expect("pid");
+    let http = reqwest::Client::new();
+    let big = "x".repeat(1_500_000);
+    let r = http
+        .post(server.url("/api/jobs"))
+        .json(&json!({ "title": "big", "job_spec": { "blob": big } }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 413);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "PAYLOAD_TOO_LARGE");
+    assert_eq!(v["error"]["field"], "job_spec", "{v}");
+    let jobs: Value = http
+        .get(server.url("/api/jobs"))
+        .send()
+        .await
+        .expect("jobs")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(jobs["data"]["total"], 0, "nothing written");
+
+    // A result over the limit: 413 naming it, and the task is still the agent's.
+    let mut agent = agora_client::Client::new(&server.url(""));
+    agent.register("a", None).await.expect("register");
+    let job = agent
+        .submit(&agora_shared::SubmitJob {
+            title: "j".into(),
+            job_spec: json!({}),
+            priority: None,
+            approvals_required: None,
+            submitted_by: None,
+        })
+        .await
+        .expect("submit");
+    agent.approve(job.id, None).await.expect("approve");
+    let plan = agent.claim(None).await.expect("claim").expect("plan task");
+    let err = agent
+        .complete(plan.task.id, json!({ "task_specs": [big] }))
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        err.code(),
+        Some(agora_shared::ErrorCode::PayloadTooLarge),
+        "{err}"
+    );
+    let t: Value = http
+        .get(server.url(&format!("/api/tasks/{}", plan.task.id)))
+        .send()
+        .await
+        .expect("task")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(t["data"]["status"], "claimed");
+
+    // Eight concurrent 4 MiB submits: refused while they stream in.
+    let before = rss_mb(pid);
+    let huge =
+        json!({ "title": "huge", "job_spec": { "blob": "y".repeat(4 * 1024 * 1024 - 100) } })
+            .to_string();
+    let mut calls = Vec::new();
+    for _ in 0..8 {
+        let http = http.clone();
+        let body = huge.clone();
+        let url = server.url("/api/jobs");
+        calls.push(tokio::spawn(async move {
+            match http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+            {
+                Ok(r) => r.status().as_u16(),
+                // The server may close the connection once it has refused the body.
+                Err(_) => 413,
+            }
+        }));
+    }
+    for c in calls {
+        assert_eq!(c.await.expect("call"), 413);
+    }
+    let after = rss_mb(pid);
+    println!("RSS {before:.1} MB before, {after:.1} MB after eight 4 MiB submits");
+    assert!(after < 100.0, "RSS {after:.1} MB");
+
+    // A decline reason of 1 MiB over the WebSocket: refused, the offer still stands.
+    let mut worker = agora_client::Client::new(&server.url(""));
+    worker.register("w", None).await.expect("register");
+    agent
+        .complete(plan.task.id, json!({ "task_specs": [1] }))
+        .await
+        .expect("plan");
+    let mut session = worker.session().await.expect("session");
+    session.ready(1).await.expect("ready");
+    let offer_id = loop {
+        if let agora_shared::ws::ServerMsg::TaskOffer { offer_id, .. } =
+            session.next().await.expect("msg")
+        {
+            break offer_id;
+        }
+    };
+    session
+        .decline(offer_id, Some("r".repeat(1024 * 1024)))
+        .await
+        .expect("send");
+    let refused = loop {
+        if let agora_shared::ws::ServerMsg::Ack {
+            kind, ok, error, ..
+        } = session.next().await.expect("msg")
+        {
+            if kind == "decline" {
+                break (ok, error);
+            }
+        }
+    };
+    assert!(!refused.0);
+    assert_eq!(refused.1.expect("error").field.as_deref(), Some("reason"));
+    session.accept(offer_id).await.expect("accept");
+    let accepted = loop {
+        if let agora_shared::ws::ServerMsg::Ack { kind, ok, .. } =
+            session.next().await.expect("msg")
+        {
+            if kind == "accept" {
+                break ok;
+            }
+        }
+    };
+    assert!(accepted, "the offer stood after the refused decline");
+}

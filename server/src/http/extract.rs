@@ -29,7 +29,7 @@ async fn json_body<T: DeserializeOwned>(
         .await
         .map_err(|r: BytesRejection| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(state.config.max_body_bytes)
+                ApiError::PayloadTooLarge(state.config.body_limit())
             } else {
                 ApiError::MalformedJson(r.body_text())
             }

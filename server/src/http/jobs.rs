@@ -41,6 +41,7 @@ pub async fn submit_job(
     AppJson(body): AppJson<SubmitJob>,
 ) -> Result<(StatusCode, Json<Envelope<Job>>)> {
     body.validate(state.config.approvals_required)?;
+    agora_shared::validate::json_size("job_spec", &body.job_spec, state.config.max_spec_bytes)?;
     if let Some(agent) = body.submitted_by {
         auth.ok_or(ApiError::Unauthorized(
             "submitted_by needs that agent's token as 'Authorization: Bearer <token>'",

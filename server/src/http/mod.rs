@@ -43,7 +43,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             browser::guard,
         ))
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(DefaultBodyLimit::max(state.config.body_limit()))
         .layer(TraceLayer::new_for_http())
         .with_state(state);
     match cors {

@@ -178,6 +178,7 @@ pub async fn complete_task(
     AppPath(id): AppPath<Uuid>,
     OptionalJson(body): OptionalJson<CompleteTask>,
 ) -> Result<Json<Envelope<Task>>> {
+    agora_shared::validate::json_size("result", &body.result, state.config.max_spec_bytes)?;
     let params = TaskCompleteParams {
         agent_id: auth.0,
         task_id: id,

@@ -48,7 +48,7 @@ pub async fn agent_ws(
         draining: state.draining.clone(),
         shutdown: state.shutdown.clone(),
     };
-    let max = state.config.max_body_bytes;
+    let max = state.config.body_limit();
     // Small buffers: an idle agent should cost a few kilobytes, not the 128 KiB defaults; the
     // read buffer grows as a large frame needs it.
     Ok(ws

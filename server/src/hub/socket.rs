@@ -316,6 +316,12 @@ impl Conn {
                 }
             }
             ClientMsg::Decline { offer_id, reason } => {
+                // A reason too long to keep is refused before the offer is touched.
+                agora_shared::validate::optional_text(
+                    "reason",
+                    reason.as_deref(),
+                    agora_shared::MAX_MESSAGE,
+                )?;
                 let offer = self.offers.remove(&offer_id).ok_or_else(|| {
                     ApiError::NotFound(format!(
                         "offer {offer_id} is unknown, expired or already answered"
@@ -357,6 +363,11 @@ impl Conn {
                 result,
                 lease_id,
             } => {
+                agora_shared::validate::json_size(
+                    "result",
+                    &result,
+                    self.ctx.config.max_spec_bytes,
+                )?;
                 let params = TaskCompleteParams {
                     agent_id,
                     task_id,
