@@ -145,7 +145,17 @@ impl Api {
 
     /// A job whose plan landed with `n` work tasks, all pending.
     pub async fn planned_job(&self, planner: &Agent, n: usize) -> anyhow::Result<Uuid> {
-        let job = self.submit("bench").await?;
+        self.planned_job_with_spec(planner, n, json!({})).await
+    }
+
+    /// The same, for a job with `spec`.
+    pub async fn planned_job_with_spec(
+        &self,
+        planner: &Agent,
+        n: usize,
+        spec: Value,
+    ) -> anyhow::Result<Uuid> {
+        let job = self.submit_spec("bench", spec).await?;
         self.approve(job, planner).await?;
         let plan = self.claim(planner, 5).await?.context("the plan task")?;
         let id = plan["task"]["id"].as_str().context("plan id")?.to_string();
@@ -384,6 +394,24 @@ impl Bench {
         }
         let last = last.context("the run did not finish")?;
         Ok(last.duration_since(started))
+    }
+
+    /// The mean time of a REST claim (then completed) on a job with `spec`, over `n` tasks.
+    pub async fn claim_cost(&self, spec: Value, n: usize) -> anyhow::Result<Duration> {
+        let agent = self.api.register("claimer").await?;
+        self.api.planned_job_with_spec(&agent, n, spec).await?;
+        let mut spent = Duration::ZERO;
+        for _ in 0..n {
+            let started = Instant::now();
+            let claimed = self.api.claim(&agent, 0).await?.context("a pending task")?;
+            spent += started.elapsed();
+            let id = claimed["task"]["id"]
+                .as_str()
+                .context("task id")?
+                .to_string();
+            self.api.complete(&agent, &id, json!(null)).await?;
+        }
+        Ok(spent / u32::try_from(n.max(1)).unwrap_or(u32::MAX))
     }
 
     /// Connects `n` agents that announce one slot and wait.

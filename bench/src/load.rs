@@ -66,19 +66,16 @@ async fn connect(ws_base: &str, a: &Agent, lat: mpsc::UnboundedSender<f64>) -> a
     tokio::spawn(async move {
         while let Some(Ok(m)) = stream.next().await {
             let Message::Text(t) = m else { continue };
-            let Ok(ServerMsg::TaskOffer {
-                offer_id,
-                task,
-                job,
-                ..
-            }) = serde_json::from_str::<ServerMsg>(t.as_str())
+            let Ok(ServerMsg::TaskOffer { offer_id, task, .. }) =
+                serde_json::from_str::<ServerMsg>(t.as_str())
             else {
                 continue;
             };
             let arrived = chrono::Utc::now();
             let result = match task.task_type {
                 TaskType::Plan => {
-                    let n = job.job_spec["n"].as_u64().unwrap_or(1);
+                    // A plan task's spec is its job's spec.
+                    let n = task.task_spec["n"].as_u64().unwrap_or(1);
                     json!({ "task_specs": (0..n).map(|i| json!({ "i": i })).collect::<Vec<_>>() })
                 }
                 TaskType::Work => {

@@ -37,8 +37,8 @@ struct Args {
     /// SSE readers for the load part.
     #[arg(long, default_value_t = 500)]
     sse: usize,
-    /// Only these parts: any of wake, throughput, idle, load (default: all but load, which is
-    /// heavy).
+    /// Only these parts: any of wake, throughput, spec, idle, load (default: all but load,
+    /// which is heavy).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Agent counts for the throughput runs.
@@ -152,6 +152,20 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "server RSS after the throughput runs: {:.1} MB",
             server.rss_mb()
+        );
+    }
+    if run("spec") {
+        // A claim must cost the same whatever the size of its job's spec (MAX_SPEC_BYTES is
+        // 1 MiB by default): the write path never reads the spec back.
+        let empty = bench.claim_cost(serde_json::json!({}), 500).await?;
+        let big = bench
+            .claim_cost(serde_json::json!({ "blob": "x".repeat(1_000_000) }), 500)
+            .await?;
+        println!(
+            "claim cost (REST, 500 claims): empty spec {}, 1 MB spec {} ({:.2}x)",
+            ms(empty),
+            ms(big),
+            big.as_secs_f64() / empty.as_secs_f64().max(1e-9)
         );
     }
     if run("idle") {

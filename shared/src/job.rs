@@ -33,6 +33,18 @@ pub struct Job {
     pub error: Option<String>,
 }
 
+/// The job as a claim answer and a task offer carry it: what it is and where it stands, without
+/// its spec (a plan task's `task_spec` is the job's spec; `GET /api/jobs/:id` has the whole job).
+/// Offers fanned out to many sockets then cost the same whatever the size of the spec.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobSummary {
+    pub id: Uuid,
+    pub title: String,
+    pub status: JobStatus,
+    pub priority: i32,
+}
+
 /// `POST /api/jobs`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

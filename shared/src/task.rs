@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::job::Job;
+use crate::job::JobSummary;
 use crate::task_rules::{TaskStatus, TaskType};
 use crate::validate::{self, FieldError};
 use chrono::{DateTime, Utc};
@@ -82,12 +82,13 @@ impl ClaimTask {
     }
 }
 
-/// A claimed task with its job, so the agent has the context in one answer.
+/// A claimed task with its job's summary, so the agent has the context in one answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimedTask {
     pub task: Task,
-    pub job: Job,
+    /// The job's id, title, status and priority (not its spec).
+    pub job: JobSummary,
     /// This delivery. Name it in every report (`lease_id`): a report on a lease that has ended
     /// gets 409 `LEASE_LOST` and writes nothing. It runs out at `task.lease_expires_at` unless
     /// the task is started.

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::api::ApiErrorBody;
 use crate::event::Event;
-use crate::job::Job;
+use crate::job::JobSummary;
 use crate::task::Task;
 
 /// The protocol version the server speaks, sent in `hello`.
@@ -116,7 +116,8 @@ pub enum ServerMsg {
     TaskOffer {
         offer_id: Uuid,
         task: Box<Task>,
-        job: Box<Job>,
+        /// The job's id, title, status and priority (not its spec).
+        job: Box<JobSummary>,
         expires_at: DateTime<Utc>,
         lease_id: Uuid,
     },

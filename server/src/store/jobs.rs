@@ -13,7 +13,7 @@ use super::agents::{agent_fetch, agent_touch};
 use super::db::ExecExt;
 use super::events::{event_insert, EventDraft};
 use super::rows::{ts, ApprovalRow, JobRow};
-use super::sql::{for_update, JOB_COLUMNS};
+use super::sql::{for_update, JOB_COLUMNS, JOB_STATE_COLUMNS};
 use super::tasks::{tasks_insert, NewTask};
 use super::{Store, WriteCtx};
 use crate::args;
@@ -95,7 +95,7 @@ pub(crate) async fn job_transition(
     let finished = to.is_terminal().then_some(ctx.now);
     let row: JobRow = ctx.db.one(&format!(
         "UPDATE jobs SET status = $2, updated_at = $3, finished_at = $4, error = COALESCE($5, error) \
-         WHERE id = $1 RETURNING {JOB_COLUMNS}"
+         WHERE id = $1 RETURNING {JOB_STATE_COLUMNS}"
     ), args![&job.id, to.as_str(), ctx.now, finished, error.clone()])
     .await?;
     let id = super::rows::uuid(&job.id)?;
@@ -141,7 +141,7 @@ pub(crate) async fn job_task_changed(
             &format!(
         "UPDATE jobs SET tasks_total = tasks_total + $2, tasks_completed = tasks_completed + $3, \
          tasks_failed = tasks_failed + $4, tasks_running = tasks_running + $5, updated_at = $6 \
-         WHERE id = $1 RETURNING {JOB_COLUMNS}"
+         WHERE id = $1 RETURNING {JOB_STATE_COLUMNS}"
     ),
             args![job_id, added, c1 - c0, f1 - f0, r1 - r0, ctx.now],
         )
@@ -202,6 +202,8 @@ pub(crate) async fn job_insert(ctx: &mut WriteCtx, p: JobInsertParams) -> Result
 pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Result<Approved> {
     let agent = agent_fetch(ctx, p.agent_id).await?;
     let job = job_fetch(ctx, p.job_id).await?;
+    // The spec, read once here: the write paths below read the job back without it.
+    let spec = job.job_spec.clone();
     let status = job.status()?;
     if !status.accepts_approvals() {
         return Err(ApiError::InvalidState(format!(
@@ -249,7 +251,7 @@ pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Resu
         )
         .await?;
     let mut job: JobRow = ctx.db.one(&format!(
-        "UPDATE jobs SET approvals = approvals + 1, updated_at = $2 WHERE id = $1 RETURNING {JOB_COLUMNS}"
+        "UPDATE jobs SET approvals = approvals + 1, updated_at = $2 WHERE id = $1 RETURNING {JOB_STATE_COLUMNS}"
     ), args![&job.id, ctx.now])
     .await?;
     let approvals = u32::try_from(job.approvals).unwrap_or(u32::MAX);
@@ -273,13 +275,14 @@ pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Resu
             let plan = NewTask {
                 task_type: TaskType::Plan,
                 index: 0,
-                spec: job.job_spec.clone(),
+                spec: spec.clone().unwrap_or_default(),
                 max_retries: p.plan_max_retries,
                 timeout_secs: p.plan_timeout_secs,
             };
             job = tasks_insert(ctx, &job, vec![plan]).await?;
         }
     }
+    job.job_spec = spec;
     Ok(Approved {
         approval: Approval {
             job_id: p.job_id,
@@ -346,20 +349,22 @@ pub(crate) async fn job_cancel(
             .agent(agent);
         event_insert(ctx, draft).await?;
     }
+    let spec = job.job_spec.clone();
     let job: JobRow = ctx
         .db
         .one(
-            &format!("{JOB_RECOUNT} WHERE id = $1 RETURNING {JOB_COLUMNS}"),
+            &format!("{JOB_RECOUNT} WHERE id = $1 RETURNING {JOB_STATE_COLUMNS}"),
             args![&job.id],
         )
         .await?;
-    let job = job_transition(
+    let mut job = job_transition(
         ctx,
         &job,
         JobEvent::Cancelled,
         Some(format!("{why} ({closed} open tasks closed)")),
     )
     .await?;
+    job.job_spec = spec;
     job.into_job()
 }
 
@@ -386,7 +391,7 @@ pub(crate) async fn jobs_sync(ctx: &mut WriteCtx) -> Result<usize> {
         let job: JobRow = ctx
             .db
             .one(
-                &format!("{JOB_RECOUNT} WHERE id = $1 RETURNING {JOB_COLUMNS}"),
+                &format!("{JOB_RECOUNT} WHERE id = $1 RETURNING {JOB_STATE_COLUMNS}"),
                 args![&id],
             )
             .await?;

@@ -1,7 +1,8 @@
 //! Row types private to the store and their mapping to the wire types of `agora-shared`.
 
 use agora_shared::{
-    Agent, AgentStatus, Approval, Event, EventKind, Job, JobStatus, Task, TaskStatus, TaskType,
+    Agent, AgentStatus, Approval, Event, EventKind, Job, JobStatus, JobSummary, Task, TaskStatus,
+    TaskType,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
@@ -64,11 +65,12 @@ impl AgentRow {
     }
 }
 
+// `job_spec` is `None` when read with `JOB_STATE_COLUMNS` (the write paths).
 crate::db_row! {
 pub struct JobRow {
     pub id: String,
     pub title: String,
-    pub job_spec: String,
+    pub job_spec: Option<String>,
     pub status: String,
     pub submitted_by: Option<String>,
     pub approvals_required: i64,
@@ -90,11 +92,27 @@ impl JobRow {
         parse("job status", &self.status)
     }
 
+    /// The id, title, status and priority (claim answers and offers).
+    pub fn summary(&self) -> Result<JobSummary> {
+        Ok(JobSummary {
+            id: uuid(&self.id)?,
+            title: self.title.clone(),
+            status: self.status()?,
+            priority: i32::try_from(self.priority).unwrap_or_default(),
+        })
+    }
+
     pub fn into_job(self) -> Result<Job> {
+        let spec = self.job_spec.as_deref().ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!(
+                "job {} was read without its spec where the whole job is needed",
+                self.id
+            ))
+        })?;
         Ok(Job {
             id: uuid(&self.id)?,
             status: self.status()?,
-            job_spec: json(&self.job_spec)?,
+            job_spec: json(spec)?,
             title: self.title,
             submitted_by: opt_uuid(self.submitted_by)?,
             approvals_required: u32_of(self.approvals_required),

@@ -11,6 +11,13 @@ pub const JOB_COLUMNS: &str =
      priority, tasks_total, tasks_completed, tasks_failed, tasks_running, created_at, updated_at, \
      finished_at, error";
 
+/// A job row as the write paths need it: everything but the spec, which they never read back
+/// (a claim must cost the same whatever the size of the job's spec).
+pub const JOB_STATE_COLUMNS: &str =
+    "id, title, CAST(NULL AS TEXT) AS job_spec, status, submitted_by, approvals_required, approvals, \
+     priority, tasks_total, tasks_completed, tasks_failed, tasks_running, created_at, updated_at, \
+     finished_at, error";
+
 pub const TASK_COLUMNS: &str =
     "id, job_id, idx, task_type, task_spec, status, attempts, max_retries, \
      timeout_secs, agent_id, claimed_at, started_at, deadline, progress, progress_message, result, \

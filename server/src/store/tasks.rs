@@ -169,7 +169,7 @@ pub(crate) async fn tasks_insert(
     if count > 0 {
         let row: JobRow = ctx.db.one(&format!(
             "UPDATE jobs SET tasks_total = tasks_total + $2, updated_at = $3 WHERE id = $1 RETURNING {}",
-            sql::JOB_COLUMNS
+            sql::JOB_STATE_COLUMNS
         ), args![&job.id, i64::try_from(count).unwrap_or(i64::MAX), ctx.now])
         .await?;
         let task_type = tasks.first().map(|t| t.task_type).unwrap_or(TaskType::Work);
@@ -281,7 +281,7 @@ async fn task_claim_again(
     let job = job_fetch(ctx, uuid(&row.job_id)?).await?;
     Ok(Some(ClaimedTask {
         task: row.into_task()?,
-        job: job.into_job()?,
+        job: job.summary()?,
         lease_id,
     }))
 }
@@ -363,7 +363,7 @@ async fn task_claim_next(
     event_insert(ctx, event_for(&row, EventKind::TaskClaimed, data)?).await?;
     Ok(Some(ClaimedTask {
         task: row.into_task()?,
-        job: job.into_job()?,
+        job: job.summary()?,
         lease_id,
     }))
 }
