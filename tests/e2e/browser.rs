@@ -14,23 +14,13 @@ use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use crate::helpers::{free_port, require_tool, RealServer as Server};
+use crate::helpers::{free_port, job_body, require_tool, RealServer as Server};
 
 /// The operator's token: cancel in the dashboard must ask for it.
 const ADMIN_TOKEN: &str = "let-me-cancel";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn job(title: &str, spec: Value) -> SubmitJob {
-    SubmitJob {
-        title: title.into(),
-        job_spec: spec,
-        priority: None,
-        approvals_required: None,
-        submitted_by: None,
-    }
 }
 
 /// `n` agents registered through the SDK, named `prefix-i`.
@@ -159,7 +149,7 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
 
     // A job submitted over the API shows up without a reload.
     let job_id = anyone
-        .submit(&job("Browser-visible job", json!({ "repo": "x" })))
+        .submit(&job_body("Browser-visible job", json!({ "repo": "x" })))
         .await
         .expect("submit")
         .id;
@@ -260,7 +250,7 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
         let anyone = anyone.clone();
         async move {
             anyone
-                .submit(&job(&format!("bulk {i}"), json!({})))
+                .submit(&job_body(&format!("bulk {i}"), json!({})))
                 .await
                 .expect("submit")
         }
@@ -298,7 +288,7 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     let big_id = anyone
         .submit(&SubmitJob {
             approvals_required: Some(5),
-            ..job("ten thousand", json!({}))
+            ..job_body("ten thousand", json!({}))
         })
         .await
         .expect("submit")

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use agora_client::{Client, ClientError};
 use agora_shared::ws::{ClientMsg, ServerMsg};
-use agora_shared::{Event, EventKind, JobStatus, SubmitJob};
+use agora_shared::{Event, EventKind, JobStatus};
 use serde_json::json;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::helpers::{free_port, test_backend, PgDatabase, RealServer};
+use crate::helpers::{free_port, job_body, test_backend, PgDatabase, RealServer};
 
 const TASKS: usize = 1000;
 const AGENTS: usize = 40;
@@ -186,13 +186,7 @@ async fn crash_run(kill_agents: bool) {
         clients.push(c);
     }
     let job = Client::new(&base)
-        .submit(&SubmitJob {
-            title: "crash".into(),
-            job_spec: json!({}),
-            priority: None,
-            approvals_required: None,
-            submitted_by: None,
-        })
+        .submit(&job_body("crash", json!({})))
         .await
         .expect("submit")
         .id;

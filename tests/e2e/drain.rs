@@ -11,18 +11,12 @@ use agora_shared::ErrorCode;
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::helpers::{free_port, test_backend, RealServer};
+use crate::helpers::{free_port, job_body, test_backend, RealServer};
 
 /// A job of `n` work tasks, approved and planned; returns its id.
 async fn planned(c: &Client, planner: &Client, n: usize) -> uuid::Uuid {
     let job = c
-        .submit(&agora_shared::SubmitJob {
-            title: "drain".into(),
-            job_spec: json!({}),
-            priority: None,
-            approvals_required: None,
-            submitted_by: None,
-        })
+        .submit(&job_body("drain", json!({})))
         .await
         .expect("submit");
     planner.approve(job.id, None).await.expect("approve");

@@ -310,14 +310,11 @@ impl TestApp {
     }
 
     pub async fn submit(&self, title: &str, spec: Value) -> Uuid {
-        let job = SubmitJob {
-            title: title.into(),
-            job_spec: spec,
-            priority: None,
-            approvals_required: None,
-            submitted_by: None,
-        };
-        self.client().submit(&job).await.expect("submit").id
+        self.client()
+            .submit(&job_body(title, spec))
+            .await
+            .expect("submit")
+            .id
     }
 
     pub async fn approve(&self, job: Uuid, agent: &TestAgent) -> Resp {
@@ -566,4 +563,15 @@ where
 
 pub async fn task(app: &TestApp, id: &str) -> Value {
     app.get(&format!("/tasks/{id}")).await.ok()
+}
+
+/// A submit body with only a title and a spec (the rest left to the server).
+pub fn job_body(title: &str, spec: Value) -> SubmitJob {
+    SubmitJob {
+        title: title.into(),
+        job_spec: spec,
+        priority: None,
+        approvals_required: None,
+        submitted_by: None,
+    }
 }

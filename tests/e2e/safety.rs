@@ -371,13 +371,10 @@ async fn sigterm_exits_within_the_deadline_whatever_the_clients_do() {
     let client = agora_client::Client::new(&server.url(""));
     for i in 0..200 {
         client
-            .submit(&agora_shared::SubmitJob {
-                title: format!("job {i} {}", "x".repeat(150)),
-                job_spec: json!({}),
-                priority: None,
-                approvals_required: None,
-                submitted_by: None,
-            })
+            .submit(&job_body(
+                &format!("job {i} {}", "x".repeat(150)),
+                json!({}),
+            ))
             .await
             .expect("submit");
     }
@@ -454,13 +451,7 @@ async fn oversized_specs_results_and_reasons_are_refused_cheaply() {
     let mut agent = agora_client::Client::new(&server.url(""));
     agent.register("a", None).await.expect("register");
     let job = agent
-        .submit(&agora_shared::SubmitJob {
-            title: "j".into(),
-            job_spec: json!({}),
-            priority: None,
-            approvals_required: None,
-            submitted_by: None,
-        })
+        .submit(&job_body("j", json!({})))
         .await
         .expect("submit");
     agent.approve(job.id, None).await.expect("approve");

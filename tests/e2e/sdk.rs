@@ -1,7 +1,7 @@
 //! The Rust SDK against the real server: a whole job, and errors carrying the server's codes.
 
 use agora_client::{Client, ClientError};
-use agora_shared::{ErrorCode, SubmitJob};
+use agora_shared::ErrorCode;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -18,13 +18,7 @@ async fn the_sdk_runs_a_job_and_reports_error_codes() {
     assert_eq!(agent.agent_id(), Some(registered.agent_id));
     let anonymous = Client::new(&root);
     let job = anonymous
-        .submit(&SubmitJob {
-            title: "via sdk".into(),
-            job_spec: json!({ "n": 2 }),
-            priority: None,
-            approvals_required: None,
-            submitted_by: None,
-        })
+        .submit(&job_body("via sdk", json!({ "n": 2 })))
         .await
         .unwrap();
     assert_eq!(
@@ -93,13 +87,7 @@ async fn the_sdk_event_stream_resumes_from_its_last_id() {
     let mut agent = Client::new(&root);
     agent.register("streamer", None).await.unwrap();
     let job = Client::new(&root)
-        .submit(&SubmitJob {
-            title: "streamed".into(),
-            job_spec: json!({}),
-            priority: None,
-            approvals_required: None,
-            submitted_by: None,
-        })
+        .submit(&job_body("streamed", json!({})))
         .await
         .unwrap();
     let mut stream = agent.event_stream(Some(job.id), 0);
