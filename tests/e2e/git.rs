@@ -213,3 +213,33 @@ async fn git_can_be_turned_off() {
         .err(404, "NOT_FOUND");
     assert!(!app.config.repos_dir.join(job.to_string()).exists());
 }
+
+/// An agent named `<x>` (a valid Agora name, not a valid git author) gets its commits: the
+/// author is made valid for git and the name is kept in the message.
+#[tokio::test]
+async fn an_agent_with_a_name_git_refuses_still_gets_its_commits() {
+    let app = git_app().await;
+    let planner = app.register("<x>").await;
+    let job = app
+        .planned_job(std::slice::from_ref(&planner), &planner, vec![json!(1)])
+        .await;
+    let claimed = app.claim(&planner).await.expect("the work task");
+    let id = id_of(&claimed["task"]);
+    app.task_call(
+        &planner,
+        &id,
+        "complete",
+        json!({ "result": { "ok": true } }),
+    )
+    .await
+    .ok();
+    // The spec, the plan and the task: three commits.
+    let commits = commits_at_least(&app, job, 3).await;
+    assert!(
+        commits
+            .iter()
+            .any(|c| c["author"] == "_x_"
+                && c["message"].as_str().unwrap_or("").contains("Agent: <x>")),
+        "{commits:?}"
+    );
+}

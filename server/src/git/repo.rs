@@ -64,6 +64,30 @@ fn write_tree(
     tb.write()
 }
 
+/// An agent's name as git takes it for an author: Agora allows any name, git refuses `<`, `>`
+/// and line breaks (a refused author used to stop the job's history for good), and trims what
+/// it calls crud at the ends. What git refuses becomes `_`; an empty name becomes `agent`.
+pub fn git_author(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c == '<' || c == '>' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let trimmed = cleaned.trim_matches(|c: char| {
+        c.is_whitespace() || matches!(c, '.' | ',' | ':' | ';' | '"' | '\'' | '\\')
+    });
+    if trimmed.is_empty() {
+        "agent".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
 /// One commit to write.
 pub struct NewCommit {
     pub files: Vec<(String, Vec<u8>)>,
@@ -91,13 +115,20 @@ pub fn commit_packed(repo: &Repository, commits: &[NewCommit]) -> Result<Option<
         }
         let base = parent.as_ref().map(|p| p.tree()).transpose()?;
         let tree = repo.find_tree(write_tree(repo, base.as_ref(), &nodes)?)?;
+        let author = git_author(&c.author);
         let sig = Signature::new(
-            &c.author,
+            &author,
             "agent@agora.local",
             &Time::new(c.at.timestamp(), 0),
         )?;
+        // The agent's own name stays in the message when git could not take it as it is.
+        let message = if author == c.author {
+            std::borrow::Cow::Borrowed(c.message.as_str())
+        } else {
+            std::borrow::Cow::Owned(format!("{}\n\nAgent: {}", c.message, c.author))
+        };
         let parents: Vec<&git2::Commit> = parent.iter().collect();
-        let oid = repo.commit(None, &sig, &sig, &c.message, &tree, &parents)?;
+        let oid = repo.commit(None, &sig, &sig, &message, &tree, &parents)?;
         parent = Some(repo.find_commit(oid)?);
         last = Some(oid);
     }
@@ -188,6 +219,20 @@ pub fn list_dir(repo: &Repository, path: &str) -> Result<Vec<String>, git2::Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_agent_name_is_a_valid_author() {
+        for name in ["<x>", "a\nb", "  ", "...", "\"q\"", "ok name", "<>", "名前"] {
+            let author = git_author(name);
+            assert!(
+                git2::Signature::now(&author, "agent@agora.local").is_ok(),
+                "{name:?} -> {author:?}"
+            );
+        }
+        assert_eq!(git_author("ok name"), "ok name");
+        assert_eq!(git_author("<x>"), "_x_");
+        assert_eq!(git_author("  "), "agent");
+    }
 
     #[test]
     fn commits_nested_files_and_reads_them_back() {
