@@ -271,6 +271,14 @@ impl Client {
             .await
     }
 
+    /// The tasks an agent holds or held, newest first (`GET /api/tasks?agent_id=`, first 1,000).
+    pub async fn tasks_of_agent(&self, agent: Uuid) -> Result<Vec<Task>> {
+        let page: Page<Task> = self
+            .get(&format!("/tasks?agent_id={agent}&limit=1000"))
+            .await?;
+        Ok(page.items)
+    }
+
     pub async fn approvals(&self, job: Uuid) -> Result<Vec<Approval>> {
         self.get(&format!("/jobs/{job}/approvals")).await
     }

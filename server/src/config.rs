@@ -67,6 +67,10 @@ pub struct Config {
     /// minutes), before it is claimable again; 0 retries at once.
     #[arg(long, env = "RETRY_BACKOFF_SECS", default_value_t = agora_shared::DEFAULT_RETRY_BACKOFF_SECS)]
     pub retry_backoff_secs: f64,
+    /// Bytes of frames a WebSocket may have waiting to be written; a client that stops reading
+    /// past this is disconnected and its offers go back to pending.
+    #[arg(long, env = "WS_OUTBOX_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub ws_outbox_bytes: usize,
     /// How often the server pings each WebSocket; a socket silent for two intervals is closed.
     #[arg(long, env = "WS_PING_SECS", default_value_t = 10.0)]
     pub ws_ping_secs: f64,

@@ -550,3 +550,73 @@ async fn oversized_specs_results_and_reasons_are_refused_cheaply() {
     };
     assert!(accepted, "the offer stood after the refused decline");
 }
+
+/// A WebSocket agent announces 300 slots and never reads, while 40 jobs with 1 MB specs are
+/// approved: their plan tasks are offered to it (a plan task's spec is its job's). The socket
+/// is closed at its byte budget (WS_OUTBOX_BYTES), its offers go back to pending, and the
+/// server's memory stays small.
+#[tokio::test]
+async fn a_socket_that_never_reads_is_closed_at_its_byte_budget() {
+    use futures::SinkExt;
+    let data = tempfile::tempdir().expect("data dir");
+    let server = RealServer::start(
+        free_port(),
+        data.path(),
+        &[("APPROVALS_REQUIRED", "1"), ("APPROVAL_COOLDOWN_SECS", "0")],
+    )
+    .await;
+    let pid = server.child.as_ref().and_then(|c| c.id()).expect("pid");
+    let mut approver = agora_client::Client::new(&server.url(""));
+    approver.register("approver", None).await.expect("register");
+    let mut reader = agora_client::Client::new(&server.url(""));
+    let me = reader.register("reader", None).await.expect("register");
+    let ws_url = format!(
+        "ws://127.0.0.1:{}/api/agents/{}/ws?token={}",
+        server.port, me.agent_id, me.token
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("connect");
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            json!({ "type": "ready", "slots": 300 }).to_string().into(),
+        ))
+        .await
+        .expect("ready");
+    let before = rss_mb(pid);
+    let spec = json!({ "blob": "z".repeat(1_000_000) });
+    let mut jobs = Vec::new();
+    for i in 0..40 {
+        let job = approver
+            .submit(&job_body(&format!("big {i}"), spec.clone()))
+            .await
+            .expect("submit");
+        approver.approve(job.id, None).await.expect("approve");
+        jobs.push(job.id);
+    }
+    // The reader's offers come back: nothing stays claimed by it, and the release says why.
+    let observer = agora_client::Client::new(&server.url(""));
+    let released = eventually(30, || async {
+        let held = observer
+            .tasks_of_agent(me.agent_id)
+            .await
+            .ok()?
+            .into_iter()
+            .filter(|t| t.status.is_active())
+            .count();
+        if held > 0 {
+            return None;
+        }
+        let events = observer.events(jobs[0], 0).await.ok()?;
+        events
+            .into_iter()
+            .find(|e| e.kind == agora_shared::EventKind::TaskReleased)
+    })
+    .await;
+    let reason = released.data["reason"].as_str().unwrap_or("").to_string();
+    assert!(reason.contains("stopped reading"), "{reason}");
+    let after = rss_mb(pid);
+    println!("RSS {before:.1} MB before, {after:.1} MB after 40 MB of offers to a socket that never reads");
+    assert!(after < 100.0, "RSS {after:.1} MB");
+    drop(socket);
+}

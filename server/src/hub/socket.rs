@@ -6,6 +6,7 @@
 //! and is disconnected instead of stalling the loop.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +27,47 @@ use crate::store::{
     Held, Store, TaskCompleteParams, TaskFailParams, TaskProgressParams, TaskStartParams,
 };
 
-/// Frames waiting to be written before the client counts as not reading.
+/// Frames waiting to be written before the client counts as not reading (the byte budget,
+/// `WS_OUTBOX_BYTES`, usually comes first).
 const OUTBOX: usize = 1024;
+
+/// The frames waiting for the writer task, bounded in count and in bytes: a client that stops
+/// reading costs at most `WS_OUTBOX_BYTES` before it is disconnected (its offers then go back
+/// to pending), whatever the size of the specs it is offered.
+struct Outbox {
+    tx: mpsc::Sender<Message>,
+    /// Bytes queued and not yet taken by the socket.
+    queued: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+fn frame_len(m: &Message) -> usize {
+    match m {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        Message::Ping(b) | Message::Pong(b) => b.len(),
+        Message::Close(_) => 0,
+    }
+}
+
+impl Outbox {
+    fn push(&self, m: Message) -> Result<(), End> {
+        let n = frame_len(&m);
+        let queued = self.queued.load(Ordering::Relaxed);
+        // One frame larger than the budget still goes when nothing else waits.
+        if queued > 0 && queued.saturating_add(n) > self.budget {
+            return Err(End::TooSlow);
+        }
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        self.tx.try_send(m).map_err(|e| {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            match e {
+                mpsc::error::TrySendError::Full(_) => End::TooSlow,
+                mpsc::error::TrySendError::Closed(_) => End::Closed,
+            }
+        })
+    }
+}
 /// Most slots an agent may announce.
 const MAX_SLOTS: u32 = 1000;
 
@@ -59,7 +99,7 @@ struct Offer {
 struct Conn {
     ctx: SocketCtx,
     conn_id: u64,
-    out: mpsc::Sender<Message>,
+    out: Outbox,
     inbox: mpsc::Sender<ConnCmd>,
     slots: u32,
     /// Offer id → the delivery offered, until accepted, declined or expired.
@@ -89,8 +129,14 @@ where
             HashMap::new()
         }
     };
-    let (out, out_rx) = mpsc::channel(OUTBOX);
-    let writer = tokio::spawn(write_frames(sink, out_rx));
+    let (tx, out_rx) = mpsc::channel(OUTBOX);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn(write_frames(sink, out_rx, queued.clone()));
+    let out = Outbox {
+        tx,
+        queued,
+        budget: ctx.config.ws_outbox_bytes,
+    };
     let mut shutdown = ctx.shutdown.clone();
     let mut draining = ctx.draining.clone();
     let ping_every = ctx.config.ws_ping();
@@ -172,10 +218,17 @@ async fn recv_event(
     }
 }
 
-async fn write_frames<S: Sink<Message> + Unpin>(mut sink: S, mut rx: mpsc::Receiver<Message>) {
+async fn write_frames<S: Sink<Message> + Unpin>(
+    mut sink: S,
+    mut rx: mpsc::Receiver<Message>,
+    queued: Arc<AtomicUsize>,
+) {
     while let Some(m) = rx.recv().await {
         let closing = matches!(m, Message::Close(_));
-        if sink.send(m).await.is_err() || closing {
+        let n = frame_len(&m);
+        let sent = sink.send(m).await;
+        queued.fetch_sub(n, Ordering::Relaxed);
+        if sent.is_err() || closing {
             break;
         }
     }
@@ -189,12 +242,7 @@ impl Conn {
 
     fn send(&self, msg: &ServerMsg) -> Result<(), End> {
         let text = serde_json::to_string(msg).map_err(|_| End::Closed)?;
-        self.out
-            .try_send(Message::Text(text.into()))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => End::TooSlow,
-                mpsc::error::TrySendError::Closed(_) => End::Closed,
-            })
+        self.out.push(Message::Text(text.into()))
     }
 
     fn capacity(&self, delta: i64) {
@@ -557,12 +605,7 @@ impl Conn {
         if self.last_inbound.elapsed() > every * 2 {
             return Err(End::Unresponsive);
         }
-        self.out
-            .try_send(Message::Ping(Default::default()))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => End::TooSlow,
-                mpsc::error::TrySendError::Closed(_) => End::Closed,
-            })
+        self.out.push(Message::Ping(Default::default()))
     }
 
     /// The server is draining: offers not yet accepted go back to pending; running tasks may
@@ -654,7 +697,7 @@ impl Conn {
             code: 1000,
             reason: Utf8Bytes::from(reason),
         }));
-        let _ = self.out.try_send(close);
+        let _ = self.out.tx.try_send(close);
         drop(self.out);
         if let End::Replaced(done) = end {
             let _ = done.send(());
