@@ -39,6 +39,8 @@ impl Server {
             .env("REPOS_DIR", dir.path().join("repos"))
             .env("APPROVALS_REQUIRED", "1")
             .env("APPROVAL_COOLDOWN_SECS", "0")
+            // The bench registers thousands of agents from one address.
+            .env("REGISTRATION_RATE_PER_MIN", "0")
             .env("TASK_MAX_RETRIES", "100")
             .env("MAX_BODY_BYTES", "16777216")
             .env("RUST_LOG", "warn")

@@ -77,6 +77,12 @@ pub struct Config {
     /// When set, registration needs `Authorization: Bearer <this>`.
     #[arg(long, env = "REGISTRATION_TOKEN")]
     pub registration_token: Option<String>,
+    /// Registrations a client address may make per minute (sustained); 0 turns the limit off.
+    #[arg(long, env = "REGISTRATION_RATE_PER_MIN", default_value_t = 100)]
+    pub registration_rate_per_min: u32,
+    /// Registrations a client address may make at once before the rate applies.
+    #[arg(long, env = "REGISTRATION_BURST", default_value_t = 100)]
+    pub registration_burst: u32,
     /// When set, operator calls (cancel) need `Authorization: Bearer <this>`.
     #[arg(long, env = "ADMIN_TOKEN")]
     pub admin_token: Option<String>,

@@ -43,6 +43,11 @@ pub enum ApiError {
     InvalidPlan(#[from] PlanError),
     #[error("this agent may approve again at {next_allowed_at}")]
     RateLimited { next_allowed_at: DateTime<Utc> },
+    #[error("too many {what}: retry in {} s", retry_after.as_secs())]
+    Throttled {
+        what: &'static str,
+        retry_after: std::time::Duration,
+    },
     #[error("{0}")]
     Unavailable(String),
     #[error("database error")]
@@ -74,7 +79,7 @@ impl ApiError {
             ApiError::LeaseLost(_) => ErrorCode::LeaseLost,
             ApiError::PayloadTooLarge(_) | ApiError::FieldTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::InvalidPlan(_) => ErrorCode::InvalidPlan,
-            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::RateLimited { .. } | ApiError::Throttled { .. } => ErrorCode::RateLimited,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Database(_) | ApiError::Internal(_) => ErrorCode::InternalError,
         }
@@ -97,6 +102,11 @@ impl ApiError {
                 self.to_string(),
                 None,
                 Some(serde_json::json!({ "next_allowed_at": next_allowed_at })),
+            ),
+            ApiError::Throttled { retry_after, .. } => (
+                self.to_string(),
+                None,
+                Some(serde_json::json!({ "retry_after_secs": retry_after.as_secs() })),
             ),
             ApiError::Database(_) | ApiError::Internal(_) => (
                 "internal error; the server logged the cause".to_string(),
@@ -146,6 +156,20 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let status = self.status_code();
-        (status, Json(Envelope::<()>::err(self.body()))).into_response()
+        let retry_after = match &self {
+            ApiError::Throttled { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+            ApiError::RateLimited { next_allowed_at } => Some(
+                u64::try_from((*next_allowed_at - Utc::now()).num_seconds())
+                    .unwrap_or(0)
+                    .max(1),
+            ),
+            _ => None,
+        };
+        let mut res = (status, Json(Envelope::<()>::err(self.body()))).into_response();
+        if let Some(secs) = retry_after {
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        res
     }
 }

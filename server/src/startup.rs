@@ -57,6 +57,7 @@ impl Application {
             .git_enabled
             .then(|| crate::git::GitHistory::new(config.repos_dir.clone(), store.clone()));
         let tokens = Arc::new(TokenCache::default());
+        let limits = Arc::new(crate::http::limits::Limits::from_config(&config));
         tokio::spawn(crate::auth::evict_unregistered(
             tokens.clone(),
             store.subscribe(),
@@ -68,6 +69,7 @@ impl Application {
             store,
             config: Arc::new(config),
             tokens,
+            limits,
             draining,
             shutdown: shutdown_rx,
         };
@@ -126,7 +128,11 @@ impl Application {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let serve = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
             let _ = watch_rx.changed().await;
         });
         let trigger = async move {

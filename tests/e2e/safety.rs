@@ -620,3 +620,47 @@ async fn a_socket_that_never_reads_is_closed_at_its_byte_budget() {
     assert!(after < 100.0, "RSS {after:.1} MB");
     drop(socket);
 }
+
+/// A registration flood from one client: the first 100 (the burst) pass, the next is refused
+/// with 429 RATE_LIMITED and a Retry-After; with the limit turned off (0) nothing is refused.
+#[tokio::test]
+async fn a_registration_flood_from_one_client_is_refused_past_its_burst() {
+    let app = spawn_app().await;
+    let url = format!("{}/agents/register", app.base);
+    for i in 0..100 {
+        let r = app
+            .http
+            .post(&url)
+            .json(&json!({ "name": format!("flood-{i}") }))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 201, "registration {i}");
+    }
+    let r = app
+        .http
+        .post(&url)
+        .json(&json!({ "name": "one too many" }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 429);
+    let retry_after: u64 = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After header");
+    assert!(retry_after >= 1, "{retry_after}");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "RATE_LIMITED", "{v}");
+    let agents = app.get("/agents").await.ok();
+    assert_eq!(
+        agents.as_array().map(Vec::len),
+        Some(100),
+        "the refused one was not written"
+    );
+
+    let open = spawn_app_with(|c| c.registration_rate_per_min = 0).await;
+    open.register_many("many", 150).await;
+}

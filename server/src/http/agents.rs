@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use uuid::Uuid;
 
 use super::extract::{created, ok, AppJson, AppPath};
+use super::limits::ClientIp;
 use crate::auth::{hash_token, new_token, AgentAuth, RegistrationAuth};
 use crate::error::Result;
 use crate::state::AppState;
@@ -26,12 +27,14 @@ pub fn router() -> Router<AppState> {
 #[utoipa::path(post, path = "/api/agents/register", tag = "agents", request_body = RegisterAgent,
     security((), ("registration_token" = [])),
     responses((status = 201, body = Envelope<Registered>), (status = 400, body = ErrorEnvelope),
-              (status = 401, body = ErrorEnvelope), (status = 413, body = ErrorEnvelope)))]
+              (status = 401, body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 429, body = ErrorEnvelope)))]
 pub async fn register_agent(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     _auth: RegistrationAuth,
     AppJson(body): AppJson<RegisterAgent>,
 ) -> Result<(StatusCode, Json<Envelope<Registered>>)> {
+    state.limits.registration.check(client)?;
     body.validate()?;
     let token = new_token();
     let agent = state

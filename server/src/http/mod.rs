@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod extract;
 pub mod git;
 pub mod jobs;
+pub mod limits;
 pub mod sse;
 pub mod system;
 pub mod tasks;
