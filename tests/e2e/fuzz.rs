@@ -67,7 +67,11 @@ async fn schemathesis_finds_no_server_error_and_no_departure_from_the_openapi_do
         .arg(format!("{base}/api/openapi.json"))
         .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection"])
         .args(["--phases", "examples,coverage,fuzzing", "--max-examples", "60"])
-        .args(["--seed", "20261125", "--no-color", "--workers", "2"])
+        // One worker: with two, Hypothesis parses lambda sources with `ast` from both threads at
+        // once, and CPython 3.11's AST constructor is not safe for that ("AST constructor
+        // recursion depth mismatch"): a Runtime Error in the generator, not in the server, seen
+        // as "Inconsistent results" on POST /api/jobs one run in several.
+        .args(["--seed", "20261125", "--no-color", "--workers", "1"])
         .args(["--request-timeout", "10"])
         .args(["-H", &format!("Authorization: Bearer {token}")])
         // Streams never end; they are fuzzed by hand in tests/e2e/hostile.rs.
