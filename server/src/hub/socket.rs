@@ -68,6 +68,7 @@ impl Outbox {
         })
     }
 }
+
 /// Most slots an agent may announce.
 const MAX_SLOTS: u32 = 1000;
 
