@@ -80,7 +80,7 @@ pub async fn claim_task(
         }
         // Wake for new work, or when a task waiting out its retry backoff becomes available.
         let mut recheck = deadline.min(now + LONG_POLL_RECHECK);
-        if let Some(at) = crate::hub::dispatcher::next_available(&state.store).await {
+        if let Some(at) = state.store.task_available_deadline().await {
             recheck = recheck.min(at);
         }
         tokio::select! {

@@ -133,7 +133,7 @@ pub async fn run(
                             }
                         }
                         if queue_empty {
-                            backoff_ends = next_available(&store).await;
+                            backoff_ends = store.task_available_deadline().await;
                         }
                         for (conn_id, _) in picked {
                             slots.requeue(conn_id);
@@ -171,21 +171,6 @@ pub async fn run(
             _ = shutdown.changed() => return,
         }
         woke_at = std::time::Instant::now();
-    }
-}
-
-/// When the next task waiting out its backoff becomes available, as a timer deadline.
-pub(crate) async fn next_available(store: &Store) -> Option<tokio::time::Instant> {
-    match store.task_next_available_at().await {
-        Ok(Some(at)) => {
-            let wait = u64::try_from(at - crate::store::now_ms()).unwrap_or(0);
-            Some(tokio::time::Instant::now() + Duration::from_millis(wait))
-        }
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read when backed-off work is available");
-            None
-        }
     }
 }
 

@@ -592,7 +592,7 @@ impl Conn {
             .chain(self.offers.values().map(|o| o.held))
             .collect();
         for held in mine {
-            if let Ok(Some(reason)) = self.ctx.store.task_still_held(self.agent(), held).await {
+            if let Ok(Some(reason)) = self.ctx.store.task_taken_back(self.agent(), held).await {
                 if self.let_go(held.task_id, Some(held.lease_id)) {
                     let task_id = held.task_id;
                     self.send(&ServerMsg::TaskRevoked { task_id, reason })?;

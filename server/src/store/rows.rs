@@ -167,6 +167,21 @@ impl TaskRow {
         opt_uuid(self.lease_id.clone())
     }
 
+    /// The delivery as a socket names it: a task held since before leases existed has no lease,
+    /// and the nil lease names it.
+    pub fn delivery(&self) -> Result<Uuid> {
+        Ok(self.lease()?.unwrap_or_default())
+    }
+
+    /// Whether the task is still `agent`'s delivery `lease`: held (claimed or running) by that
+    /// agent on that lease. A release or revocation meant for an earlier delivery of the task
+    /// finds `false` and does nothing.
+    pub fn is_held_on(&self, agent: Uuid, lease: Uuid) -> Result<bool> {
+        Ok(self.status()?.is_active()
+            && self.agent_id.as_deref() == Some(agent.to_string().as_str())
+            && self.delivery()? == lease)
+    }
+
     pub fn attempts(&self) -> u32 {
         u32_of(self.attempts)
     }

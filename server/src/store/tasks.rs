@@ -723,10 +723,7 @@ pub(crate) async fn tasks_abandon(
         let Ok(row) = task_fetch(ctx, h.task_id).await else {
             continue;
         };
-        // A task held since before leases existed has none; it is named by the nil lease.
-        if row.agent_id.as_deref() != Some(agent.to_string().as_str())
-            || row.lease()?.unwrap_or_default() != h.lease_id
-        {
+        if !row.is_held_on(agent, h.lease_id)? {
             continue;
         }
         match row.status()? {
@@ -975,26 +972,26 @@ impl Store {
     /// Running tasks held by an agent, with their deliveries (a reconnecting WebSocket takes
     /// them over).
     pub async fn tasks_running_for_agent(&self, agent: Uuid) -> Result<Vec<Held>> {
-        let rows: Vec<(String, Option<String>)> = self
+        let rows: Vec<TaskRow> = self
             .read_all(
-                "SELECT id, lease_id FROM tasks WHERE agent_id = $1 AND status = 'running'",
+                &format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = $1 AND status = 'running'"
+                ),
                 args![agent.to_string()],
             )
             .await?;
-        let mut held = Vec::with_capacity(rows.len());
-        for (id, lease) in rows {
-            // A task held since before leases existed has none: it is named by a nil lease.
-            let lease_id = lease.as_deref().map(uuid).transpose()?.unwrap_or_default();
-            held.push(Held {
-                task_id: uuid(&id)?,
-                lease_id,
-            });
-        }
-        Ok(held)
+        rows.iter()
+            .map(|row| {
+                Ok(Held {
+                    task_id: uuid(&row.id)?,
+                    lease_id: row.delivery()?,
+                })
+            })
+            .collect()
     }
 
-    /// Whether `held` is still the agent's current delivery of the task (active, same lease).
-    pub async fn task_still_held(&self, agent: Uuid, held: Held) -> Result<Option<String>> {
+    /// Why `held` is no longer the agent's delivery of the task, or `None` while it still is.
+    pub async fn task_taken_back(&self, agent: Uuid, held: Held) -> Result<Option<String>> {
         let row: Option<TaskRow> = self
             .read_opt(
                 &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
@@ -1004,18 +1001,34 @@ impl Store {
         let Some(row) = row else {
             return Ok(Some("the task no longer exists".into()));
         };
-        let active = row.status()?.is_active();
-        let same = row.agent_id == Some(agent.to_string())
-            && row.lease()?.unwrap_or_default() == held.lease_id;
-        Ok((!(active && same)).then(|| {
+        if row.is_held_on(agent, held.lease_id)? {
+            return Ok(None);
+        }
+        Ok(Some(
             row.error
-                .unwrap_or_else(|| "the task was taken back".into())
-        }))
+                .unwrap_or_else(|| "the task was taken back".into()),
+        ))
     }
 
-    /// When the next task waiting out its retry backoff becomes claimable, if any (the
-    /// dispatcher and long-polls sleep until then instead of polling).
-    pub async fn task_next_available_at(&self) -> Result<Option<i64>> {
+    /// When the next task waiting out its retry backoff becomes claimable, as a timer deadline
+    /// (the dispatcher and long-polls sleep until then instead of polling); `None` when no task
+    /// waits, or when it cannot be read (the callers' safety re-check covers that).
+    pub async fn task_available_deadline(&self) -> Option<tokio::time::Instant> {
+        match self.task_next_available_at().await {
+            Ok(Some(at)) => {
+                let wait = u64::try_from(at - super::now_ms()).unwrap_or(0);
+                Some(tokio::time::Instant::now() + std::time::Duration::from_millis(wait))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read when backed-off work is available");
+                None
+            }
+        }
+    }
+
+    /// When the next task waiting out its retry backoff becomes claimable (ms), if any.
+    async fn task_next_available_at(&self) -> Result<Option<i64>> {
         let (at,): (Option<i64>,) = self
             .read_one(
                 "SELECT MIN(available_at) FROM tasks WHERE status = 'pending' AND available_at > $1",
