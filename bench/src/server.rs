@@ -41,6 +41,7 @@ impl Server {
             .env("APPROVAL_COOLDOWN_SECS", "0")
             // The bench registers thousands of agents from one address.
             .env("REGISTRATION_RATE_PER_MIN", "0")
+            .env("ANON_WRITE_RATE_PER_MIN", "0")
             .env("TASK_MAX_RETRIES", "100")
             .env("MAX_BODY_BYTES", "16777216")
             .env("RUST_LOG", "warn")

@@ -243,8 +243,10 @@ impl Client {
         .await
     }
 
-    pub async fn agents(&self) -> Result<Vec<Agent>> {
-        self.get("/agents").await
+    /// Registered agents, online first, then the most recently seen.
+    pub async fn agents(&self, limit: u32, offset: u64) -> Result<Page<Agent>> {
+        self.get(&format!("/agents?limit={limit}&offset={offset}"))
+            .await
     }
 
     pub async fn can_approve(&self, agent: Uuid) -> Result<CanApprove> {

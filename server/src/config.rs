@@ -83,6 +83,13 @@ pub struct Config {
     /// Registrations a client address may make at once before the rate applies.
     #[arg(long, env = "REGISTRATION_BURST", default_value_t = 100)]
     pub registration_burst: u32,
+    /// Writes without any token (a submit without `submitted_by`, a cancel while ADMIN_TOKEN is
+    /// unset) a client address may make per minute (sustained); 0 turns the limit off.
+    #[arg(long, env = "ANON_WRITE_RATE_PER_MIN", default_value_t = 300)]
+    pub anon_write_rate_per_min: u32,
+    /// Anonymous writes a client address may make at once before the rate applies.
+    #[arg(long, env = "ANON_WRITE_BURST", default_value_t = 100)]
+    pub anon_write_burst: u32,
     /// When set, operator calls (cancel) need `Authorization: Bearer <this>`.
     #[arg(long, env = "ADMIN_TOKEN")]
     pub admin_token: Option<String>,
@@ -93,6 +100,18 @@ pub struct Config {
     /// Larger request bodies get 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// A client that has not sent a request's headers within this many seconds is disconnected
+    /// (an idle keep-alive connection too).
+    #[arg(long, env = "HEADER_TIMEOUT_SECS", default_value_t = 30.0)]
+    pub header_timeout_secs: f64,
+    /// A request body that stops arriving for this many seconds gets 408 and the connection
+    /// closes.
+    #[arg(long, env = "BODY_TIMEOUT_SECS", default_value_t = 30.0)]
+    pub body_timeout_secs: f64,
+    /// Connections served at once (HTTP, WebSocket and SSE alike); past it, new ones wait in
+    /// the kernel's queue until one closes.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
     /// How often the scheduler sweeps deadlines, stale agents and job counters (fractions allowed).
     #[arg(long, env = "SCHEDULER_INTERVAL_SECS", default_value_t = 5.0)]
     pub scheduler_interval_secs: f64,
@@ -156,6 +175,14 @@ impl Config {
         }
     }
 
+    pub fn header_timeout(&self) -> Duration {
+        secs(self.header_timeout_secs)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        secs(self.body_timeout_secs)
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs_f64(self.shutdown_grace_secs.max(0.0))
     }
@@ -202,6 +229,8 @@ impl Config {
             ("OFFER_TTL_SECS", self.offer_ttl_secs),
             ("WS_PING_SECS", self.ws_ping_secs),
             ("CLAIM_LEASE_SECS", self.claim_lease_secs),
+            ("HEADER_TIMEOUT_SECS", self.header_timeout_secs),
+            ("BODY_TIMEOUT_SECS", self.body_timeout_secs),
         ] {
             anyhow::ensure!(
                 v.is_finite() && v > 0.0,
@@ -215,6 +244,10 @@ impl Config {
         anyhow::ensure!(
             self.retry_backoff_secs.is_finite() && (0.0..=600.0).contains(&self.retry_backoff_secs),
             "RETRY_BACKOFF_SECS must be between 0 and 600 seconds"
+        );
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "MAX_CONNECTIONS must be at least 1"
         );
         anyhow::ensure!(
             self.max_spec_bytes >= 1024,

@@ -35,6 +35,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     LeaseLost(#[from] LeaseLost),
+    #[error("the request body stopped arriving for {} s", .0.as_secs_f64())]
+    BodyTimeout(std::time::Duration),
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -74,6 +76,7 @@ impl ApiError {
             ApiError::CrossOrigin(_) => ErrorCode::CrossOrigin,
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            ApiError::BodyTimeout(_) => ErrorCode::RequestTimeout,
             ApiError::InvalidState(_) => ErrorCode::InvalidState,
             ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::LeaseLost(_) => ErrorCode::LeaseLost,

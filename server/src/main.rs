@@ -83,11 +83,10 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             let git = agora_server::git::GitHistory::new(config.repos_dir.clone(), store.clone());
             git.rebuild(job_id).await?;
-            let commits = git.commits(job_id).await?;
+            let (_, commits) = git.commits(job_id, 0, 1).await?;
             println!(
-                "rebuilt {} with {} commits",
-                git.repo_dir(job_id).display(),
-                commits.len()
+                "rebuilt {} with {commits} commits",
+                git.repo_dir(job_id).display()
             );
             store.close().await;
             return Ok(());

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -17,6 +16,11 @@ use crate::hub::Hub;
 use crate::scheduler;
 use crate::state::AppState;
 use crate::store::Store;
+use crate::supervise::Supervisor;
+
+/// How long a server whose vital part died keeps answering 503 before it stops (at most
+/// SHUTDOWN_GRACE_SECS).
+const FAILED_LINGER: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How long open connections get to close once the server stops (after the drain).
 const HARD_STOP: std::time::Duration = std::time::Duration::from_secs(5);
@@ -52,17 +56,28 @@ impl Application {
             .with_context(|| format!("binding {addr}"))?;
         let (drain, draining) = watch::channel(false);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (hub, _dispatcher) = Hub::start(store.clone(), draining.clone(), shutdown_rx.clone());
+        let supervisor = Supervisor::new(shutdown_rx.clone());
+        supervisor.watch_end("the SQLite writer", store.writer_ended());
+        supervisor.watch_end("the PostgreSQL event pump", store.pump_ended());
+        let hub = Hub::start(
+            store.clone(),
+            draining.clone(),
+            shutdown_rx.clone(),
+            &supervisor,
+        );
         let git = config
             .git_enabled
             .then(|| crate::git::GitHistory::new(config.repos_dir.clone(), store.clone()));
         let tokens = Arc::new(TokenCache::default());
         let limits = Arc::new(crate::http::limits::Limits::from_config(&config));
-        tokio::spawn(crate::auth::evict_unregistered(
-            tokens.clone(),
-            store.subscribe(),
-            shutdown_rx.clone(),
-        ));
+        supervisor.watch(
+            "the token evictor",
+            tokio::spawn(crate::auth::evict_unregistered(
+                tokens.clone(),
+                store.subscribe(),
+                shutdown_rx.clone(),
+            )),
+        );
         let state = AppState {
             git,
             hub,
@@ -72,6 +87,7 @@ impl Application {
             limits,
             draining,
             shutdown: shutdown_rx,
+            supervisor,
         };
         Ok(Application {
             listener,
@@ -112,41 +128,53 @@ impl Application {
             state.store.clone(),
             state.config.shutdown_grace(),
         );
-        let git_writer = state.git.as_ref().map(|g| g.start(state.shutdown.clone()));
-        let scheduler = tokio::spawn(scheduler::run(
-            state.store.clone(),
-            state.config.clone(),
-            state.shutdown.clone(),
-        ));
+        let supervisor = state.supervisor.clone();
+        let git_writer = state
+            .git
+            .as_ref()
+            .map(|g| supervisor.watch("the git writer", g.start(state.shutdown.clone())));
+        let scheduler = supervisor.watch(
+            "the scheduler",
+            tokio::spawn(scheduler::run(
+                state.store.clone(),
+                state.config.clone(),
+                state.shutdown.clone(),
+            )),
+        );
         let store = state.store.clone();
-        let mut watch_rx = state.shutdown.clone();
+        let limits = crate::serve::ConnLimits {
+            header_timeout: state.config.header_timeout(),
+            max_connections: state.config.max_connections,
+        };
+        let stopping = state.shutdown.clone();
         let router = app(state);
         tracing::info!(addr = %listener.local_addr()?, backend = store.backend().name(), "agora listening");
-        // Small frames (offers, acks) must not wait for a delayed ACK: no Nagle.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let serve = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = watch_rx.changed().await;
-        });
+        let serve = crate::serve::serve(listener, router, limits, stopping);
+        let failed = supervisor.clone();
         let trigger = async move {
-            stop.await;
+            let failing = tokio::select! {
+                _ = stop => false,
+                cause = failed.failed() => {
+                    tracing::error!(%cause, "stopping: the server cannot run without it");
+                    true
+                }
+            };
             tracing::info!(grace_secs = grace.as_secs_f64(), "draining");
+            let started = tokio::time::Instant::now();
             let _ = drain.send(true);
             wait_for_socket_tasks(&hub, &drain_store, grace).await;
+            if failing {
+                // Still answering (503) for a moment, so that load balancers see readiness fail
+                // before the port closes.
+                tokio::time::sleep_until(started + grace.min(FAILED_LINGER)).await;
+            }
             tracing::info!("shutting down");
             let _ = shutdown.send(true);
             shutdown
         };
         // The server stops within SHUTDOWN_GRACE_SECS plus HARD_STOP, whatever its clients do: a
         // connection that still has not closed by then (a reader that stopped reading) is cut.
-        let mut serve = tokio::spawn(std::future::IntoFuture::into_future(serve));
+        let mut serve = tokio::spawn(serve);
         let served = tokio::select! {
             served = &mut serve => {
                 // Serving ended on its own (an error): stop the rest too.
@@ -170,7 +198,10 @@ impl Application {
         }
         store.close().await;
         served.context("serving HTTP")?;
-        Ok(())
+        match supervisor.failure() {
+            Some(cause) => Err(anyhow::anyhow!("stopped because {cause}")),
+            None => Ok(()),
+        }
     }
 }
 

@@ -28,4 +28,6 @@ pub struct AppState {
     pub draining: watch::Receiver<bool>,
     /// Flips to `true` when the server stops: sockets, long-polls and streams end.
     pub shutdown: watch::Receiver<bool>,
+    /// Knows whether a vital part died (readiness fails, the server stops).
+    pub supervisor: crate::supervise::Supervisor,
 }

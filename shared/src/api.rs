@@ -86,6 +86,8 @@ pub enum ErrorCode {
     NotFound,
     /// 405: the route exists, the method does not.
     MethodNotAllowed,
+    /// 408: the request body stopped arriving (`BODY_TIMEOUT_SECS` between reads).
+    RequestTimeout,
     /// 409: the job or task is not in a state that allows this.
     InvalidState,
     /// 409: it exists already (e.g. a second approval by the same agent).
@@ -113,6 +115,7 @@ impl ErrorCode {
             ErrorCode::Forbidden | ErrorCode::CrossOrigin => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::InvalidState | ErrorCode::Conflict | ErrorCode::LeaseLost => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::InvalidPlan => 422,

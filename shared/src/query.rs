@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::AgentStatus;
 use crate::api::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use crate::lifecycle::JobStatus;
 use crate::task_rules::TaskStatus;
@@ -16,6 +17,30 @@ pub struct JobListQuery {
     pub status: Option<JobStatus>,
     /// Only jobs whose title contains this text, ignoring case (at most 200 characters).
     pub q: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
+    pub limit: Option<u32>,
+    /// Items to skip.
+    pub offset: Option<u64>,
+}
+
+/// `GET /api/agents`: online first, then the most recently seen.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct AgentListQuery {
+    /// Only agents in this state.
+    pub status: Option<AgentStatus>,
+    /// Page size, 1 to 1000 (default 50).
+    pub limit: Option<u32>,
+    /// Items to skip.
+    pub offset: Option<u64>,
+}
+
+/// `GET /api/jobs/:id/commits`: newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct CommitListQuery {
     /// Page size, 1 to 1000 (default 50).
     pub limit: Option<u32>,
     /// Items to skip.
@@ -104,6 +129,26 @@ impl JobListQuery {
 }
 
 impl TaskListQuery {
+    pub fn limit(&self) -> Result<u32, FieldError> {
+        page_limit(self.limit, DEFAULT_PAGE_LIMIT)
+    }
+
+    pub fn offset(&self) -> Result<u64, FieldError> {
+        page_offset(self.offset)
+    }
+}
+
+impl AgentListQuery {
+    pub fn limit(&self) -> Result<u32, FieldError> {
+        page_limit(self.limit, DEFAULT_PAGE_LIMIT)
+    }
+
+    pub fn offset(&self) -> Result<u64, FieldError> {
+        page_offset(self.offset)
+    }
+}
+
+impl CommitListQuery {
     pub fn limit(&self) -> Result<u32, FieldError> {
         page_limit(self.limit, DEFAULT_PAGE_LIMIT)
     }

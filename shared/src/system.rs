@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
-    /// `ok` when the database answers, `draining` while the server stops, else `degraded`.
+    /// `ok` when the database answers, `draining` while the server stops, `failed` when a vital
+    /// part of the server died (it is stopping, to exit non-zero), else `degraded`.
     pub status: String,
     /// `ok` or `unreachable`.
     pub database: String,

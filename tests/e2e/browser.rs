@@ -130,6 +130,8 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
                 &repo_root().join("dist").display().to_string(),
             ),
             ("ADMIN_TOKEN", ADMIN_TOKEN),
+            // It submits 1,000 jobs without a token.
+            ("ANON_WRITE_RATE_PER_MIN", "0"),
         ],
     )
     .await;
@@ -234,6 +236,8 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
                 &repo_root().join("dist").display().to_string(),
             ),
             ("ADMIN_TOKEN", ADMIN_TOKEN),
+            // It submits 1,000 jobs without a token.
+            ("ANON_WRITE_RATE_PER_MIN", "0"),
         ],
     )
     .await;

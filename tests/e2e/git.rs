@@ -19,8 +19,11 @@ async fn git_app() -> TestApp {
 /// Waits until the job's history has at least `n` commits.
 async fn commits_at_least(app: &TestApp, job: uuid::Uuid, n: usize) -> Vec<Value> {
     for _ in 0..200 {
-        let c = app.get(&format!("/jobs/{job}/commits")).await.ok();
-        let list = c.as_array().cloned().unwrap_or_default();
+        let c = app
+            .get(&format!("/jobs/{job}/commits?limit=1000"))
+            .await
+            .ok();
+        let list = c["items"].as_array().cloned().unwrap_or_default();
         if list.len() >= n {
             return list;
         }
@@ -111,7 +114,10 @@ async fn a_job_with_five_tasks_leaves_a_readable_history() {
         "{names:?}"
     );
     for (index, id) in &ids {
-        let dir = format!("tasks/{index}-{}", &id.replace('-', "")[..8]);
+        let dir = agora_shared::task_dir(
+            u32::try_from(*index).expect("index"),
+            id.parse().expect("task id"),
+        );
         let spec = files
             .iter()
             .find(|(n, _)| *n == format!("{dir}/spec.json"))
@@ -170,6 +176,17 @@ async fn a_job_with_five_tasks_leaves_a_readable_history() {
     app.get(&format!("/jobs/{}/commits", uuid::Uuid::new_v4()))
         .await
         .err(404, "NOT_FOUND");
+    // The history pages like every list.
+    let page = app
+        .get(&format!("/jobs/{job}/commits?limit=3&offset=3"))
+        .await
+        .ok();
+    assert_eq!(page["total"], 7, "{page}");
+    let paged: Vec<&Value> = page["items"].as_array().expect("items").iter().collect();
+    assert_eq!(paged, commits[3..6].iter().collect::<Vec<_>>());
+    app.get(&format!("/jobs/{job}/commits?limit=0"))
+        .await
+        .err(400, "VALIDATION_ERROR");
 }
 
 #[tokio::test]
@@ -242,4 +259,95 @@ async fn an_agent_with_a_name_git_refuses_still_gets_its_commits() {
                 && c["message"].as_str().unwrap_or("").contains("Agent: <x>")),
         "{commits:?}"
     );
+}
+
+/// The `.pack` files of a repository.
+fn packs(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("objects/pack"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Bytes under a directory.
+fn du(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => du(&e.path()),
+                    _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// 400 tasks finished a few at a time, over many flushes: the repository keeps a handful of
+/// packs (each flush writes one; they are merged past a bound), `tasks/` is split into
+/// directories of a hundred, so a commit rewrites only its own shard, and every file is there.
+#[tokio::test]
+async fn four_hundred_trickled_tasks_leave_a_handful_of_packs() {
+    let app = git_app().await;
+    let agents = app.register_many("dev", 1).await;
+    let specs: Vec<Value> = (0..400).map(|i| json!({ "n": i })).collect();
+    let job = app.planned_job(&agents, &agents[0], specs).await;
+    let dir = app.config.repos_dir.join(job.to_string());
+    let mut most = 0;
+    let mut done = 0;
+    while let Some(c) = app.claim(&agents[0]).await {
+        app.task_call(
+            &agents[0],
+            &id_of(&c["task"]),
+            "complete",
+            json!({ "result": { "n": c["task"]["task_spec"]["n"] } }),
+        )
+        .await
+        .ok();
+        done += 1;
+        if done % 16 == 0 {
+            // Past a flush: the next tasks land in another commit and another pack.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            most = most.max(packs(&dir));
+        }
+    }
+    assert_eq!(done, 400);
+    let commits = commits_at_least(&app, job, 2 + 400 / 16).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let repo = git2::Repository::open_bare(&dir).expect("repository");
+    let files = tree_files(&repo);
+    let tasks: Vec<&(String, String)> = files
+        .iter()
+        .filter(|(n, _)| n.ends_with("/result.json"))
+        .collect();
+    assert_eq!(tasks.len(), 400);
+    let shards = repo
+        .head()
+        .unwrap()
+        .peel_to_tree()
+        .unwrap()
+        .get_path(std::path::Path::new("tasks"))
+        .unwrap()
+        .to_object(&repo)
+        .unwrap()
+        .peel_to_tree()
+        .unwrap();
+    let names: Vec<String> = shards
+        .iter()
+        .filter_map(|e| e.name().map(str::to_string))
+        .collect();
+    // The plan is task 0, the work tasks 1 to 400.
+    assert_eq!(names, ["0-99", "100-199", "200-299", "300-399", "400-499"]);
+    println!(
+        "{} commits, {} packs at the end (most seen {most}), {} KB on disk",
+        commits.len(),
+        packs(&dir),
+        du(&dir) / 1024
+    );
+    assert!(commits.len() >= 2 + 400 / 16, "{} commits", commits.len());
+    assert!(most <= 6 && packs(&dir) <= 6, "{most} packs");
+    assert!(du(&dir) < 600 * 1024, "{} KB", du(&dir) / 1024);
 }

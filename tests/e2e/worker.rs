@@ -64,7 +64,7 @@ async fn tasks_of(app: &TestApp, job: Uuid) -> Vec<Value> {
 }
 
 async fn agent_id(app: &TestApp, name: &str) -> String {
-    let agents = app.get("/agents").await.ok();
+    let agents = app.get("/agents?limit=1000").await.ok()["items"].clone();
     agents
         .as_array()
         .and_then(|a| a.iter().find(|a| a["name"] == name))
@@ -81,7 +81,7 @@ async fn three_workers_finish_200_tasks_and_a_killed_one_loses_nothing() {
         .map(|n| start_worker(&app, dir.path(), n))
         .collect();
     tokio::time::timeout(Duration::from_secs(20), async {
-        while app.get("/agents").await.ok().as_array().map_or(0, Vec::len) < 3 {
+        while app.get("/agents").await.ok()["total"].as_u64().unwrap_or(0) < 3 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
@@ -177,7 +177,7 @@ async fn three_workers_finish_200_tasks_and_a_killed_one_loses_nothing() {
             .expect("wait");
         assert!(status.success(), "{status}");
     }
-    let agents = app.get("/agents").await.ok();
+    let agents = app.get("/agents?limit=1000").await.ok()["items"].clone();
     let online: Vec<&Value> = agents
         .as_array()
         .map(|a| {
@@ -291,7 +291,7 @@ async fn the_worker_reports_results_failures_timeouts_and_drains_on_ctrl_c() {
     let linger = by_mode("linger");
     assert_eq!(linger["status"], "completed", "finished during the drain");
     assert_eq!(linger["result"], "lingered");
-    let agents = app.get("/agents").await.ok();
+    let agents = app.get("/agents?limit=1000").await.ok()["items"].clone();
     let solo = agents
         .as_array()
         .and_then(|a| a.iter().find(|a| a["name"] == "solo").cloned());

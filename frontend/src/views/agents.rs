@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use agora_shared::{Agent, AgentStatus, Page, Task};
+use agora_shared::{Agent, Page, Stats, Task};
 use leptos::prelude::*;
 use uuid::Uuid;
 
@@ -10,9 +10,16 @@ use crate::components::{ago, fetched, short, show, Pager, PER_PAGE};
 
 #[component]
 pub fn AgentsPage() -> impl IntoView {
-    let agents = fetched::<Vec<Agent>>(|| Some("/agents".into()));
-    let running = fetched::<Page<Task>>(|| Some("/tasks?status=running&limit=1000".into()));
     let page = RwSignal::new(0u64);
+    // The server pages the list, online first, then the most recently seen.
+    let agents = fetched::<Page<Agent>>(move || {
+        Some(format!(
+            "/agents?limit={PER_PAGE}&offset={}",
+            page.get() * PER_PAGE
+        ))
+    });
+    let stats = fetched::<Stats>(|| Some("/stats".into()));
+    let running = fetched::<Page<Task>>(|| Some("/tasks?status=running&limit=1000".into()));
     let held = move || {
         let mut by_agent: HashMap<Uuid, Vec<Task>> = HashMap::new();
         if let Some(Ok(p)) = running.get() {
@@ -24,20 +31,17 @@ pub fn AgentsPage() -> impl IntoView {
         }
         by_agent
     };
+    let online = move || match stats.get() {
+        Some(Ok(s)) => format!("{} online of {}", s.agents_online, s.agents_total),
+        _ => String::new(),
+    };
     view! {
         <h1>"Agents"</h1>
-        {show(agents, move |mut list| {
-            // Online first, then the most recently seen.
-            list.sort_by(|a, b| {
-                (a.status != AgentStatus::Online, b.last_seen_at).cmp(&(b.status != AgentStatus::Online, a.last_seen_at))
-            });
-            let total = list.len() as u64;
-            let online = list.iter().filter(|a| a.status == AgentStatus::Online).count();
-            let start = (page.get_untracked() * PER_PAGE) as usize;
-            let rows: Vec<Agent> = list.into_iter().skip(start).take(PER_PAGE as usize).collect();
+        <p>{online}</p>
+        {show(agents, move |p| {
+            let total = p.total;
             let held = held();
             view! {
-                <p>{format!("{online} online of {total}")}</p>
                 <table class="agents">
                     <thead>
                         <tr>
@@ -49,7 +53,7 @@ pub fn AgentsPage() -> impl IntoView {
                         </tr>
                     </thead>
                     <tbody>
-                        {rows.into_iter().map(|a| {
+                        {p.items.into_iter().map(|a| {
                             let tasks = held.get(&a.id).cloned().unwrap_or_default();
                             let s = a.status.as_str();
                             view! {

@@ -317,13 +317,19 @@ fn lease_text(t: &Task) -> String {
 /// The job's git history, when the server keeps one.
 #[component]
 fn History(id: String) -> impl IntoView {
-    let commits = fetched::<Vec<CommitInfo>>(move || Some(format!("/jobs/{id}/commits")));
+    let page = RwSignal::new(0u64);
+    let commits = fetched::<Page<CommitInfo>>(move || {
+        Some(format!(
+            "/jobs/{id}/commits?limit={PER_PAGE}&offset={}",
+            page.get() * PER_PAGE
+        ))
+    });
     move || match commits.get() {
-        Some(Ok(list)) => view! {
+        Some(Ok(p)) => view! {
             <section aria-labelledby="history">
                 <h2 id="history">"Git history"</h2>
                 <ol class="commits">
-                    {list.into_iter().map(|c| view! {
+                    {p.items.into_iter().map(|c| view! {
                         <li>
                             <code>{c.id[..8.min(c.id.len())].to_string()}</code>
                             " " {c.message.clone()} " "
@@ -332,6 +338,7 @@ fn History(id: String) -> impl IntoView {
                         </li>
                     }).collect_view()}
                 </ol>
+                <Pager page=page total=p.total what="commits"/>
             </section>
         }
         .into_any(),

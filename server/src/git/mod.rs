@@ -1,6 +1,8 @@
 //! Per-job git history under `REPOS_DIR/<job_id>` (bare repositories): `job.json` at
-//! submission, `plan.json` when the plan lands, `tasks/<index>-<short id>/spec.json` with
-//! `result.json` or `error.json` as each task ends.
+//! submission, `plan.json` when the plan lands, `tasks/<first>-<last>/<index>-<short id>/`
+//! `spec.json` with `result.json` or `error.json` as each task ends (a hundred tasks per
+//! directory, so a commit costs what it changes, not the size of the job). Packs are merged
+//! when there are more than [`repo::MAX_PACKS`].
 //!
 //! Nothing waits on git: a background task marks jobs dirty from the event feed and, every
 //! [`FLUSH`], brings each dirty job's repository up to date *from the database* (the source of
@@ -67,7 +69,7 @@ fn pretty(v: &serde_json::Value) -> Vec<u8> {
 }
 
 fn task_dir(t: &Task) -> String {
-    format!("tasks/{}-{}", t.index, &t.id.simple().to_string()[..8])
+    agora_shared::task_dir(t.index, t.id)
 }
 
 impl GitHistory {
@@ -316,10 +318,19 @@ impl GitHistory {
         }
     }
 
-    /// The history of a job's repository, newest first (empty before its first commit).
-    pub async fn commits(&self, job: Uuid) -> anyhow::Result<Vec<repo::CommitInfo>> {
+    /// A page of the history of a job's repository, newest first (empty before its first
+    /// commit), and how many commits it has.
+    pub async fn commits(
+        &self,
+        job: Uuid,
+        offset: u64,
+        limit: u32,
+    ) -> anyhow::Result<(Vec<repo::CommitInfo>, u64)> {
         let dir = self.repo_dir(job);
-        Ok(tokio::task::spawn_blocking(move || read_retrying(&dir, repo::commits)).await??)
+        Ok(tokio::task::spawn_blocking(move || {
+            read_retrying(&dir, |r| repo::commits(r, offset, limit))
+        })
+        .await??)
     }
 
     /// A file at HEAD of a job's repository.
@@ -380,9 +391,20 @@ fn load_recorded(dir: &Path) -> Result<Recorded, git2::Error> {
     let repo = repo::open_or_init(dir)?;
     rec.job = repo::read(&repo, "job.json")?.is_some();
     rec.plan = repo::read(&repo, "plan.json")?.is_some();
+    // `tasks/<first>-<last>/<index>-<id8>`, or `tasks/<index>-<id8>` in repositories written
+    // before the shards: a task's directory holds spec.json, a shard does not.
     for name in repo::list_dir(&repo, "tasks")? {
-        if let Some(idx) = name.split('-').next().and_then(|i| i.parse().ok()) {
-            rec.tasks.insert(idx);
+        let path = format!("tasks/{name}");
+        let entries = repo::list_dir(&repo, &path)?;
+        let names = if entries.iter().any(|e| e == "spec.json") {
+            vec![name]
+        } else {
+            entries
+        };
+        for n in names {
+            if let Some(idx) = n.split('-').next().and_then(|i| i.parse().ok()) {
+                rec.tasks.insert(idx);
+            }
         }
     }
     Ok(rec)

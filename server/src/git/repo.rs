@@ -1,5 +1,5 @@
 //! Plain git2 operations on one job's bare repository: commit a set of files on top of HEAD,
-//! list the history, read a file at HEAD.
+//! keep the packs few, list the history a page at a time, read a file at HEAD.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -104,6 +104,10 @@ pub fn commit_packed(repo: &Repository, commits: &[NewCommit]) -> Result<Option<
     if commits.is_empty() {
         return Ok(None);
     }
+    // A handle of its own: an object database keeps every mempack backend added to it, and a
+    // second one on the same handle would take the writes while the first is dumped.
+    let own = Repository::open_bare(repo.path())?;
+    let repo = &own;
     let odb = repo.odb()?;
     let mempack = odb.add_new_mempack_backend(1000)?;
     let mut parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
@@ -148,19 +152,80 @@ pub fn commit_packed(repo: &Repository, commits: &[NewCommit]) -> Result<Option<
             .to_string();
         repo.reference(&branch, oid, true, "agora")?;
     }
+    repack_if_more_than(repo, MAX_PACKS)?;
     Ok(last)
 }
 
-/// The history, newest first.
-pub fn commits(repo: &Repository) -> Result<Vec<CommitInfo>, git2::Error> {
+/// Packs a repository may hold before they are merged into one: each flush writes a pack, and
+/// libgit2 never repacks on its own (400 tasks trickled in used to leave 43 packs).
+pub const MAX_PACKS: usize = 6;
+
+/// The pack files (`objects/pack/*.pack`) of a repository.
+fn pack_files(repo: &Repository) -> Vec<std::path::PathBuf> {
+    let dir = repo.path().join("objects").join("pack");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .collect()
+}
+
+/// When the repository holds more than `max` packs, writes everything reachable from HEAD as
+/// one pack and removes the others (new pack first, old ones after, so every object stays
+/// readable; a reader that races the removal retries). Whether it repacked.
+pub fn repack_if_more_than(repo: &Repository, max: usize) -> Result<bool, git2::Error> {
+    use std::io::Write;
+    let before = pack_files(repo);
+    if before.len() <= max || repo.head().is_err() {
+        return Ok(false);
+    }
+    let mut pb = repo.packbuilder()?;
+    let mut walk = repo.revwalk()?;
+    walk.push_head()?;
+    pb.insert_walk(&mut walk)?;
+    let mut pack = git2::Buf::new();
+    pb.write_buf(&mut pack)?;
+    let odb = repo.odb()?;
+    let mut writer = odb.packwriter()?;
+    writer
+        .write_all(&pack)
+        .map_err(|e| git2::Error::from_str(&format!("writing the pack: {e}")))?;
+    writer.commit()?;
+    let after = pack_files(repo);
+    if after.iter().all(|p| before.contains(p)) {
+        // The same pack exists already (nothing to merge).
+        return Ok(false);
+    }
+    for old in before {
+        let _ = std::fs::remove_file(old.with_extension("idx"));
+        let _ = std::fs::remove_file(&old);
+    }
+    odb.refresh()?;
+    Ok(true)
+}
+
+/// A page of the history, newest first: `limit` commits from `offset`, and how many there are.
+pub fn commits(
+    repo: &Repository,
+    offset: u64,
+    limit: u32,
+) -> Result<(Vec<CommitInfo>, u64), git2::Error> {
     let mut out = Vec::new();
     if repo.head().is_err() {
-        return Ok(out);
+        return Ok((out, 0));
     }
     let mut walk = repo.revwalk()?;
     walk.push_head()?;
+    let mut total = 0u64;
     for oid in walk {
-        let c = repo.find_commit(oid?)?;
+        let oid = oid?;
+        total += 1;
+        if total <= offset || out.len() >= limit as usize {
+            continue;
+        }
+        let c = repo.find_commit(oid)?;
         let tree = c.tree()?;
         let parent_tree = c.parents().next().map(|p| p.tree()).transpose()?;
         let diff = repo.diff_tree_to_tree(parent_tree.as_ref(), Some(&tree), None)?;
@@ -180,7 +245,7 @@ pub fn commits(repo: &Repository) -> Result<Vec<CommitInfo>, git2::Error> {
             files,
         });
     }
-    Ok(out)
+    Ok((out, total))
 }
 
 /// A file at HEAD, if it exists.
@@ -269,10 +334,39 @@ mod tests {
             list_dir(&repo, "tasks").unwrap(),
             vec!["1-ab", "2-cd", "3-ef"]
         );
-        let log = commits(&repo).unwrap();
-        assert_eq!(log.len(), 3);
+        let (log, total) = commits(&repo, 0, 10).unwrap();
+        assert_eq!((log.len(), total), (3, 3));
+        let (page, _) = commits(&repo, 1, 1).unwrap();
+        assert_eq!(page[0].id, log[1].id, "the second page of one");
         assert_eq!(log[0].files, vec!["tasks/3-ef/spec.json"]);
         assert_eq!(log[1].author, "bob");
         assert_eq!(log[2].message, "Submit");
+    }
+
+    #[test]
+    fn packs_stay_few_and_every_commit_stays_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = open_or_init(dir.path()).unwrap();
+        for i in 0..40 {
+            let c = NewCommit {
+                files: vec![(
+                    format!("tasks/0-99/{i}-x/spec.json"),
+                    format!("{i}").into_bytes(),
+                )],
+                message: format!("task {i}"),
+                author: "a".into(),
+                at: chrono::Utc::now(),
+            };
+            commit_packed(&repo, &[c]).unwrap();
+            assert!(pack_files(&repo).len() <= MAX_PACKS, "after {i}");
+        }
+        let fresh = Repository::open_bare(dir.path()).unwrap();
+        assert_eq!(commits(&fresh, 0, 100).unwrap().1, 40);
+        for i in 0..40 {
+            assert_eq!(
+                read(&fresh, &format!("tasks/0-99/{i}-x/spec.json")).unwrap(),
+                Some(format!("{i}").into_bytes())
+            );
+        }
     }
 }

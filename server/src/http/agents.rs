@@ -1,13 +1,15 @@
 //! `/api/agents`: register, heartbeat, unregister, list, can-approve.
 
-use agora_shared::{Agent, CanApprove, Envelope, ErrorEnvelope, RegisterAgent, Registered};
+use agora_shared::{
+    Agent, AgentListQuery, CanApprove, Envelope, ErrorEnvelope, Page, RegisterAgent, Registered,
+};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use uuid::Uuid;
 
-use super::extract::{created, ok, AppJson, AppPath};
+use super::extract::{created, ok, AppJson, AppPath, AppQuery};
 use super::limits::ClientIp;
 use crate::auth::{hash_token, new_token, AgentAuth, RegistrationAuth};
 use crate::error::Result;
@@ -53,11 +55,17 @@ pub async fn register_agent(
     }))
 }
 
-/// All registered agents, oldest first.
-#[utoipa::path(get, path = "/api/agents", tag = "agents",
-    responses((status = 200, body = Envelope<Vec<Agent>>)))]
-pub async fn list_agents(State(state): State<AppState>) -> Result<Json<Envelope<Vec<Agent>>>> {
-    Ok(ok(state.store.agent_list().await?))
+/// Registered agents, a page at a time: online first, then the most recently seen.
+#[utoipa::path(get, path = "/api/agents", tag = "agents", params(AgentListQuery),
+    responses((status = 200, body = Envelope<Page<Agent>>), (status = 400, body = ErrorEnvelope)))]
+pub async fn list_agents(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<AgentListQuery>,
+) -> Result<Json<Envelope<Page<Agent>>>> {
+    Ok(ok(state
+        .store
+        .agent_list(q.status, q.limit()?, q.offset()?)
+        .await?))
 }
 
 /// One agent.

@@ -30,6 +30,8 @@ async fn json_body<T: DeserializeOwned>(
         .map_err(|r: BytesRejection| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge(state.config.body_limit())
+            } else if timed_out(&r) {
+                ApiError::BodyTimeout(state.config.body_timeout())
             } else {
                 ApiError::MalformedJson(r.body_text())
             }
@@ -38,6 +40,18 @@ async fn json_body<T: DeserializeOwned>(
         return Ok(None);
     }
     parse_json(&bytes).map(Some)
+}
+
+/// Whether reading the body failed because it stopped arriving (`BODY_TIMEOUT_SECS`).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {

@@ -1,12 +1,12 @@
 //! `/api/jobs/:id/commits` and `/api/jobs/:id/files/*path`: a job's git history.
 
-use agora_shared::{CommitInfo, Envelope, ErrorEnvelope, RepoFile};
+use agora_shared::{CommitInfo, CommitListQuery, Envelope, ErrorEnvelope, Page, RepoFile};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use uuid::Uuid;
 
-use super::extract::{ok, AppPath};
+use super::extract::{ok, AppPath, AppQuery};
 use crate::error::{ApiError, Result};
 use crate::git::{check_path, GitHistory};
 use crate::state::AppState;
@@ -23,16 +23,24 @@ fn history(state: &AppState) -> Result<&GitHistory> {
     })
 }
 
-/// The job's git history, newest first.
-#[utoipa::path(get, path = "/api/jobs/{id}/commits", tag = "git", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Envelope<Vec<CommitInfo>>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+/// The job's git history, newest first, a page at a time.
+#[utoipa::path(get, path = "/api/jobs/{id}/commits", tag = "git", params(("id" = Uuid, Path), CommitListQuery),
+    responses((status = 200, body = Envelope<Page<CommitInfo>>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn list_job_commits(
     State(state): State<AppState>,
     AppPath(id): AppPath<Uuid>,
-) -> Result<Json<Envelope<Vec<CommitInfo>>>> {
+    AppQuery(q): AppQuery<CommitListQuery>,
+) -> Result<Json<Envelope<Page<CommitInfo>>>> {
     let git = history(&state)?;
+    let (limit, offset) = (q.limit()?, q.offset()?);
     state.store.job_get(id).await?;
-    Ok(ok(git.commits(id).await?))
+    let (items, total) = git.commits(id, offset, limit).await?;
+    Ok(ok(Page {
+        items,
+        total,
+        limit,
+        offset,
+    }))
 }
 
 /// A file of the job's repository at HEAD, e.g. `job.json`, `plan.json`,

@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use uuid::Uuid;
 
 use super::extract::{created, ok, AppJson, AppPath, AppQuery, OptionalJson};
+use super::limits::ClientIp;
 use crate::auth::{AdminAuth, AgentAuth};
 use crate::error::{ApiError, Result};
 use crate::state::AppState;
@@ -34,12 +35,17 @@ pub fn router() -> Router<AppState> {
 #[utoipa::path(post, path = "/api/jobs", tag = "jobs", request_body = SubmitJob,
     security((), ("agent_token" = [])),
     responses((status = 201, body = Envelope<Job>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 413, body = ErrorEnvelope)))]
+              (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 413, body = ErrorEnvelope),
+              (status = 429, body = ErrorEnvelope)))]
 pub async fn submit_job(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     auth: Option<AgentAuth>,
     AppJson(body): AppJson<SubmitJob>,
 ) -> Result<(StatusCode, Json<Envelope<Job>>)> {
+    if auth.is_none() {
+        state.limits.anonymous_write.check(client)?;
+    }
     body.validate(state.config.approvals_required)?;
     agora_shared::validate::json_size("job_spec", &body.job_spec, state.config.max_spec_bytes)?;
     if let Some(agent) = body.submitted_by {
@@ -169,13 +175,17 @@ pub async fn approve_job(
 #[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path)), request_body(content = Option<CancelJob>),
     security(("admin_token" = [])),
     responses((status = 200, body = Envelope<Job>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
-              (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+              (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope), (status = 429, body = ErrorEnvelope)))]
 pub async fn cancel_job(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     _admin: AdminAuth,
     AppPath(id): AppPath<Uuid>,
     OptionalJson(body): OptionalJson<CancelJob>,
 ) -> Result<Json<Envelope<Job>>> {
+    if state.config.admin_token.is_none() {
+        state.limits.anonymous_write.check(client)?;
+    }
     agora_shared::validate::optional_text(
         "reason",
         body.reason.as_deref(),

@@ -1,7 +1,9 @@
 //! Per-client rate limits (GCRA, the `governor` crate), keyed by the client's address.
 //! Registration is limited (`REGISTRATION_RATE_PER_MIN`, burst `REGISTRATION_BURST`): without
 //! it, one client could mint a thousand agents a second, and five of them pass the approval
-//! gate. A refused call gets 429 `RATE_LIMITED` with `Retry-After`.
+//! gate. So are writes that carry no token at all (`ANON_WRITE_RATE_PER_MIN`, burst
+//! `ANON_WRITE_BURST`): a submit without `submitted_by`, a cancel while ADMIN_TOKEN is unset.
+//! A refused call gets 429 `RATE_LIMITED` with `Retry-After`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -53,6 +55,7 @@ impl Limit {
 /// The limits a server applies.
 pub struct Limits {
     pub registration: Limit,
+    pub anonymous_write: Limit,
 }
 
 impl Limits {
@@ -62,6 +65,11 @@ impl Limits {
                 "registrations from this address",
                 c.registration_rate_per_min,
                 c.registration_burst,
+            ),
+            anonymous_write: Limit::per_minute(
+                "writes without a token from this address",
+                c.anon_write_rate_per_min,
+                c.anon_write_burst,
             ),
         }
     }

@@ -17,6 +17,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Json, Router};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -45,6 +46,7 @@ pub fn app(state: AppState) -> Router {
             browser::guard,
         ))
         .layer(DefaultBodyLimit::max(state.config.body_limit()))
+        .layer(RequestBodyTimeoutLayer::new(state.config.body_timeout()))
         .layer(TraceLayer::new_for_http())
         .with_state(state);
     match cors {

@@ -20,31 +20,41 @@ pub fn router() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
-async fn check(state: &AppState) -> Health {
-    let db_ok = state.store.ping().await.is_ok();
+/// The health, and why the server is not ready when it is not.
+async fn check(state: &AppState) -> (Health, Option<String>) {
+    let failure = state.supervisor.failure();
+    let db_ok = failure.is_none() && state.store.writer_answers().await;
     let draining = *state.draining.borrow();
-    Health {
-        status: match (db_ok, draining) {
-            (false, _) => "degraded",
-            (true, true) => "draining",
-            (true, false) => "ok",
+    let why = match (&failure, db_ok, draining) {
+        (Some(cause), _, _) => Some(format!("the server is stopping: {cause}")),
+        (None, false, _) => Some("the database does not answer".to_string()),
+        (None, true, true) => Some("the server is draining".to_string()),
+        (None, true, false) => None,
+    };
+    let health = Health {
+        status: match (&failure, db_ok, draining) {
+            (Some(_), _, _) => "failed",
+            (None, false, _) => "degraded",
+            (None, true, true) => "draining",
+            (None, true, false) => "ok",
         }
         .to_string(),
         database: if db_ok { "ok" } else { "unreachable" }.to_string(),
-        ready: db_ok && !draining,
+        ready: why.is_none(),
         draining,
         backend: state.store.backend().name().to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         open_access: state.config.open_access(),
-    }
+    };
+    (health, why)
 }
 
 /// The health answer: 200 when `healthy`, else 503 with the health and an UNAVAILABLE error.
-fn answer(health: Health, healthy: bool, why: &str) -> (StatusCode, Json<Envelope<Health>>) {
-    if healthy {
+fn answer(health: Health, why: Option<String>) -> (StatusCode, Json<Envelope<Health>>) {
+    let Some(why) = why else {
         return (StatusCode::OK, Json(Envelope::ok(health)));
-    }
-    let error = ApiError::Unavailable(why.to_string()).body();
+    };
+    let error = ApiError::Unavailable(why).body();
     (
         StatusCode::SERVICE_UNAVAILABLE,
         Json(Envelope {
@@ -55,31 +65,25 @@ fn answer(health: Health, healthy: bool, why: &str) -> (StatusCode, Json<Envelop
     )
 }
 
-/// Liveness and database reachability: 503 when the database does not answer. A draining
-/// server is alive (200) but not ready.
+/// Liveness: 503 when the database does not take a write (through the writer; the answer
+/// stands for a second) or a vital part of the server died. A draining server is alive (200)
+/// but not ready.
 #[utoipa::path(get, path = "/api/health", tag = "system",
     responses((status = 200, body = Envelope<Health>), (status = 503, body = Envelope<Health>)))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Envelope<Health>>) {
-    let h = check(&state).await;
-    let alive = h.database == "ok";
-    answer(h, alive, "the database does not answer")
+    let (h, why) = check(&state).await;
+    // Draining is alive.
+    let why = why.filter(|_| h.status != "draining");
+    answer(h, why)
 }
 
-/// Readiness, for load balancers: 200 when the database answers and the server is not
-/// draining, else 503.
+/// Readiness, for load balancers: 200 when the database answers, every vital part runs and
+/// the server is not draining, else 503 saying which.
 #[utoipa::path(get, path = "/api/health/ready", tag = "system",
     responses((status = 200, body = Envelope<Health>), (status = 503, body = Envelope<Health>)))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Envelope<Health>>) {
-    let h = check(&state).await;
-    let (ready, why) = (
-        h.ready,
-        if h.draining {
-            "the server is draining"
-        } else {
-            "the database does not answer"
-        },
-    );
-    answer(h, ready, why)
+    let (h, why) = check(&state).await;
+    answer(h, why)
 }
 
 /// Counts of agents, jobs and tasks by state.

@@ -77,19 +77,23 @@ struct HubInner {
 }
 
 impl Hub {
-    /// Starts the dispatcher and the revocation router.
+    /// Starts the dispatcher and the revocation router, both watched by `supervisor`.
     pub fn start(
         store: Store,
         draining: watch::Receiver<bool>,
         shutdown: watch::Receiver<bool>,
-    ) -> (Hub, tokio::task::JoinHandle<()>) {
+        supervisor: &crate::supervise::Supervisor,
+    ) -> Hub {
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = tokio::spawn(dispatcher::run(
-            store.clone(),
-            rx,
-            draining,
-            shutdown.clone(),
-        ));
+        supervisor.watch(
+            "the dispatcher",
+            tokio::spawn(dispatcher::run(
+                store.clone(),
+                rx,
+                draining,
+                shutdown.clone(),
+            )),
+        );
         let hub = Hub {
             inner: Arc::new(HubInner {
                 dispatch: tx,
@@ -97,8 +101,11 @@ impl Hub {
                 next_conn_id: AtomicU64::new(1),
             }),
         };
-        tokio::spawn(route_revocations(hub.clone(), store.subscribe(), shutdown));
-        (hub, handle)
+        supervisor.watch(
+            "the revocation router",
+            tokio::spawn(route_revocations(hub.clone(), store.subscribe(), shutdown)),
+        );
+        hub
     }
 
     /// The agents with a live socket here.

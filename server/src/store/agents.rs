@@ -1,7 +1,7 @@
 //! Agents: registration, heartbeats (any authenticated call is one), unregistering, and the
 //! stale-agent sweep.
 
-use agora_shared::{Agent, AgentStatus, EventKind};
+use agora_shared::{Agent, AgentStatus, EventKind, Page};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -234,12 +234,44 @@ pub(crate) async fn agents_mark_stale(ctx: &mut WriteCtx, stale_before: i64) -> 
 }
 
 impl Store {
-    pub async fn agent_list(&self) -> Result<Vec<Agent>> {
-        let rows: Vec<AgentRow> = self.read_all(&format!(
-            "SELECT {AGENT_COLUMNS} FROM agents WHERE unregistered_at IS NULL ORDER BY registered_at, id"
-        ), &[])
-        .await?;
-        rows.into_iter().map(AgentRow::into_agent).collect()
+    /// Registered agents, online first, then the most recently seen; `status` filters.
+    pub async fn agent_list(
+        &self,
+        status: Option<AgentStatus>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Page<Agent>> {
+        let status = status.map(AgentStatus::as_str);
+        const FILTER: &str = "unregistered_at IS NULL AND ($1 IS NULL OR status = $1)";
+        let (total,): (i64,) = self
+            .read_one(
+                &format!("SELECT COUNT(*) FROM agents WHERE {FILTER}"),
+                args![status],
+            )
+            .await?;
+        let rows: Vec<AgentRow> = self
+            .read_all(
+                &format!(
+                    "SELECT {AGENT_COLUMNS} FROM agents WHERE {FILTER} \
+                     ORDER BY CASE WHEN status = 'online' THEN 0 ELSE 1 END, last_seen_at DESC, id \
+                     LIMIT $2 OFFSET $3"
+                ),
+                args![
+                    status,
+                    i64::from(limit),
+                    i64::try_from(offset).unwrap_or(i64::MAX)
+                ],
+            )
+            .await?;
+        Ok(Page {
+            items: rows
+                .into_iter()
+                .map(AgentRow::into_agent)
+                .collect::<Result<_>>()?,
+            total: u64::try_from(total).unwrap_or_default(),
+            limit,
+            offset,
+        })
     }
 
     pub async fn agent_get(&self, id: Uuid) -> Result<Agent> {

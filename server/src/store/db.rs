@@ -229,6 +229,11 @@ pub trait Exec: Send {
     fn writes(&self) -> u64 {
         0
     }
+    /// Whether a transaction is open (SQLite may end one itself after an I/O or full-disk
+    /// error); connections that cannot tell say yes.
+    fn in_transaction(&self) -> bool {
+        true
+    }
 }
 
 /// Typed helpers over any [`Exec`].
@@ -363,6 +368,10 @@ impl Exec for SqliteExec {
 
     fn writes(&self) -> u64 {
         self.writes
+    }
+
+    fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
     }
 }
 

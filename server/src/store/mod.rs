@@ -77,12 +77,18 @@ struct Inner {
     events: broadcast::Sender<Arc<Event>>,
     /// Woken after a commit that made a task pending: long-poll claims and the dispatcher wait on it.
     work_available: Arc<Notify>,
-    /// PostgreSQL: the task that publishes events from the table (see [`pump`]).
-    pump: Option<tokio::task::JoinHandle<()>>,
+    /// PostgreSQL: the task that publishes events from the table (see [`pump`]), and how it
+    /// ended when it did.
+    pump: Option<(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::watch::Receiver<Option<String>>,
+    )>,
     /// SQLite: the exclusive lock beside the database file, held while the store lives, so a
     /// second server on the same file refuses to start (its events would never reach this
     /// one's readers).
     lock: std::sync::Mutex<Option<std::fs::File>>,
+    /// When the writer last answered a health check, and whether it did.
+    last_ping: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 /// The queue's clocks and limits, from the configuration; every write operation sees them.
@@ -215,13 +221,23 @@ impl Store {
             }
         };
         let pump = pump_wake.map(|wake| {
-            tokio::spawn(pump::run(
+            let run = pump::run(
                 reader.clone(),
                 url.clone(),
                 events.clone(),
                 work_available.clone(),
                 wake,
-            ))
+            );
+            let (ended_tx, ended) = tokio::sync::watch::channel(None);
+            let task = tokio::spawn(async move {
+                use futures::FutureExt;
+                let how = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+                    Ok(()) => "stopped".to_string(),
+                    Err(p) => format!("panicked: {}", crate::supervise::panic_message(&*p)),
+                };
+                let _ = ended_tx.send(Some(how));
+            });
+            (task, ended)
         });
         Ok(Store {
             inner: Arc::new(Inner {
@@ -232,6 +248,7 @@ impl Store {
                 work_available,
                 pump,
                 lock: std::sync::Mutex::new(lock),
+                last_ping: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -270,9 +287,57 @@ impl Store {
         Ok(())
     }
 
+    /// Resolves when the SQLite writer thread has ended, saying how (never on PostgreSQL).
+    pub fn writer_ended(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        self.inner.writer.ended()
+    }
+
+    /// Resolves when PostgreSQL's event pump has ended, saying how (never on SQLite, nor when
+    /// [`Store::close`] stops it).
+    pub fn pump_ended(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let ended = self.inner.pump.as_ref().map(|(_, ended)| ended.clone());
+        async move {
+            if let Some(mut ended) = ended {
+                let how = ended.wait_for(Option::is_some).await.map(|h| h.clone());
+                if let Ok(how) = how {
+                    return how.unwrap_or_default();
+                }
+            }
+            std::future::pending().await
+        }
+    }
+
+    /// Whether the database answers a write: a no-op through the writer (on SQLite its thread
+    /// and its connection) within two seconds. The answer stands for a second, so health
+    /// checks cost the writer at most one no-op a second.
+    pub async fn writer_answers(&self) -> bool {
+        const STANDS: Duration = Duration::from_secs(1);
+        if let Ok(last) = self.inner.last_ping.lock() {
+            if let Some((at, answered)) = *last {
+                if at.elapsed() < STANDS {
+                    return answered;
+                }
+            }
+        }
+        let ping = self.write(|ctx| {
+            Box::pin(async move {
+                ctx.db.fetch("SELECT 1", &[]).await?;
+                Ok(())
+            })
+        });
+        let answered = matches!(
+            tokio::time::timeout(Duration::from_secs(2), ping).await,
+            Ok(Ok(()))
+        );
+        if let Ok(mut last) = self.inner.last_ping.lock() {
+            *last = Some((std::time::Instant::now(), answered));
+        }
+        answered
+    }
+
     /// Stops the writer after what is queued; the pools close.
     pub async fn close(&self) {
-        if let Some(p) = &self.inner.pump {
+        if let Some((p, _)) = &self.inner.pump {
             p.abort();
         }
         self.inner.writer.close().await;

@@ -874,16 +874,18 @@ pub(crate) async fn tasks_expire(ctx: &mut WriteCtx) -> Result<ExpirySweep> {
 /// Renews the heartbeat leases of the agent's running tasks (those started with
 /// `heartbeat_secs`), never past their deadline.
 pub(crate) async fn tasks_heartbeat(ctx: &mut WriteCtx, agent: Uuid) -> Result<()> {
-    ctx.db
-        .execute(
-            "UPDATE tasks SET lease_expires_at = CASE WHEN deadline < $2 + heartbeat_secs * 1000 \
-             THEN deadline ELSE $2 + heartbeat_secs * 1000 END \
-             WHERE agent_id = $1 AND status = 'running' AND heartbeat_secs IS NOT NULL",
-            args![agent, ctx.now],
-        )
-        .await?;
+    ctx.db.execute(HEARTBEAT_SQL, args![agent, ctx.now]).await?;
     Ok(())
 }
+
+/// `status IN ('claimed', 'running')` repeats the condition of the partial index `tasks_agent`
+/// word for word: SQLite uses a partial index only when the query states its condition, and
+/// `status = 'running'` alone made every heartbeat scan the whole table.
+pub(crate) const HEARTBEAT_SQL: &str =
+    "UPDATE tasks SET lease_expires_at = CASE WHEN deadline < $2 + heartbeat_secs * 1000 \
+     THEN deadline ELSE $2 + heartbeat_secs * 1000 END \
+     WHERE agent_id = $1 AND status IN ('claimed', 'running') AND status = 'running' \
+     AND heartbeat_secs IS NOT NULL";
 
 /// Which tasks of a job to list.
 pub struct TaskListParams {
@@ -974,8 +976,10 @@ impl Store {
     pub async fn tasks_running_for_agent(&self, agent: Uuid) -> Result<Vec<Held>> {
         let rows: Vec<TaskRow> = self
             .read_all(
+                // The IN term names the partial index `tasks_agent` (see HEARTBEAT_SQL).
                 &format!(
-                    "SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = $1 AND status = 'running'"
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = $1 \
+                     AND status IN ('claimed', 'running') AND status = 'running'"
                 ),
                 args![agent.to_string()],
             )
@@ -1095,5 +1099,36 @@ impl Store {
         }
         out.sort_by_key(|t| (t.finished_at, t.index));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+
+    /// The statements an agent's every heartbeat and reconnect run find its tasks through the
+    /// index, not by scanning every task ever created.
+    #[tokio::test]
+    async fn per_agent_statements_use_the_agent_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(None, &dir.path().join("t.db"))
+            .await
+            .unwrap();
+        let running = "SELECT id FROM tasks WHERE agent_id = $1 \
+                       AND status IN ('claimed', 'running') AND status = 'running'";
+        for (sql, args) in [
+            (super::HEARTBEAT_SQL, crate::args!["agent", 0i64]),
+            (running, crate::args!["agent"]),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> = store
+                .read_all(&format!("EXPLAIN QUERY PLAN {sql}"), args)
+                .await
+                .unwrap();
+            let plan: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+            assert!(
+                plan.iter().any(|p| p.contains("USING INDEX tasks_agent")),
+                "{sql}: {plan:?}"
+            );
+        }
     }
 }

@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use agora_shared::Event;
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use sqlx::AnyPool;
-use tokio::sync::{broadcast, mpsc, oneshot, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 use uuid::Uuid;
 
 use super::db::{DbError, Exec, SqliteExec};
@@ -152,7 +153,11 @@ pub(crate) enum Msg {
 }
 
 pub(crate) enum WriterHandle {
-    Sqlite(mpsc::Sender<Msg>),
+    Sqlite {
+        queue: mpsc::Sender<Msg>,
+        /// Set when the writer thread has ended: how (stopped, or panicked and why).
+        ended: watch::Receiver<Option<String>>,
+    },
     Postgres {
         pool: AnyPool,
         publisher: Publisher,
@@ -170,20 +175,46 @@ impl WriterHandle {
         rules: super::QueueRules,
     ) -> std::io::Result<WriterHandle> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (ended_tx, ended) = watch::channel(None);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()?;
         std::thread::Builder::new()
             .name("agora-sqlite-writer".into())
             .spawn(move || {
-                runtime.block_on(run_sqlite_writer(
-                    SqliteExec { conn, writes: 0 },
-                    rx,
-                    publisher,
-                    rules,
-                ))
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    runtime.block_on(run_sqlite_writer(
+                        SqliteExec { conn, writes: 0 },
+                        rx,
+                        publisher,
+                        rules,
+                    ))
+                }));
+                let how = match run {
+                    Ok(()) => "stopped".to_string(),
+                    Err(p) => format!("panicked: {}", crate::supervise::panic_message(&*p)),
+                };
+                let _ = ended_tx.send(Some(how));
             })?;
-        Ok(WriterHandle::Sqlite(tx))
+        Ok(WriterHandle::Sqlite { queue: tx, ended })
+    }
+
+    /// Resolves when the writer thread has ended, saying how; never on PostgreSQL (no thread).
+    pub fn ended(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let ended = match self {
+            WriterHandle::Sqlite { ended, .. } => Some(ended.clone()),
+            WriterHandle::Postgres { .. } => None,
+        };
+        async move {
+            let Some(mut ended) = ended else {
+                return std::future::pending().await;
+            };
+            let how = ended.wait_for(Option::is_some).await.map(|h| h.clone());
+            match how {
+                Ok(how) => how.unwrap_or_default(),
+                Err(_) => "stopped".to_string(),
+            }
+        }
     }
 
     pub fn start_postgres(
@@ -211,9 +242,11 @@ impl WriterHandle {
                 let ok = result.is_ok();
                 let reply: Reply = Box::new(move |commit_error| {
                     let answer = match (commit_error, result) {
-                        (Some(DbError::RolledBack), Ok(_)) => Err(ApiError::Unavailable(
-                            "the write was rolled back with its batch; retry".into(),
-                        )),
+                        (Some(DbError::RolledBack), Ok(_) | Err(ApiError::Database(_))) => {
+                            Err(ApiError::Unavailable(
+                                "the write was rolled back with its batch; retry".into(),
+                            ))
+                        }
                         (Some(e), Ok(_)) => {
                             Err(ApiError::Internal(anyhow::anyhow!("commit failed: {e}")))
                         }
@@ -225,25 +258,33 @@ impl WriterHandle {
             })
         });
         match self {
-            WriterHandle::Sqlite(queue) => {
+            WriterHandle::Sqlite { queue, .. } => {
                 queue
                     .send(Msg::Job(job))
                     .await
-                    .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
+                    .map_err(|_| ApiError::Unavailable("the database writer has stopped".into()))?;
             }
             WriterHandle::Postgres {
                 pool,
                 publisher,
                 seen,
                 rules,
-            } => run_one(pool, publisher, seen, *rules, job).await?,
+            } => {
+                let (pool, publisher, seen, rules) =
+                    (pool.clone(), publisher.clone(), seen.clone(), *rules);
+                // Its own task: a caller that goes away (a client disconnect drops its
+                // handler) cannot stop the transaction halfway, open on a pooled connection.
+                tokio::spawn(async move { run_one(&pool, &publisher, &seen, rules, job).await })
+                    .await
+                    .map_err(|e| ApiError::Internal(anyhow::anyhow!("a write panicked: {e}")))??
+            }
         }
         rx.await
             .map_err(|_| ApiError::Unavailable("the writer stopped before answering".into()))?
     }
 
     pub async fn close(&self) {
-        if let WriterHandle::Sqlite(queue) = self {
+        if let WriterHandle::Sqlite { queue, .. } = self {
             let (tx, rx) = oneshot::channel();
             if queue.send(Msg::Close(tx)).await.is_ok() {
                 let _ = rx.await;
@@ -263,7 +304,17 @@ async fn run_one(
     let conn = pool.acquire().await?;
     let mut ctx = WriteCtx::new(Box::new(conn), Backend::Postgres, seen.clone(), rules);
     ctx.db.execute("BEGIN", &[]).await?;
-    let finish = job(&mut ctx).await;
+    let finish = match std::panic::AssertUnwindSafe(job(&mut ctx))
+        .catch_unwind()
+        .await
+    {
+        Ok(finish) => finish,
+        Err(panic) => {
+            // Not back to the pool with the transaction open: the next user would commit it.
+            let _ = ctx.db.execute("ROLLBACK", &[]).await;
+            std::panic::resume_unwind(panic);
+        }
+    };
     let flushed = if finish.ok {
         events_flush(&mut ctx).await
     } else {
@@ -295,8 +346,13 @@ async fn run_sqlite_writer(
 ) {
     let mut ctx = WriteCtx::new(Box::new(db), Backend::Sqlite, Seen::default(), rules);
     let mut closing = None;
+    let death = crate::fault::writer_death_at();
     while closing.is_none() {
-        let Some(first) = rx.recv().await else { break };
+        let received = tokio::select! {
+            m = rx.recv() => m,
+            _ = crate::fault::at(death) => panic!("fault hook: the writer thread was told to die"),
+        };
+        let Some(first) = received else { break };
         let mut batch = Vec::new();
         match first {
             Msg::Job(j) => batch.push(j),
@@ -355,6 +411,17 @@ async fn run_batch(
             } else {
                 Ok(())
             };
+            if !ctx.db.in_transaction() {
+                // SQLite rolled the transaction back itself (SQLITE_FULL, IOERR, ...): what
+                // ran in it is gone, and what follows must not run in autocommit.
+                tracing::error!("the database ended the batch's transaction itself; its operations are answered 503");
+                (finish.reply)(Some(&DbError::RolledBack));
+                for r in replies.drain(..) {
+                    r(Some(&DbError::RolledBack));
+                }
+                broken = true;
+                break;
+            }
             if flushed.is_err() || (!finish.ok && ctx.db.writes() != writes_before) {
                 tracing::error!("an operation failed after writing; rolling back its batch");
                 let _ = ctx.db.execute("ROLLBACK", &[]).await;
@@ -457,5 +524,76 @@ mod tests {
             committed,
             "every answered success is committed"
         );
+    }
+
+    /// SQLite may end a transaction itself (SQLITE_FULL, IOERR): the operations after that must
+    /// not run in autocommit, and the ones before are answered "rolled back" (503), never a
+    /// success that was not kept. Simulated with an operation that rolls back the transaction
+    /// without a write of its own, in the middle of one batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_the_database_ended_itself_fails_its_batch_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(None, &dir.path().join("t.db"))
+            .await
+            .unwrap();
+        let insert =
+            "INSERT INTO agents (id, name, status, token_hash, registered_at, last_seen_at) \
+                      VALUES ($1, $2, 'online', $1, 0, 0)";
+        // Holds the writer so the calls below queue up and run as one batch.
+        let (hold, held) = tokio::sync::oneshot::channel::<()>();
+        let blocker = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |_ctx| {
+                        Box::pin(async move {
+                            let _ = held.await;
+                            Ok(())
+                        })
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut calls = Vec::new();
+        for (i, name) in ["before", "ender", "after"].into_iter().enumerate() {
+            let store = store.clone();
+            calls.push(tokio::spawn(async move {
+                store
+                    .write(move |ctx| {
+                        Box::pin(async move {
+                            if name == "ender" {
+                                ctx.db.execute("ROLLBACK", &[]).await?;
+                                return Err(ApiError::Conflict("the database gave up".into()));
+                            }
+                            ctx.db
+                                .execute(insert, args![uuid::Uuid::new_v4(), name])
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .await
+            }));
+            tokio::time::sleep(std::time::Duration::from_millis(20 * (i as u64 + 1))).await;
+        }
+        let _ = hold.send(());
+        blocker.await.unwrap().unwrap();
+        let mut answers = Vec::new();
+        for c in calls {
+            answers.push(c.await.unwrap());
+        }
+        assert!(
+            matches!(answers[0], Err(ApiError::Unavailable(_))),
+            "{:?}",
+            answers[0]
+        );
+        assert!(matches!(answers[1], Err(ApiError::Conflict(_))));
+        for (name, answer) in ["before", "after"].iter().zip([&answers[0], &answers[2]]) {
+            assert_eq!(
+                count(&store, name).await,
+                i64::from(answer.is_ok()),
+                "{name}: answered {answer:?}"
+            );
+        }
     }
 }
