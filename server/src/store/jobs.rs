@@ -13,7 +13,7 @@ use super::agents::{agent_fetch, agent_touch};
 use super::db::ExecExt;
 use super::events::{event_insert, EventDraft};
 use super::rows::{ts, ApprovalRow, JobRow};
-use super::sql::{for_update, JOB_COLUMNS, JOB_STATE_COLUMNS};
+use super::sql::{for_update, JOBS_WITH_SPECS, JOB_COLUMNS, JOB_STATE_COLUMNS};
 use super::tasks::{tasks_insert, NewTask};
 use super::{Store, WriteCtx};
 use crate::args;
@@ -74,7 +74,7 @@ pub(crate) async fn job_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<JobRow> {
     ctx.db
         .opt(
             &format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1{}",
+                "SELECT {JOB_COLUMNS} FROM {JOBS_WITH_SPECS} WHERE id = $1{}",
                 for_update(ctx.backend)
             ),
             args![id.to_string()],
@@ -183,11 +183,19 @@ pub(crate) async fn job_insert(ctx: &mut WriteCtx, p: JobInsertParams) -> Result
     if let Some(agent) = p.submitted_by {
         agent_touch(ctx, agent).await?;
     }
-    let row: JobRow = ctx.db.one(&format!(
-        "INSERT INTO jobs (id, title, job_spec, status, submitted_by, approvals_required, priority, \
-         created_at, updated_at) VALUES ($1, $2, $3, 'committed', $4, $5, $6, $7, $7) RETURNING {JOB_COLUMNS}"
-    ), args![p.id.to_string(), &p.title, p.job_spec.to_string(), p.submitted_by.map(|u| u.to_string()), i64::from(p.approvals_required), i64::from(p.priority), ctx.now])
+    let mut row: JobRow = ctx.db.one(&format!(
+        "INSERT INTO jobs (id, title, status, submitted_by, approvals_required, priority, \
+         created_at, updated_at) VALUES ($1, $2, 'committed', $3, $4, $5, $6, $6) RETURNING {JOB_STATE_COLUMNS}"
+    ), args![p.id.to_string(), &p.title, p.submitted_by.map(|u| u.to_string()), i64::from(p.approvals_required), i64::from(p.priority), ctx.now])
     .await?;
+    let spec = p.job_spec.to_string();
+    ctx.db
+        .execute(
+            "INSERT INTO job_specs (job_id, job_spec) VALUES ($1, $2)",
+            args![p.id.to_string(), &spec],
+        )
+        .await?;
+    row.job_spec = Some(spec);
     let data = json!({ "from": Value::Null, "status": JobStatus::Committed, "title": p.title });
     event_insert(
         ctx,
@@ -408,7 +416,7 @@ impl Store {
     pub async fn job_get(&self, id: Uuid) -> Result<Job> {
         let row: Option<JobRow> = self
             .read_opt(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"),
+                &format!("SELECT {JOB_COLUMNS} FROM {JOBS_WITH_SPECS} WHERE id = $1"),
                 args![id.to_string()],
             )
             .await?;
@@ -429,7 +437,7 @@ impl Store {
         let rows: Vec<JobRow> = self
             .read_all(
                 &format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE {JOB_FILTER} \
+                    "SELECT {JOB_COLUMNS} FROM {JOBS_WITH_SPECS} WHERE {JOB_FILTER} \
              ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
                 ),
                 args![

@@ -6,6 +6,10 @@ use super::Backend;
 pub const AGENT_COLUMNS: &str =
     "id, name, status, capabilities, registered_at, last_seen_at, last_approved_at";
 
+/// Jobs with their specs (kept in a table of their own, so the hot updates of a job's counters
+/// never touch its spec): what [`JOB_COLUMNS`] reads from.
+pub const JOBS_WITH_SPECS: &str = "jobs JOIN job_specs ON job_specs.job_id = jobs.id";
+
 pub const JOB_COLUMNS: &str =
     "id, title, job_spec, status, submitted_by, approvals_required, approvals, \
      priority, tasks_total, tasks_completed, tasks_failed, tasks_running, created_at, updated_at, \
