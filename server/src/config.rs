@@ -1,5 +1,5 @@
-//! Configuration: every variable of DESIGN.md, from a CLI flag of `agora serve` or the
-//! environment, with the documented defaults.
+//! Configuration: every setting of the README's Configuration table, from a CLI flag of
+//! `agora serve` or the environment, with the documented defaults.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -130,7 +130,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults of DESIGN.md (and whatever the environment overrides).
+    /// The documented defaults (and whatever the environment overrides).
     pub fn from_defaults() -> anyhow::Result<Config> {
         Ok(<Config as clap::Parser>::try_parse_from(["agora"])?)
     }

@@ -3,24 +3,25 @@
 //! Layout:
 //! - [`config`]: every setting, from flags and the environment.
 //! - [`error`]: the one error enum and its mapping to the API envelope.
-//! - [`store`]: the database (SQLite or PostgreSQL through sqlx `Any`), group-commit writer.
-//! - [`http`]: the REST API, one module per resource; [`openapi`] documents it.
+//! - [`store`]: the database: SQLite (one rusqlite writer thread with group commit, sqlx reads)
+//!   or PostgreSQL (sqlx).
+//! - [`http`]: the REST API, one module per resource; `http::openapi` documents it.
+//! - [`json`]: client JSON into typed values, errors naming the field (HTTP and WebSocket).
 //! - [`hub`]: the push hub: WebSocket agents, the dispatcher that offers them work.
 //! - [`git`]: per-job git history, written in the background from the database.
-//! - [`auth`]: agent, operator and registration tokens.
+//! - [`tokens`]: agent tokens (hashes, the cache); `http::auth` checks them on each call.
 //! - [`scheduler`]: deadlines, stale agents, job counters.
 //! - [`supervise`]: the vital parts watched; one that dies stops the server (exit code 1).
 //! - [`fault`]: fault hooks for the supervision tests (debug builds only).
 //! - [`startup`]: bind, serve, drain; [`serve`]: the accept loop and its connection limits.
 
-pub mod auth;
 pub mod config;
 pub mod error;
 pub mod fault;
 pub mod git;
 pub mod http;
 pub mod hub;
-pub mod openapi;
+pub mod json;
 pub mod scheduler;
 pub mod serve;
 pub mod startup;
@@ -28,6 +29,7 @@ pub mod state;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;
+pub mod tokens;
 
 pub use config::Config;
 pub use startup::Application;

@@ -9,7 +9,6 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::TokenCache;
 use crate::config::Config;
 use crate::http::app;
 use crate::hub::Hub;
@@ -17,6 +16,7 @@ use crate::scheduler;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::supervise::Supervisor;
+use crate::tokens::TokenCache;
 
 /// How long a server whose vital part died keeps answering 503 before it stops (at most
 /// SHUTDOWN_GRACE_SECS).
@@ -72,7 +72,7 @@ impl Application {
         let limits = Arc::new(crate::http::limits::Limits::from_config(&config));
         supervisor.watch(
             "the token evictor",
-            tokio::spawn(crate::auth::evict_unregistered(
+            tokio::spawn(crate::tokens::evict_unregistered(
                 tokens.clone(),
                 store.subscribe(),
                 shutdown_rx.clone(),

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::auth::TokenCache;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::store::Store;
+use crate::tokens::TokenCache;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -1,4 +1,5 @@
-//! Prometheus metrics at `GET /metrics` (outside `/api`).
+//! Prometheus metrics: the recorder, and the counts taken where things happen. `GET /metrics`
+//! (outside `/api`) and the per-request timing are HTTP's ([`crate::http::metrics`]).
 //!
 //! Counted where they happen: `agora_claims_total{via}` (rest, push), `agora_offers_total`,
 //! `agora_wake_latency_seconds` (work became pending → offer sent),
@@ -7,15 +8,8 @@
 //! `agora_agents_online`, `agora_connected_agents`.
 
 use std::sync::OnceLock;
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::state::AppState;
 
 /// Latency buckets in seconds: sub-millisecond wake-ups to slow long-polls.
 const BUCKETS: &[f64] = &[
@@ -45,64 +39,9 @@ pub fn init() {
     handle();
 }
 
-/// `GET /metrics`: the Prometheus text format.
-pub async fn render(State(state): State<AppState>) -> Response {
-    if let Ok(stats) = state.store.stats().await {
-        // Every state, zero included: a state that emptied must not keep its last count.
-        for s in agora_shared::TaskStatus::ALL {
-            let n = stats.tasks.get(s.as_str()).copied().unwrap_or(0);
-            metrics::gauge!("agora_tasks", "state" => s.as_str()).set(n as f64);
-        }
-        for s in agora_shared::JobStatus::ALL {
-            let n = stats.jobs.get(s.as_str()).copied().unwrap_or(0);
-            metrics::gauge!("agora_jobs", "state" => s.as_str()).set(n as f64);
-        }
-        metrics::gauge!("agora_agents_online").set(stats.agents_online as f64);
-    }
-    metrics::gauge!("agora_connected_agents").set(state.hub.connected_agents().len() as f64);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        handle().render(),
-    )
-        .into_response()
-}
-
-/// Times every request by its route template (`/api/jobs/{id}`, not the id).
-pub async fn track_http(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = method_label(req.method());
-    let started = Instant::now();
-    let res = next.run(req).await;
-    metrics::histogram!(
-        "agora_http_request_duration_seconds",
-        "method" => method,
-        "route" => route,
-        "status" => res.status().as_u16().to_string(),
-    )
-    .record(started.elapsed().as_secs_f64());
-    res
-}
-
-/// The method as a label: the standard ones by name, anything else `OTHER`, so that requests
-/// with made-up methods cannot grow the label set without bound.
-fn method_label(m: &axum::http::Method) -> &'static str {
-    use axum::http::Method;
-    match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "OTHER",
-    }
+/// Everything recorded so far, in the Prometheus text format.
+pub fn render_text() -> String {
+    handle().render()
 }
 
 pub fn claimed(via: &'static str, n: usize) {

@@ -9,12 +9,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use uuid::Uuid;
 
+use super::auth::{AgentAuth, RegistrationAuth};
 use super::extract::{created, ok, AppJson, AppPath, AppQuery};
 use super::limits::ClientIp;
-use crate::auth::{hash_token, new_token, AgentAuth, RegistrationAuth};
 use crate::error::Result;
 use crate::state::AppState;
 use crate::store::AgentRegisterParams;
+use crate::tokens::{hash_token, new_token};
 
 pub fn router() -> Router<AppState> {
     Router::new()

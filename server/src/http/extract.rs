@@ -12,6 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::ApiError;
+use crate::json::field_of;
+pub use crate::json::parse_json;
 use crate::state::AppState;
 
 /// A JSON body, required.
@@ -72,51 +74,6 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
         Ok(OptionalJson(
             json_body(req, state).await?.unwrap_or_default(),
         ))
-    }
-}
-
-/// Parses JSON, telling syntax errors (400 MALFORMED_JSON) from shape errors (400
-/// VALIDATION_ERROR with the field's path).
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = match serde_path_to_error::deserialize(&mut de) {
-        Ok(v) => v,
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            return Err(match inner.classify() {
-                serde_json::error::Category::Data => {
-                    let message = inner.to_string();
-                    ApiError::validation(&field_of(&path, &message), strip_position(&message))
-                }
-                _ => ApiError::MalformedJson(inner.to_string()),
-            });
-        }
-    };
-    de.end()
-        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    Ok(value)
-}
-
-/// The field a serde message is about: the path, or the name inside "missing field `x`".
-fn field_of(path: &str, message: &str) -> String {
-    let named = ["missing field `", "unknown field `"]
-        .iter()
-        .find_map(|p| message.strip_prefix(p))
-        .and_then(|rest| rest.split('`').next());
-    match (path, named) {
-        (".", Some(name)) => name.to_string(),
-        (p, Some(name)) if p == name || p.ends_with(&format!(".{name}")) => p.to_string(),
-        (p, Some(name)) => format!("{p}.{name}"),
-        (".", None) => "body".to_string(),
-        (p, None) => p.to_string(),
-    }
-}
-
-fn strip_position(message: &str) -> String {
-    match message.find(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
     }
 }
 

@@ -10,9 +10,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use uuid::Uuid;
 
+use super::auth::{AdminAuth, AgentAuth};
 use super::extract::{created, ok, AppJson, AppPath, AppQuery, OptionalJson};
 use super::limits::ClientIp;
-use crate::auth::{AdminAuth, AgentAuth};
 use crate::error::{ApiError, Result};
 use crate::state::AppState;
 use crate::store::{

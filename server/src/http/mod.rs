@@ -1,22 +1,22 @@
 //! The HTTP surface: `app(state)` builds the whole router, one module per resource.
 
 pub mod agents;
+pub mod auth;
 pub mod browser;
 pub mod dashboard;
 pub mod extract;
 pub mod git;
 pub mod jobs;
 pub mod limits;
+pub mod metrics;
+pub mod openapi;
 pub mod sse;
 pub mod system;
 pub mod tasks;
 pub mod ws;
 
-use agora_shared::Envelope;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::{Json, Router};
+use axum::Router;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -33,12 +33,13 @@ pub fn app(state: AppState) -> Router {
         .merge(sse::router())
         .merge(ws::router())
         .merge(git::router())
+        .merge(openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(axum::middleware::from_fn(crate::telemetry::track_http));
+        .route_layer(axum::middleware::from_fn(metrics::track_http));
     let cors = browser::cors(&state.config.allowed_origins);
     let router = Router::new()
-        .route("/metrics", axum::routing::get(crate::telemetry::render))
+        .route("/metrics", axum::routing::get(metrics::render))
         .nest("/api", api)
         .fallback(dashboard::serve)
         .layer(axum::middleware::from_fn_with_state(
@@ -59,10 +60,6 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {}", uri.path()))
 }
 
-async fn method_not_allowed() -> impl IntoResponse {
-    let e = ApiError::MethodNotAllowed;
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        Json(Envelope::<()>::err(e.body())),
-    )
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }

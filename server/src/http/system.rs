@@ -1,15 +1,13 @@
-//! `/api/health`, `/api/stats`, `/api/openapi.json`.
+//! `/api/health`, `/api/health/ready`, `/api/stats`.
 
 use agora_shared::{Envelope, Health, Stats};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use utoipa::OpenApi;
 
 use super::extract::ok;
 use crate::error::{ApiError, Result};
-use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -17,7 +15,6 @@ pub fn router() -> Router<AppState> {
         .route("/health", get(health))
         .route("/health/ready", get(ready))
         .route("/stats", get(stats))
-        .route("/openapi.json", get(openapi))
 }
 
 /// The health, and why the server is not ready when it is not.
@@ -90,10 +87,4 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Envelope<
 #[utoipa::path(get, path = "/api/stats", tag = "system", responses((status = 200, body = Envelope<Stats>)))]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Envelope<Stats>>> {
     Ok(ok(state.store.stats().await?))
-}
-
-/// This document.
-#[utoipa::path(get, path = "/api/openapi.json", tag = "system", responses((status = 200, description = "OpenAPI 3.1 document")))]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
 }

@@ -11,8 +11,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use uuid::Uuid;
 
+use super::auth::AgentAuth;
 use super::extract::{ok, AppJson, AppPath, AppQuery, OptionalJson};
-use crate::auth::AgentAuth;
 use crate::error::{ApiError, Result};
 use crate::state::AppState;
 use crate::store::{

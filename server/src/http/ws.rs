@@ -8,8 +8,8 @@ use axum::Router;
 use futures::StreamExt;
 use uuid::Uuid;
 
+use super::auth::AgentAuth;
 use super::extract::AppPath;
-use crate::auth::AgentAuth;
 use crate::error::{ApiError, Result};
 use crate::hub::socket::{self, SocketCtx};
 use crate::state::AppState;

@@ -191,11 +191,6 @@ impl Hub {
             .map(|m| m.values().map(|c| c.inbox.clone()).collect())
             .unwrap_or_default()
     }
-
-    /// Agents with a live socket on this server.
-    pub fn connected(&self) -> usize {
-        self.inner.live.lock().map(|m| m.len()).unwrap_or(0)
-    }
 }
 
 /// Reads the event feed once for all sockets and tells each agent about its own deliveries

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::{ConnCmd, DispatchMsg, Hub};
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::http::extract::parse_json;
+use crate::json::parse_json;
 use crate::store::{
     Held, Store, TaskCompleteParams, TaskFailParams, TaskProgressParams, TaskStartParams,
 };

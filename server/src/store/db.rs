@@ -270,13 +270,6 @@ pub struct SqliteExec {
     pub writes: u64,
 }
 
-fn is_write(sql: &str) -> bool {
-    let head = sql.trim_start().get(..6).unwrap_or("");
-    ["INSERT", "UPDATE", "DELETE"]
-        .iter()
-        .any(|w| head.eq_ignore_ascii_case(w))
-}
-
 impl SqliteExec {
     fn run(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
         let before = self.conn.total_changes();
@@ -308,10 +301,16 @@ impl SqliteExec {
         }
         drop(rows);
         drop(stmt);
-        if is_write(sql) && self.conn.total_changes() != before {
+        self.count_write(before);
+        Ok(out)
+    }
+
+    /// Counts a statement as a write when it changed rows (the connection's change count, so a
+    /// `WITH … UPDATE` counts like an `UPDATE`; BEGIN, COMMIT and reads change none).
+    fn count_write(&mut self, changes_before: u64) {
+        if self.conn.total_changes() != changes_before {
             self.writes += 1;
         }
-        Ok(out)
     }
 }
 
@@ -357,12 +356,12 @@ impl Exec for SqliteExec {
             self.conn.execute_batch(sql)?;
             return Ok(0);
         }
+        let before = self.conn.total_changes();
         let mut stmt = self.conn.prepare_cached(sql)?;
         bind_numbered(&mut stmt, args)?;
         let n = stmt.raw_execute()? as u64;
-        if is_write(sql) && n > 0 {
-            self.writes += 1;
-        }
+        drop(stmt);
+        self.count_write(before);
         Ok(n)
     }
 

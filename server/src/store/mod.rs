@@ -1,12 +1,14 @@
-//! The store: every read and write of Agora's state, over sqlx's runtime-generic `Any` driver so
-//! that one set of statements serves SQLite and PostgreSQL. Statements that differ per database
-//! (the claim) live in [`sql`] under one name per backend.
+//! The store: every read and write of Agora's state, one set of statements (`$1` placeholders)
+//! for SQLite and PostgreSQL. Statements that differ per database (row locks) live in [`sql`]
+//! under one name each.
 //!
 //! Writes go through [`Store::write`]: an operation is an async closure over a [`WriteCtx`]. On
-//! SQLite one writer task owns the only write connection and applies queued operations in one
-//! transaction (group commit), each inside its own savepoint so a refused operation rolls back
-//! alone. Replies and events are released only after the commit. Reads use a separate pool and
-//! never wait for the writer.
+//! SQLite one thread owns the only write connection (rusqlite, no sqlx in between) and applies
+//! queued operations in one transaction (group commit); an operation checks before it writes, so
+//! a refused one has written nothing, and one that fails after writing rolls its batch back (see
+//! [`writer`]). Replies and events are released only after the commit. On PostgreSQL each
+//! operation is its own transaction on a pooled sqlx connection. Reads go through sqlx's `Any`
+//! pool on both and never wait for the writer.
 
 mod agents;
 pub mod db;

@@ -3,7 +3,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{agents, git, jobs, sse, system, tasks, ws};
+use axum::Json;
+
+use super::{agents, git, jobs, openapi, sse, system, tasks, ws};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,7 +17,7 @@ use crate::http::{agents, git, jobs, sse, system, tasks, ws};
         jobs::list_job_events, jobs::approve_job, jobs::cancel_job,
         tasks::list_tasks, tasks::claim_task, tasks::get_task, tasks::start_task, tasks::progress_task, tasks::complete_task,
         tasks::fail_task,
-        system::health, system::ready, system::stats, system::openapi,
+        system::health, system::ready, system::stats, openapi::openapi,
         ws::agent_ws, sse::stream_events, sse::stream_job, git::list_job_commits, git::get_job_file,
     ),
     modifiers(&Security),
@@ -36,4 +38,14 @@ impl Modify for Security {
             );
         }
     }
+}
+
+pub fn router() -> axum::Router<crate::state::AppState> {
+    axum::Router::new().route("/openapi.json", axum::routing::get(openapi))
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "system", responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
 }
