@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 if [[ ${SKIP_DASHBOARD:-0} != 1 ]]; then
     ./scripts/build-dashboard.sh
 fi
-exec cargo run --release -p agora-server --bin agora -- serve "$@"
+exec cargo run --release -p agora-cli --bin agora -- serve "$@"

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # The browser test needs the dashboard built; the worker, skill and browser tests run the
 # `agora` binary itself.
 ./scripts/build-dashboard.sh
-cargo build -p agora-server --bin agora
+cargo build -p agora-cli --bin agora
 echo "== unit and end-to-end tests, SQLite store"
 cargo test --workspace "$@"
 echo "== end-to-end tests, PostgreSQL store"

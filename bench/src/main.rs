@@ -16,7 +16,7 @@ use client::{Api, Bench};
 
 #[derive(Parser)]
 struct Args {
-    /// The server binary (built with `cargo build --release -p agora-server`).
+    /// The server binary (built with `cargo build --release -p agora-cli`).
     #[arg(long, default_value = "target/release/agora")]
     server: std::path::PathBuf,
     /// Wake-latency samples per method (the 1 s polling method takes a tenth of them).

@@ -23,7 +23,7 @@ impl Server {
     ) -> anyhow::Result<Server> {
         if !bin.exists() {
             bail!(
-                "{} not found: run `cargo build --release -p agora-server` first",
+                "{} not found: run `cargo build --release -p agora-cli` first",
                 bin.display()
             );
         }

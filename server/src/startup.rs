@@ -248,6 +248,7 @@ pub fn raise_open_file_limit() -> u64 {
             }
         }
     }
+    tracing::debug!(open_file_limit = lim.rlim_cur, "file descriptors");
     lim.rlim_cur
 }
 

@@ -1,4 +1,4 @@
-//! Prometheus metrics: the recorder, and the counts taken where things happen. `GET /metrics`
+//! Logs, and Prometheus metrics: the recorder, and the counts taken where things happen. `GET /metrics`
 //! (outside `/api`) and the per-request timing are HTTP's ([`crate::http::metrics`]).
 //!
 //! Counted where they happen: `agora_claims_total{via}` (rest, push), `agora_offers_total`,
@@ -32,6 +32,20 @@ fn handle() -> &'static PrometheusHandle {
         }
         handle
     })
+}
+
+/// Log lines to stdout: `text`, or `json` (one object per line); `RUST_LOG` filters (default
+/// `info,sqlx=warn`).
+pub fn init_logs(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 /// Installs the recorder (call before serving, so early counts are kept).

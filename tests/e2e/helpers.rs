@@ -431,7 +431,7 @@ pub fn id_of(v: &Value) -> String {
 }
 
 /// The `agora` binary of this build (`target/<profile>/agora`, beside the test's `deps/`).
-/// `scripts/test.sh` builds it first; `cargo build -p agora-server` does too.
+/// `scripts/test.sh` builds it first; `cargo build -p agora-cli` does too.
 pub fn agora_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("the test's own path");
     let bin = exe
@@ -441,7 +441,7 @@ pub fn agora_bin() -> std::path::PathBuf {
         .expect("target/<profile>/");
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p agora-server` (scripts/test.sh does) first",
+        "{} is missing: run `cargo build -p agora-cli` (scripts/test.sh does) first",
         bin.display()
     );
     bin

@@ -343,6 +343,23 @@ impl GitHistory {
     }
 }
 
+/// `agora repo rebuild`: opens the store `config` names, deletes the job's repository and writes
+/// it again from the database. Where it is, and how many commits it has.
+pub async fn rebuild_from(
+    config: &crate::config::Config,
+    job: Uuid,
+) -> anyhow::Result<(PathBuf, u64)> {
+    let store = Store::connect(config.database_url.as_deref(), &config.db_path).await?;
+    let git = GitHistory::new(config.repos_dir.clone(), store.clone());
+    let rebuilt = git.rebuild(job).await;
+    let counted = match rebuilt {
+        Ok(()) => git.commits(job, 0, 1).await.map(|(_, n)| n),
+        Err(e) => Err(e),
+    };
+    store.close().await;
+    Ok((git.repo_dir(job), counted?))
+}
+
 /// Reads a repository the writer may be changing at that moment: readers never create it (a
 /// repository that does not exist yet reads as empty), and a read that races a write (a pack or
 /// a ref being replaced) is tried again.

@@ -8,7 +8,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{AgentIdentity, Remote};
+use crate::{AgentIdentity, Remote};
 
 pub const DEFAULT_URL: &str = "http://localhost:3000";
 

@@ -1,11 +1,8 @@
-//! The `agora` binary: `agora serve` (the default) runs the server; `agora worker` runs a shell
-//! command per task; `submit`, `approve`, `jobs`, `job`, `status` and `events` are for people
-//! and scripts.
-
-mod cli;
+//! The `agora` binary: `agora serve` (the default) runs the server (`agora-server`); `agora
+//! worker` runs a shell command per task; `submit`, `approve`, `jobs`, `job`, `status` and
+//! `events` are for people and scripts (this crate, over `agora-client`).
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 use agora_server::{startup, Application, Config};
 
@@ -28,7 +25,7 @@ enum Command {
     /// Run the server (the default).
     Serve(Config),
     #[command(flatten)]
-    Cli(cli::Command),
+    Cli(agora_cli::Command),
     /// Per-job git repositories.
     Repo {
         #[command(subcommand)]
@@ -47,17 +44,6 @@ enum RepoCommand {
     },
 }
 
-fn init_tracing(format: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -66,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
         None => cli.serve,
         Some(Command::Cli(command)) => {
             // One line for people and scripts, not a backtrace.
-            if let Err(e) = cli::run(command).await {
+            if let Err(e) = agora_cli::run(command).await {
                 eprintln!("agora: {e:#}");
                 std::process::exit(1);
             }
@@ -75,26 +61,14 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Repo {
             command: RepoCommand::Rebuild { job_id, config },
         }) => {
-            init_tracing(&config.log_format);
-            let store = agora_server::store::Store::connect(
-                config.database_url.as_deref(),
-                &config.db_path,
-            )
-            .await?;
-            let git = agora_server::git::GitHistory::new(config.repos_dir.clone(), store.clone());
-            git.rebuild(job_id).await?;
-            let (_, commits) = git.commits(job_id, 0, 1).await?;
-            println!(
-                "rebuilt {} with {commits} commits",
-                git.repo_dir(job_id).display()
-            );
-            store.close().await;
+            agora_server::telemetry::init_logs(&config.log_format);
+            let (dir, commits) = agora_server::git::rebuild_from(&config, job_id).await?;
+            println!("rebuilt {} with {commits} commits", dir.display());
             return Ok(());
         }
     };
-    init_tracing(&config.log_format);
-    let fds = startup::raise_open_file_limit();
-    tracing::debug!(open_file_limit = fds, "file descriptors");
+    agora_server::telemetry::init_logs(&config.log_format);
+    startup::raise_open_file_limit();
     let app = Application::build(config).await?;
     app.run_until_stopped(startup::shutdown_signal()).await
 }

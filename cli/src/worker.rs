@@ -25,7 +25,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{profile, Remote};
+use crate::{profile, Remote};
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {

@@ -9,9 +9,9 @@ use anyhow::Context;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::profile::{self, SavedAgent};
-use super::render::{self, clip, short, time};
-use super::{OpsCommand, Remote};
+use crate::profile::{self, SavedAgent};
+use crate::render::{self, clip, short, time};
+use crate::{OpsCommand, Remote};
 
 fn client(remote: &Remote) -> anyhow::Result<Client> {
     Ok(Client::new(&profile::url(remote)?))
