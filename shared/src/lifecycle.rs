@@ -87,12 +87,17 @@ impl JobStatus {
         matches!(self, JobStatus::Completed | JobStatus::Failed)
     }
 
+    /// Jobs with tasks to claim and run: past the approval gate, not finished.
+    pub const CLAIMABLE: [JobStatus; 4] = [
+        JobStatus::Accepted,
+        JobStatus::Planning,
+        JobStatus::Ready,
+        JobStatus::Executing,
+    ];
+
     /// Jobs whose pending tasks may be claimed.
     pub fn is_claimable(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Accepted | JobStatus::Planning | JobStatus::Ready | JobStatus::Executing
-        )
+        JobStatus::CLAIMABLE.contains(&self)
     }
 
     /// Jobs that still take approvals.
@@ -100,7 +105,7 @@ impl JobStatus {
         matches!(self, JobStatus::Committed | JobStatus::Approving)
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             JobStatus::Committed => "committed",
             JobStatus::Approving => "approving",
@@ -294,6 +299,12 @@ mod tests {
             claimable,
             vec![S::Accepted, S::Planning, S::Ready, S::Executing]
         );
+        // Past the gate and not finished: what the lifecycle leaves between them.
+        let between: Vec<_> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| !s.accepts_approvals() && !s.is_terminal())
+            .collect();
+        assert_eq!(between, JobStatus::CLAIMABLE);
         let approvable: Vec<_> = JobStatus::ALL
             .into_iter()
             .filter(|s| s.accepts_approvals())

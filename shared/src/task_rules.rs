@@ -81,16 +81,27 @@ impl TaskStatus {
         Ok(next)
     }
 
+    /// Held by an agent: the states an agent may complete or fail from.
+    pub const ACTIVE: [TaskStatus; 2] = [TaskStatus::Claimed, TaskStatus::Running];
+    /// Not finished: waiting for an agent, or held by one.
+    pub const OPEN: [TaskStatus; 3] = [
+        TaskStatus::Pending,
+        TaskStatus::Claimed,
+        TaskStatus::Running,
+    ];
+    /// Finished for good: no action leads anywhere from them.
+    pub const TERMINAL: [TaskStatus; 2] = [TaskStatus::Completed, TaskStatus::Failed];
+
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskStatus::Completed | TaskStatus::Failed)
+        TaskStatus::TERMINAL.contains(&self)
     }
 
     /// Held by an agent: claimed or running.
     pub fn is_active(self) -> bool {
-        matches!(self, TaskStatus::Claimed | TaskStatus::Running)
+        TaskStatus::ACTIVE.contains(&self)
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             TaskStatus::Pending => "pending",
             TaskStatus::Claimed => "claimed",
@@ -118,7 +129,7 @@ impl FromStr for TaskStatus {
 }
 
 impl TaskType {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             TaskType::Plan => "plan",
             TaskType::Work => "work",
@@ -183,6 +194,29 @@ mod tests {
             (S::Claimed, A::Release) => S::Pending,
             _ => return None,
         })
+    }
+
+    /// The sets the store's statements use are the state machine's, not a copy of it.
+    #[test]
+    fn the_status_sets_follow_from_the_transitions() {
+        let from_which = |action: TaskAction| -> Vec<TaskStatus> {
+            TaskStatus::ALL
+                .into_iter()
+                .filter(|s| s.apply(action).is_ok())
+                .collect()
+        };
+        assert_eq!(from_which(A::Complete), S::ACTIVE);
+        assert_eq!(from_which(A::Fail), S::ACTIVE);
+        let dead_ends: Vec<TaskStatus> = TaskStatus::ALL
+            .into_iter()
+            .filter(|s| ACTIONS.iter().all(|a| s.apply(*a).is_err()))
+            .collect();
+        assert_eq!(dead_ends, S::TERMINAL);
+        let open: Vec<TaskStatus> = TaskStatus::ALL
+            .into_iter()
+            .filter(|s| !s.is_terminal())
+            .collect();
+        assert_eq!(open, S::OPEN);
     }
 
     #[test]

