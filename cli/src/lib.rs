@@ -104,7 +104,7 @@ pub enum OpsCommand {
     Jobs {
         /// Only jobs in this state (e.g. executing).
         #[arg(long)]
-        status: Option<String>,
+        status: Option<agora_shared::JobStatus>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
         #[arg(long, default_value_t = 0)]

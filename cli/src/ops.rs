@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use agora_client::Client;
-use agora_shared::{Event, Job, SubmitJob};
+use agora_shared::{Event, Job, JobListQuery, SubmitJob, TaskListQuery};
 use anyhow::Context;
 use serde_json::Value;
 use uuid::Uuid;
@@ -119,9 +119,13 @@ pub async fn run(command: OpsCommand) -> anyhow::Result<()> {
             offset,
             remote,
         } => {
-            let page = client(&remote)?
-                .jobs(status.as_deref(), limit, offset)
-                .await?;
+            let query = JobListQuery {
+                status,
+                q: None,
+                limit: Some(limit),
+                offset: Some(offset),
+            };
+            let page = client(&remote)?.jobs(&query).await?;
             if remote.json {
                 return render::json(&page);
             }
@@ -141,7 +145,11 @@ pub async fn run(command: OpsCommand) -> anyhow::Result<()> {
             let c = client(&remote)?;
             let job = c.job(job_id).await?;
             let approvals = c.approvals(job_id).await?;
-            let tasks = c.tasks(job_id, tasks, 0).await?;
+            let query = TaskListQuery {
+                limit: Some(tasks),
+                ..TaskListQuery::default()
+            };
+            let tasks = c.tasks(job_id, &query).await?;
             if remote.json {
                 return render::json(&serde_json::json!({
                     "job": job, "approvals": approvals, "tasks": tasks,

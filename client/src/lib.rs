@@ -43,13 +43,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use agora_shared::{
-    Agent, Approval, Approved, CanApprove, ClaimTask, ClaimedTask, CompleteTask, Envelope,
-    ErrorCode, Event, FailTask, Health, Job, Page, ProgressTask, RegisterAgent, Registered,
-    StartTask, Stats, SubmitJob, Task,
+    Agent, AgentListQuery, Approval, ApproveJob, Approved, CanApprove, CancelJob, ClaimTask,
+    ClaimedTask, CompleteTask, Envelope, ErrorCode, Event, EventListQuery, FailTask, Health, Job,
+    JobListQuery, Page, ProgressTask, RegisterAgent, Registered, StartTask, Stats, SubmitJob, Task,
+    TaskListQuery,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 /// What can go wrong with a call.
@@ -203,6 +204,22 @@ impl Client {
             .await
     }
 
+    /// A GET with a query string, encoded from one of the shared query types.
+    async fn get_query<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &impl Serialize,
+    ) -> Result<T> {
+        let encoded = serde_urlencoded::to_string(query).map_err(|e| ClientError::Unexpected {
+            status: 0,
+            body: format!("{path}: the query could not be encoded: {e}"),
+        })?;
+        if encoded.is_empty() {
+            return self.get(path).await;
+        }
+        self.get(&format!("{path}?{encoded}")).await
+    }
+
     async fn post<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -228,8 +245,13 @@ impl Client {
     }
 
     pub async fn heartbeat(&self) -> Result<Agent> {
-        self.post(&format!("/agents/{}/heartbeat", self.me()?), &json!({}))
-            .await
+        self.call_data(
+            reqwest::Method::POST,
+            &format!("/agents/{}/heartbeat", self.me()?),
+            None,
+            None::<&Value>,
+        )
+        .await
     }
 
     /// Unregisters: the token stops working and the agent's tasks go back to pending.
@@ -244,9 +266,8 @@ impl Client {
     }
 
     /// Registered agents, online first, then the most recently seen.
-    pub async fn agents(&self, limit: u32, offset: u64) -> Result<Page<Agent>> {
-        self.get(&format!("/agents?limit={limit}&offset={offset}"))
-            .await
+    pub async fn agents(&self, query: &AgentListQuery) -> Result<Page<Agent>> {
+        self.get_query("/agents", query).await
     }
 
     pub async fn can_approve(&self, agent: Uuid) -> Result<CanApprove> {
@@ -261,23 +282,24 @@ impl Client {
         self.get(&format!("/jobs/{id}")).await
     }
 
-    /// Newest first; `status` is a state name, e.g. `"executing"`.
-    pub async fn jobs(&self, status: Option<&str>, limit: u32, offset: u64) -> Result<Page<Job>> {
-        let filter = status.map(|s| format!("&status={s}")).unwrap_or_default();
-        self.get(&format!("/jobs?limit={limit}&offset={offset}{filter}"))
-            .await
+    /// Jobs, newest first: a state, a title search, a page.
+    pub async fn jobs(&self, query: &JobListQuery) -> Result<Page<Job>> {
+        self.get_query("/jobs", query).await
     }
 
-    pub async fn tasks(&self, job: Uuid, limit: u32, offset: u64) -> Result<Page<Task>> {
-        self.get(&format!("/jobs/{job}/tasks?limit={limit}&offset={offset}"))
-            .await
+    /// A job's tasks in index order (0 is the plan task), a page at a time.
+    pub async fn tasks(&self, job: Uuid, query: &TaskListQuery) -> Result<Page<Task>> {
+        self.get_query(&format!("/jobs/{job}/tasks"), query).await
     }
 
     /// The tasks an agent holds or held, newest first (`GET /api/tasks?agent_id=`, first 1,000).
     pub async fn tasks_of_agent(&self, agent: Uuid) -> Result<Vec<Task>> {
-        let page: Page<Task> = self
-            .get(&format!("/tasks?agent_id={agent}&limit=1000"))
-            .await?;
+        let query = TaskListQuery {
+            agent_id: Some(agent),
+            limit: Some(1000),
+            ..TaskListQuery::default()
+        };
+        let page: Page<Task> = self.get_query("/tasks", &query).await?;
         Ok(page.items)
     }
 
@@ -285,18 +307,22 @@ impl Client {
         self.get(&format!("/jobs/{job}/approvals")).await
     }
 
-    /// A job's events after `after`, oldest first.
+    /// A job's events after `after`, oldest first (up to 1,000).
     pub async fn events(&self, job: Uuid, after: i64) -> Result<Vec<Event>> {
-        self.get(&format!("/jobs/{job}/events?after={after}&limit=1000"))
-            .await
+        let query = EventListQuery {
+            after: Some(after),
+            order: None,
+            limit: Some(1000),
+        };
+        self.get_query(&format!("/jobs/{job}/events"), &query).await
     }
 
     pub async fn approve(&self, job: Uuid, comment: Option<&str>) -> Result<Approved> {
-        self.post(
-            &format!("/jobs/{job}/approve"),
-            &json!({ "agent_id": self.me()?, "comment": comment }),
-        )
-        .await
+        let body = ApproveJob {
+            agent_id: self.me()?,
+            comment: comment.map(str::to_string),
+        };
+        self.post(&format!("/jobs/{job}/approve"), &body).await
     }
 
     /// Operator cancel; `admin_token` when the server sets ADMIN_TOKEN.
@@ -310,7 +336,9 @@ impl Client {
             reqwest::Method::POST,
             &format!("/jobs/{job}/cancel"),
             admin_token,
-            Some(&json!({ "reason": reason })),
+            Some(&CancelJob {
+                reason: reason.map(str::to_string),
+            }),
         )
         .await
     }

@@ -272,7 +272,12 @@ async fn crash_run(kill_agents: bool) {
     let mut tasks = Vec::new();
     let mut offset = 0;
     loop {
-        let page = observer.tasks(job, 1000, offset).await.expect("tasks");
+        let query = agora_shared::TaskListQuery {
+            limit: Some(1000),
+            offset: Some(offset),
+            ..Default::default()
+        };
+        let page = observer.tasks(job, &query).await.expect("tasks");
         offset += page.items.len() as u64;
         let n = page.items.len();
         tasks.extend(page.items);

@@ -36,7 +36,11 @@ async fn claims_older_than(app: &TestApp, agent: Uuid, older_than_ms: i64) -> Ve
 }
 
 async fn all_tasks(app: &TestApp, job: Uuid) -> Vec<Task> {
-    let page = app.client().tasks(job, 1000, 0).await.expect("tasks");
+    let all = agora_shared::TaskListQuery {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let page = app.client().tasks(job, &all).await.expect("tasks");
     page.items
 }
 

@@ -100,7 +100,11 @@ async fn beyond_loopback_the_server_needs_its_tokens_or_an_explicit_allow_open()
 }
 
 async fn job_count(app: &TestApp) -> u64 {
-    app.client().jobs(None, 1, 0).await.expect("jobs").total
+    let one = agora_shared::JobListQuery {
+        limit: Some(1),
+        ..Default::default()
+    };
+    app.client().jobs(&one).await.expect("jobs").total
 }
 
 /// A web page's form or fetch posts `text/plain` to the API (no CORS preflight): refused with
@@ -921,4 +925,54 @@ async fn a_dead_writer_fails_readiness_then_the_process_exits_non_zero() {
     );
     assert_eq!(out.status.code(), Some(1), "exit status; log:\n{log}");
     assert!(log.contains("the SQLite writer panicked"), "{log}");
+}
+
+/// MAX_CONNECTIONS bounds what the server holds at once: past it a new client waits (in the
+/// kernel's queue) instead of costing memory, and is served as soon as a connection closes.
+#[tokio::test]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let data = tempfile::tempdir().expect("data dir");
+    let server = RealServer::start(
+        free_port(),
+        data.path(),
+        &[("MAX_CONNECTIONS", "4"), ("HEADER_TIMEOUT_SECS", "60")],
+    )
+    .await;
+    let addr = format!("127.0.0.1:{}", server.port);
+    // RealServer::start's health checks may still hold a keep-alive connection: let it go.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut c = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        c.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .expect("send");
+        idle.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ask = |addr: String| async move {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.ok()?;
+        c.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).await.ok()?;
+        Some(String::from_utf8_lossy(&got).into_owned())
+    };
+    let waiting = tokio::spawn(ask(addr.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a fifth connection was served while four were held"
+    );
+    drop(idle.pop());
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once a connection closed")
+        .expect("task")
+        .expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
