@@ -141,94 +141,8 @@ pub async fn run(command: OpsCommand) -> anyhow::Result<()> {
             job_id,
             tasks,
             remote,
-        } => {
-            let c = client(&remote)?;
-            let job = c.job(job_id).await?;
-            let approvals = c.approvals(job_id).await?;
-            let query = TaskListQuery {
-                limit: Some(tasks),
-                ..TaskListQuery::default()
-            };
-            let tasks = c.tasks(job_id, &query).await?;
-            if remote.json {
-                return render::json(&serde_json::json!({
-                    "job": job, "approvals": approvals, "tasks": tasks,
-                }));
-            }
-            println!("{}  {}", job.id, job.title);
-            println!(
-                "status {}   approvals {}/{}   tasks {} done, {} failed, {} running, {} in all",
-                job.status,
-                job.approvals,
-                job.approvals_required,
-                job.tasks_completed,
-                job.tasks_failed,
-                job.tasks_running,
-                job.tasks_total
-            );
-            if let Some(e) = &job.error {
-                println!("error: {e}");
-            }
-            if !approvals.is_empty() {
-                let names: Vec<_> = approvals.iter().map(|a| a.agent_name.as_str()).collect();
-                println!("approved by {}", names.join(", "));
-            }
-            render::table(
-                &[
-                    "#", "TASK", "TYPE", "STATUS", "AGENT", "PROGRESS", "ATTEMPTS",
-                ],
-                tasks.items.iter().map(|t| {
-                    vec![
-                        t.index.to_string(),
-                        short(&t.id),
-                        t.task_type.as_str().into(),
-                        t.status.to_string(),
-                        t.agent_id.as_ref().map(short).unwrap_or_default(),
-                        format!(
-                            "{}% {}",
-                            t.progress,
-                            clip(t.progress_message.as_deref().unwrap_or(""), 30)
-                        ),
-                        t.attempts.to_string(),
-                    ]
-                }),
-            );
-            if tasks.total > tasks.items.len() as u64 {
-                println!("{} of {} tasks shown", tasks.items.len(), tasks.total);
-            }
-        }
-        OpsCommand::Status { remote } => {
-            let c = client(&remote)?;
-            let health = c.health().await;
-            let stats = c.stats().await?;
-            if remote.json {
-                return render::json(&serde_json::json!({
-                    "health": health.as_ref().ok(), "stats": stats,
-                }));
-            }
-            match health {
-                Ok(h) => println!(
-                    "server {} ({} on {}, version {})",
-                    h.status, h.database, h.backend, h.version
-                ),
-                Err(e) => println!("server unhealthy: {e}"),
-            }
-            println!(
-                "agents {} online of {}; {} tasks completed in the last minute; last event #{}",
-                stats.agents_online,
-                stats.agents_total,
-                stats.tasks_completed_last_minute,
-                stats.last_event_id
-            );
-            let counts = |m: &std::collections::BTreeMap<String, u64>| {
-                m.iter()
-                    .map(|(k, v)| format!("{k} {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            println!("jobs:  {}", counts(&stats.jobs));
-            println!("tasks: {}", counts(&stats.tasks));
-        }
+        } => show_job(&remote, job_id, tasks).await?,
+        OpsCommand::Status { remote } => show_status(&remote).await?,
         OpsCommand::Events {
             job_id,
             after,
@@ -236,6 +150,100 @@ pub async fn run(command: OpsCommand) -> anyhow::Result<()> {
             remote,
         } => events(&client(&remote)?, job_id, after, follow, remote.json).await?,
     }
+    Ok(())
+}
+
+/// `agora job ID`: the job's counters, who approved it, and its first tasks.
+async fn show_job(remote: &Remote, job_id: Uuid, tasks: u32) -> anyhow::Result<()> {
+    let c = client(remote)?;
+    let job = c.job(job_id).await?;
+    let approvals = c.approvals(job_id).await?;
+    let query = TaskListQuery {
+        limit: Some(tasks),
+        ..TaskListQuery::default()
+    };
+    let tasks = c.tasks(job_id, &query).await?;
+    if remote.json {
+        return render::json(&serde_json::json!({
+            "job": job, "approvals": approvals, "tasks": tasks,
+        }));
+    }
+    println!("{}  {}", job.id, job.title);
+    println!(
+        "status {}   approvals {}/{}   tasks {} done, {} failed, {} running, {} in all",
+        job.status,
+        job.approvals,
+        job.approvals_required,
+        job.tasks_completed,
+        job.tasks_failed,
+        job.tasks_running,
+        job.tasks_total
+    );
+    if let Some(e) = &job.error {
+        println!("error: {e}");
+    }
+    if !approvals.is_empty() {
+        let names: Vec<_> = approvals.iter().map(|a| a.agent_name.as_str()).collect();
+        println!("approved by {}", names.join(", "));
+    }
+    render::table(
+        &[
+            "#", "TASK", "TYPE", "STATUS", "AGENT", "PROGRESS", "ATTEMPTS",
+        ],
+        tasks.items.iter().map(|t| {
+            vec![
+                t.index.to_string(),
+                short(&t.id),
+                t.task_type.as_str().into(),
+                t.status.to_string(),
+                t.agent_id.as_ref().map(short).unwrap_or_default(),
+                format!(
+                    "{}% {}",
+                    t.progress,
+                    clip(t.progress_message.as_deref().unwrap_or(""), 30)
+                ),
+                t.attempts.to_string(),
+            ]
+        }),
+    );
+    if tasks.total > tasks.items.len() as u64 {
+        println!("{} of {} tasks shown", tasks.items.len(), tasks.total);
+    }
+    Ok(())
+}
+
+/// `agora status`: the server's health and the counts of everything.
+async fn show_status(remote: &Remote) -> anyhow::Result<()> {
+    let c = client(remote)?;
+    let health = c.health().await;
+    let stats = c.stats().await?;
+    if remote.json {
+        return render::json(&serde_json::json!({
+            "health": health.as_ref().ok(), "stats": stats,
+        }));
+    }
+    match health {
+        Ok(h) => println!(
+            "server {} ({} on {}, version {})",
+            h.status, h.database, h.backend, h.version
+        ),
+        Err(e) => println!("server unhealthy: {e}"),
+    }
+    println!(
+        "agents {} online of {}; {} tasks completed in the last minute; last event #{}",
+        stats.agents_online,
+        stats.agents_total,
+        stats.tasks_completed_last_minute,
+        stats.last_event_id
+    );
+    let counts = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("jobs:  {}", counts(&stats.jobs));
+    println!("tasks: {}", counts(&stats.tasks));
     Ok(())
 }
 
