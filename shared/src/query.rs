@@ -106,15 +106,23 @@ pub fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, FieldError> {
     Ok(limit)
 }
 
+/// `limit()` (default 50) and `offset()` of the lists that page by `limit` and `offset`.
+macro_rules! paged {
+    ($($query:ty),*) => {$(
+        impl $query {
+            pub fn limit(&self) -> Result<u32, FieldError> {
+                page_limit(self.limit, DEFAULT_PAGE_LIMIT)
+            }
+
+            pub fn offset(&self) -> Result<u64, FieldError> {
+                page_offset(self.offset)
+            }
+        }
+    )*};
+}
+paged!(JobListQuery, TaskListQuery, AgentListQuery, CommitListQuery);
+
 impl JobListQuery {
-    pub fn limit(&self) -> Result<u32, FieldError> {
-        page_limit(self.limit, DEFAULT_PAGE_LIMIT)
-    }
-
-    pub fn offset(&self) -> Result<u64, FieldError> {
-        page_offset(self.offset)
-    }
-
     /// The search text, trimmed; `None` when empty.
     pub fn search(&self) -> Result<Option<String>, FieldError> {
         let q = self.q.as_deref().map(str::trim).unwrap_or("");
@@ -125,36 +133,6 @@ impl JobListQuery {
             ));
         }
         Ok((!q.is_empty()).then(|| q.to_string()))
-    }
-}
-
-impl TaskListQuery {
-    pub fn limit(&self) -> Result<u32, FieldError> {
-        page_limit(self.limit, DEFAULT_PAGE_LIMIT)
-    }
-
-    pub fn offset(&self) -> Result<u64, FieldError> {
-        page_offset(self.offset)
-    }
-}
-
-impl AgentListQuery {
-    pub fn limit(&self) -> Result<u32, FieldError> {
-        page_limit(self.limit, DEFAULT_PAGE_LIMIT)
-    }
-
-    pub fn offset(&self) -> Result<u64, FieldError> {
-        page_offset(self.offset)
-    }
-}
-
-impl CommitListQuery {
-    pub fn limit(&self) -> Result<u32, FieldError> {
-        page_limit(self.limit, DEFAULT_PAGE_LIMIT)
-    }
-
-    pub fn offset(&self) -> Result<u64, FieldError> {
-        page_offset(self.offset)
     }
 }
 

@@ -264,15 +264,7 @@ impl Store {
                 ],
             )
             .await?;
-        Ok(Page {
-            items: rows
-                .into_iter()
-                .map(AgentRow::into_agent)
-                .collect::<Result<_>>()?,
-            total: u64::try_from(total).unwrap_or_default(),
-            limit,
-            offset,
-        })
+        super::rows::page(rows, AgentRow::into_agent, total, limit, offset)
     }
 
     pub async fn agent_get(&self, id: Uuid) -> Result<Agent> {

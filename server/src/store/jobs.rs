@@ -463,15 +463,7 @@ impl Store {
                 ],
             )
             .await?;
-        Ok(Page {
-            items: rows
-                .into_iter()
-                .map(JobRow::into_job)
-                .collect::<Result<_>>()?,
-            total: u64::try_from(total).unwrap_or_default(),
-            limit: p.limit,
-            offset: p.offset,
-        })
+        super::rows::page(rows, JobRow::into_job, total, p.limit, p.offset)
     }
 
     pub async fn approval_list(&self, job_id: Uuid) -> Result<Vec<Approval>> {

@@ -10,6 +10,22 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, Result};
 
+/// A page of a list from its rows, each turned into its API type, and the count of all matches.
+pub fn page<R, T>(
+    rows: Vec<R>,
+    into: impl Fn(R) -> Result<T>,
+    total: i64,
+    limit: u32,
+    offset: u64,
+) -> Result<agora_shared::Page<T>> {
+    Ok(agora_shared::Page {
+        items: rows.into_iter().map(into).collect::<Result<_>>()?,
+        total: u64::try_from(total).unwrap_or_default(),
+        limit,
+        offset,
+    })
+}
+
 pub fn ts(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }

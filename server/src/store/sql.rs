@@ -26,25 +26,23 @@ impl fmt::Display for In {
     }
 }
 
-const fn task_names<const N: usize>(set: [TaskStatus; N]) -> [&'static str; N] {
-    let mut out = [""; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = set[i].as_str();
-        i += 1;
-    }
-    out
+/// `const fn $name([Status; N]) -> [&str; N]`: the names of a status set, at compile time
+/// (a const fn cannot call a trait method, so one per status type).
+macro_rules! names_of {
+    ($name:ident, $status:ty) => {
+        const fn $name<const N: usize>(set: [$status; N]) -> [&'static str; N] {
+            let mut out = [""; N];
+            let mut i = 0;
+            while i < N {
+                out[i] = set[i].as_str();
+                i += 1;
+            }
+            out
+        }
+    };
 }
-
-const fn job_names<const N: usize>(set: [JobStatus; N]) -> [&'static str; N] {
-    let mut out = [""; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = set[i].as_str();
-        i += 1;
-    }
-    out
-}
+names_of!(task_names, TaskStatus);
+names_of!(job_names, JobStatus);
 
 /// Tasks an agent holds: [`TaskStatus::ACTIVE`].
 pub const ACTIVE_TASKS: In = In(&task_names(TaskStatus::ACTIVE));

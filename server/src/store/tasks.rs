@@ -949,15 +949,7 @@ impl Store {
                 ],
             )
             .await?;
-        Ok(agora_shared::Page {
-            items: rows
-                .into_iter()
-                .map(TaskRow::into_task)
-                .collect::<Result<_>>()?,
-            total: u64::try_from(total).unwrap_or_default(),
-            limit: p.limit,
-            offset: p.offset,
-        })
+        super::rows::page(rows, TaskRow::into_task, total, p.limit, p.offset)
     }
 }
 

@@ -466,6 +466,11 @@ mod tests {
     use crate::error::ApiError;
     use crate::store::Store;
 
+    /// An agent row with only the columns a test needs.
+    const INSERT_AGENT: &str =
+        "INSERT INTO agents (id, name, status, token_hash, registered_at, last_seen_at) \
+         VALUES ($1, $2, 'online', $1, 0, 0)";
+
     async fn count(store: &Store, name: &str) -> i64 {
         let (n,): (i64,) = store
             .read_one("SELECT COUNT(*) FROM agents WHERE name = $1", args![name])
@@ -482,9 +487,7 @@ mod tests {
         let store = Store::connect(None, &dir.path().join("t.db"))
             .await
             .unwrap();
-        let insert =
-            "INSERT INTO agents (id, name, status, token_hash, registered_at, last_seen_at) \
-                      VALUES ($1, $2, 'online', $1, 0, 0)";
+        let insert = INSERT_AGENT;
         let mut calls = Vec::new();
         for i in 0..50 {
             let store = store.clone();
@@ -536,9 +539,7 @@ mod tests {
         let store = Store::connect(None, &dir.path().join("t.db"))
             .await
             .unwrap();
-        let insert =
-            "INSERT INTO agents (id, name, status, token_hash, registered_at, last_seen_at) \
-                      VALUES ($1, $2, 'online', $1, 0, 0)";
+        let insert = INSERT_AGENT;
         // Holds the writer so the calls below queue up and run as one batch.
         let (hold, held) = tokio::sync::oneshot::channel::<()>();
         let blocker = {
