@@ -52,15 +52,16 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .enable_connect_protocol();
-    let mut at_cap_logged = false;
+    let mut was_at_cap = false;
     loop {
-        if permits.available_permits() == 0 && !at_cap_logged {
+        let at_cap = permits.available_permits() == 0;
+        if at_cap && !was_at_cap {
             tracing::warn!(
                 max = limits.max_connections,
                 "MAX_CONNECTIONS reached: new connections wait until one closes"
             );
         }
-        at_cap_logged = permits.available_permits() == 0;
+        was_at_cap = at_cap;
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
                 Ok(p) => p,

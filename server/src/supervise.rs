@@ -35,11 +35,9 @@ impl Supervisor {
 
     /// Resolves with the cause when a part dies.
     pub async fn failed(&self) -> String {
-        let mut rx = self.failed.subscribe();
-        let cause = rx.wait_for(Option::is_some).await.map(|c| c.clone());
-        match cause {
-            Ok(cause) => cause.unwrap_or_default(),
-            Err(_) => std::future::pending().await,
+        match first_some(self.failed.subscribe()).await {
+            Some(cause) => cause,
+            None => std::future::pending().await,
         }
     }
 
@@ -47,8 +45,8 @@ impl Supervisor {
     pub fn watch(&self, part: &'static str, handle: JoinHandle<()>) -> JoinHandle<()> {
         self.watch_end(part, async move {
             match handle.await {
-                Ok(()) => "stopped".to_string(),
-                Err(e) if e.is_panic() => format!("panicked: {}", panic_message(&*e.into_panic())),
+                Ok(()) => how_it_ended(Ok(())),
+                Err(e) if e.is_panic() => how_it_ended(Err(e.into_panic())),
                 Err(_) => "was cancelled".to_string(),
             }
         })
@@ -81,6 +79,20 @@ impl Supervisor {
             first
         });
     }
+}
+
+/// How a part ended, from running it under `catch_unwind`: "stopped" or "panicked: …".
+pub fn how_it_ended(run: std::thread::Result<()>) -> String {
+    match run {
+        Ok(()) => "stopped".to_string(),
+        Err(payload) => format!("panicked: {}", panic_message(&*payload)),
+    }
+}
+
+/// What a part's end signal first carries; `None` if its sender went away without a word.
+pub async fn first_some(mut rx: watch::Receiver<Option<String>>) -> Option<String> {
+    let seen = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+    seen.ok().flatten()
 }
 
 /// The text a panic was raised with.

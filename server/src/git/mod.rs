@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use agora_shared::{EventKind, Task, TaskStatus, TaskType};
 use anyhow::Context;
-use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::sync::{broadcast::error::RecvError, watch, Mutex};
 use uuid::Uuid;
@@ -53,13 +52,6 @@ pub struct GitHistory {
     root: PathBuf,
     store: Store,
     recorded: Arc<Mutex<HashMap<Uuid, Recorded>>>,
-}
-
-struct PendingCommit {
-    files: Vec<(String, Vec<u8>)>,
-    message: String,
-    author: String,
-    at: DateTime<Utc>,
 }
 
 fn pretty(v: &serde_json::Value) -> Vec<u8> {
@@ -199,7 +191,7 @@ impl GitHistory {
                 Some(a) => self.author(a).await,
                 None => "agora".to_string(),
             };
-            commits.push(PendingCommit {
+            commits.push(repo::NewCommit {
                 files: vec![(
                     "job.json".into(),
                     pretty(&json!({ "id": job.id, "title": job.title, "job_spec": job.job_spec, "priority": job.priority })),
@@ -233,7 +225,7 @@ impl GitHistory {
                 .cloned()
                 .unwrap_or(json!([]));
             let n = specs.as_array().map(Vec::len).unwrap_or(0);
-            commits.push(PendingCommit {
+            commits.push(repo::NewCommit {
                 files: vec![("plan.json".into(), pretty(&json!({ "task_specs": specs })))],
                 message: format!("Plan: {n} tasks"),
                 author: self.task_author(plan).await,
@@ -248,7 +240,7 @@ impl GitHistory {
                 } else {
                     "failed"
                 };
-                commits.push(PendingCommit {
+                commits.push(repo::NewCommit {
                     files: task_files(t),
                     message: format!("Task {} {verb} ({author})", t.index),
                     author,
@@ -262,7 +254,7 @@ impl GitHistory {
                 body.push_str(&format!("\n- task {}: {}", t.index, t.status));
                 files.extend(task_files(t));
             }
-            commits.push(PendingCommit {
+            commits.push(repo::NewCommit {
                 files,
                 message: format!("{} tasks finished\n{body}", new_tasks.len()),
                 author: "agora".into(),
@@ -278,17 +270,7 @@ impl GitHistory {
         }
         let dir = self.repo_dir(job_id);
         tokio::task::spawn_blocking(move || -> Result<(), git2::Error> {
-            let repo = repo::open_or_init(&dir)?;
-            let batch: Vec<repo::NewCommit> = commits
-                .into_iter()
-                .map(|c| repo::NewCommit {
-                    files: c.files,
-                    message: c.message,
-                    author: c.author,
-                    at: c.at,
-                })
-                .collect();
-            repo::commit_packed(&repo, &batch)?;
+            repo::commit_packed(&dir, &commits)?;
             Ok(())
         })
         .await??;

@@ -96,17 +96,17 @@ pub struct NewCommit {
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Writes several commits on top of HEAD as one packfile instead of thousands of loose object
-/// files (a task is three objects), then moves the branch: objects first, ref last, so a crash
-/// in between leaves the old history intact.
-pub fn commit_packed(repo: &Repository, commits: &[NewCommit]) -> Result<Option<Oid>, git2::Error> {
+/// Writes several commits on top of HEAD of the repository in `dir` (created if missing) as one
+/// packfile instead of thousands of loose object files (a task is three objects), then moves
+/// the branch: objects first, ref last, so a crash in between leaves the old history intact.
+/// It opens a handle of its own: an object database keeps every mempack backend added to it,
+/// and a second one on a reused handle would take the writes while the first is dumped.
+pub fn commit_packed(dir: &Path, commits: &[NewCommit]) -> Result<Option<Oid>, git2::Error> {
     use std::io::Write;
     if commits.is_empty() {
         return Ok(None);
     }
-    // A handle of its own: an object database keeps every mempack backend added to it, and a
-    // second one on the same handle would take the writes while the first is dumped.
-    let own = Repository::open_bare(repo.path())?;
+    let own = open_or_init(dir)?;
     let repo = &own;
     let odb = repo.odb()?;
     let mempack = odb.add_new_mempack_backend(1000)?;
@@ -313,7 +313,11 @@ mod tests {
             author: author.into(),
             at,
         };
-        commit_packed(&repo, &[one(vec![("job.json", b"{}")], "Submit", "alice")]).unwrap();
+        commit_packed(
+            dir.path(),
+            &[one(vec![("job.json", b"{}")], "Submit", "alice")],
+        )
+        .unwrap();
         // Two commits in one pack, the second on top of the first.
         let two = one(
             vec![
@@ -324,7 +328,7 @@ mod tests {
             "bob",
         );
         let three = one(vec![("tasks/3-ef/spec.json", b"3")], "One more", "bob");
-        commit_packed(&repo, &[two, three]).unwrap();
+        commit_packed(dir.path(), &[two, three]).unwrap();
         assert_eq!(
             read(&repo, "tasks/2-cd/spec.json").unwrap(),
             Some(b"2".to_vec())
@@ -357,7 +361,7 @@ mod tests {
                 author: "a".into(),
                 at: chrono::Utc::now(),
             };
-            commit_packed(&repo, &[c]).unwrap();
+            commit_packed(dir.path(), &[c]).unwrap();
             assert!(pack_files(&repo).len() <= MAX_PACKS, "after {i}");
         }
         let fresh = Repository::open_bare(dir.path()).unwrap();

@@ -22,20 +22,14 @@ async fn check(state: &AppState) -> (Health, Option<String>) {
     let failure = state.supervisor.failure();
     let db_ok = failure.is_none() && state.store.writer_answers().await;
     let draining = *state.draining.borrow();
-    let why = match (&failure, db_ok, draining) {
-        (Some(cause), _, _) => Some(format!("the server is stopping: {cause}")),
-        (None, false, _) => Some("the database does not answer".to_string()),
-        (None, true, true) => Some("the server is draining".to_string()),
-        (None, true, false) => None,
+    let (status, why) = match (&failure, db_ok, draining) {
+        (Some(cause), _, _) => ("failed", Some(format!("the server is stopping: {cause}"))),
+        (None, false, _) => ("degraded", Some("the database does not answer".to_string())),
+        (None, true, true) => ("draining", Some("the server is draining".to_string())),
+        (None, true, false) => ("ok", None),
     };
     let health = Health {
-        status: match (&failure, db_ok, draining) {
-            (Some(_), _, _) => "failed",
-            (None, false, _) => "degraded",
-            (None, true, true) => "draining",
-            (None, true, false) => "ok",
-        }
-        .to_string(),
+        status: status.to_string(),
         database: if db_ok { "ok" } else { "unreachable" }.to_string(),
         ready: why.is_none(),
         draining,

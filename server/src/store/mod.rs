@@ -233,11 +233,8 @@ impl Store {
             let (ended_tx, ended) = tokio::sync::watch::channel(None);
             let task = tokio::spawn(async move {
                 use futures::FutureExt;
-                let how = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
-                    Ok(()) => "stopped".to_string(),
-                    Err(p) => format!("panicked: {}", crate::supervise::panic_message(&*p)),
-                };
-                let _ = ended_tx.send(Some(how));
+                let run = std::panic::AssertUnwindSafe(run).catch_unwind().await;
+                let _ = ended_tx.send(Some(crate::supervise::how_it_ended(run)));
             });
             (task, ended)
         });
@@ -283,12 +280,6 @@ impl Store {
         &self.inner.work_available
     }
 
-    /// A trivial query, for health checks.
-    pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.inner.reader).await?;
-        Ok(())
-    }
-
     /// Resolves when the SQLite writer thread has ended, saying how (never on PostgreSQL).
     pub fn writer_ended(&self) -> impl std::future::Future<Output = String> + Send + 'static {
         self.inner.writer.ended()
@@ -299,10 +290,9 @@ impl Store {
     pub fn pump_ended(&self) -> impl std::future::Future<Output = String> + Send + 'static {
         let ended = self.inner.pump.as_ref().map(|(_, ended)| ended.clone());
         async move {
-            if let Some(mut ended) = ended {
-                let how = ended.wait_for(Option::is_some).await.map(|h| h.clone());
-                if let Ok(how) = how {
-                    return how.unwrap_or_default();
+            if let Some(ended) = ended {
+                if let Some(how) = crate::supervise::first_some(ended).await {
+                    return how;
                 }
             }
             std::future::pending().await

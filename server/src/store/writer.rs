@@ -190,11 +190,7 @@ impl WriterHandle {
                         rules,
                     ))
                 }));
-                let how = match run {
-                    Ok(()) => "stopped".to_string(),
-                    Err(p) => format!("panicked: {}", crate::supervise::panic_message(&*p)),
-                };
-                let _ = ended_tx.send(Some(how));
+                let _ = ended_tx.send(Some(crate::supervise::how_it_ended(run)));
             })?;
         Ok(WriterHandle::Sqlite { queue: tx, ended })
     }
@@ -206,14 +202,12 @@ impl WriterHandle {
             WriterHandle::Postgres { .. } => None,
         };
         async move {
-            let Some(mut ended) = ended else {
+            let Some(ended) = ended else {
                 return std::future::pending().await;
             };
-            let how = ended.wait_for(Option::is_some).await.map(|h| h.clone());
-            match how {
-                Ok(how) => how.unwrap_or_default(),
-                Err(_) => "stopped".to_string(),
-            }
+            crate::supervise::first_some(ended)
+                .await
+                .unwrap_or_else(|| "stopped".to_string())
         }
     }
 
