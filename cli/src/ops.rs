@@ -287,10 +287,10 @@ fn print_event(e: &Event, json: bool) -> anyhow::Result<()> {
             "#{:<6} {}  {:<16} job {} task {} {}",
             e.id,
             time(&e.at),
-            e.kind.as_str(),
+            e.kind().as_str(),
             e.job_id.as_ref().map(short).unwrap_or_else(|| "-".into()),
             e.task_id.as_ref().map(short).unwrap_or_else(|| "-".into()),
-            clip(&e.data.to_string(), 80)
+            clip(&e.payload.data_json(), 80)
         );
     }
     Ok(())

@@ -32,7 +32,7 @@ impl Client {
     /// let mut feed = client.event_stream(None, 0);
     /// loop {
     ///     let event = feed.next().await?;             // each event once, in id order
-    ///     println!("#{} {}", event.id, event.kind.as_str());
+    ///     println!("#{} {}", event.id, event.kind().as_str());
     /// }
     /// # }
     /// ```

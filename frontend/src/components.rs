@@ -167,7 +167,7 @@ pub fn EventList(events: Vec<Event>) -> impl IntoView {
                     view! {
                         <li>
                             <span class="event-id">{format!("#{}", e.id)}</span>
-                            <span class="event-kind">{e.kind.as_str()}</span>
+                            <span class="event-kind">{e.kind().as_str()}</span>
                             {job}
                             <time datetime=e.at.to_rfc3339()>{ago(&e.at)}</time>
                         </li>

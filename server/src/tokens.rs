@@ -88,7 +88,7 @@ pub async fn evict_unregistered(
             _ = shutdown.changed() => return,
         };
         match received {
-            Ok(e) if e.kind == agora_shared::EventKind::AgentUnregistered => {
+            Ok(e) if e.kind() == agora_shared::EventKind::AgentUnregistered => {
                 if let Some(agent) = e.agent_id {
                     cache.forget(agent);
                 }

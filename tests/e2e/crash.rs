@@ -149,7 +149,7 @@ async fn follow(client: Client, job: Uuid) -> Vec<Event> {
         let Ok(e) = stream.next().await else {
             continue;
         };
-        let settled = matches!(e.kind, EventKind::JobCompleted | EventKind::JobFailed);
+        let settled = matches!(e.kind(), EventKind::JobCompleted | EventKind::JobFailed);
         seen.push(e);
         if settled {
             return seen;
@@ -335,7 +335,7 @@ async fn crash_run(kill_agents: bool) {
     let mut completions: HashMap<Uuid, usize> = HashMap::new();
     for e in table_all
         .iter()
-        .filter(|e| e.kind == EventKind::TaskCompleted)
+        .filter(|e| e.kind() == EventKind::TaskCompleted)
     {
         *completions.entry(e.task_id.expect("task id")).or_default() += 1;
     }

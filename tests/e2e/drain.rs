@@ -135,7 +135,7 @@ async fn sigterm_drains_running_websocket_tasks_and_exits_0() {
     let done = t.events(job, 0).await.expect("events");
     assert!(done
         .iter()
-        .any(|e| e.task_id == Some(task) && e.kind.as_str() == "task.completed"));
+        .any(|e| e.task_id == Some(task) && e.kind().as_str() == "task.completed"));
     let stats = t.stats().await.expect("stats");
     assert_eq!(stats.tasks.get("pending"), Some(&2), "{stats:?}");
 }

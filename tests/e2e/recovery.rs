@@ -192,7 +192,7 @@ async fn a_stale_agent_goes_offline_and_its_unstarted_claim_returns_to_pending()
     let kinds: Vec<&str> = all
         .iter()
         .filter(|e| e.agent_id == Some(agents[0].id) && e.job_id.is_none())
-        .map(|e| e.kind.as_str())
+        .map(|e| e.kind().as_str())
         .collect();
     assert_eq!(kinds, ["agent.registered", "agent.offline", "agent.online"]);
 }

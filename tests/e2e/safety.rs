@@ -711,10 +711,13 @@ async fn a_socket_that_never_reads_is_closed_at_its_byte_budget() {
         let events = observer.events(jobs[0], 0).await.ok()?;
         events
             .into_iter()
-            .find(|e| e.kind == agora_shared::EventKind::TaskReleased)
+            .find(|e| e.kind() == agora_shared::EventKind::TaskReleased)
     })
     .await;
-    let reason = released.data["reason"].as_str().unwrap_or("").to_string();
+    let reason = match &released.payload {
+        agora_shared::EventData::TaskReleased(r) => r.reason.clone(),
+        other => panic!("not a release: {other:?}"),
+    };
     assert!(reason.contains("stopped reading"), "{reason}");
     let after = rss_mb(pid);
     println!("RSS {before:.1} MB before, {after:.1} MB after 40 MB of offers to a socket that never reads");

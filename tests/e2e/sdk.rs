@@ -50,7 +50,7 @@ async fn the_sdk_runs_a_job_and_reports_error_codes() {
     );
     let events = anonymous.events(job.id, 0).await.unwrap();
     assert_eq!(
-        events.last().map(|e| e.kind.as_str()),
+        events.last().map(|e| e.kind().as_str()),
         Some("job.completed")
     );
 
@@ -92,7 +92,7 @@ async fn the_sdk_event_stream_resumes_from_its_last_id() {
         .unwrap();
     let mut stream = agent.event_stream(Some(job.id), 0);
     let first = stream.next().await.unwrap();
-    assert_eq!(first.kind.as_str(), "job.committed");
+    assert_eq!(first.kind().as_str(), "job.committed");
     // Work happens; a second stream picks up exactly where the first stopped.
     let resume_from = stream.last_id();
     drop(stream);
@@ -110,7 +110,7 @@ async fn the_sdk_event_stream_resumes_from_its_last_id() {
             .unwrap()
             .unwrap();
         seen.push(e.id);
-        if e.kind.as_str() == "job.completed" {
+        if e.kind().as_str() == "job.completed" {
             break;
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use agora_shared::{
-    Approval, CommitInfo, ErrorCode, Event, EventKind, Job, JobStatus, Page, Task, TaskStatus,
+    Approval, CommitInfo, ErrorCode, Event, EventKind, Job, Page, Task, TaskStatus,
 };
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -57,9 +57,9 @@ fn JobHeader(job: Job, events: crate::components::Fetched<Vec<Event>>) -> impl I
         events.with(|e| {
             e.as_ref()
                 .and_then(|r| r.as_ref().ok())
-                .and_then(|list| list.iter().find(|e| e.kind == EventKind::JobFailed))
-                .and_then(|e| e.data["from"].as_str())
-                .and_then(|s| s.parse::<JobStatus>().ok())
+                .and_then(|list| list.iter().find(|e| e.kind() == EventKind::JobFailed))
+                .and_then(|e| e.payload.job_change())
+                .and_then(|c| c.from)
         })
     };
     let status = job.status;

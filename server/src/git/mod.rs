@@ -102,10 +102,8 @@ impl GitHistory {
                 ev = events.recv() => match ev {
                                         Ok(e) => {
                         let Some(job) = e.job_id else { continue };
-                        let ended = e.kind == EventKind::TaskCompleted
-                            || (e.kind == EventKind::TaskFailed && e.data.get("status").and_then(|s| s.as_str()) == Some("failed"));
-                        match e.kind {
-                            _ if ended => {
+                        match e.kind() {
+                            _ if e.payload.ends_task() => {
                                 if let Some(t) = e.task_id {
                                     dirty.entry(job).or_default().tasks.insert(t);
                                 }

@@ -241,29 +241,15 @@ async fn route_revocations(
 
 /// What an event means for its agent's socket, if anything.
 fn command_for(e: &agora_shared::Event) -> Option<ConnCmd> {
-    use agora_shared::EventKind;
-    match e.kind {
-        EventKind::TaskFailed | EventKind::TaskReleased => {
-            let task_id = e.task_id?;
-            let lease_id = e
-                .data
-                .get("lease_id")
-                .and_then(|v| v.as_str())
-                .and_then(|s| s.parse().ok());
-            let reason = e
-                .data
-                .get("error")
-                .or_else(|| e.data.get("reason"))
-                .and_then(|v| v.as_str())
-                .unwrap_or("the task was taken back")
-                .to_string();
-            Some(ConnCmd::Revoke {
-                task_id,
-                lease_id,
-                reason,
-            })
-        }
-        EventKind::AgentUnregistered => Some(ConnCmd::Close {
+    if let Some((lease_id, reason)) = e.payload.taken_back() {
+        return Some(ConnCmd::Revoke {
+            task_id: e.task_id?,
+            lease_id,
+            reason: reason.to_string(),
+        });
+    }
+    match e.payload {
+        agora_shared::EventData::AgentUnregistered(_) => Some(ConnCmd::Close {
             reason: "the agent was unregistered".into(),
         }),
         _ => None,

@@ -1,8 +1,9 @@
 //! Agents: registration, heartbeats (any authenticated call is one), unregistering, and the
 //! stale-agent sweep.
 
-use agora_shared::{Agent, AgentStatus, EventKind, Page};
-use serde_json::json;
+use agora_shared::{
+    Agent, AgentNamed, AgentOffline, AgentRegistered, AgentStatus, EventData, Page,
+};
 use uuid::Uuid;
 
 use super::db::ExecExt;
@@ -61,12 +62,10 @@ pub(crate) async fn agent_touch(ctx: &mut WriteCtx, id: Uuid) -> Result<AgentRow
         row.status = AgentStatus::Online.as_str().to_string();
     }
     if was_offline {
-        let data = json!({ "name": row.name });
-        event_insert(
-            ctx,
-            EventDraft::new(EventKind::AgentOnline, data).agent(Some(id)),
-        )
-        .await?;
+        let data = EventData::AgentOnline(AgentNamed {
+            name: row.name.clone(),
+        });
+        event_insert(ctx, EventDraft::new(data).agent(Some(id))).await?;
     }
     Ok(row)
 }
@@ -159,12 +158,11 @@ pub(crate) async fn agent_insert(ctx: &mut WriteCtx, p: AgentRegisterParams) -> 
          VALUES ($1, $2, 'online', $3, $4, $5, $5) RETURNING {AGENT_COLUMNS}"
     ), args![p.id.to_string(), &p.name, caps, &p.token_hash, ctx.now])
     .await?;
-    let data = json!({ "name": p.name, "capabilities": p.capabilities });
-    event_insert(
-        ctx,
-        EventDraft::new(EventKind::AgentRegistered, data).agent(Some(p.id)),
-    )
-    .await?;
+    let data = EventData::AgentRegistered(AgentRegistered {
+        name: p.name.clone(),
+        capabilities: p.capabilities.clone(),
+    });
+    event_insert(ctx, EventDraft::new(data).agent(Some(p.id))).await?;
     row.into_agent()
 }
 
@@ -187,12 +185,10 @@ pub(crate) async fn agent_unregister(ctx: &mut WriteCtx, id: Uuid) -> Result<Age
     }
     ctx.db.execute("UPDATE agents SET status = 'offline', token_hash = NULL, unregistered_at = $2 WHERE id = $1", args![id.to_string(), ctx.now])
     .await?;
-    let data = json!({ "name": row.name });
-    event_insert(
-        ctx,
-        EventDraft::new(EventKind::AgentUnregistered, data).agent(Some(id)),
-    )
-    .await?;
+    let data = EventData::AgentUnregistered(AgentNamed {
+        name: row.name.clone(),
+    });
+    event_insert(ctx, EventDraft::new(data).agent(Some(id))).await?;
     let mut agent = row.into_agent()?;
     agent.status = AgentStatus::Offline;
     Ok(agent)
@@ -218,13 +214,11 @@ pub(crate) async fn agents_mark_stale(ctx: &mut WriteCtx, stale_before: i64) -> 
                 args![&agent.id],
             )
             .await?;
-        let data =
-            json!({ "name": agent.name, "last_seen_at": super::rows::ts(agent.last_seen_at) });
-        event_insert(
-            ctx,
-            EventDraft::new(EventKind::AgentOffline, data).agent(Some(id)),
-        )
-        .await?;
+        let data = EventData::AgentOffline(AgentOffline {
+            name: agent.name.clone(),
+            last_seen_at: super::rows::ts(agent.last_seen_at),
+        });
+        event_insert(ctx, EventDraft::new(data).agent(Some(id))).await?;
         for task in agent_active_tasks(ctx, id, Recover::Offered, true).await? {
             task_fail_attempt(ctx, task, FailCause::AgentLost).await?;
             sweep.tasks_recovered += 1;

@@ -1,7 +1,6 @@
 //! Events: appended inside the operation that caused them, read back by id for replay.
 
-use agora_shared::{Event, EventKind};
-use serde_json::Value;
+use agora_shared::{Event, EventData};
 use uuid::Uuid;
 
 use super::db::ExecExt;
@@ -13,21 +12,19 @@ use crate::error::Result;
 
 /// An event to append.
 pub struct EventDraft {
-    pub kind: EventKind,
+    pub payload: EventData,
     pub job_id: Option<Uuid>,
     pub task_id: Option<Uuid>,
     pub agent_id: Option<Uuid>,
-    pub data: Value,
 }
 
 impl EventDraft {
-    pub fn new(kind: EventKind, data: Value) -> Self {
+    pub fn new(payload: EventData) -> Self {
         EventDraft {
-            kind,
+            payload,
             job_id: None,
             task_id: None,
             agent_id: None,
-            data,
         }
     }
 
@@ -86,8 +83,8 @@ pub(crate) async fn events_flush(
                     draft.job_id,
                     draft.task_id,
                     draft.agent_id,
-                    draft.kind.as_str(),
-                    draft.data.to_string(),
+                    draft.payload.kind().as_str(),
+                    draft.payload.data_json(),
                     at
                 ],
             )
@@ -98,8 +95,7 @@ pub(crate) async fn events_flush(
             job_id: draft.job_id,
             task_id: draft.task_id,
             agent_id: draft.agent_id,
-            kind: draft.kind,
-            data: draft.data,
+            payload: draft.payload,
             at: ts(at),
         });
     }

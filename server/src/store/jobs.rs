@@ -2,20 +2,20 @@
 //! that task changes cause.
 
 use agora_shared::{
-    approval_path, Approval, Approved, EventKind, Job, JobEvent, JobStatus, Page, TaskStatus,
-    TaskType,
+    approval_path, Approval, ApprovalAdded, Approved, EventData, Job, JobChanged, JobEvent,
+    JobStatus, Page, TaskFailed, TaskStatus, TaskType,
 };
 use chrono::Duration;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::agents::{agent_fetch, agent_touch};
 use super::db::ExecExt;
 use super::events::{event_insert, EventDraft};
-use super::rows::{ts, ApprovalRow, JobRow};
+use super::rows::{ts, ApprovalRow, JobRow, TaskRow};
 use super::sql::{
     for_update, ACTIVE_TASKS, CLAIMABLE_JOBS, JOBS_WITH_SPECS, JOB_COLUMNS, JOB_STATE_COLUMNS,
-    OPEN_TASKS,
+    OPEN_TASKS, TASK_COLUMNS,
 };
 use super::tasks::{tasks_insert, NewTask};
 use super::{Store, WriteCtx};
@@ -106,15 +106,13 @@ pub(crate) async fn job_transition(
     ), args![&job.id, to.as_str(), ctx.now, finished, error.clone()])
     .await?;
     let id = super::rows::uuid(&job.id)?;
-    let mut data = json!({ "from": from, "status": to, "title": row.title });
-    if let Some(e) = error {
-        data["error"] = Value::String(e);
-    }
-    event_insert(
-        ctx,
-        EventDraft::new(EventKind::for_job_status(to), data).job(id),
-    )
-    .await?;
+    let data = EventData::job(JobChanged {
+        from: Some(from),
+        status: to,
+        title: row.title.clone(),
+        error,
+    });
+    event_insert(ctx, EventDraft::new(data).job(id)).await?;
     Ok(row)
 }
 
@@ -203,14 +201,13 @@ pub(crate) async fn job_insert(ctx: &mut WriteCtx, p: JobInsertParams) -> Result
         )
         .await?;
     row.job_spec = Some(spec);
-    let data = json!({ "from": Value::Null, "status": JobStatus::Committed, "title": p.title });
-    event_insert(
-        ctx,
-        EventDraft::new(EventKind::JobCommitted, data)
-            .job(p.id)
-            .agent(p.submitted_by),
-    )
-    .await?;
+    let data = EventData::job(JobChanged {
+        from: None,
+        status: JobStatus::Committed,
+        title: p.title.clone(),
+        error: None,
+    });
+    event_insert(ctx, EventDraft::new(data).job(p.id).agent(p.submitted_by)).await?;
     row.into_job()
 }
 
@@ -271,13 +268,14 @@ pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Resu
     .await?;
     let approvals = u32::try_from(job.approvals).unwrap_or(u32::MAX);
     let required = u32::try_from(job.approvals_required).unwrap_or(u32::MAX);
-    let data =
-        json!({ "agent_name": agent.name, "approvals": approvals, "approvals_required": required });
+    let data = EventData::ApprovalAdded(ApprovalAdded {
+        agent_name: agent.name.clone(),
+        approvals,
+        approvals_required: required,
+    });
     event_insert(
         ctx,
-        EventDraft::new(EventKind::ApprovalAdded, data)
-            .job(p.job_id)
-            .agent(Some(p.agent_id)),
+        EventDraft::new(data).job(p.job_id).agent(Some(p.agent_id)),
     )
     .await?;
     for next in approval_path(status, approvals, required)? {
@@ -338,7 +336,7 @@ pub(crate) async fn job_cancel(
         _ => "cancelled by an operator".to_string(),
     };
     // Agents holding a task are told through its event; pending tasks are only counted.
-    let active: Vec<(String, Option<String>, i64, Option<String>)> = ctx.db.all(&format!("SELECT id, agent_id, idx, lease_id FROM tasks WHERE job_id = $1 AND status IN {ACTIVE_TASKS} ORDER BY idx"), args![&job.id])
+    let active: Vec<TaskRow> = ctx.db.all(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 AND status IN {ACTIVE_TASKS} ORDER BY idx"), args![&job.id])
     .await?;
     let closed = ctx
         .db
@@ -351,18 +349,29 @@ pub(crate) async fn job_cancel(
             args![&job.id, &why, ctx.now],
         )
         .await?;
-    for (task_id, agent_id, idx, lease_id) in active {
-        let data = json!({
-            "index": idx,
-            "status": TaskStatus::Failed,
-            "error": why,
-            "cancelled": true,
-            "lease_id": lease_id,
+    for task in active {
+        let data = EventData::TaskFailed(TaskFailed {
+            index: task.index(),
+            task_type: Some(task.task_type()?),
+            status: TaskStatus::Failed,
+            attempts: task.attempts(),
+            error: why.clone(),
+            retry: false,
+            available_at: None,
+            cancelled: true,
+            dead_letter: false,
+            deliveries: None,
+            last_error: None,
+            lease_id: task.lease()?,
         });
-        let agent = agent_id.as_deref().map(super::rows::uuid).transpose()?;
-        let draft = EventDraft::new(EventKind::TaskFailed, data)
+        let agent = task
+            .agent_id
+            .as_deref()
+            .map(super::rows::uuid)
+            .transpose()?;
+        let draft = EventDraft::new(data)
             .job(id)
-            .task(super::rows::uuid(&task_id)?)
+            .task(super::rows::uuid(&task.id)?)
             .agent(agent);
         event_insert(ctx, draft).await?;
     }

@@ -1,8 +1,8 @@
 //! Row types private to the store and their mapping to the wire types of `agora-shared`.
 
 use agora_shared::{
-    Agent, AgentStatus, Approval, Event, EventKind, Job, JobStatus, JobSummary, Task, TaskStatus,
-    TaskType,
+    Agent, AgentStatus, Approval, Event, EventData, EventKind, Job, JobStatus, JobSummary, Task,
+    TaskStatus, TaskType,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
@@ -46,11 +46,11 @@ pub fn json(s: &str) -> Result<Value> {
     serde_json::from_str(s).map_err(|_| corrupt("json", s))
 }
 
-fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T> {
+pub fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T> {
     s.parse().map_err(|_| corrupt(what, s))
 }
 
-fn u32_of(v: i64) -> u32 {
+pub fn u32_of(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
@@ -198,6 +198,10 @@ impl TaskRow {
             && self.delivery()? == lease)
     }
 
+    pub fn index(&self) -> u32 {
+        u32_of(self.idx)
+    }
+
     pub fn attempts(&self) -> u32 {
         u32_of(self.attempts)
     }
@@ -291,8 +295,11 @@ impl EventRow {
             job_id: opt_uuid(self.job_id)?,
             task_id: opt_uuid(self.task_id)?,
             agent_id: opt_uuid(self.agent_id)?,
-            kind: parse::<EventKind>("event kind", &self.kind)?,
-            data: json(&self.data)?,
+            payload: EventData::from_parts(
+                parse::<EventKind>("event kind", &self.kind)?,
+                &self.data,
+            )
+            .map_err(|e| corrupt("event data", &format!("{e}: {}", self.data)))?,
             at: ts(self.at),
         })
     }

@@ -7,11 +7,12 @@
 
 use agora_shared::{
     after_failed_attempt, after_release, check_lease, parse_plan, retry_backoff_ms,
-    running_lease_expiry, ClaimedTask, DeliveryOutcome, EventKind, JobEvent, JobStatus, Task,
-    TaskAction, TaskStatus, TaskType, DELIVERY_LIMIT_ERROR,
+    running_lease_expiry, ClaimedTask, DeliveryOutcome, EventData, EventKind, JobEvent, JobStatus,
+    Task, TaskAction, TaskClaimed, TaskCompleted, TaskFailed, TaskProgressed, TaskReleased,
+    TaskStarted, TaskStatus, TaskType, TasksCreated, DELIVERY_LIMIT_ERROR,
 };
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::agents::{agent_registered, agent_seen, agents_registered};
@@ -173,12 +174,11 @@ pub(crate) async fn tasks_insert(
         ), args![&job.id, i64::try_from(count).unwrap_or(i64::MAX), ctx.now])
         .await?;
         let task_type = tasks.first().map(|t| t.task_type).unwrap_or(TaskType::Work);
-        let data = json!({ "count": count, "type": task_type });
-        event_insert(
-            ctx,
-            EventDraft::new(EventKind::TasksCreated, data).job(uuid(&job.id)?),
-        )
-        .await?;
+        let data = EventData::TasksCreated(TasksCreated {
+            count: u32::try_from(count).unwrap_or(u32::MAX),
+            task_type,
+        });
+        event_insert(ctx, EventDraft::new(data).job(uuid(&job.id)?)).await?;
         ctx.work_added();
         job_row = Some(row);
     }
@@ -229,11 +229,19 @@ async fn task_for_agent(
     Ok((row, next))
 }
 
-fn event_for(row: &TaskRow, kind: EventKind, mut data: Value) -> Result<EventDraft> {
-    data["index"] = json!(row.idx);
-    data["type"] = json!(row.task_type);
+fn completed_event(row: &TaskRow) -> Result<EventDraft> {
+    let data = EventData::TaskCompleted(TaskCompleted {
+        index: row.index(),
+        task_type: row.task_type()?,
+        status: TaskStatus::Completed,
+    });
+    event_for(row, data)
+}
+
+/// The event of `row`, naming its job, itself and its agent.
+fn event_for(row: &TaskRow, data: EventData) -> Result<EventDraft> {
     let agent = row.agent_id.as_deref().map(uuid).transpose()?;
-    Ok(EventDraft::new(kind, data)
+    Ok(EventDraft::new(data)
         .job(uuid(&row.job_id)?)
         .task(uuid(&row.id)?)
         .agent(agent))
@@ -354,13 +362,15 @@ async fn task_claim_next(
         None,
     )
     .await?;
-    let data = json!({
-        "status": TaskStatus::Claimed,
-        "attempts": row.attempts,
-        "deliveries": row.deliveries,
-        "deadline": row.deadline.map(super::rows::ts),
+    let data = EventData::TaskClaimed(TaskClaimed {
+        index: row.index(),
+        task_type: row.task_type()?,
+        status: TaskStatus::Claimed,
+        attempts: row.attempts(),
+        deliveries: row.deliveries(),
+        deadline: row.deadline.map(super::rows::ts),
     });
-    event_insert(ctx, event_for(&row, EventKind::TaskClaimed, data)?).await?;
+    event_insert(ctx, event_for(&row, data)?).await?;
     Ok(Some(ClaimedTask {
         task: row.into_task()?,
         job: job.summary()?,
@@ -415,11 +425,13 @@ pub(crate) async fn task_start(ctx: &mut WriteCtx, p: TaskStartParams) -> Result
     };
     let next = TaskStatus::Running;
     agent_seen(ctx, p.agent_id).await?;
-    let mut data = json!({ "status": next });
-    if let Some(h) = p.heartbeat_secs {
-        data["heartbeat_secs"] = json!(h);
-    }
-    event_insert(ctx, event_for(&row, EventKind::TaskStarted, data)?).await?;
+    let data = EventData::TaskStarted(TaskStarted {
+        index: row.index(),
+        task_type: row.task_type()?,
+        status: next,
+        heartbeat_secs: p.heartbeat_secs,
+    });
+    event_insert(ctx, event_for(&row, data)?).await?;
     row.into_task()
 }
 
@@ -465,8 +477,14 @@ pub(crate) async fn task_progress(ctx: &mut WriteCtx, p: TaskProgressParams) -> 
             ],
         )
         .await?;
-    let data = json!({ "status": next, "progress": p.progress, "message": p.message });
-    event_insert(ctx, event_for(&row, EventKind::TaskProgress, data)?).await?;
+    let data = EventData::TaskProgress(TaskProgressed {
+        index: row.index(),
+        task_type: row.task_type()?,
+        status: next,
+        progress: p.progress,
+        message: p.message.clone(),
+    });
+    event_insert(ctx, event_for(&row, data)?).await?;
     row.into_task()
 }
 
@@ -497,11 +515,7 @@ pub(crate) async fn task_complete(ctx: &mut WriteCtx, p: TaskCompleteParams) -> 
     if let Some(row) = done {
         agent_seen(ctx, agent).await?;
         let next = TaskStatus::Completed;
-        event_insert(
-            ctx,
-            event_for(&row, EventKind::TaskCompleted, json!({ "status": next }))?,
-        )
-        .await?;
+        event_insert(ctx, completed_event(&row)?).await?;
         // Claimed and running count alike, so either is the right "from".
         job_task_changed(
             ctx,
@@ -533,11 +547,7 @@ pub(crate) async fn task_complete(ctx: &mut WriteCtx, p: TaskCompleteParams) -> 
             args![&row.id, next.as_str(), result.to_string(), ctx.now],
         )
         .await?;
-    event_insert(
-        ctx,
-        event_for(&row, EventKind::TaskCompleted, json!({ "status": next }))?,
-    )
-    .await?;
+    event_insert(ctx, completed_event(&row)?).await?;
     let job = job_task_changed(ctx, &row.job_id, task_type, Some(from), next, None).await?;
     if let Some(specs) = specs {
         plan_land(ctx, job, &row, specs).await?;
@@ -679,32 +689,39 @@ async fn task_end_delivery(
             ],
         )
         .await?;
-    let (kind, data) = if retry {
-        let mut data = json!({ "status": outcome.status, "attempts": outcome.attempts });
-        if kind == EventKind::TaskReleased {
-            data["reason"] = json!(error);
-        } else {
-            data["error"] = json!(error);
-            data["retry"] = json!(true);
-            data["available_at"] = json!(available_at.map(super::rows::ts));
-        }
-        (kind, data)
+    // The event names the delivery that lost the task, though the row no longer does.
+    let (index, task_type, lease_id) = (row.index(), row.task_type()?, row.lease()?);
+    let data = if retry && kind == EventKind::TaskReleased {
+        EventData::TaskReleased(TaskReleased {
+            index,
+            task_type,
+            status: outcome.status,
+            attempts: outcome.attempts,
+            reason: error,
+            lease_id,
+        })
     } else {
-        let mut data = json!({
-            "status": outcome.status,
-            "attempts": outcome.attempts,
-            "error": stored_error,
-            "retry": false,
-        });
-        if outcome.dead_letter {
-            data["dead_letter"] = json!(true);
-            data["deliveries"] = json!(row.deliveries);
-            data["last_error"] = json!(error);
-        }
-        (EventKind::TaskFailed, data)
+        EventData::TaskFailed(TaskFailed {
+            index,
+            task_type: Some(task_type),
+            status: outcome.status,
+            attempts: outcome.attempts,
+            error: if retry {
+                error.clone()
+            } else {
+                stored_error.clone()
+            },
+            retry,
+            available_at: available_at.filter(|_| retry).map(super::rows::ts),
+            cancelled: false,
+            dead_letter: outcome.dead_letter,
+            deliveries: outcome.dead_letter.then_some(row.deliveries()),
+            last_error: outcome.dead_letter.then_some(error),
+            lease_id,
+        })
     };
     let failed_error = (!retry).then_some(stored_error);
-    task_left_agent(ctx, &row, &updated, kind, data, failed_error.as_deref()).await?;
+    task_left_agent(ctx, &row, &updated, data, failed_error.as_deref()).await?;
     updated.into_task()
 }
 
@@ -790,14 +807,10 @@ async fn task_left_agent(
     ctx: &mut WriteCtx,
     before: &TaskRow,
     after: &TaskRow,
-    kind: EventKind,
-    mut data: Value,
+    data: EventData,
     error: Option<&str>,
 ) -> Result<()> {
-    if let Some(lease) = &before.lease_id {
-        data["lease_id"] = json!(lease);
-    }
-    let mut draft = event_for(after, kind, data)?;
+    let mut draft = event_for(after, data)?;
     draft.agent_id = before.agent_id.as_deref().map(uuid).transpose()?;
     event_insert(ctx, draft).await?;
     let to = after.status()?;
