@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 
+use crate::store::StoreError;
+
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +55,7 @@ pub enum ApiError {
     #[error("{0}")]
     Unavailable(String),
     #[error("database error")]
-    Database(#[from] crate::store::db::DbError),
+    Database(crate::store::db::DbError),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -127,9 +129,22 @@ impl ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        ApiError::Database(e.into())
+/// The store's answers in HTTP: the one place they are translated.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            StoreError::Forbidden(m) => ApiError::Forbidden(m),
+            StoreError::InvalidState(m) => ApiError::InvalidState(m),
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::LeaseLost(l) => ApiError::LeaseLost(l),
+            StoreError::InvalidPlan(p) => ApiError::InvalidPlan(p),
+            StoreError::Invalid(f) => ApiError::Validation(f),
+            StoreError::Cooldown(next_allowed_at) => ApiError::RateLimited { next_allowed_at },
+            StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            StoreError::Database(d) => ApiError::Database(d),
+            StoreError::Internal(i) => ApiError::Internal(i),
+        }
     }
 }
 

@@ -360,7 +360,7 @@ impl Conn {
                     }
                     Err(e) => {
                         self.capacity(1);
-                        Err(e)
+                        Err(e.into())
                     }
                 }
             }
@@ -382,6 +382,7 @@ impl Conn {
                     .task_decline(agent_id, offer.held, reason)
                     .await
                     .map(Some)
+                    .map_err(ApiError::from)
             }
             ClientMsg::Progress {
                 task_id,
@@ -405,7 +406,7 @@ impl Conn {
                     extend_secs: body.extend_secs,
                     lease_id: body.lease_id,
                 };
-                store.task_progress(params).await.map(Some)
+                Ok(Some(store.task_progress(params).await?))
             }
             ClientMsg::Complete {
                 task_id,

@@ -7,6 +7,7 @@ use agora_shared::{
 use uuid::Uuid;
 
 use super::db::ExecExt;
+use super::error::{Result, StoreError};
 use super::events::{event_insert, EventDraft};
 use super::rows::AgentRow;
 use super::rows::TaskRow;
@@ -17,7 +18,6 @@ use super::sql::{
 use super::tasks::{task_fail_attempt, task_release, FailCause};
 use super::{Store, WriteCtx};
 use crate::args;
-use crate::error::{ApiError, Result};
 
 pub struct AgentRegisterParams {
     pub id: Uuid,
@@ -43,7 +43,7 @@ pub(crate) async fn agent_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<AgentRow
             args![id.to_string()],
         )
         .await?
-        .ok_or_else(|| ApiError::not_found("agent", id))
+        .ok_or_else(|| StoreError::not_found("agent", id))
 }
 
 /// Records that the agent was heard from now; an offline agent comes back online.
@@ -179,7 +179,7 @@ pub(crate) async fn agent_unregister(ctx: &mut WriteCtx, id: Uuid) -> Result<Age
             args![id.to_string()],
         )
         .await?
-        .ok_or_else(|| ApiError::not_found("agent", id))?;
+        .ok_or_else(|| StoreError::not_found("agent", id))?;
     for task in agent_active_tasks(ctx, id, Recover::All, false).await? {
         task_release(ctx, task, "its agent unregistered").await?;
     }
@@ -270,7 +270,7 @@ impl Store {
                 args![id.to_string()],
             )
             .await?;
-        row.ok_or_else(|| ApiError::not_found("agent", id))?
+        row.ok_or_else(|| StoreError::not_found("agent", id))?
             .into_agent()
     }
 

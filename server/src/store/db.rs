@@ -100,6 +100,50 @@ pub enum DbError {
     Decode(String, &'static str),
 }
 
+/// What a database error means for the caller.
+pub enum Fault {
+    /// A uniqueness rule refused the row: the thing exists already.
+    Duplicate(String),
+    /// The database could not take the statement now; nothing was written.
+    Busy(String),
+    Other,
+}
+
+impl DbError {
+    pub fn interpret(&self) -> Fault {
+        use rusqlite::ErrorCode;
+        match self {
+            DbError::Sqlx(sqlx::Error::Database(e))
+                if e.kind() == sqlx::error::ErrorKind::UniqueViolation =>
+            {
+                Fault::Duplicate(format!("already exists ({})", e.message()))
+            }
+            DbError::Sqlx(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
+                Fault::Busy("the database has no free connection; retry".into())
+            }
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(e, msg)) => match e.code {
+                ErrorCode::ConstraintViolation
+                    if matches!(
+                        e.extended_code,
+                        rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                            | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    ) =>
+                {
+                    Fault::Duplicate(format!(
+                        "already exists ({})",
+                        msg.as_deref().unwrap_or("unique constraint")
+                    ))
+                }
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                    Fault::Busy("the database is busy; retry".into())
+                }
+                _ => Fault::Other,
+            },
+            _ => Fault::Other,
+        }
+    }
+}
+
 /// One result row: cells by position, names shared by all rows of a result.
 #[derive(Debug, Clone)]
 pub struct Row {

@@ -4,11 +4,11 @@ use agora_shared::{Event, EventData};
 use uuid::Uuid;
 
 use super::db::ExecExt;
+use super::error::Result;
 use super::rows::{ts, EventRow};
 use super::sql::EVENT_COLUMNS;
 use super::{Store, WriteCtx};
 use crate::args;
-use crate::error::Result;
 
 /// An event to append.
 pub struct EventDraft {

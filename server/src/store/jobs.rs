@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::agents::{agent_fetch, agent_touch};
 use super::db::ExecExt;
+use super::error::{Result, StoreError};
 use super::events::{event_insert, EventDraft};
 use super::rows::{ts, ApprovalRow, JobRow, TaskRow};
 use super::sql::{
@@ -20,7 +21,6 @@ use super::sql::{
 use super::tasks::{tasks_insert, NewTask};
 use super::{Store, WriteCtx};
 use crate::args;
-use crate::error::{ApiError, Result};
 
 pub struct JobInsertParams {
     pub id: Uuid,
@@ -87,7 +87,7 @@ pub(crate) async fn job_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<JobRow> {
             args![id.to_string()],
         )
         .await?
-        .ok_or_else(|| ApiError::not_found("job", id))
+        .ok_or_else(|| StoreError::not_found("job", id))
 }
 
 /// Moves a job along its lifecycle (checked by `JobStatus::transition`) and writes the event.
@@ -218,7 +218,7 @@ pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Resu
     let spec = job.job_spec.clone();
     let status = job.status()?;
     if !status.accepts_approvals() {
-        return Err(ApiError::InvalidState(format!(
+        return Err(StoreError::InvalidState(format!(
             "job {} is '{status}': only committed or approving jobs take approvals",
             p.job_id
         )));
@@ -231,7 +231,7 @@ pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Resu
         )
         .await?;
     if already.is_some() {
-        return Err(ApiError::Conflict(format!(
+        return Err(StoreError::Conflict(format!(
             "agent {} has already approved job {}",
             p.agent_id, p.job_id
         )));
@@ -243,9 +243,7 @@ pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Resu
                 .saturating_mul(1000),
         );
         if ctx.now < next {
-            return Err(ApiError::RateLimited {
-                next_allowed_at: ts(next),
-            });
+            return Err(StoreError::Cooldown(ts(next)));
         }
     }
     // Every check passed: from here on the operation only writes.
@@ -327,7 +325,7 @@ pub(crate) async fn job_cancel(
     let job = job_fetch(ctx, id).await?;
     let status = job.status()?;
     if status.is_terminal() {
-        return Err(ApiError::InvalidState(format!(
+        return Err(StoreError::InvalidState(format!(
             "job {id} is already '{status}'"
         )));
     }
@@ -444,7 +442,7 @@ impl Store {
                 args![id.to_string()],
             )
             .await?;
-        row.ok_or_else(|| ApiError::not_found("job", id))?
+        row.ok_or_else(|| StoreError::not_found("job", id))?
             .into_job()
     }
 

@@ -12,6 +12,7 @@
 
 mod agents;
 pub mod db;
+pub mod error;
 mod events;
 mod jobs;
 mod pump;
@@ -33,9 +34,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, ConnectOptions, Executor};
 use tokio::sync::{broadcast, Notify};
 
-use crate::error::Result;
+use error::Result;
 
 pub use agents::{AgentRegisterParams, StaleSweep};
+pub use error::StoreError;
 pub use events::EventListParams;
 pub use jobs::{JobApproveParams, JobInsertParams, JobListParams};
 pub use tasks::{

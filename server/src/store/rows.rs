@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::{ApiError, Result};
+use super::error::{Result, StoreError};
 
 /// A page of a list from its rows, each turned into its API type, and the count of all matches.
 pub fn page<R, T>(
@@ -30,8 +30,8 @@ pub fn ts(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-fn corrupt(what: &str, value: &str) -> ApiError {
-    ApiError::Internal(anyhow::anyhow!("corrupt {what} in the database: {value:?}"))
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Internal(anyhow::anyhow!("corrupt {what} in the database: {value:?}"))
 }
 
 pub fn uuid(s: &str) -> Result<Uuid> {
@@ -120,7 +120,7 @@ impl JobRow {
 
     pub fn into_job(self) -> Result<Job> {
         let spec = self.job_spec.as_deref().ok_or_else(|| {
-            ApiError::Internal(anyhow::anyhow!(
+            StoreError::Internal(anyhow::anyhow!(
                 "job {} was read without its spec where the whole job is needed",
                 self.id
             ))

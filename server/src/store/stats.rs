@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use agora_shared::Stats;
 
+use super::error::Result;
 use super::Store;
 use crate::args;
-use crate::error::Result;
 
 impl Store {
     pub async fn stats(&self) -> Result<Stats> {

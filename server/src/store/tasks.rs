@@ -17,13 +17,13 @@ use uuid::Uuid;
 
 use super::agents::{agent_registered, agent_seen, agents_registered};
 use super::db::{ExecExt, Value as DbValue};
+use super::error::{Result, StoreError};
 use super::events::{event_insert, EventDraft};
 use super::jobs::{job_fetch, job_task_changed, job_transition};
 use super::rows::{uuid, JobRow, TaskRow};
 use super::sql::{self, ACTIVE_TASKS, FINISHED_TASKS, TASK_COLUMNS};
 use super::{Store, WriteCtx};
 use crate::args;
-use crate::error::{ApiError, Result};
 
 /// A task to create.
 pub struct NewTask {
@@ -198,7 +198,7 @@ async fn task_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<TaskRow> {
             args![id.to_string()],
         )
         .await?
-        .ok_or_else(|| ApiError::not_found("task", id))
+        .ok_or_else(|| StoreError::not_found("task", id))
 }
 
 /// The task, checked for a report of `agent` on delivery `lease` (or its current one) that
@@ -215,14 +215,14 @@ async fn task_for_agent(
     let status = row.status()?;
     if let Some(owner) = row.agent_id.as_deref() {
         if owner != agent.to_string() {
-            return Err(ApiError::Forbidden(format!(
+            return Err(StoreError::Forbidden(format!(
                 "task {id} is assigned to another agent"
             )));
         }
     }
     let next = status.apply(action)?;
     if row.agent_id.is_none() {
-        return Err(ApiError::InvalidState(format!(
+        return Err(StoreError::InvalidState(format!(
             "task {id} is '{status}' and not assigned to you"
         )));
     }
@@ -260,7 +260,7 @@ pub(crate) async fn task_claim(
         }
     }
     if !agent_registered(ctx, p.agent_id).await? {
-        return Err(ApiError::not_found("agent", p.agent_id));
+        return Err(StoreError::not_found("agent", p.agent_id));
     }
     task_claim_next(ctx, p.agent_id, Via::Claim, p.request_id).await
 }
@@ -418,7 +418,7 @@ pub(crate) async fn task_start(ctx: &mut WriteCtx, p: TaskStartParams) -> Result
     };
     let Some(row) = started else {
         task_for_agent(ctx, p.task_id, p.agent_id, TaskAction::Start, p.lease_id).await?;
-        return Err(ApiError::InvalidState(format!(
+        return Err(StoreError::InvalidState(format!(
             "task {} changed while starting; retry",
             p.task_id
         )));
@@ -440,7 +440,7 @@ pub(crate) async fn task_progress(ctx: &mut WriteCtx, p: TaskProgressParams) -> 
         task_for_agent(ctx, p.task_id, p.agent_id, TaskAction::Progress, p.lease_id).await?;
     let deadline = match p.extend_secs {
         Some(extend) if i64::try_from(extend).unwrap_or(i64::MAX) > row.timeout_secs => {
-            return Err(ApiError::validation(
+            return Err(StoreError::invalid(
                 "extend_secs",
                 format!(
                     "may be at most the task's timeout_secs ({}), got {extend}",
@@ -783,7 +783,7 @@ pub(crate) async fn task_decline(
 pub(crate) async fn task_release(ctx: &mut WriteCtx, row: TaskRow, reason: &str) -> Result<Task> {
     let from = row.status()?;
     if !from.is_active() {
-        return Err(ApiError::InvalidState(format!(
+        return Err(StoreError::InvalidState(format!(
             "task {} is '{from}', not held by an agent",
             row.id
         )));
@@ -923,7 +923,7 @@ impl Store {
                 args![id.to_string()],
             )
             .await?;
-        row.ok_or_else(|| ApiError::not_found("task", id))?
+        row.ok_or_else(|| StoreError::not_found("task", id))?
             .into_task()
     }
 

@@ -17,9 +17,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 use uuid::Uuid;
 
 use super::db::{DbError, Exec, SqliteExec};
+use super::error::{Result, StoreError};
 use super::events::events_flush;
 use super::{now_ms, Backend};
-use crate::error::{ApiError, Result};
 
 /// Most operations in one transaction.
 const MAX_BATCH: usize = 512;
@@ -236,13 +236,13 @@ impl WriterHandle {
                 let ok = result.is_ok();
                 let reply: Reply = Box::new(move |commit_error| {
                     let answer = match (commit_error, result) {
-                        (Some(DbError::RolledBack), Ok(_) | Err(ApiError::Database(_))) => {
-                            Err(ApiError::Unavailable(
+                        (Some(DbError::RolledBack), Ok(_) | Err(StoreError::Database(_))) => {
+                            Err(StoreError::Unavailable(
                                 "the write was rolled back with its batch; retry".into(),
                             ))
                         }
                         (Some(e), Ok(_)) => {
-                            Err(ApiError::Internal(anyhow::anyhow!("commit failed: {e}")))
+                            Err(StoreError::Internal(anyhow::anyhow!("commit failed: {e}")))
                         }
                         (_, r) => r,
                     };
@@ -253,10 +253,9 @@ impl WriterHandle {
         });
         match self {
             WriterHandle::Sqlite { queue, .. } => {
-                queue
-                    .send(Msg::Job(job))
-                    .await
-                    .map_err(|_| ApiError::Unavailable("the database writer has stopped".into()))?;
+                queue.send(Msg::Job(job)).await.map_err(|_| {
+                    StoreError::Unavailable("the database writer has stopped".into())
+                })?;
             }
             WriterHandle::Postgres {
                 pool,
@@ -270,11 +269,11 @@ impl WriterHandle {
                 // handler) cannot stop the transaction halfway, open on a pooled connection.
                 tokio::spawn(async move { run_one(&pool, &publisher, &seen, rules, job).await })
                     .await
-                    .map_err(|e| ApiError::Internal(anyhow::anyhow!("a write panicked: {e}")))??
+                    .map_err(|e| StoreError::Internal(anyhow::anyhow!("a write panicked: {e}")))??
             }
         }
         rx.await
-            .map_err(|_| ApiError::Unavailable("the writer stopped before answering".into()))?
+            .map_err(|_| StoreError::Unavailable("the writer stopped before answering".into()))?
     }
 
     pub async fn close(&self) {
@@ -457,8 +456,8 @@ async fn run_batch(
 #[cfg(test)]
 mod tests {
     use crate::args;
-    use crate::error::ApiError;
     use crate::store::Store;
+    use crate::store::StoreError;
 
     /// An agent row with only the columns a test needs.
     const INSERT_AGENT: &str =
@@ -487,14 +486,14 @@ mod tests {
             let store = store.clone();
             calls.push(tokio::spawn(async move {
                 let name = if i % 10 == 3 { "bad" } else { "good" };
-                let r: Result<(), ApiError> = store
+                let r: Result<(), StoreError> = store
                     .write(move |ctx| {
                         Box::pin(async move {
                             ctx.db
                                 .execute(insert, args![uuid::Uuid::new_v4(), name])
                                 .await?;
                             if name == "bad" {
-                                return Err(ApiError::Conflict("refused after writing".into()));
+                                return Err(StoreError::Conflict("refused after writing".into()));
                             }
                             Ok(())
                         })
@@ -506,9 +505,9 @@ mod tests {
         let mut committed = 0;
         for c in calls {
             match c.await.unwrap() {
-                ("bad", r) => assert!(matches!(r, Err(ApiError::Conflict(_)))),
+                ("bad", r) => assert!(matches!(r, Err(StoreError::Conflict(_)))),
                 (_, Ok(())) => committed += 1,
-                (_, Err(e)) => assert!(matches!(e, ApiError::Unavailable(_)), "{e:?}"),
+                (_, Err(e)) => assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}"),
             }
         }
         assert_eq!(
@@ -559,7 +558,7 @@ mod tests {
                         Box::pin(async move {
                             if name == "ender" {
                                 ctx.db.execute("ROLLBACK", &[]).await?;
-                                return Err(ApiError::Conflict("the database gave up".into()));
+                                return Err(StoreError::Conflict("the database gave up".into()));
                             }
                             ctx.db
                                 .execute(insert, args![uuid::Uuid::new_v4(), name])
@@ -578,11 +577,11 @@ mod tests {
             answers.push(c.await.unwrap());
         }
         assert!(
-            matches!(answers[0], Err(ApiError::Unavailable(_))),
+            matches!(answers[0], Err(StoreError::Unavailable(_))),
             "{:?}",
             answers[0]
         );
-        assert!(matches!(answers[1], Err(ApiError::Conflict(_))));
+        assert!(matches!(answers[1], Err(StoreError::Conflict(_))));
         for (name, answer) in ["before", "after"].iter().zip([&answers[0], &answers[2]]) {
             assert_eq!(
                 count(&store, name).await,
