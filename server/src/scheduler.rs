@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::store::{now_ms, Store};
+use crate::store::Store;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -24,7 +24,8 @@ pub struct SweepReport {
 /// One pass of every sweep, at the current time. Tests call this directly.
 pub async fn run_once(store: &Store, agent_stale: Duration) -> crate::error::Result<SweepReport> {
     let expired = store.tasks_expire().await?;
-    let stale_before = now_ms() - i64::try_from(agent_stale.as_millis()).unwrap_or(i64::MAX / 2);
+    let stale_before =
+        store.clock().now_ms() - i64::try_from(agent_stale.as_millis()).unwrap_or(i64::MAX / 2);
     let stale = store.agents_mark_stale(stale_before).await?;
     let jobs_settled = store.jobs_sync().await?;
     Ok(SweepReport {

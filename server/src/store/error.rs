@@ -100,7 +100,9 @@ mod tests {
             StoreError::Conflict(m) if m.contains("already exists")
         ));
         // A NOT NULL violation is no duplicate: a fault of the server.
-        let null = db.execute("INSERT INTO t VALUES ('b', NULL)", []).unwrap_err();
+        let null = db
+            .execute("INSERT INTO t VALUES ('b', NULL)", [])
+            .unwrap_err();
         assert!(matches!(
             StoreError::from(DbError::from(null)),
             StoreError::Database(_)

@@ -2,23 +2,35 @@
 //! for SQLite and PostgreSQL. Statements that differ per database (row locks) live in [`sql`]
 //! under one name each.
 //!
-//! Writes go through [`Store::write`]: an operation is an async closure over a [`WriteCtx`]. On
-//! SQLite one thread owns the only write connection (rusqlite, no sqlx in between) and applies
-//! queued operations in one transaction (group commit); an operation checks before it writes, so
-//! a refused one has written nothing, and one that fails after writing rolls its batch back (see
-//! [`writer`]). Replies and events are released only after the commit. On PostgreSQL each
-//! operation is its own transaction on a pooled sqlx connection. Reads go through sqlx's `Any`
-//! pool on both and never wait for the writer.
+//! Layout, top to bottom (each file calls only those below it):
+//! - this file: [`Store`], opening it, and the list of write operations;
+//! - `agents.rs`, `jobs.rs`, `tasks.rs`, `events.rs`, `stats.rs`: the operations and reads of each
+//!   resource (`*Params` in, shared types out);
+//! - `steps/`: the pieces operations are made of (fetch a row for update, move a job through
+//!   its lifecycle, end a task's delivery), on the open transaction;
+//! - `rows.rs` (rows to shared types), `sql.rs` (shared SQL fragments), `db.rs` (one
+//!   interface over rusqlite and sqlx), `error.rs` ([`StoreError`]), `clock.rs` ([`Clock`]);
+//! - the backends: `sqlite.rs` (the file, its lock, the group-commit writer thread) and
+//!   `postgres.rs` (the pool, one transaction per operation, the event pump and `LISTEN`),
+//!   sharing the write path of `writer.rs`.
+//!
+//! Writes go through [`Store::write`]: an operation is an async closure over a [`WriteCtx`].
+//! An operation checks before it writes, so a refused one has written nothing; its answer and
+//! its events are released only after the commit. Reads go through sqlx's `Any` pool on both
+//! databases and never wait for the writer.
 
 mod agents;
+mod clock;
 pub mod db;
 pub mod error;
 mod events;
 mod jobs;
-mod pump;
+mod postgres;
 mod rows;
 pub mod sql;
+mod sqlite;
 mod stats;
+mod steps;
 mod tasks;
 mod writer;
 
@@ -29,14 +41,15 @@ use std::time::Duration;
 use agora_shared::Event;
 use anyhow::Context;
 use futures::future::BoxFuture;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::any::AnyConnectOptions;
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyPool, ConnectOptions, Executor};
+use sqlx::{Any, AnyPool, ConnectOptions};
 use tokio::sync::{broadcast, Notify};
 
 use error::Result;
 
 pub use agents::{AgentRegisterParams, StaleSweep};
+pub use clock::Clock;
 pub use error::StoreError;
 pub use events::EventListParams;
 pub use jobs::{JobApproveParams, JobInsertParams, JobListParams};
@@ -83,16 +96,14 @@ struct Inner {
     work_available: Arc<Notify>,
     /// PostgreSQL: the task that publishes events from the table (see [`pump`]), and how it
     /// ended when it did.
-    pump: Option<(
-        tokio::task::JoinHandle<()>,
-        tokio::sync::watch::Receiver<Option<String>>,
-    )>,
+    pump: Option<Pump>,
     /// SQLite: the exclusive lock beside the database file, held while the store lives, so a
     /// second server on the same file refuses to start (its events would never reach this
     /// one's readers).
     lock: std::sync::Mutex<Option<std::fs::File>>,
     /// When the writer last answered a health check, and whether it did.
     last_ping: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
+    clock: Clock,
 }
 
 /// The queue's clocks and limits, from the configuration; every write operation sees them.
@@ -123,9 +134,27 @@ impl Default for QueueRules {
     }
 }
 
-/// Times are stored as milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// A store's backend, opened: what [`Store::open`] gets from `sqlite.rs` or `postgres.rs`.
+struct Opened {
+    backend: Backend,
+    reader: AnyPool,
+    writer: writer::WriterHandle,
+    pump: Option<Pump>,
+    lock: Option<std::fs::File>,
+}
+
+/// PostgreSQL's event pump, and how it ended when it did.
+type Pump = (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::watch::Receiver<Option<String>>,
+);
+
+/// The sqlx options of both stores: statements logged at trace, slow ones at warn.
+fn connect_options(url: &str, backend: Backend) -> anyhow::Result<AnyConnectOptions> {
+    Ok(AnyConnectOptions::from_str(url)
+        .with_context(|| format!("parsing the database URL for {}", backend.name()))?
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1)))
 }
 
 impl Store {
@@ -144,114 +173,57 @@ impl Store {
         db_path: &std::path::Path,
         rules: QueueRules,
     ) -> anyhow::Result<Store> {
+        Store::open(database_url, db_path, rules, Clock::system()).await
+    }
+
+    /// Opens the database with these queue rules and this clock (tests drive a manual one).
+    pub async fn open(
+        database_url: Option<&str>,
+        db_path: &std::path::Path,
+        rules: QueueRules,
+        clock: Clock,
+    ) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
-        let (backend, url) = match database_url {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let work_available = Arc::new(Notify::new());
+        let publisher = |pump| writer::Publisher {
+            events: events.clone(),
+            work_available: work_available.clone(),
+            pump,
+        };
+        let opened = match database_url {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                (Backend::Postgres, url.to_string())
+                let publisher = publisher(Some(Arc::new(Notify::new())));
+                let options = connect_options(url, Backend::Postgres)?;
+                postgres::open(url, options, publisher, rules, clock.clone()).await?
             }
             Some(url) => anyhow::bail!(
                 "DATABASE_URL must start with postgres:// (got {url:?}); leave it unset for SQLite"
             ),
             None => {
-                if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).with_context(|| {
-                        format!("creating the database folder {}", dir.display())
-                    })?;
-                }
-                (
-                    Backend::Sqlite,
-                    format!("sqlite://{}?mode=rwc", db_path.display()),
-                )
+                let url = format!("sqlite://{}?mode=rwc", db_path.display());
+                let options = connect_options(&url, Backend::Sqlite)?;
+                sqlite::open(db_path, options, publisher(None), rules, clock.clone()).await?
             }
         };
-        let options = AnyConnectOptions::from_str(&url)
-            .with_context(|| format!("parsing the database URL for {}", backend.name()))?
-            .log_statements(tracing::log::LevelFilter::Trace)
-            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let work_available = Arc::new(Notify::new());
-        let pump_wake = (backend == Backend::Postgres).then(|| Arc::new(Notify::new()));
-        let publisher = writer::Publisher {
-            events: events.clone(),
-            work_available: work_available.clone(),
-            pump: pump_wake.clone(),
-        };
-        let lock = match backend {
-            Backend::Sqlite => Some(sqlite_lock(db_path)?),
-            Backend::Postgres => None,
-        };
-        let (reader, writer) = match backend {
-            Backend::Sqlite => {
-                // Migrations through sqlx, once, before the writer opens its own connection.
-                let migrator_pool = AnyPoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(options.clone())
-                    .await
-                    .context("opening the SQLite database")?;
-                sqlx::migrate!("migrations/sqlite")
-                    .run(&migrator_pool)
-                    .await
-                    .context("running the SQLite migrations")?;
-                migrator_pool.close().await;
-                let conn =
-                    sqlite_writer_connection(db_path).context("opening the SQLite writer")?;
-                let writer = writer::WriterHandle::start_sqlite(conn, publisher, rules)
-                    .context("starting the SQLite writer")?;
-                let reader = AnyPoolOptions::new()
-                    .max_connections(8)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move { sqlite_reader_pragmas(conn).await })
-                    })
-                    .connect_with(options)
-                    .await
-                    .context("opening the SQLite read pool")?;
-                (reader, writer)
-            }
-            Backend::Postgres => {
-                let pool = AnyPoolOptions::new()
-                    .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(options)
-                    .await
-                    .context("connecting to PostgreSQL")?;
-                sqlx::migrate!("migrations/postgres")
-                    .run(&pool)
-                    .await
-                    .context("running the PostgreSQL migrations")?;
-                (
-                    pool.clone(),
-                    writer::WriterHandle::start_postgres(pool, publisher, rules),
-                )
-            }
-        };
-        let pump = pump_wake.map(|wake| {
-            let run = pump::run(
-                reader.clone(),
-                url.clone(),
-                events.clone(),
-                work_available.clone(),
-                wake,
-            );
-            let (ended_tx, ended) = tokio::sync::watch::channel(None);
-            let task = tokio::spawn(async move {
-                use futures::FutureExt;
-                let run = std::panic::AssertUnwindSafe(run).catch_unwind().await;
-                let _ = ended_tx.send(Some(crate::supervise::how_it_ended(run)));
-            });
-            (task, ended)
-        });
         Ok(Store {
             inner: Arc::new(Inner {
-                backend,
-                reader,
-                writer,
+                backend: opened.backend,
+                reader: opened.reader,
+                writer: opened.writer,
                 events,
                 work_available,
-                pump,
-                lock: std::sync::Mutex::new(lock),
+                pump: opened.pump,
+                lock: std::sync::Mutex::new(opened.lock),
                 last_ping: std::sync::Mutex::new(None),
+                clock,
             }),
         })
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     pub fn backend(&self) -> Backend {
@@ -343,55 +315,6 @@ impl Store {
     }
 }
 
-/// Takes the exclusive lock `<db_path>.lock`: one server per SQLite file. The lock goes with
-/// the process, however it ends.
-fn sqlite_lock(db_path: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    let mut name = db_path.as_os_str().to_owned();
-    name.push(".lock");
-    let path = std::path::PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening the lock file {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another agora server is using {} (it holds {}): run one server per SQLite file, or PostgreSQL (DATABASE_URL) for several",
-            db_path.display(),
-            path.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {}", path.display()))
-        }
-    }
-}
-
-/// The writer's connection: WAL lets readers run beside it; FULL makes each group commit
-/// durable (one fsync per batch).
-fn sqlite_writer_connection(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
-    use rusqlite::OpenFlags;
-    // Only the writer thread touches this connection: no SQLite-level mutex needed.
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = rusqlite::Connection::open_with_flags(path, flags)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
-    )?;
-    conn.set_prepared_statement_cache_capacity(256);
-    Ok(conn)
-}
-
-async fn sqlite_reader_pragmas(
-    conn: &mut sqlx::AnyConnection,
-) -> std::result::Result<(), sqlx::Error> {
-    conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
-        .await?;
-    Ok(())
-}
-
 #[async_trait::async_trait]
 impl db::Exec for PoolConnection<Any> {
     async fn fetch(
@@ -451,7 +374,7 @@ impl Store {
     pub async fn agent_heartbeat(&self, id: uuid::Uuid) -> Result<agora_shared::Agent> {
         self.write(move |ctx| {
             Box::pin(async move {
-                let agent = agents::agent_touch(ctx, id).await?;
+                let agent = steps::agents::agent_touch(ctx, id).await?;
                 tasks::tasks_heartbeat(ctx, id).await?;
                 agent.into_agent()
             })

@@ -22,7 +22,7 @@ impl Store {
         let tasks: Vec<(String, i64)> = self
             .read_all("SELECT status, COUNT(*) FROM tasks GROUP BY status", &[])
             .await?;
-        let since = super::now_ms() - 60_000;
+        let since = self.clock().now_ms() - 60_000;
         let (recent,): (i64,) = self
             .read_one(
                 "SELECT COUNT(*) FROM tasks WHERE status = 'completed' AND finished_at >= $1",

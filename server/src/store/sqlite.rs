@@ -1,0 +1,402 @@
+//! The SQLite store: one file in WAL mode, an exclusive lock beside it (one server per file), a
+//! read pool that never waits for the writer, and the group-commit writer. A single thread owns
+//! the only write connection (rusqlite): it takes every queued operation (up to
+//! [`MAX_BATCH`]), runs them in one transaction, commits once, and only then answers the callers
+//! and publishes their events. One fsync serves the whole batch, and every operation is still
+//! all-or-nothing (see [`run_batch`]).
+
+use anyhow::Context;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::Executor;
+use tokio::sync::{mpsc, watch};
+
+use super::clock::Clock;
+use super::db::{DbError, SqliteExec};
+use super::events::events_flush;
+use super::writer::{Job, Msg, Publisher, Reply, Seen, WriteCtx, WriterHandle};
+use super::{Backend, Opened, QueueRules};
+
+/// Most operations in one transaction.
+const MAX_BATCH: usize = 512;
+/// Operations that may wait for the writer before callers feel back-pressure.
+const QUEUE: usize = 16_384;
+
+/// Opens (and creates) the database file, runs the migrations and starts the writer.
+pub(super) async fn open(
+    db_path: &std::path::Path,
+    options: AnyConnectOptions,
+    publisher: Publisher,
+    rules: QueueRules,
+    clock: Clock,
+) -> anyhow::Result<Opened> {
+    if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the database folder {}", dir.display()))?;
+    }
+    let lock = lock(db_path)?;
+    // Migrations through sqlx, once, before the writer opens its own connection.
+    let migrator_pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+        .context("opening the SQLite database")?;
+    sqlx::migrate!("migrations/sqlite")
+        .run(&migrator_pool)
+        .await
+        .context("running the SQLite migrations")?;
+    migrator_pool.close().await;
+    let conn = writer_connection(db_path).context("opening the SQLite writer")?;
+    let writer =
+        start_writer(conn, publisher, rules, clock).context("starting the SQLite writer")?;
+    let reader = AnyPoolOptions::new()
+        .max_connections(8)
+        .after_connect(|conn, _| Box::pin(async move { reader_pragmas(conn).await }))
+        .connect_with(options)
+        .await
+        .context("opening the SQLite read pool")?;
+    Ok(Opened {
+        backend: Backend::Sqlite,
+        reader,
+        writer,
+        pump: None,
+        lock: Some(lock),
+    })
+}
+
+/// The writer: its own thread, owning the only write connection.
+fn start_writer(
+    conn: rusqlite::Connection,
+    publisher: Publisher,
+    rules: QueueRules,
+    clock: Clock,
+) -> std::io::Result<WriterHandle> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let (ended_tx, ended) = watch::channel(None);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("agora-sqlite-writer".into())
+        .spawn(move || {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                runtime.block_on(run_writer(
+                    SqliteExec { conn, writes: 0 },
+                    rx,
+                    publisher,
+                    rules,
+                    clock,
+                ))
+            }));
+            let _ = ended_tx.send(Some(crate::supervise::how_it_ended(run)));
+        })?;
+    Ok(WriterHandle::Queue { queue: tx, ended })
+}
+
+async fn run_writer(
+    db: SqliteExec,
+    mut rx: mpsc::Receiver<Msg>,
+    publisher: Publisher,
+    rules: QueueRules,
+    clock: Clock,
+) {
+    let mut ctx = WriteCtx::new(Box::new(db), Backend::Sqlite, Seen::default(), rules, clock);
+    let mut closing = None;
+    let death = crate::fault::writer_death_at();
+    while closing.is_none() {
+        let received = tokio::select! {
+            m = rx.recv() => m,
+            _ = crate::fault::at(death) => panic!("fault hook: the writer thread was told to die"),
+        };
+        let Some(first) = received else { break };
+        let mut batch = Vec::new();
+        match first {
+            Msg::Job(j) => batch.push(j),
+            Msg::Close(done) => closing = Some(done),
+        }
+        while closing.is_none() && batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Msg::Job(j)) => batch.push(j),
+                Ok(Msg::Close(done)) => closing = Some(done),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        if let Err(e) = run_batch(&mut ctx, batch, &publisher).await {
+            tracing::error!(error = ?e, "write batch failed and was rolled back");
+        }
+    }
+    drop(ctx);
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+/// Runs a batch in one transaction. Operations check before they write (a refused operation
+/// writes nothing), so no savepoint is needed per operation; savepoints would copy every page
+/// an operation touches into a sub-journal. If an operation fails after writing anyway (a
+/// database error, or a bug), the whole transaction is rolled back: the operations before it
+/// are answered "rolled back, retry" and the ones after it run in a fresh transaction.
+async fn run_batch(
+    ctx: &mut WriteCtx,
+    batch: Vec<Job>,
+    publisher: &Publisher,
+) -> std::result::Result<(), DbError> {
+    let mut pending = batch.into_iter();
+    loop {
+        if let Err(e) = ctx.db.execute("BEGIN IMMEDIATE", &[]).await {
+            // Dropping the jobs answers their callers with "the writer stopped before answering".
+            drop(pending);
+            return Err(e);
+        }
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut events = Vec::new();
+        let mut work_added = false;
+        let mut broken = false;
+        for job in pending.by_ref() {
+            ctx.now = ctx.clock.now_ms();
+            ctx.events.clear();
+            ctx.drafts.clear();
+            ctx.work_added = false;
+            let writes_before = ctx.db.writes();
+            let finish = job(ctx).await;
+            let flushed = if finish.ok {
+                events_flush(ctx).await
+            } else {
+                Ok(())
+            };
+            if !ctx.db.in_transaction() {
+                // SQLite rolled the transaction back itself (SQLITE_FULL, IOERR, ...): what
+                // ran in it is gone, and what follows must not run in autocommit.
+                tracing::error!("the database ended the batch's transaction itself; its operations are answered 503");
+                (finish.reply)(Some(&DbError::RolledBack));
+                for r in replies.drain(..) {
+                    r(Some(&DbError::RolledBack));
+                }
+                broken = true;
+                break;
+            }
+            if flushed.is_err() || (!finish.ok && ctx.db.writes() != writes_before) {
+                tracing::error!("an operation failed after writing; rolling back its batch");
+                let _ = ctx.db.execute("ROLLBACK", &[]).await;
+                (finish.reply)(flushed.err().as_ref());
+                for r in replies.drain(..) {
+                    r(Some(&DbError::RolledBack));
+                }
+                broken = true;
+                break;
+            }
+            if finish.ok {
+                events.append(&mut ctx.events);
+                work_added |= ctx.work_added;
+            }
+            replies.push(finish.reply);
+        }
+        if broken {
+            continue;
+        }
+        return match ctx.db.execute("COMMIT", &[]).await {
+            Ok(_) => {
+                for r in replies {
+                    r(None);
+                }
+                publisher.publish(events, work_added);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = ctx.db.execute("ROLLBACK", &[]).await;
+                for r in replies {
+                    r(Some(&e));
+                }
+                Err(e)
+            }
+        };
+    }
+}
+
+/// Takes the exclusive lock `<db_path>.lock`: one server per SQLite file. The lock goes with
+/// the process, however it ends.
+fn lock(db_path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let mut name = db_path.as_os_str().to_owned();
+    name.push(".lock");
+    let path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another agora server is using {} (it holds {}): run one server per SQLite file, or PostgreSQL (DATABASE_URL) for several",
+            db_path.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// The writer's connection: WAL lets readers run beside it; FULL makes each group commit
+/// durable (one fsync per batch).
+fn writer_connection(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    // Only the writer thread touches this connection: no SQLite-level mutex needed.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
+}
+
+async fn reader_pragmas(conn: &mut sqlx::AnyConnection) -> std::result::Result<(), sqlx::Error> {
+    conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::args;
+    use crate::store::Store;
+    use crate::store::StoreError;
+
+    /// An agent row with only the columns a test needs.
+    const INSERT_AGENT: &str =
+        "INSERT INTO agents (id, name, status, token_hash, registered_at, last_seen_at) \
+         VALUES ($1, $2, 'online', $1, 0, 0)";
+
+    async fn count(store: &Store, name: &str) -> i64 {
+        let (n,): (i64,) = store
+            .read_one("SELECT COUNT(*) FROM agents WHERE name = $1", args![name])
+            .await
+            .unwrap();
+        n
+    }
+
+    /// An operation that fails after writing must leave nothing behind, and must not take
+    /// other callers' committed answers with it: they either committed or were told to retry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failure_after_a_write_rolls_back_only_what_was_not_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(None, &dir.path().join("t.db"))
+            .await
+            .unwrap();
+        let insert = INSERT_AGENT;
+        let mut calls = Vec::new();
+        for i in 0..50 {
+            let store = store.clone();
+            calls.push(tokio::spawn(async move {
+                let name = if i % 10 == 3 { "bad" } else { "good" };
+                let r: Result<(), StoreError> = store
+                    .write(move |ctx| {
+                        Box::pin(async move {
+                            ctx.db
+                                .execute(insert, args![uuid::Uuid::new_v4(), name])
+                                .await?;
+                            if name == "bad" {
+                                return Err(StoreError::Conflict("refused after writing".into()));
+                            }
+                            Ok(())
+                        })
+                    })
+                    .await;
+                (name, r)
+            }));
+        }
+        let mut committed = 0;
+        for c in calls {
+            match c.await.unwrap() {
+                ("bad", r) => assert!(matches!(r, Err(StoreError::Conflict(_)))),
+                (_, Ok(())) => committed += 1,
+                (_, Err(e)) => assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}"),
+            }
+        }
+        assert_eq!(
+            count(&store, "bad").await,
+            0,
+            "a failed operation's write survived"
+        );
+        assert_eq!(
+            count(&store, "good").await,
+            committed,
+            "every answered success is committed"
+        );
+    }
+
+    /// SQLite may end a transaction itself (SQLITE_FULL, IOERR): the operations after that must
+    /// not run in autocommit, and the ones before are answered "rolled back" (503), never a
+    /// success that was not kept. Simulated with an operation that rolls back the transaction
+    /// without a write of its own, in the middle of one batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_the_database_ended_itself_fails_its_batch_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(None, &dir.path().join("t.db"))
+            .await
+            .unwrap();
+        let insert = INSERT_AGENT;
+        // Holds the writer so the calls below queue up and run as one batch.
+        let (hold, held) = tokio::sync::oneshot::channel::<()>();
+        let blocker = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |_ctx| {
+                        Box::pin(async move {
+                            let _ = held.await;
+                            Ok(())
+                        })
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut calls = Vec::new();
+        for (i, name) in ["before", "ender", "after"].into_iter().enumerate() {
+            let store = store.clone();
+            calls.push(tokio::spawn(async move {
+                store
+                    .write(move |ctx| {
+                        Box::pin(async move {
+                            if name == "ender" {
+                                ctx.db.execute("ROLLBACK", &[]).await?;
+                                return Err(StoreError::Conflict("the database gave up".into()));
+                            }
+                            ctx.db
+                                .execute(insert, args![uuid::Uuid::new_v4(), name])
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .await
+            }));
+            tokio::time::sleep(std::time::Duration::from_millis(20 * (i as u64 + 1))).await;
+        }
+        let _ = hold.send(());
+        blocker.await.unwrap().unwrap();
+        let mut answers = Vec::new();
+        for c in calls {
+            answers.push(c.await.unwrap());
+        }
+        assert!(
+            matches!(answers[0], Err(StoreError::Unavailable(_))),
+            "{:?}",
+            answers[0]
+        );
+        assert!(matches!(answers[1], Err(StoreError::Conflict(_))));
+        for (name, answer) in ["before", "after"].iter().zip([&answers[0], &answers[2]]) {
+            assert_eq!(
+                count(&store, name).await,
+                i64::from(answer.is_ok()),
+                "{name}: answered {answer:?}"
+            );
+        }
+    }
+}

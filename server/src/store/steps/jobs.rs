@@ -1,0 +1,119 @@
+//! Job steps: fetch, move through the lifecycle, and count a task's change of state.
+
+use agora_shared::{EventData, JobChanged, JobEvent, JobStatus, TaskStatus, TaskType};
+use uuid::Uuid;
+
+use crate::args;
+use crate::store::db::ExecExt;
+use crate::store::error::{Result, StoreError};
+use crate::store::events::{event_insert, EventDraft};
+use crate::store::rows::JobRow;
+use crate::store::sql::{for_update, JOBS_WITH_SPECS, JOB_COLUMNS, JOB_STATE_COLUMNS};
+use crate::store::WriteCtx;
+
+pub(crate) async fn job_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<JobRow> {
+    ctx.db
+        .opt(
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM {JOBS_WITH_SPECS} WHERE id = $1{}",
+                for_update(ctx.backend)
+            ),
+            args![id.to_string()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::not_found("job", id))
+}
+
+/// Moves a job along its lifecycle (checked by `JobStatus::transition`) and writes the event.
+pub(crate) async fn job_transition(
+    ctx: &mut WriteCtx,
+    job: &JobRow,
+    event: JobEvent,
+    error: Option<String>,
+) -> Result<JobRow> {
+    let from = job.status()?;
+    let to = from.transition(event)?;
+    let finished = to.is_terminal().then_some(ctx.now);
+    let row: JobRow = ctx.db.one(&format!(
+        "UPDATE jobs SET status = $2, updated_at = $3, finished_at = $4, error = COALESCE($5, error) \
+         WHERE id = $1 RETURNING {JOB_STATE_COLUMNS}"
+    ), args![&job.id, to.as_str(), ctx.now, finished, error.clone()])
+    .await?;
+    let id = crate::store::rows::uuid(&job.id)?;
+    let data = EventData::job(JobChanged {
+        from: Some(from),
+        status: to,
+        title: row.title.clone(),
+        error,
+    });
+    event_insert(ctx, EventDraft::new(data).job(id)).await?;
+    Ok(row)
+}
+
+/// Which counter a task state belongs to.
+pub(crate) fn bucket(s: TaskStatus) -> [i64; 3] {
+    match s {
+        TaskStatus::Completed => [1, 0, 0],
+        TaskStatus::Failed => [0, 1, 0],
+        TaskStatus::Claimed | TaskStatus::Running => [0, 0, 1],
+        TaskStatus::Pending => [0, 0, 0],
+    }
+}
+
+/// Applies a task's move `from → to` to its job's counters (`from: None` is a new task) and
+/// then the job transitions it causes: the first claim of the plan or of a work task, a plan
+/// that failed for good, or the last work task settling.
+pub(crate) async fn job_task_changed(
+    ctx: &mut WriteCtx,
+    job_id: &str,
+    task_type: TaskType,
+    from: Option<TaskStatus>,
+    to: TaskStatus,
+    error: Option<&str>,
+) -> Result<JobRow> {
+    let [c0, f0, r0] = from.map(bucket).unwrap_or([0, 0, 0]);
+    let [c1, f1, r1] = bucket(to);
+    let added = i64::from(from.is_none());
+    let job: JobRow = ctx
+        .db
+        .one(
+            &format!(
+        "UPDATE jobs SET tasks_total = tasks_total + $2, tasks_completed = tasks_completed + $3, \
+         tasks_failed = tasks_failed + $4, tasks_running = tasks_running + $5, updated_at = $6 \
+         WHERE id = $1 RETURNING {JOB_STATE_COLUMNS}"
+    ),
+            args![job_id, added, c1 - c0, f1 - f0, r1 - r0, ctx.now],
+        )
+        .await?;
+    let status = job.status()?;
+    match (task_type, to) {
+        (TaskType::Plan, TaskStatus::Claimed) if status == JobStatus::Accepted => {
+            job_transition(ctx, &job, JobEvent::PlanClaimed, None).await
+        }
+        (TaskType::Work, TaskStatus::Claimed) if status == JobStatus::Ready => {
+            job_transition(ctx, &job, JobEvent::WorkClaimed, None).await
+        }
+        (TaskType::Plan, TaskStatus::Failed) if !status.is_terminal() => {
+            let why = format!(
+                "the plan task failed: {}",
+                error.unwrap_or("no reason given")
+            );
+            job_transition(ctx, &job, JobEvent::PlanFailed, Some(why)).await
+        }
+        (TaskType::Work, TaskStatus::Completed | TaskStatus::Failed) => job_settle(ctx, job).await,
+        _ => Ok(job),
+    }
+}
+
+/// An executing job whose tasks are all terminal completes, or fails if one failed for good.
+pub(crate) async fn job_settle(ctx: &mut WriteCtx, job: JobRow) -> Result<JobRow> {
+    if job.status()? != JobStatus::Executing
+        || job.tasks_completed + job.tasks_failed < job.tasks_total
+    {
+        return Ok(job);
+    }
+    let any_failed = job.tasks_failed > 0;
+    let error =
+        any_failed.then(|| format!("{} of {} tasks failed", job.tasks_failed, job.tasks_total));
+    job_transition(ctx, &job, JobEvent::WorkSettled { any_failed }, error).await
+}
