@@ -10,6 +10,7 @@ mod browser;
 mod cancel;
 mod claim_race;
 mod cli;
+mod conformance;
 mod crash;
 mod dashboard;
 mod drain;

@@ -1,0 +1,485 @@
+//! The store conformance suite: the queue's rules, each written once and run against the store
+//! itself (no HTTP in between) on SQLite and, in the PostgreSQL pass (`TEST_BACKEND=postgres`),
+//! on PostgreSQL. Time moves by the store's manual clock, never by sleeping: a lease, a deadline,
+//! a backoff or a cooldown runs out when a test says so.
+
+use std::collections::HashSet;
+
+use agora_server::store::{
+    AgentRegisterParams, Clock, EventListParams, JobApproveParams, JobInsertParams, QueueRules,
+    Store, StoreError, TaskClaimParams, TaskCompleteParams, TaskFailParams, TaskStartParams,
+};
+use agora_shared::{ClaimedTask, EventKind, JobStatus, TaskStatus};
+use futures::future::join_all;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::{test_backend, PgDatabase};
+
+/// Where the manual clock starts (2027-01-15).
+const START_MS: i64 = 1_800_000_000_000;
+
+/// A store on a fresh database, with a clock the test moves.
+struct Subject {
+    store: Store,
+    clock: Clock,
+    _dir: tempfile::TempDir,
+    _pg: Option<PgDatabase>,
+}
+
+async fn subject(rules: QueueRules) -> Subject {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pg = match test_backend() {
+        "postgres" => Some(PgDatabase::create().await),
+        _ => None,
+    };
+    let clock = Clock::manual(START_MS);
+    let store = Store::open(
+        pg.as_ref().map(|p| p.url.as_str()),
+        &dir.path().join("conformance.db"),
+        rules,
+        clock.clone(),
+    )
+    .await
+    .expect("open the store");
+    Subject {
+        store,
+        clock,
+        _dir: dir,
+        _pg: pg,
+    }
+}
+
+/// What the jobs of [`Subject::jobs`] are made of.
+struct JobShape {
+    priority: i32,
+    tasks: usize,
+    max_retries: u32,
+    timeout_secs: u64,
+}
+
+impl JobShape {
+    fn new(priority: i32, tasks: usize) -> JobShape {
+        JobShape {
+            priority,
+            tasks,
+            max_retries: 2,
+            timeout_secs: 600,
+        }
+    }
+}
+
+impl Subject {
+    async fn agent(&self, name: &str) -> Uuid {
+        let id = Uuid::new_v4();
+        self.store
+            .agent_register(AgentRegisterParams {
+                id,
+                name: format!("{name}-{}", &id.simple().to_string()[..6]),
+                capabilities: vec![],
+                token_hash: Uuid::new_v4().to_string(),
+            })
+            .await
+            .expect("register");
+        id
+    }
+
+    async fn submit(&self, by: Uuid, priority: i32, approvals_required: u32) -> Uuid {
+        let id = Uuid::new_v4();
+        self.store
+            .job_submit(JobInsertParams {
+                id,
+                title: format!("job {id}"),
+                job_spec: json!({ "goal": "conformance" }),
+                priority,
+                approvals_required,
+                submitted_by: Some(by),
+            })
+            .await
+            .expect("submit");
+        id
+    }
+
+    async fn approve(
+        &self,
+        job: Uuid,
+        agent: Uuid,
+        cooldown_secs: u64,
+    ) -> Result<JobStatus, StoreError> {
+        self.approve_shaped(job, agent, cooldown_secs, &JobShape::new(0, 0))
+            .await
+    }
+
+    async fn approve_shaped(
+        &self,
+        job: Uuid,
+        agent: Uuid,
+        cooldown_secs: u64,
+        shape: &JobShape,
+    ) -> Result<JobStatus, StoreError> {
+        let approved = self
+            .store
+            .job_approve(JobApproveParams {
+                job_id: job,
+                agent_id: agent,
+                comment: None,
+                cooldown_secs,
+                plan_max_retries: shape.max_retries,
+                plan_timeout_secs: shape.timeout_secs,
+            })
+            .await?;
+        Ok(approved.job.status)
+    }
+
+    async fn claim(&self, agent: Uuid) -> Option<ClaimedTask> {
+        self.store
+            .task_claim(TaskClaimParams {
+                agent_id: agent,
+                request_id: None,
+            })
+            .await
+            .expect("claim")
+    }
+
+    async fn start(&self, agent: Uuid, c: &ClaimedTask) -> Result<(), StoreError> {
+        self.store
+            .task_start(TaskStartParams {
+                agent_id: agent,
+                task_id: c.task.id,
+                lease_id: Some(c.lease_id),
+                heartbeat_secs: None,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn complete(&self, agent: Uuid, c: &ClaimedTask, result: serde_json::Value) {
+        self.store
+            .task_complete(TaskCompleteParams {
+                agent_id: agent,
+                task_id: c.task.id,
+                result,
+                lease_id: Some(c.lease_id),
+            })
+            .await
+            .expect("complete");
+    }
+
+    async fn fail(&self, agent: Uuid, c: &ClaimedTask) -> agora_shared::Task {
+        self.store
+            .task_fail(TaskFailParams {
+                agent_id: agent,
+                task_id: c.task.id,
+                error: "it broke".into(),
+                retryable: true,
+                lease_id: Some(c.lease_id),
+            })
+            .await
+            .expect("fail")
+    }
+
+    /// Jobs in the given order (so of increasing age), each approved and planned into its
+    /// work tasks (`{"n": 1..}`), which are then pending. The plan tasks are all claimed before
+    /// any plan lands, so each claim finds only plan tasks.
+    async fn jobs(&self, shapes: &[JobShape]) -> Vec<Uuid> {
+        let (submitter, approver, planner) = (
+            self.agent("submitter").await,
+            self.agent("approver").await,
+            self.agent("planner").await,
+        );
+        let mut ids = Vec::new();
+        for shape in shapes {
+            let job = self.submit(submitter, shape.priority, 1).await;
+            let status = self
+                .approve_shaped(job, approver, 0, shape)
+                .await
+                .expect("approve");
+            assert_eq!(status, JobStatus::Accepted);
+            ids.push(job);
+        }
+        let mut plans = Vec::new();
+        for _ in shapes {
+            let plan = self.claim(planner).await.expect("a plan task");
+            assert_eq!(plan.task.index, 0, "only plan tasks are pending");
+            plans.push(plan);
+        }
+        for plan in plans {
+            let shape = &shapes[ids
+                .iter()
+                .position(|j| *j == plan.task.job_id)
+                .expect("ours")];
+            self.start(planner, &plan).await.expect("start the plan");
+            let specs: Vec<_> = (1..=shape.tasks).map(|n| json!({ "n": n })).collect();
+            self.complete(planner, &plan, json!({ "task_specs": specs }))
+                .await;
+        }
+        ids
+    }
+}
+
+#[tokio::test]
+async fn the_claim_takes_priority_then_job_age_then_plan_order() {
+    let s = subject(QueueRules::default()).await;
+    let jobs = s
+        .jobs(&[
+            JobShape::new(0, 2),
+            JobShape::new(5, 2),
+            JobShape::new(5, 2),
+        ])
+        .await;
+    let agent = s.agent("worker").await;
+    let mut order = Vec::new();
+    while let Some(c) = s.claim(agent).await {
+        let job = jobs.iter().position(|j| *j == c.task.job_id).expect("ours");
+        order.push((job, c.task.index));
+    }
+    // The two priority-5 jobs first, the older of them first; each job's tasks in plan order.
+    assert_eq!(order, [(1, 1), (1, 2), (2, 1), (2, 2), (0, 1), (0, 2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_claims_hand_out_each_task_exactly_once() {
+    let s = subject(QueueRules::default()).await;
+    s.jobs(&[JobShape::new(0, 30)]).await;
+    let mut agents = Vec::new();
+    for i in 0..12 {
+        agents.push(s.agent(&format!("racer{i}")).await);
+    }
+    // 60 claims at once from 12 agents, beside two batch claims (the dispatcher's path).
+    let singles = join_all((0..60).map(|i| s.claim(agents[i % agents.len()])));
+    let batches = join_all((0..2).map(|_| s.store.task_claim_many(agents[..6].to_vec())));
+    let (singles, batches) = tokio::join!(singles, batches);
+    let mut ids: Vec<Uuid> = singles.into_iter().flatten().map(|c| c.task.id).collect();
+    for batch in batches {
+        let batch = batch.expect("batch claim");
+        assert_eq!(batch.claimed.len(), 6, "one answer per agent asked for");
+        ids.extend(batch.claimed.into_iter().flatten().map(|c| c.task.id));
+    }
+    let distinct: HashSet<Uuid> = ids.iter().copied().collect();
+    assert_eq!(
+        ids.len(),
+        30,
+        "every task claimed once, none twice: {ids:?}"
+    );
+    assert_eq!(distinct.len(), 30);
+    assert!(s.claim(agents[0]).await.is_none(), "nothing left");
+}
+
+#[tokio::test]
+async fn a_batch_claim_stops_at_an_empty_queue() {
+    let s = subject(QueueRules::default()).await;
+    s.jobs(&[JobShape::new(0, 3)]).await;
+    let mut agents = Vec::new();
+    for i in 0..5 {
+        agents.push(s.agent(&format!("b{i}")).await);
+    }
+    let batch = s
+        .store
+        .task_claim_many(agents.clone())
+        .await
+        .expect("batch");
+    let got: Vec<_> = batch.claimed.iter().map(Option::is_some).collect();
+    assert_eq!(got, [true, true, true, false, false], "in the order asked");
+    assert!(batch.queue_empty);
+    let holders: HashSet<Uuid> = batch
+        .claimed
+        .iter()
+        .flatten()
+        .filter_map(|c| c.task.agent_id)
+        .collect();
+    assert_eq!(holders, agents[..3].iter().copied().collect());
+}
+
+#[tokio::test]
+async fn a_failed_attempt_waits_out_its_backoff_and_retries_run_out() {
+    let rules = QueueRules {
+        retry_backoff_ms: 10_000,
+        ..QueueRules::default()
+    };
+    let s = subject(rules).await;
+    let mut shape = JobShape::new(0, 1);
+    shape.max_retries = 1;
+    let job = s.jobs(&[shape]).await[0];
+    let agent = s.agent("worker").await;
+
+    let first = s.claim(agent).await.expect("the task");
+    s.start(agent, &first).await.expect("start");
+    let failed = s.fail(agent, &first).await;
+    assert_eq!((failed.status, failed.attempts), (TaskStatus::Pending, 1));
+    let available = failed.available_at.expect("a backoff").timestamp_millis();
+    // 10 s plus a jitter of up to a quarter.
+    assert!(
+        (START_MS + 10_000..=START_MS + 12_500).contains(&available),
+        "{available}"
+    );
+    s.clock.advance(9_999);
+    assert!(s.claim(agent).await.is_none(), "not before its backoff");
+    s.clock.advance(available - s.clock.now_ms());
+    let second = s
+        .claim(agent)
+        .await
+        .expect("claimable once the backoff is over");
+    assert_eq!((second.task.id, second.task.deliveries), (first.task.id, 2));
+
+    s.start(agent, &second).await.expect("start");
+    let last = s.fail(agent, &second).await;
+    assert_eq!(
+        (last.status, last.attempts),
+        (TaskStatus::Failed, 2),
+        "out of retries"
+    );
+    let job = s.store.job_get(job).await.expect("job");
+    assert_eq!(
+        job.status,
+        JobStatus::Failed,
+        "its only task failed for good"
+    );
+}
+
+#[tokio::test]
+async fn a_running_task_past_its_deadline_counts_a_failed_attempt() {
+    let s = subject(QueueRules::default()).await;
+    let mut shape = JobShape::new(0, 1);
+    shape.timeout_secs = 30;
+    s.jobs(&[shape]).await;
+    let agent = s.agent("slow").await;
+    let c = s.claim(agent).await.expect("the task");
+    s.start(agent, &c).await.expect("start");
+
+    s.clock.advance(29_000);
+    assert_eq!(s.store.tasks_expire().await.expect("sweep").timed_out, 0);
+    s.clock.advance(2_000);
+    let sweep = s.store.tasks_expire().await.expect("sweep");
+    assert_eq!(sweep.timed_out, 1, "{sweep:?}");
+    let task = s.store.task_get(c.task.id).await.expect("task");
+    assert_eq!((task.status, task.attempts), (TaskStatus::Pending, 1));
+    assert_eq!(task.error.as_deref(), Some("timed out after 30 s"));
+}
+
+#[tokio::test]
+async fn an_unstarted_claim_goes_back_when_its_lease_runs_out() {
+    let rules = QueueRules {
+        claim_lease_ms: 10_000,
+        ..QueueRules::default()
+    };
+    let s = subject(rules).await;
+    s.jobs(&[JobShape::new(0, 1)]).await;
+    let (late, other) = (s.agent("late").await, s.agent("other").await);
+    let c = s.claim(late).await.expect("the task");
+
+    s.clock.advance(10_001);
+    let sweep = s.store.tasks_expire().await.expect("sweep");
+    assert_eq!(sweep.leases_expired, 1, "{sweep:?}");
+    let task = s.store.task_get(c.task.id).await.expect("task");
+    assert_eq!(
+        (task.status, task.attempts),
+        (TaskStatus::Pending, 0),
+        "released, not failed"
+    );
+    // The late agent's start names a lease that has ended: refused, nothing written.
+    let refused = s.start(late, &c).await.expect_err("a dead lease");
+    assert!(matches!(refused, StoreError::LeaseLost(_)), "{refused:?}");
+    let again = s.claim(other).await.expect("claimable again");
+    assert_eq!((again.task.id, again.task.deliveries), (c.task.id, 2));
+}
+
+#[tokio::test]
+async fn the_approval_gate_counts_distinct_agents_and_keeps_the_cooldown() {
+    let s = subject(QueueRules::default()).await;
+    let submitter = s.agent("submitter").await;
+    let (a, b, c) = (s.agent("a").await, s.agent("b").await, s.agent("c").await);
+    let job = s.submit(submitter, 0, 3).await;
+
+    assert_eq!(
+        s.approve(job, a, 0).await.expect("first"),
+        JobStatus::Approving
+    );
+    let twice = s
+        .approve(job, a, 0)
+        .await
+        .expect_err("the same agent twice");
+    assert!(matches!(twice, StoreError::Conflict(_)), "{twice:?}");
+    assert_eq!(
+        s.approve(job, b, 0).await.expect("second"),
+        JobStatus::Approving
+    );
+    assert_eq!(
+        s.approve(job, c, 0).await.expect("third"),
+        JobStatus::Accepted
+    );
+    let late = s
+        .approve(job, submitter, 0)
+        .await
+        .expect_err("past the gate");
+    assert!(matches!(late, StoreError::InvalidState(_)), "{late:?}");
+
+    // A cooldown of a minute between one agent's approvals, on the store's clock.
+    let (x, y) = (
+        s.submit(submitter, 0, 5).await,
+        s.submit(submitter, 0, 5).await,
+    );
+    let early = s.approve(x, a, 60).await.expect_err("a approved a moment ago");
+    assert!(matches!(early, StoreError::Cooldown(_)), "{early:?}");
+    s.clock.advance(60_000);
+    s.approve(x, a, 60).await.expect("approve x a minute after the last");
+    s.clock.advance(59_000);
+    let early = s.approve(y, a, 60).await.expect_err("within the cooldown");
+    let StoreError::Cooldown(next) = early else {
+        panic!("expected the cooldown, got {early:?}")
+    };
+    assert_eq!(next.timestamp_millis(), START_MS + 120_000);
+    s.clock.advance(1_000);
+    s.approve(y, a, 60).await.expect("the cooldown is over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_are_published_in_id_order_with_none_missing() {
+    let s = subject(QueueRules::default()).await;
+    let mut live = s.store.subscribe();
+    s.jobs(&[JobShape::new(0, 40)]).await;
+    let mut agents = Vec::new();
+    for i in 0..8 {
+        agents.push(s.agent(&format!("e{i}")).await);
+    }
+    // Concurrent writers: claims, starts and completions of 40 tasks by 8 agents.
+    join_all(agents.iter().map(|&agent| {
+        let s = &s;
+        async move {
+            while let Some(c) = s.claim(agent).await {
+                s.start(agent, &c).await.expect("start");
+                s.complete(agent, &c, json!({ "ok": true })).await;
+            }
+        }
+    }))
+    .await;
+    let last = s.store.event_last_id().await.expect("last id");
+    let stored = s
+        .store
+        .event_list(EventListParams {
+            job_id: None,
+            after: 0,
+            limit: 10_000,
+            newest_first: false,
+        })
+        .await
+        .expect("events");
+    assert_eq!(stored.last().map(|e| e.id), Some(last));
+    let mut published = Vec::new();
+    while published.last() != Some(&last) {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(10), live.recv())
+            .await
+            .expect("the next event within 10 s")
+            .expect("no lag");
+        published.push(e.id);
+    }
+    let ids: Vec<i64> = stored.iter().map(|e| e.id).collect();
+    assert_eq!(published, ids, "live events are the table's, in its order");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+    let completed = stored
+        .iter()
+        .filter(|e| e.kind() == EventKind::TaskCompleted)
+        .count();
+    assert_eq!(completed, 41, "40 work tasks and the plan");
+    let job = stored.iter().rev().find_map(|e| e.payload.job_change());
+    assert_eq!(job.map(|c| c.status), Some(JobStatus::Completed));
+}
