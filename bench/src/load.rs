@@ -7,17 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agora_client::Client;
 use agora_shared::ws::ServerMsg;
 use agora_shared::TaskType;
 use anyhow::Context;
-use futures::{SinkExt, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Agent, Api};
+use crate::client::{agent, submit};
 use crate::server::Server;
 use crate::{ms, pct};
 
@@ -51,24 +50,12 @@ pub fn raise_fd_limit(want: u64) -> u64 {
 
 /// One load agent: `ready 1`, accepts every offer, plans a job into `job_spec.n` tasks, completes
 /// work at once, and reports each work offer's latency in milliseconds.
-async fn connect(ws_base: &str, a: &Agent, lat: mpsc::UnboundedSender<f64>) -> anyhow::Result<()> {
-    let url = format!("{ws_base}/agents/{}/ws?token={}", a.id, a.token);
-    // Small buffers: 10,000 clients in one process.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
-    let (mut sink, mut stream) = socket.split();
-    sink.send(Message::Text(
-        json!({ "type": "ready", "slots": 1 }).to_string().into(),
-    ))
-    .await?;
+async fn connect(agent: &Client, lat: mpsc::UnboundedSender<f64>) -> anyhow::Result<()> {
+    let mut session = agent.session().await?;
+    session.ready(1).await?;
     tokio::spawn(async move {
-        while let Some(Ok(m)) = stream.next().await {
-            let Message::Text(t) = m else { continue };
-            let Ok(ServerMsg::TaskOffer { offer_id, task, .. }) =
-                serde_json::from_str::<ServerMsg>(t.as_str())
-            else {
+        while let Ok(msg) = session.next().await {
+            let ServerMsg::TaskOffer { offer_id, task, .. } = msg else {
                 continue;
             };
             let arrived = chrono::Utc::now();
@@ -84,16 +71,8 @@ async fn connect(ws_base: &str, a: &Agent, lat: mpsc::UnboundedSender<f64>) -> a
                     json!(null)
                 }
             };
-            let accept = json!({ "type": "accept", "offer_id": offer_id });
-            let done = json!({ "type": "complete", "task_id": task.id, "result": result });
-            if sink
-                .send(Message::Text(accept.to_string().into()))
-                .await
-                .is_err()
-                || sink
-                    .send(Message::Text(done.to_string().into()))
-                    .await
-                    .is_err()
+            if session.accept(offer_id).await.is_err()
+                || session.complete(task.id, result).await.is_err()
             {
                 break;
             }
@@ -102,7 +81,8 @@ async fn connect(ws_base: &str, a: &Agent, lat: mpsc::UnboundedSender<f64>) -> a
     Ok(())
 }
 
-/// An SSE reader of every event; counts the events it sees.
+/// An SSE reader of every event that counts the `id:` lines it sees without parsing them (500
+/// readers parsing every event would load the bench's own cores, not the server's).
 fn sse_reader(base: String, seen: Arc<AtomicU64>) {
     tokio::spawn(async move {
         let Ok(res) = reqwest::get(format!("{base}/events")).await else {
@@ -134,25 +114,26 @@ fn report(name: &str, mut v: Vec<f64>) {
     );
 }
 
-async fn job_of(api: &Api, approver: &Agent, n: usize) -> anyhow::Result<()> {
-    let job = api.submit_spec("load", json!({ "n": n })).await?;
-    api.approve(job, approver).await
+async fn job_of(approver: &Client, n: usize) -> anyhow::Result<()> {
+    let job = submit(approver, "load", json!({ "n": n })).await?;
+    approver.approve(job, None).await?;
+    Ok(())
 }
 
 pub async fn run(
     server: &Server,
-    api: &Api,
+    api: &Client,
     sockets: usize,
     sse: usize,
     samples: usize,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let agents: Vec<Agent> = futures::stream::iter(0..sockets)
-        .map(|i| api.register_owned(format!("load-{i}")))
+    let agents: Vec<Client> = futures::stream::iter(0..sockets)
+        .map(|i| async move { agent(api, &format!("load-{i}")).await })
         .buffer_unordered(32)
         .try_collect()
         .await?;
-    let approver = api.register("load-approver").await?;
+    let approver = agent(api, "load-approver").await?;
     println!(
         "load: {sockets} agents registered in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -160,7 +141,7 @@ pub async fn run(
     let (lat_tx, mut lat_rx) = mpsc::unbounded_channel();
     let started = Instant::now();
     futures::stream::iter(agents.iter())
-        .map(|a| connect(&server.ws_base, a, lat_tx.clone()))
+        .map(|a| connect(a, lat_tx.clone()))
         .buffer_unordered(64)
         .try_collect::<Vec<()>>()
         .await
@@ -184,7 +165,7 @@ pub async fn run(
     // One task at a time: created → offered to one of the ready agents.
     let mut single = Vec::with_capacity(samples);
     for _ in 0..samples {
-        job_of(api, &approver, 1).await?;
+        job_of(&approver, 1).await?;
         let l = tokio::time::timeout(Duration::from_secs(30), lat_rx.recv())
             .await
             .context("no offer within 30 s")?
@@ -194,7 +175,7 @@ pub async fn run(
     report("offer latency, one task at a time", single);
     // A burst: 2,000 tasks created at once, fanned out to the agents.
     let burst_n = 2000.min(sockets.max(1) * 4);
-    job_of(api, &approver, burst_n).await?;
+    job_of(&approver, burst_n).await?;
     let mut burst = Vec::with_capacity(burst_n);
     while burst.len() < burst_n {
         let l = tokio::time::timeout(Duration::from_secs(60), lat_rx.recv())
@@ -217,7 +198,7 @@ pub async fn run(
         .await?;
     let mut rss = vec![server.rss_mb()];
     for _ in 0..5 {
-        job_of(api, &approver, 2000).await?;
+        job_of(&approver, 2000).await?;
         let mut got = 0;
         while got < 2000 {
             tokio::time::timeout(Duration::from_secs(60), lat_rx.recv())

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use client::{Api, Bench};
+use agora_client::Client;
+use client::Bench;
 
 #[derive(Parser)]
 struct Args {
@@ -107,12 +108,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("server RSS idle: {:.1} MB", server.rss_mb());
 
-    let bench = Bench::new(
-        servers
-            .iter()
-            .map(|s| (Api::new(&s.base), s.ws_base.clone()))
-            .collect(),
-    );
+    let bench = Bench::new(servers.iter().map(|s| Client::new(&s.base)).collect());
     let run = |part: &str| {
         (args.only.is_empty() && part != "load") || args.only.iter().any(|p| p == part)
     };
@@ -181,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
     if run("load") {
         load::run(
             server,
-            &Api::new(&server.base),
+            &Client::new(&server.base),
             args.sockets,
             args.sse,
             args.samples,

@@ -10,7 +10,6 @@ use tokio::process::{Child, Command};
 pub struct Server {
     child: Child,
     pub base: String,
-    pub ws_base: String,
     pub backend: String,
     _dir: tempfile::TempDir,
 }
@@ -57,15 +56,12 @@ impl Server {
         }
         let child = cmd.spawn().context("starting the server")?;
         let base = format!("http://127.0.0.1:{port}/api");
-        let http = reqwest::Client::new();
+        let api = agora_client::Client::new(&base);
         let mut backend = String::new();
         for _ in 0..200 {
-            if let Ok(r) = http.get(format!("{base}/health")).send().await {
-                if r.status().is_success() {
-                    let v: serde_json::Value = r.json().await?;
-                    backend = v["data"]["backend"].as_str().unwrap_or("").to_string();
-                    break;
-                }
+            if let Ok(health) = api.health().await {
+                backend = health.backend;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -74,7 +70,6 @@ impl Server {
         }
         Ok(Server {
             child,
-            ws_base: base.replace("http://", "ws://"),
             base,
             backend,
             _dir: dir,

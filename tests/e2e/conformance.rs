@@ -418,10 +418,15 @@ async fn the_approval_gate_counts_distinct_agents_and_keeps_the_cooldown() {
         s.submit(submitter, 0, 5).await,
         s.submit(submitter, 0, 5).await,
     );
-    let early = s.approve(x, a, 60).await.expect_err("a approved a moment ago");
+    let early = s
+        .approve(x, a, 60)
+        .await
+        .expect_err("a approved a moment ago");
     assert!(matches!(early, StoreError::Cooldown(_)), "{early:?}");
     s.clock.advance(60_000);
-    s.approve(x, a, 60).await.expect("approve x a minute after the last");
+    s.approve(x, a, 60)
+        .await
+        .expect("approve x a minute after the last");
     s.clock.advance(59_000);
     let early = s.approve(y, a, 60).await.expect_err("within the cooldown");
     let StoreError::Cooldown(next) = early else {
