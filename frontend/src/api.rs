@@ -1,9 +1,13 @@
 //! The REST API, decoded into the `agora-shared` types.
 
-use agora_shared::{Envelope, ErrorCode};
+use agora_shared::{
+    Agent, AgentListQuery, Approval, CancelJob, CommitInfo, CommitListQuery, Envelope, ErrorCode,
+    Event, EventListQuery, Health, Job, JobListQuery, Page, Stats, SubmitJob, Task, TaskListQuery,
+};
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use uuid::Uuid;
 
 /// What a failed call tells the user.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,17 +56,23 @@ async fn decode<T: DeserializeOwned>(res: Response) -> Result<T, ApiFailure> {
     }
 }
 
-/// `GET /api{path}`.
-pub async fn get<T: DeserializeOwned>(path: &str) -> Result<T, ApiFailure> {
-    let res = Request::get(&format!("/api{path}"))
-        .send()
-        .await
-        .map_err(network)?;
+/// `GET /api{path}`, with `query` encoded as its query string.
+async fn get<T: DeserializeOwned>(path: &str, query: &impl Serialize) -> Result<T, ApiFailure> {
+    let query = serde_urlencoded::to_string(query).map_err(|e| ApiFailure {
+        status: 0,
+        code: None,
+        message: format!("could not encode the query: {e}"),
+    })?;
+    let url = match query.is_empty() {
+        true => format!("/api{path}"),
+        false => format!("/api{path}?{query}"),
+    };
+    let res = Request::get(&url).send().await.map_err(network)?;
     decode(res).await
 }
 
 /// `POST /api{path}` with a JSON body, and a bearer token when given.
-pub async fn post<T: DeserializeOwned>(
+async fn post<T: DeserializeOwned>(
     path: &str,
     body: &impl Serialize,
     token: Option<&str>,
@@ -78,4 +88,63 @@ pub async fn post<T: DeserializeOwned>(
         .await
         .map_err(network)?;
     decode(res).await
+}
+
+/// No query string.
+const NONE: [(); 0] = [];
+
+// One function per call the dashboard makes: the path and the types of each in one place.
+
+pub async fn health() -> Result<Health, ApiFailure> {
+    get("/health", &NONE).await
+}
+
+pub async fn stats() -> Result<Stats, ApiFailure> {
+    get("/stats", &NONE).await
+}
+
+pub async fn jobs(query: JobListQuery) -> Result<Page<Job>, ApiFailure> {
+    get("/jobs", &query).await
+}
+
+pub async fn job(id: Uuid) -> Result<Job, ApiFailure> {
+    get(&format!("/jobs/{id}"), &NONE).await
+}
+
+pub async fn job_events(id: Uuid, query: EventListQuery) -> Result<Vec<Event>, ApiFailure> {
+    get(&format!("/jobs/{id}/events"), &query).await
+}
+
+pub async fn approvals(id: Uuid) -> Result<Vec<Approval>, ApiFailure> {
+    get(&format!("/jobs/{id}/approvals"), &NONE).await
+}
+
+pub async fn job_tasks(id: Uuid, query: TaskListQuery) -> Result<Page<Task>, ApiFailure> {
+    get(&format!("/jobs/{id}/tasks"), &query).await
+}
+
+pub async fn commits(id: Uuid, query: CommitListQuery) -> Result<Page<CommitInfo>, ApiFailure> {
+    get(&format!("/jobs/{id}/commits"), &query).await
+}
+
+/// Tasks of every job.
+pub async fn tasks(query: TaskListQuery) -> Result<Page<Task>, ApiFailure> {
+    get("/tasks", &query).await
+}
+
+pub async fn agents(query: AgentListQuery) -> Result<Page<Agent>, ApiFailure> {
+    get("/agents", &query).await
+}
+
+pub async fn submit(job: &SubmitJob) -> Result<Job, ApiFailure> {
+    post("/jobs", job, None).await
+}
+
+/// Cancels a job; `admin_token` when the server asks for one.
+pub async fn cancel(
+    id: Uuid,
+    body: &CancelJob,
+    admin_token: Option<&str>,
+) -> Result<Job, ApiFailure> {
+    post(&format!("/jobs/{id}/cancel"), body, admin_token).await
 }

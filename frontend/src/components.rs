@@ -3,7 +3,6 @@
 use agora_shared::{Event, JobStatus, TaskStatus};
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
-use serde::de::DeserializeOwned;
 
 use crate::api::{self, ApiFailure};
 use crate::live::{use_live, Conn};
@@ -14,25 +13,30 @@ pub const PER_PAGE: u64 = 50;
 /// An API answer kept up to date: `None` until the first one arrives.
 pub type Fetched<T> = RwSignal<Option<Result<T, ApiFailure>>>;
 
-/// Loads `path()` now, again whenever the signals `path` reads change, and again after events
-/// arrive. An answer equal to the last one changes nothing (no re-render); an answer to an
-/// older request than the newest is dropped.
-pub fn fetched<T>(path: impl Fn() -> Option<String> + Send + Sync + 'static) -> Fetched<T>
+/// Loads `load(request())` (a call of [`api`]) now, again whenever the signals `request` reads
+/// change, and again after events arrive. An answer equal to the last one changes nothing (no
+/// re-render); an answer to an older request than the newest is dropped.
+pub fn fetched<R, T, F>(
+    request: impl Fn() -> Option<R> + Send + Sync + 'static,
+    load: impl Fn(R) -> F + Copy + Send + Sync + 'static,
+) -> Fetched<T>
 where
-    T: DeserializeOwned + PartialEq + Send + Sync + 'static,
+    R: 'static,
+    F: std::future::Future<Output = Result<T, ApiFailure>> + 'static,
+    T: PartialEq + Send + Sync + 'static,
 {
     let live = use_live();
     let out: Fetched<T> = RwSignal::new(None);
     let generation = StoredValue::new(0u64);
     Effect::new(move |_| {
         live.tick.track();
-        let Some(path) = path() else {
+        let Some(request) = request() else {
             return;
         };
         let mine = generation.get_value() + 1;
         generation.set_value(mine);
         leptos::task::spawn_local(async move {
-            let answer = api::get::<T>(&path).await;
+            let answer = load(request).await;
             if generation.get_value() != mine {
                 return;
             }
@@ -185,7 +189,7 @@ pub fn EventList(events: Vec<Event>) -> impl IntoView {
 pub fn OpenBanner() -> impl IntoView {
     let open = RwSignal::new(false);
     leptos::task::spawn_local(async move {
-        if let Ok(h) = api::get::<agora_shared::Health>("/health").await {
+        if let Ok(h) = api::health().await {
             open.set(h.open_access);
         }
     });

@@ -2,24 +2,39 @@
 
 use std::collections::HashMap;
 
-use agora_shared::{Agent, Page, Stats, Task};
+use agora_shared::{AgentListQuery, Task, TaskListQuery, TaskStatus};
 use leptos::prelude::*;
 use uuid::Uuid;
 
+use crate::api;
 use crate::components::{ago, fetched, short, show, Pager, PER_PAGE};
 
 #[component]
 pub fn AgentsPage() -> impl IntoView {
     let page = RwSignal::new(0u64);
     // The server pages the list, online first, then the most recently seen.
-    let agents = fetched::<Page<Agent>>(move || {
-        Some(format!(
-            "/agents?limit={PER_PAGE}&offset={}",
-            page.get() * PER_PAGE
-        ))
-    });
-    let stats = fetched::<Stats>(|| Some("/stats".into()));
-    let running = fetched::<Page<Task>>(|| Some("/tasks?status=running&limit=1000".into()));
+    let agents = fetched(
+        move || {
+            Some(AgentListQuery {
+                status: None,
+                limit: Some(PER_PAGE as u32),
+                offset: Some(page.get() * PER_PAGE),
+            })
+        },
+        api::agents,
+    );
+    let stats = fetched(|| Some(()), |()| api::stats());
+    let running = fetched(
+        || {
+            Some(TaskListQuery {
+                status: Some(TaskStatus::Running),
+                agent_id: None,
+                limit: Some(1000),
+                offset: None,
+            })
+        },
+        api::tasks,
+    );
     let held = move || {
         let mut by_agent: HashMap<Uuid, Vec<Task>> = HashMap::new();
         if let Some(Ok(p)) = running.get() {

@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 
 use agora_shared::{
-    Approval, CommitInfo, ErrorCode, Event, EventKind, Job, Page, Task, TaskStatus,
+    CancelJob, CommitListQuery, ErrorCode, Event, EventKind, EventListQuery, Job, SortOrder, Task,
+    TaskListQuery, TaskStatus,
 };
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -27,10 +28,18 @@ pub fn JobPage() -> impl IntoView {
             .with(|p| p.get("id"))
             .filter(|s| s.parse::<Uuid>().is_ok())
     };
-    let job = fetched::<Job>(move || id().map(|id| format!("/jobs/{id}")));
-    let events = fetched::<Vec<Event>>(move || {
-        id().map(|id| format!("/jobs/{id}/events?order=desc&limit={TIMELINE}"))
-    });
+    let job = fetched(move || id().and_then(|id| id.parse().ok()), api::job);
+    let events = fetched(
+        move || {
+            let query = EventListQuery {
+                after: None,
+                order: Some(SortOrder::Desc),
+                limit: Some(TIMELINE),
+            };
+            id().and_then(|id| id.parse().ok()).map(|id| (id, query))
+        },
+        |(id, query)| api::job_events(id, query),
+    );
     view! {
         {move || match id() {
             None => view! { <h1>"No such job"</h1><p class="error">"That is not a job id."</p> }.into_any(),
@@ -103,15 +112,12 @@ fn Cancel(id: Uuid) -> impl IntoView {
     let busy = RwSignal::new(false);
     let send = move |_| {
         busy.set(true);
-        let body = serde_json::json!({ "reason": Some(reason.get_untracked()).filter(|r| !r.trim().is_empty()) });
+        let body = CancelJob {
+            reason: Some(reason.get_untracked()).filter(|r| !r.trim().is_empty()),
+        };
         let t = token.get_untracked();
         leptos::task::spawn_local(async move {
-            let answer: Result<Job, _> = api::post(
-                &format!("/jobs/{id}/cancel"),
-                &body,
-                (!t.is_empty()).then_some(t.as_str()),
-            )
-            .await;
+            let answer = api::cancel(id, &body, (!t.is_empty()).then_some(t.as_str())).await;
             busy.set(false);
             match answer {
                 Ok(_) => {
@@ -150,7 +156,7 @@ fn Cancel(id: Uuid) -> impl IntoView {
 
 #[component]
 fn Approvals(id: String, job: crate::components::Fetched<Job>) -> impl IntoView {
-    let approvals = fetched::<Vec<Approval>>(move || Some(format!("/jobs/{id}/approvals")));
+    let approvals = fetched(move || id.parse().ok(), api::approvals);
     let needed = move || {
         job.with(|j| match j {
             Some(Ok(j)) => Some((j.approvals, j.approvals_required)),
@@ -195,17 +201,18 @@ fn Tasks(id: String) -> impl IntoView {
     let status = RwSignal::new(String::new());
     let page = RwSignal::new(0u64);
     let expanded = RwSignal::new(HashSet::<Uuid>::new());
-    let tasks = fetched::<Page<Task>>(move || {
-        let mut path = format!(
-            "/jobs/{id}/tasks?limit={PER_PAGE}&offset={}",
-            page.get() * PER_PAGE
-        );
-        let s = status.get();
-        if !s.is_empty() {
-            path.push_str(&format!("&status={s}"));
-        }
-        Some(path)
-    });
+    let tasks = fetched(
+        move || {
+            let query = TaskListQuery {
+                status: status.get().parse().ok(),
+                agent_id: None,
+                limit: Some(PER_PAGE as u32),
+                offset: Some(page.get() * PER_PAGE),
+            };
+            id.parse().ok().map(|id| (id, query))
+        },
+        |(id, query)| api::job_tasks(id, query),
+    );
     view! {
         <section aria-labelledby="tasks">
             <h2 id="tasks">"Tasks"</h2>
@@ -318,12 +325,16 @@ fn lease_text(t: &Task) -> String {
 #[component]
 fn History(id: String) -> impl IntoView {
     let page = RwSignal::new(0u64);
-    let commits = fetched::<Page<CommitInfo>>(move || {
-        Some(format!(
-            "/jobs/{id}/commits?limit={PER_PAGE}&offset={}",
-            page.get() * PER_PAGE
-        ))
-    });
+    let commits = fetched(
+        move || {
+            let query = CommitListQuery {
+                limit: Some(PER_PAGE as u32),
+                offset: Some(page.get() * PER_PAGE),
+            };
+            id.parse().ok().map(|id| (id, query))
+        },
+        |(id, query)| api::commits(id, query),
+    );
     move || match commits.get() {
         Some(Ok(p)) => view! {
             <section aria-labelledby="history">

@@ -1,10 +1,11 @@
 //! The jobs list: status badges, progress bars, a filter by state and a title search, a page at
 //! a time.
 
-use agora_shared::{Job, JobStatus, Page};
+use agora_shared::{Job, JobListQuery, JobStatus};
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
+use crate::api;
 use crate::components::{ago, fetched, show, JobBadge, Pager, Progress, PER_PAGE};
 
 /// Jobs as table rows, linking to each job.
@@ -48,30 +49,24 @@ pub fn JobsTable(jobs: Vec<Job>) -> impl IntoView {
     .into_any()
 }
 
-fn encode(s: &str) -> String {
-    js_sys::encode_uri_component(s)
-        .as_string()
-        .unwrap_or_default()
-}
-
 #[component]
 pub fn JobsPage() -> impl IntoView {
     let query = use_query_map();
     let status = RwSignal::new(query.with_untracked(|q| q.get("status").unwrap_or_default()));
     let search = RwSignal::new(String::new());
     let page = RwSignal::new(0u64);
-    let jobs = fetched::<Page<Job>>(move || {
-        let mut path = format!("/jobs?limit={PER_PAGE}&offset={}", page.get() * PER_PAGE);
-        let s = status.get();
-        if !s.is_empty() {
-            path.push_str(&format!("&status={s}"));
-        }
-        let q = search.get();
-        if !q.trim().is_empty() {
-            path.push_str(&format!("&q={}", encode(q.trim())));
-        }
-        Some(path)
-    });
+    let jobs = fetched(
+        move || {
+            let q = search.get();
+            Some(JobListQuery {
+                status: status.get().parse().ok(),
+                q: Some(q.trim().to_string()).filter(|q| !q.is_empty()),
+                limit: Some(PER_PAGE as u32),
+                offset: Some(page.get() * PER_PAGE),
+            })
+        },
+        api::jobs,
+    );
     view! {
         <h1>"Jobs"</h1>
         <form class="filters" role="search" on:submit=|ev| ev.prevent_default()>

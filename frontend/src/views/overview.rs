@@ -1,9 +1,10 @@
 //! The overview: agents online, jobs by state, tasks running/pending/failed, throughput in the
 //! last minute, the newest jobs and the live event feed.
 
-use agora_shared::{Job, JobStatus, Page, Stats};
+use agora_shared::{JobListQuery, JobStatus};
 use leptos::prelude::*;
 
+use crate::api;
 use crate::components::{fetched, show, EventList, JobBadge};
 use crate::live::use_live;
 use crate::views::jobs::JobsTable;
@@ -20,8 +21,16 @@ fn Card(label: &'static str, value: u64, id: &'static str) -> impl IntoView {
 
 #[component]
 pub fn Overview() -> impl IntoView {
-    let stats = fetched::<Stats>(|| Some("/stats".into()));
-    let jobs = fetched::<Page<Job>>(|| Some("/jobs?limit=10".into()));
+    let stats = fetched(|| Some(()), |()| api::stats());
+    let jobs = fetched(
+        || {
+            Some(JobListQuery {
+                limit: Some(10),
+                ..Default::default()
+            })
+        },
+        api::jobs,
+    );
     let live = use_live();
     view! {
         <h1>"Overview"</h1>

@@ -1,6 +1,6 @@
 //! Submit a job: a title and a JSON spec, checked as you type.
 
-use agora_shared::{Job, SubmitJob};
+use agora_shared::SubmitJob;
 use leptos::prelude::*;
 use leptos_router::hooks::use_navigate;
 
@@ -42,7 +42,7 @@ pub fn SubmitPage() -> impl IntoView {
         busy.set(true);
         let navigate = navigate.clone();
         leptos::task::spawn_local(async move {
-            let answer: Result<Job, _> = api::post("/jobs", &body, None).await;
+            let answer = api::submit(&body).await;
             busy.set(false);
             match answer {
                 Ok(job) => navigate(&format!("/jobs/{}", job.id), Default::default()),
