@@ -87,107 +87,221 @@ async fn serve(args: &WorkerArgs, client: &Client, url: &str) -> anyhow::Result<
     let mut session = client.session().await?;
     session.ready(args.slots).await?;
     let (tx, mut rx) = mpsc::channel::<Report>(256);
-    // Running tasks, each with the switch that kills its command and its delivery's lease
-    // (named in every report, so a report on a delivery that ended is refused, not applied).
-    let mut running: HashMap<Uuid, (oneshot::Sender<()>, Uuid)> = HashMap::new();
-    // Offers accepted, waiting for the server to confirm (the command starts then).
-    let mut accepting: HashMap<Uuid, (String, Task, Uuid)> = HashMap::new();
-    // Results sent and not yet acknowledged.
-    let mut unacked = 0usize;
-    let mut draining = false;
+    let mut worker = Worker {
+        args,
+        url,
+        session,
+        tx,
+        running: HashMap::new(),
+        accepting: HashMap::new(),
+        unacked: 0,
+        draining: false,
+    };
     let mut drained_at = None;
     let mut signals = Signals::new()?;
     loop {
-        if draining && running.is_empty() && accepting.is_empty() {
+        if worker.draining && worker.running.is_empty() && worker.accepting.is_empty() {
             let waited = drained_at.get_or_insert_with(tokio::time::Instant::now);
-            if unacked == 0 || waited.elapsed() > ACK_WAIT {
+            if worker.unacked == 0 || waited.elapsed() > ACK_WAIT {
                 return Ok(());
             }
         }
         tokio::select! {
-            msg = session.next() => match msg? {
-                ServerMsg::TaskOffer { offer_id, task, lease_id, .. } => {
-                    let cmd = match task.task_type {
-                        TaskType::Plan => args.planner.as_ref(),
-                        TaskType::Work => Some(&args.exec),
+            msg = worker.session.next() => worker.on_message(msg?).await?,
+            Some(report) = rx.recv() => worker.on_report(report).await?,
+            _ = signals.next() => worker.on_signal().await?,
+        }
+    }
+}
+
+/// A worker's state between messages.
+struct Worker<'a> {
+    args: &'a WorkerArgs,
+    url: &'a str,
+    session: agora_client::Session,
+    /// Where running commands report.
+    tx: mpsc::Sender<Report>,
+    /// Running tasks, each with the switch that kills its command and its delivery's lease
+    /// (named in every report, so a report on a delivery that ended is refused, not applied).
+    running: HashMap<Uuid, (oneshot::Sender<()>, Uuid)>,
+    /// Offers accepted, waiting for the server to confirm (the command starts then).
+    accepting: HashMap<Uuid, (String, Task, Uuid)>,
+    /// Results sent and not yet acknowledged.
+    unacked: usize,
+    draining: bool,
+}
+
+impl Worker<'_> {
+    async fn on_message(&mut self, msg: ServerMsg) -> anyhow::Result<()> {
+        match msg {
+            ServerMsg::TaskOffer {
+                offer_id,
+                task,
+                lease_id,
+                ..
+            } => self.on_offer(offer_id, *task, lease_id).await?,
+            ServerMsg::TaskRevoked { task_id, reason } => {
+                if let Some((kill, _)) = self.running.remove(&task_id) {
+                    eprintln!("agora worker: task {task_id} revoked ({reason}); killing it");
+                    let _ = kill.send(());
+                }
+            }
+            ServerMsg::Ack {
+                kind,
+                ok,
+                error,
+                reference,
+                ..
+            } => self.on_ack(kind, ok, error, reference).await?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn on_offer(&mut self, offer_id: Uuid, task: Task, lease_id: Uuid) -> anyhow::Result<()> {
+        let cmd = match task.task_type {
+            TaskType::Plan => self.args.planner.as_ref(),
+            TaskType::Work => Some(&self.args.exec),
+        };
+        match cmd {
+            Some(cmd) if !self.draining => {
+                // The command starts when the server confirms the accept: an offer can expire,
+                // or die with a socket that was replaced.
+                let task_id = task.id;
+                self.accepting
+                    .insert(task_id, (cmd.clone(), task, lease_id));
+                let reference = Some(format!("accept:{task_id}"));
+                self.session
+                    .send_with_ref(ClientMsg::Accept { offer_id }, reference)
+                    .await?;
+            }
+            Some(_) => {
+                let reason = Some("shutting down".into());
+                self.session.decline(offer_id, reason).await?
+            }
+            None => {
+                let reason = Some("this worker has no --planner".into());
+                self.session.decline(offer_id, reason).await?
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_ack(
+        &mut self,
+        kind: String,
+        ok: bool,
+        error: Option<agora_shared::ApiErrorBody>,
+        reference: Option<String>,
+    ) -> anyhow::Result<()> {
+        if matches!(kind.as_str(), "complete" | "fail") && reference.is_some() {
+            self.unacked = self.unacked.saturating_sub(1);
+        }
+        let about = |prefix: &str| {
+            reference
+                .as_deref()
+                .and_then(|r| r.strip_prefix(prefix))
+                .and_then(|id| id.parse::<Uuid>().ok())
+        };
+        if let Some((cmd, task, lease)) = about("accept:").and_then(|id| self.accepting.remove(&id))
+        {
+            if ok {
+                let (kill, killed) = oneshot::channel();
+                self.running.insert(task.id, (kill, lease));
+                let (url, tx) = (self.url.to_string(), self.tx.clone());
+                tokio::spawn(execute(cmd, task, url, tx, killed));
+            }
+        }
+        if !ok {
+            let message = error
+                .map(|e| format!("{:?}: {}", e.code, e.message))
+                .unwrap_or_default();
+            eprintln!("agora worker: {kind} refused: {message}");
+            // A result the server refuses (say, a plan without task_specs) fails the task for
+            // good rather than leaving it running until its deadline.
+            if let Some(task_id) = about("complete:") {
+                let error = format!("result refused: {message}");
+                self.send_fail(task_id, error, false, None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_report(&mut self, report: Report) -> anyhow::Result<()> {
+        match report {
+            Report::Progress(task_id, progress, message) => {
+                if let Some((_, lease)) = self.running.get(&task_id) {
+                    let msg = ClientMsg::Progress {
+                        task_id,
+                        progress,
+                        message,
+                        extend_secs: None,
+                        lease_id: Some(*lease),
                     };
-                    match cmd {
-                        Some(cmd) if !draining => {
-                            // The command starts when the server confirms the accept: an offer
-                            // can expire, or die with a socket that was replaced.
-                            let task_id = task.id;
-                            accepting.insert(task_id, (cmd.clone(), *task, lease_id));
-                            session.send_with_ref(ClientMsg::Accept { offer_id }, Some(format!("accept:{task_id}"))).await?;
-                        }
-                        Some(_) => session.decline(offer_id, Some("shutting down".into())).await?,
-                        None => session.decline(offer_id, Some("this worker has no --planner".into())).await?,
-                    }
+                    self.session.send(msg).await?;
                 }
-                ServerMsg::TaskRevoked { task_id, reason } => {
-                    if let Some((kill, _)) = running.remove(&task_id) {
-                        eprintln!("agora worker: task {task_id} revoked ({reason}); killing it");
-                        let _ = kill.send(());
-                    }
+            }
+            Report::Done(task_id, result) => {
+                if let Some((_, lease)) = self.running.remove(&task_id) {
+                    self.unacked += 1;
+                    let msg = ClientMsg::Complete {
+                        task_id,
+                        result,
+                        lease_id: Some(lease),
+                    };
+                    let reference = Some(format!("complete:{task_id}"));
+                    self.session.send_with_ref(msg, reference).await?;
                 }
-                ServerMsg::Ack { kind, ok, error, reference, .. } => {
-                    if matches!(kind.as_str(), "complete" | "fail") && reference.is_some() {
-                        unacked = unacked.saturating_sub(1);
-                    }
-                    let accepted = reference.as_deref().and_then(|r| r.strip_prefix("accept:")).and_then(|id| id.parse::<Uuid>().ok());
-                    if let Some((cmd, task, lease)) = accepted.and_then(|id| accepting.remove(&id)) {
-                        if ok {
-                            let (kill, killed) = oneshot::channel();
-                            running.insert(task.id, (kill, lease));
-                            tokio::spawn(execute(cmd, task, url.to_string(), tx.clone(), killed));
-                        }
-                    }
-                    if !ok {
-                        let message = error.map(|e| format!("{:?}: {}", e.code, e.message)).unwrap_or_default();
-                        eprintln!("agora worker: {kind} refused: {message}");
-                        // A result the server refuses (say, a plan without task_specs) fails the
-                        // task for good rather than leaving it running until its deadline.
-                        if let Some(task_id) = reference.as_deref().and_then(|r| r.strip_prefix("complete:")).and_then(|id| id.parse().ok()) {
-                            unacked += 1;
-                            session.send_with_ref(ClientMsg::Fail { task_id, error: format!("result refused: {message}"), retryable: Some(false), lease_id: None }, Some(format!("fail:{task_id}"))).await?;
-                        }
-                    }
-                }
-                _ => {}
-            },
-            Some(report) = rx.recv() => match report {
-                Report::Progress(task_id, progress, message) => {
-                    if let Some((_, lease)) = running.get(&task_id) {
-                        let lease_id = Some(*lease);
-                        session.send(ClientMsg::Progress { task_id, progress, message, extend_secs: None, lease_id }).await?;
-                    }
-                }
-                Report::Done(task_id, result) => {
-                    if let Some((_, lease)) = running.remove(&task_id) {
-                        unacked += 1;
-                        session.send_with_ref(ClientMsg::Complete { task_id, result, lease_id: Some(lease) }, Some(format!("complete:{task_id}"))).await?;
-                    }
-                }
-                Report::Failed(task_id, error) => {
-                    if let Some((_, lease)) = running.remove(&task_id) {
-                        eprintln!("agora worker: task {task_id} failed: {}", error.lines().next().unwrap_or(""));
-                        unacked += 1;
-                        session.send_with_ref(ClientMsg::Fail { task_id, error, retryable: Some(true), lease_id: Some(lease) }, Some(format!("fail:{task_id}"))).await?;
-                    }
-                }
-            },
-            _ = signals.next() => {
-                if draining {
-                    eprintln!("agora worker: stopping {} running task(s)", running.len());
-                    for (_, (kill, _)) in running.drain() {
-                        let _ = kill.send(());
-                    }
-                } else {
-                    draining = true;
-                    eprintln!("agora worker: finishing {} running task(s); Ctrl-C again to stop them", running.len());
-                    session.ready(0).await?;
+            }
+            Report::Failed(task_id, error) => {
+                if let Some((_, lease)) = self.running.remove(&task_id) {
+                    let first = error.lines().next().unwrap_or("");
+                    eprintln!("agora worker: task {task_id} failed: {first}");
+                    self.send_fail(task_id, error, true, Some(lease)).await?;
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn send_fail(
+        &mut self,
+        task_id: Uuid,
+        error: String,
+        retryable: bool,
+        lease_id: Option<Uuid>,
+    ) -> anyhow::Result<()> {
+        self.unacked += 1;
+        let msg = ClientMsg::Fail {
+            task_id,
+            error,
+            retryable: Some(retryable),
+            lease_id,
+        };
+        let reference = Some(format!("fail:{task_id}"));
+        self.session.send_with_ref(msg, reference).await?;
+        Ok(())
+    }
+
+    /// Ctrl-C: the first finishes what runs and takes nothing new; the second kills it.
+    async fn on_signal(&mut self) -> anyhow::Result<()> {
+        if self.draining {
+            eprintln!(
+                "agora worker: stopping {} running task(s)",
+                self.running.len()
+            );
+            for (_, (kill, _)) in self.running.drain() {
+                let _ = kill.send(());
+            }
+        } else {
+            self.draining = true;
+            eprintln!(
+                "agora worker: finishing {} running task(s); Ctrl-C again to stop them",
+                self.running.len()
+            );
+            self.session.ready(0).await?;
+        }
+        Ok(())
     }
 }
 

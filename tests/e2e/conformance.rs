@@ -190,6 +190,8 @@ impl Subject {
         let mut ids = Vec::new();
         for shape in shapes {
             let job = self.submit(submitter, shape.priority, 1).await;
+            // A frozen clock would give the jobs one age, and the claim would order them by id.
+            self.clock.advance(1);
             let status = self
                 .approve_shaped(job, approver, 0, shape)
                 .await

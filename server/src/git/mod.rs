@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_shared::{EventKind, Task, TaskStatus, TaskType};
+use agora_shared::{EventKind, Job, Task, TaskStatus, TaskType};
 use anyhow::Context;
 use serde_json::json;
 use tokio::sync::{broadcast::error::RecvError, watch, Mutex};
@@ -185,19 +185,7 @@ impl GitHistory {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut commits = Vec::new();
         if !rec.job {
-            let author = match job.submitted_by {
-                Some(a) => self.author(a).await,
-                None => "agora".to_string(),
-            };
-            commits.push(repo::NewCommit {
-                files: vec![(
-                    "job.json".into(),
-                    pretty(&json!({ "id": job.id, "title": job.title, "job_spec": job.job_spec, "priority": job.priority })),
-                )],
-                message: format!("Submit job: {}", job.title),
-                author,
-                at: job.created_at,
-            });
+            commits.push(self.job_commit(&job).await);
         }
         let finished = match ids {
             Some(ids) if ids.is_empty() => Ok(Vec::new()),
@@ -216,53 +204,9 @@ impl GitHistory {
             }
         }
         if let Some(plan) = &new_plan {
-            let specs = plan
-                .result
-                .as_ref()
-                .and_then(|r| r.get("task_specs"))
-                .cloned()
-                .unwrap_or(json!([]));
-            let n = specs.as_array().map(Vec::len).unwrap_or(0);
-            commits.push(repo::NewCommit {
-                files: vec![("plan.json".into(), pretty(&json!({ "task_specs": specs })))],
-                message: format!("Plan: {n} tasks"),
-                author: self.task_author(plan).await,
-                at: plan.finished_at.unwrap_or(job.updated_at),
-            });
+            commits.push(self.plan_commit(plan, &job).await);
         }
-        if new_tasks.len() <= COMMIT_EACH_UP_TO {
-            for t in &new_tasks {
-                let author = self.task_author(t).await;
-                let verb = if t.status == TaskStatus::Completed {
-                    "completed"
-                } else {
-                    "failed"
-                };
-                commits.push(repo::NewCommit {
-                    files: task_files(t),
-                    message: format!("Task {} {verb} ({author})", t.index),
-                    author,
-                    at: t.finished_at.unwrap_or(job.updated_at),
-                });
-            }
-        } else {
-            let mut body = String::new();
-            let mut files = Vec::new();
-            for t in &new_tasks {
-                body.push_str(&format!("\n- task {}: {}", t.index, t.status));
-                files.extend(task_files(t));
-            }
-            commits.push(repo::NewCommit {
-                files,
-                message: format!("{} tasks finished\n{body}", new_tasks.len()),
-                author: "agora".into(),
-                at: new_tasks
-                    .iter()
-                    .filter_map(|t| t.finished_at)
-                    .max()
-                    .unwrap_or(job.updated_at),
-            });
-        }
+        commits.extend(self.task_commits(&new_tasks, &job).await);
         if commits.is_empty() {
             return Ok(());
         }
@@ -280,6 +224,84 @@ impl GitHistory {
             }
         }
         Ok(())
+    }
+
+    /// The job's first commit: `job.json`, by its submitter.
+    async fn job_commit(&self, job: &Job) -> repo::NewCommit {
+        let author = match job.submitted_by {
+            Some(a) => self.author(a).await,
+            None => "agora".to_string(),
+        };
+        repo::NewCommit {
+            files: vec![(
+                "job.json".into(),
+                pretty(
+                    &json!({ "id": job.id, "title": job.title, "job_spec": job.job_spec, "priority": job.priority }),
+                ),
+            )],
+            message: format!("Submit job: {}", job.title),
+            author,
+            at: job.created_at,
+        }
+    }
+
+    /// The plan's commit: `plan.json`, by its planner.
+    async fn plan_commit(&self, plan: &Task, job: &Job) -> repo::NewCommit {
+        let specs = plan
+            .result
+            .as_ref()
+            .and_then(|r| r.get("task_specs"))
+            .cloned()
+            .unwrap_or(json!([]));
+        let n = specs.as_array().map(Vec::len).unwrap_or(0);
+        repo::NewCommit {
+            files: vec![("plan.json".into(), pretty(&json!({ "task_specs": specs })))],
+            message: format!("Plan: {n} tasks"),
+            author: self.task_author(plan).await,
+            at: plan.finished_at.unwrap_or(job.updated_at),
+        }
+    }
+
+    /// Finished tasks: a commit each by its agent, or one commit for many.
+    async fn task_commits(&self, new_tasks: &[Task], job: &Job) -> Vec<repo::NewCommit> {
+        let mut commits = Vec::new();
+        if new_tasks.is_empty() {
+            return commits;
+        }
+        if new_tasks.len() <= COMMIT_EACH_UP_TO {
+            for t in new_tasks {
+                let author = self.task_author(t).await;
+                let verb = if t.status == TaskStatus::Completed {
+                    "completed"
+                } else {
+                    "failed"
+                };
+                commits.push(repo::NewCommit {
+                    files: task_files(t),
+                    message: format!("Task {} {verb} ({author})", t.index),
+                    author,
+                    at: t.finished_at.unwrap_or(job.updated_at),
+                });
+            }
+        } else {
+            let mut body = String::new();
+            let mut files = Vec::new();
+            for t in new_tasks {
+                body.push_str(&format!("\n- task {}: {}", t.index, t.status));
+                files.extend(task_files(t));
+            }
+            commits.push(repo::NewCommit {
+                files,
+                message: format!("{} tasks finished\n{body}", new_tasks.len()),
+                author: "agora".into(),
+                at: new_tasks
+                    .iter()
+                    .filter_map(|t| t.finished_at)
+                    .max()
+                    .unwrap_or(job.updated_at),
+            });
+        }
+        commits
     }
 
     async fn author(&self, agent: Uuid) -> String {

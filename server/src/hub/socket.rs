@@ -330,9 +330,8 @@ impl Conn {
         self.ack(frame.reference, kind, result)
     }
 
+    /// Answers one message: the task it changed, if any.
     async fn handle(&mut self, msg: ClientMsg) -> Result<Option<Task>, ApiError> {
-        let agent_id = self.agent();
-        let store = self.ctx.store.clone();
         match msg {
             ClientMsg::Ready { slots } => {
                 agora_shared::validate::range("slots", slots, 0, MAX_SLOTS)?;
@@ -341,48 +340,9 @@ impl Conn {
                 self.capacity(delta);
                 Ok(None)
             }
-            ClientMsg::Accept { offer_id } => {
-                let offer = self.offers.remove(&offer_id).ok_or_else(|| {
-                    ApiError::NotFound(format!(
-                        "offer {offer_id} is unknown, expired or already answered"
-                    ))
-                })?;
-                let start = TaskStartParams {
-                    agent_id,
-                    task_id: offer.held.task_id,
-                    lease_id: Some(offer.held.lease_id),
-                    heartbeat_secs: None,
-                };
-                match store.task_start(start).await {
-                    Ok(task) => {
-                        self.held.insert(task.id, offer.held.lease_id);
-                        Ok(Some(task))
-                    }
-                    Err(e) => {
-                        self.capacity(1);
-                        Err(e.into())
-                    }
-                }
-            }
+            ClientMsg::Accept { offer_id } => self.accept(offer_id).await.map(Some),
             ClientMsg::Decline { offer_id, reason } => {
-                // A reason too long to keep is refused before the offer is touched.
-                agora_shared::validate::optional_text(
-                    "reason",
-                    reason.as_deref(),
-                    agora_shared::MAX_MESSAGE,
-                )?;
-                let offer = self.offers.remove(&offer_id).ok_or_else(|| {
-                    ApiError::NotFound(format!(
-                        "offer {offer_id} is unknown, expired or already answered"
-                    ))
-                })?;
-                self.capacity(1);
-                let reason = reason.unwrap_or_else(|| "declined".into());
-                store
-                    .task_decline(agent_id, offer.held, reason)
-                    .await
-                    .map(Some)
-                    .map_err(ApiError::from)
+                self.decline(offer_id, reason).await.map(Some)
             }
             ClientMsg::Progress {
                 task_id,
@@ -397,37 +357,13 @@ impl Conn {
                     extend_secs,
                     lease_id,
                 };
-                body.validate()?;
-                let params = TaskProgressParams {
-                    agent_id,
-                    task_id,
-                    progress: body.progress,
-                    message: body.message,
-                    extend_secs: body.extend_secs,
-                    lease_id: body.lease_id,
-                };
-                Ok(Some(store.task_progress(params).await?))
+                self.progress(task_id, body).await.map(Some)
             }
             ClientMsg::Complete {
                 task_id,
                 result,
                 lease_id,
-            } => {
-                agora_shared::validate::json_size(
-                    "result",
-                    &result,
-                    self.ctx.config.max_spec_bytes,
-                )?;
-                let params = TaskCompleteParams {
-                    agent_id,
-                    task_id,
-                    result,
-                    lease_id,
-                };
-                let task = store.task_complete(params).await?;
-                self.let_go(task_id, None);
-                Ok(Some(task))
-            }
+            } => self.complete(task_id, result, lease_id).await.map(Some),
             ClientMsg::Fail {
                 task_id,
                 error,
@@ -439,32 +375,119 @@ impl Conn {
                     retryable,
                     lease_id,
                 };
-                body.validate()?;
-                let params = TaskFailParams {
-                    agent_id,
-                    task_id,
-                    error: body.error,
-                    retryable: body.retryable.unwrap_or(true),
-                    lease_id: body.lease_id,
-                };
-                let task = store.task_fail(params).await?;
-                self.let_go(task_id, None);
-                Ok(Some(task))
+                self.fail(task_id, body).await.map(Some)
             }
             ClientMsg::Subscribe { job_id } => {
-                if self.events.is_none() {
-                    self.events = Some(store.subscribe());
-                }
-                match job_id {
-                    Some(j) => {
-                        store.job_get(j).await?;
-                        self.subscribed_jobs.insert(j);
-                    }
-                    None => self.subscribed_all = true,
-                }
+                self.subscribe(job_id).await?;
                 Ok(None)
             }
         }
+    }
+
+    /// The offer's task starts; a refused accept frees its slot.
+    async fn accept(&mut self, offer_id: Uuid) -> Result<Task, ApiError> {
+        let offer = self.take_offer(offer_id)?;
+        let start = TaskStartParams {
+            agent_id: self.agent(),
+            task_id: offer.held.task_id,
+            lease_id: Some(offer.held.lease_id),
+            heartbeat_secs: None,
+        };
+        match self.ctx.store.task_start(start).await {
+            Ok(task) => {
+                self.held.insert(task.id, offer.held.lease_id);
+                Ok(task)
+            }
+            Err(e) => {
+                self.capacity(1);
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn decline(&mut self, offer_id: Uuid, reason: Option<String>) -> Result<Task, ApiError> {
+        // A reason too long to keep is refused before the offer is touched.
+        agora_shared::validate::optional_text(
+            "reason",
+            reason.as_deref(),
+            agora_shared::MAX_MESSAGE,
+        )?;
+        let offer = self.take_offer(offer_id)?;
+        self.capacity(1);
+        let reason = reason.unwrap_or_else(|| "declined".into());
+        Ok(self
+            .ctx
+            .store
+            .task_decline(self.agent(), offer.held, reason)
+            .await?)
+    }
+
+    fn take_offer(&mut self, offer_id: Uuid) -> Result<Offer, ApiError> {
+        self.offers.remove(&offer_id).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "offer {offer_id} is unknown, expired or already answered"
+            ))
+        })
+    }
+
+    async fn progress(&mut self, task_id: Uuid, body: ProgressTask) -> Result<Task, ApiError> {
+        body.validate()?;
+        let params = TaskProgressParams {
+            agent_id: self.agent(),
+            task_id,
+            progress: body.progress,
+            message: body.message,
+            extend_secs: body.extend_secs,
+            lease_id: body.lease_id,
+        };
+        Ok(self.ctx.store.task_progress(params).await?)
+    }
+
+    async fn complete(
+        &mut self,
+        task_id: Uuid,
+        result: serde_json::Value,
+        lease_id: Option<Uuid>,
+    ) -> Result<Task, ApiError> {
+        agora_shared::validate::json_size("result", &result, self.ctx.config.max_spec_bytes)?;
+        let params = TaskCompleteParams {
+            agent_id: self.agent(),
+            task_id,
+            result,
+            lease_id,
+        };
+        let task = self.ctx.store.task_complete(params).await?;
+        self.let_go(task_id, None);
+        Ok(task)
+    }
+
+    async fn fail(&mut self, task_id: Uuid, body: FailTask) -> Result<Task, ApiError> {
+        body.validate()?;
+        let params = TaskFailParams {
+            agent_id: self.agent(),
+            task_id,
+            error: body.error,
+            retryable: body.retryable.unwrap_or(true),
+            lease_id: body.lease_id,
+        };
+        let task = self.ctx.store.task_fail(params).await?;
+        self.let_go(task_id, None);
+        Ok(task)
+    }
+
+    /// Events of one job, or of all, from now on.
+    async fn subscribe(&mut self, job_id: Option<Uuid>) -> Result<(), ApiError> {
+        if self.events.is_none() {
+            self.events = Some(self.ctx.store.subscribe());
+        }
+        match job_id {
+            Some(j) => {
+                self.ctx.store.job_get(j).await?;
+                self.subscribed_jobs.insert(j);
+            }
+            None => self.subscribed_all = true,
+        }
+        Ok(())
     }
 
     /// The delivery is no longer this agent's (done, failed, revoked): its slot is free again.
