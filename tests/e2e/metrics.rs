@@ -42,6 +42,19 @@ async fn metrics_count_claims_offers_sockets_streams_and_requests() {
     .await
     .expect("an offer");
     session.accept(offered.0).await.expect("accept");
+    // The task runs once the server has answered the accept.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let ServerMsg::Ack { kind, ok, .. } = session.next().await.expect("msg") {
+                if kind == "accept" {
+                    assert!(ok, "the accept was refused");
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the accept's ack");
     let sse = app
         .http
         .get(format!("{}/jobs/{job}/stream", app.base))
