@@ -69,6 +69,8 @@ async fn main() -> anyhow::Result<()> {
     };
     agora_server::telemetry::init_logs(&config.log_format);
     startup::raise_open_file_limit();
+    // Before the port opens: a stop signal during startup drains instead of killing.
+    let stop = startup::shutdown_signal();
     let app = Application::build(config).await?;
-    app.run_until_stopped(startup::shutdown_signal()).await
+    app.run_until_stopped(stop).await
 }
