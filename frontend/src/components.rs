@@ -99,14 +99,23 @@ pub fn Pager(page: RwSignal<u64>, total: u64, #[prop(into)] what: String) -> imp
         current * PER_PAGE + 1
     };
     let last = ((current + 1) * PER_PAGE).min(total);
+    // Computed here, not inside `view!`: there a `>` in an attribute closes the tag, and the rest
+    // of the expression renders as the button's text.
+    let (at_first, at_last) = (current == 0, current + 1 >= pages);
     view! {
         <nav class="pager" aria-label=format!("{what} pages")>
-            <button type="button" disabled=current == 0 on:click=move |_| page.update(|p| *p = p.saturating_sub(1))>
+            <button type="button" class="pager-first" disabled=at_first on:click=move |_| page.set(0)>
+                "« First"
+            </button>
+            <button type="button" class="pager-prev" disabled=at_first on:click=move |_| page.update(|p| *p = p.saturating_sub(1))>
                 "‹ Previous"
             </button>
-            <span>{format!("{first}–{last} of {total} {what}")}</span>
-            <button type="button" disabled=current + 1 >= pages on:click=move |_| page.update(|p| *p += 1)>
+            <span class="pager-range">{format!("{first}–{last} of {total} {what}")}</span>
+            <button type="button" class="pager-next" disabled=at_last on:click=move |_| page.update(|p| *p += 1)>
                 "Next ›"
+            </button>
+            <button type="button" class="pager-last" disabled=at_last on:click=move |_| page.set(pages - 1)>
+                "Last »"
             </button>
         </nav>
     }

@@ -22,6 +22,8 @@ pub enum Conn {
 
 /// Events kept for the overview's live list.
 const RECENT: usize = 50;
+/// Events replayed from the table when the page loads, so the overview starts full.
+const AT_LOAD: i64 = 20;
 /// Refetches happen at most this often, however many events arrive.
 const COALESCE: Duration = Duration::from_millis(200);
 /// Wait before opening a new connection when the browser gave up on the old one.
@@ -67,12 +69,20 @@ pub fn provide_live() {
         recent,
         last_id: last_id.read_only(),
     });
-    connect(Writers {
+    let w = Writers {
         conn: set_conn,
         tick: set_tick,
         recent: set_recent,
         last_id,
         tick_pending: StoredValue::new(false),
+    };
+    // The overview starts full: the feed first replays the latest events from the table, then
+    // goes on live (from the newest, when the count cannot be read).
+    leptos::task::spawn_local(async move {
+        match crate::api::stats().await {
+            Ok(s) => open(w, Some((s.last_event_id - AT_LOAD).max(0))),
+            Err(_) => open(w, None),
+        }
     });
 }
 
@@ -90,17 +100,23 @@ fn bump(w: Writers) {
     );
 }
 
+/// Reconnects from the last event seen.
 fn connect(w: Writers) {
+    open(w, None)
+}
+
+/// Opens the feed after event `from`, or after the last one seen (`None`).
+fn open(w: Writers, from: Option<i64>) {
     SOURCE.with(|s| {
         if let Some(old) = s.borrow_mut().take() {
             old.close();
         }
     });
-    // Without a resume point the server starts at the newest event, which is what a fresh
-    // page wants (it loads the current state over REST).
-    let url = match w.last_id.get_untracked() {
-        0 => "/api/events".to_string(),
-        id => format!("/api/events?last_event_id={id}"),
+    // Without a resume point the server starts at the newest event.
+    let url = match (from, w.last_id.get_untracked()) {
+        (Some(id), _) => format!("/api/events?last_event_id={id}"),
+        (None, 0) => "/api/events".to_string(),
+        (None, id) => format!("/api/events?last_event_id={id}"),
     };
     let Ok(source) = EventSource::new(&url) else {
         w.conn.set(Conn::Reconnecting);

@@ -54,6 +54,73 @@ async fn wait_for(b: &Browser, css: &str) -> fantoccini::elements::Element {
         .unwrap_or_else(|e| panic!("{css} did not appear: {e}"))
 }
 
+/// The text of the pager inside `scope`.
+async fn pager_text(b: &Browser, scope: &str) -> String {
+    wait_for(b, &format!("{scope} nav.pager .pager-range"))
+        .await
+        .text()
+        .await
+        .expect("pager text")
+}
+
+/// The `data-<attr>` of the first row of the table inside `scope`.
+async fn first_row(b: &Browser, scope: &str, attr: &str) -> String {
+    wait_for(b, &format!("{scope} tr[data-{attr}]"))
+        .await
+        .attr(&format!("data-{attr}"))
+        .await
+        .expect("row attribute")
+        .unwrap_or_default()
+}
+
+/// Presses the pager button `button` (`first`, `prev`, `next`, `last`) inside `scope`, as a
+/// person would, and waits for the pager to read `range` (e.g. "51–100 of 1001 jobs").
+async fn press(b: &Browser, scope: &str, button: &str, range: &str) {
+    let css = format!("{scope} nav.pager button.pager-{button}");
+    let target = wait_for(b, &css).await;
+    assert!(
+        target.is_enabled().await.expect("enabled?"),
+        "{css} is disabled before reaching {range}"
+    );
+    target.click().await.expect("press the pager");
+    for _ in 0..300 {
+        if pager_text(b, scope).await.starts_with(range) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "after {button}, the pager reads {:?}, not {range:?}",
+        pager_text(b, scope).await
+    );
+}
+
+/// Whether the pager button is disabled.
+async fn disabled(b: &Browser, scope: &str, button: &str) -> bool {
+    let css = format!("{scope} nav.pager button.pager-{button}");
+    !wait_for(b, &css)
+        .await
+        .is_enabled()
+        .await
+        .expect("enabled?")
+}
+
+/// No control shows its own source: a `>` inside a `view!` attribute once closed the tag and
+/// printed the rest of the expression as the button's label.
+async fn no_source_text(b: &Browser) {
+    let text = b
+        .execute("return document.body.innerText", vec![])
+        .await
+        .expect("page text");
+    let text = text.as_str().unwrap_or_default();
+    for code in ["on:click", "move |", "=>", "page.update"] {
+        assert!(
+            !text.contains(code),
+            "the page shows source code {code:?}:\n{text}"
+        );
+    }
+}
+
 async fn screenshot(b: &Browser, name: &str) {
     let dir = repo_root().join("target/dashboard-screenshots");
     std::fs::create_dir_all(&dir).expect("screenshot folder");
@@ -130,8 +197,9 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
                 &repo_root().join("dist").display().to_string(),
             ),
             ("ADMIN_TOKEN", ADMIN_TOKEN),
-            // It submits 1,000 jobs without a token.
+            // It submits 1,000 jobs without a token and registers a crowd of agents.
             ("ANON_WRITE_RATE_PER_MIN", "0"),
+            ("REGISTRATION_RATE_PER_MIN", "0"),
         ],
     )
     .await;
@@ -236,8 +304,9 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
                 &repo_root().join("dist").display().to_string(),
             ),
             ("ADMIN_TOKEN", ADMIN_TOKEN),
-            // It submits 1,000 jobs without a token.
+            // It submits 1,000 jobs without a token and registers a crowd of agents.
             ("ANON_WRITE_RATE_PER_MIN", "0"),
+            ("REGISTRATION_RATE_PER_MIN", "0"),
         ],
     )
     .await;
@@ -272,6 +341,25 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     );
     let text = pager.text().await.expect("pager text");
     assert!(text.contains("of 1001 jobs"), "{text}");
+    // Page through all 21 pages with Next, each showing other jobs, and back with Previous.
+    no_source_text(&b).await;
+    assert!(disabled(&b, "", "prev").await && disabled(&b, "", "first").await);
+    let mut seen = std::collections::HashSet::new();
+    seen.insert(first_row(&b, "", "job").await);
+    for p in 1..21u32 {
+        let from = p * 50 + 1;
+        let to = (from + 49).min(1001);
+        press(&b, "", "next", &format!("{from}–{to} of 1001 jobs")).await;
+        assert!(
+            seen.insert(first_row(&b, "", "job").await),
+            "page {p} shows new rows"
+        );
+    }
+    assert!(disabled(&b, "", "next").await && disabled(&b, "", "last").await);
+    press(&b, "", "prev", "951–1000 of 1001 jobs").await;
+    press(&b, "", "first", "1–50 of 1001 jobs").await;
+    press(&b, "", "last", "1001–1001 of 1001 jobs").await;
+    press(&b, "", "first", "1–50 of 1001 jobs").await;
     b.find(Locator::Css("#search"))
         .await
         .expect("search box")
@@ -323,6 +411,68 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     );
     let text = pager.text().await.expect("pager text");
     assert!(text.contains("of 10001 tasks"), "{text}");
+    // Through the tasks: forward, to the end, back.
+    let tasks = "section[aria-labelledby='tasks']";
+    let top = first_row(&b, tasks, "task").await;
+    press(&b, tasks, "next", "51–100 of 10001 tasks").await;
+    assert_ne!(
+        first_row(&b, tasks, "task").await,
+        top,
+        "the next page shows other tasks"
+    );
+    press(&b, tasks, "next", "101–150 of 10001 tasks").await;
+    press(&b, tasks, "last", "10001–10001 of 10001 tasks").await;
+    press(&b, tasks, "prev", "9951–10000 of 10001 tasks").await;
+    press(&b, tasks, "first", "1–50 of 10001 tasks").await;
+    assert_eq!(first_row(&b, tasks, "task").await, top);
+    no_source_text(&b).await;
+
+    // A crowd of agents: the agents list pages too.
+    let crowd = futures::stream::iter(0..100)
+        .map(|i| {
+            let base = base.clone();
+            async move { register(&base, &format!("crowd{i}"), 1).await }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(crowd.len(), 100);
+    let total = anyone
+        .agents(&agora_shared::AgentListQuery::default())
+        .await
+        .expect("agents")
+        .total;
+    assert!(total > 100, "{total} agents");
+    b.goto(&server.url("/agents")).await.expect("agents page");
+    let text = pager_text(&b, "").await;
+    assert!(
+        text.starts_with(&format!("1–50 of {total} agents")),
+        "{text}"
+    );
+    let top = first_row(&b, "", "agent").await;
+    press(&b, "", "next", &format!("51–100 of {total} agents")).await;
+    assert_ne!(
+        first_row(&b, "", "agent").await,
+        top,
+        "the next page shows other agents"
+    );
+    let last_page = (total - 1) / 50 * 50 + 1;
+    press(
+        &b,
+        "",
+        "last",
+        &format!("{last_page}–{total} of {total} agents"),
+    )
+    .await;
+    press(
+        &b,
+        "",
+        "prev",
+        &format!("{}–{} of {total} agents", last_page - 50, last_page - 1),
+    )
+    .await;
+    press(&b, "", "first", &format!("1–50 of {total} agents")).await;
+    no_source_text(&b).await;
 
     // Operator actions: submit through the form (the JSON is checked as it is typed), then
     // cancel, which asks for the admin token.
@@ -379,6 +529,20 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     b.set_window_size(390, 844).await.expect("phone size");
     b.goto(&server.url("/")).await.expect("overview");
     wait_for(&b, "#card-agents").await;
+    // The overview starts full: the latest 20 events, though nothing happened since the load.
+    let mut shown = 0;
+    for _ in 0..200 {
+        shown = b
+            .find_all(Locator::Css("ol.events li"))
+            .await
+            .expect("event rows")
+            .len();
+        if shown >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(shown, 20, "events on the overview right after it loads");
     let overflow = b
         .execute(
             "return document.documentElement.scrollWidth - window.innerWidth",
