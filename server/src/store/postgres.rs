@@ -51,8 +51,14 @@ pub(super) async fn open(
         .await
         .context("running the PostgreSQL migrations")?;
     let wake = publisher.pump.clone().unwrap_or_default();
+    // Where publishing starts, read before the store is handed out: an event committed by the
+    // first caller is after it, so it is published (read later, it could be skipped).
+    let last = read_last_id(&pool)
+        .await
+        .context("reading the newest event id")?;
     let run = pump(
         pool.clone(),
+        last,
         url.to_string(),
         publisher.events.clone(),
         publisher.work_available.clone(),
@@ -140,12 +146,12 @@ const CHANNEL: &str = "agora_events";
 /// aborted).
 async fn pump(
     reader: AnyPool,
+    mut last: i64,
     url: String,
     events: broadcast::Sender<Arc<Event>>,
     work_available: Arc<Notify>,
     wake: Arc<Notify>,
 ) {
-    let mut last: i64 = read_last_id(&reader).await.unwrap_or_default();
     tokio::spawn(listen(url, work_available, wake.clone()));
     loop {
         tokio::select! {
@@ -173,12 +179,12 @@ async fn pump(
     }
 }
 
-async fn read_last_id(reader: &AnyPool) -> Option<i64> {
-    let row: Option<(Option<i64>,)> = sqlx::query_as("SELECT MAX(id) FROM events")
-        .fetch_optional(reader)
-        .await
-        .ok()?;
-    Some(row.and_then(|r| r.0).unwrap_or(0))
+/// The newest event id, 0 when there is none.
+async fn read_last_id(reader: &AnyPool) -> std::result::Result<i64, sqlx::Error> {
+    let (id,): (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM events")
+        .fetch_one(reader)
+        .await?;
+    Ok(id.unwrap_or(0))
 }
 
 /// Relays notifications: other replicas' commits wake the pump, and their new pending tasks wake

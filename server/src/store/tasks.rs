@@ -1,9 +1,10 @@
-//! Tasks: insertion (the plan task, then the plan's work tasks), the claim (each one a delivery
-//! with a lease of its own), the assigned agent's start/progress/complete/fail, and the
-//! recoveries (release, failed attempt, expired leases, the delivery limit, retry backoff).
+//! Task operations: the claim (each one a delivery with a lease of its own), the assigned
+//! agent's start/progress/complete/fail, a plan landing as work tasks, and the sweeps (expired
+//! leases and deadlines, heartbeats). Inserting tasks and ending a delivery (release, failed
+//! attempt, the delivery limit, retry backoff) are steps in `steps/tasks.rs`.
 //!
 //! The rules themselves (which lease may report, the backoff, the delivery limit) are plain
-//! functions of `agora_shared::lease`; this file applies them in SQL.
+//! functions of `agora_shared::lease`; this file and its steps apply them in SQL.
 
 use agora_shared::{
     parse_plan, running_lease_expiry, ClaimedTask, EventData, JobEvent, JobStatus, Task,
