@@ -453,10 +453,11 @@ async fn work_from_a_plan_completed_over_a_websocket_is_offered_at_once() {
     planner.ready(1).await.expect("ready");
     for round in 0..20 {
         let job = app.submit(&format!("round {round}"), json!({})).await;
-        app.approve(job, &agents[2]).await.ok();
+        let approved = app.approve(job, &agents[2]).await;
+        assert_eq!(approved.status, 200, "round {round}: {}", approved.body);
         let (offer, plan) = tokio::time::timeout(Duration::from_secs(2), next_offer(&mut planner))
             .await
-            .expect("the plan is offered");
+            .unwrap_or_else(|_| panic!("round {round}: the plan was not offered within 2 s"));
         planner.accept(offer).await.expect("accept");
         worker.ready(1).await.expect("ready");
         planner
