@@ -2,10 +2,7 @@
 //! (`{success:false, error:{code, message, field?, details?}}` with the matching status).
 //! Internal causes are logged, never sent to the client.
 
-use agora_shared::{
-    ApiErrorBody, Envelope, ErrorCode, FieldError, InvalidTaskAction, InvalidTransition, LeaseLost,
-    PlanError, TooLarge,
-};
+use agora_shared::{ApiErrorBody, Envelope, ErrorCode, FieldError, LeaseLost, PlanError, TooLarge};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -151,18 +148,6 @@ impl From<StoreError> for ApiError {
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
         ApiError::Validation(e)
-    }
-}
-
-impl From<InvalidTransition> for ApiError {
-    fn from(e: InvalidTransition) -> Self {
-        ApiError::InvalidState(e.to_string())
-    }
-}
-
-impl From<InvalidTaskAction> for ApiError {
-    fn from(e: InvalidTaskAction) -> Self {
-        ApiError::InvalidState(e.to_string())
     }
 }
 
