@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # curl, jq, shellcheck, chromium, chromedriver (apt, when missing).
 ./scripts/install-test-tools.sh
-# The browser test needs the dashboard built; the worker, skill and browser tests run the
-# `agora` binary itself.
-./scripts/build-dashboard.sh
+# The committed dashboard (frontend/dist, embedded in the binary) must be built from these
+# sources; the worker, skill and browser tests run the `agora` binary itself.
+./scripts/dashboard-sources.sh --check
 cargo build -p agora-cli --bin agora
 echo "== unit and end-to-end tests, SQLite store"
 cargo test --workspace "$@"

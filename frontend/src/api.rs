@@ -2,7 +2,8 @@
 
 use agora_shared::{
     Agent, AgentListQuery, Approval, CancelJob, CommitInfo, CommitListQuery, Envelope, ErrorCode,
-    Event, EventListQuery, Health, Job, JobListQuery, Page, Stats, SubmitJob, Task, TaskListQuery,
+    Event, EventListQuery, Health, Job, JobListQuery, Page, Stats, StatsSeries, StatsSeriesQuery,
+    SubmitJob, Task, TaskListQuery,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
@@ -101,6 +102,10 @@ pub async fn health() -> Result<Health, ApiFailure> {
 
 pub async fn stats() -> Result<Stats, ApiFailure> {
     get("/stats", &NONE).await
+}
+
+pub async fn stats_series(query: StatsSeriesQuery) -> Result<StatsSeries, ApiFailure> {
+    get("/stats/series", &query).await
 }
 
 pub async fn jobs(query: JobListQuery) -> Result<Page<Job>, ApiFailure> {

@@ -3,6 +3,8 @@
 use agora_shared::{Event, JobStatus, TaskStatus};
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
+use leptos_router::hooks::{query_signal, query_signal_with_options};
+use leptos_router::NavigateOptions;
 
 use crate::api::{self, ApiFailure};
 use crate::live::{use_live, Conn};
@@ -88,9 +90,82 @@ pub fn Progress(done: u32, total: u32, #[prop(into)] label: String) -> impl Into
     }
 }
 
-/// Previous / next over `total` rows, `PER_PAGE` at a time.
+/// A view's state kept in the URL's query string (`?status=failed&q=nightly`), so a reload, a
+/// shared link and back/forward keep it. Changes made together (a filter and its page reset) make
+/// one history entry.
+#[derive(Clone, Copy)]
+pub struct UrlText {
+    value: Memo<Option<String>>,
+    set: SignalSetter<Option<String>>,
+}
+
+impl UrlText {
+    /// A parameter whose every change is a history entry (a filter).
+    pub fn new(key: &'static str) -> Self {
+        let (value, set) = query_signal::<String>(key);
+        Self { value, set }
+    }
+
+    /// A parameter typed a key at a time (a search): it replaces the entry instead of adding one
+    /// per keystroke.
+    pub fn typed(key: &'static str) -> Self {
+        let (value, set) = query_signal_with_options::<String>(
+            key,
+            NavigateOptions {
+                replace: true,
+                scroll: false,
+                ..Default::default()
+            },
+        );
+        Self { value, set }
+    }
+
+    pub fn get(&self) -> String {
+        self.value.get().unwrap_or_default()
+    }
+
+    /// Sets it; empty removes it from the URL.
+    pub fn set(&self, v: String) {
+        self.set.set(Some(v).filter(|v| !v.is_empty()));
+    }
+}
+
+/// A page number kept in the URL, 1-based there (`?page=3`) and 0-based here; page 1 leaves the
+/// URL without it.
+#[derive(Clone, Copy)]
+pub struct UrlPage {
+    value: Memo<Option<u64>>,
+    set: SignalSetter<Option<u64>>,
+}
+
+impl UrlPage {
+    pub fn new(key: &'static str) -> Self {
+        let (value, set) = query_signal_with_options::<u64>(
+            key,
+            NavigateOptions {
+                scroll: false,
+                ..Default::default()
+            },
+        );
+        Self { value, set }
+    }
+
+    pub fn get(&self) -> u64 {
+        self.value.get().unwrap_or(1).max(1) - 1
+    }
+
+    pub fn get_untracked(&self) -> u64 {
+        self.value.get_untracked().unwrap_or(1).max(1) - 1
+    }
+
+    pub fn set(&self, page: u64) {
+        self.set.set((page > 0).then_some(page + 1));
+    }
+}
+
+/// First / previous / next / last over `total` rows, `PER_PAGE` at a time.
 #[component]
-pub fn Pager(page: RwSignal<u64>, total: u64, #[prop(into)] what: String) -> impl IntoView {
+pub fn Pager(page: UrlPage, total: u64, #[prop(into)] what: String) -> impl IntoView {
     let pages = total.div_ceil(PER_PAGE).max(1);
     let current = page.get_untracked().min(pages - 1);
     let first = if total == 0 {
@@ -107,11 +182,11 @@ pub fn Pager(page: RwSignal<u64>, total: u64, #[prop(into)] what: String) -> imp
             <button type="button" class="pager-first" disabled=at_first on:click=move |_| page.set(0)>
                 "« First"
             </button>
-            <button type="button" class="pager-prev" disabled=at_first on:click=move |_| page.update(|p| *p = p.saturating_sub(1))>
+            <button type="button" class="pager-prev" disabled=at_first on:click=move |_| page.set(current.saturating_sub(1))>
                 "‹ Previous"
             </button>
             <span class="pager-range">{format!("{first}–{last} of {total} {what}")}</span>
-            <button type="button" class="pager-next" disabled=at_last on:click=move |_| page.update(|p| *p += 1)>
+            <button type="button" class="pager-next" disabled=at_last on:click=move |_| page.set(current + 1)>
                 "Next ›"
             </button>
             <button type="button" class="pager-last" disabled=at_last on:click=move |_| page.set(pages - 1)>

@@ -2,6 +2,7 @@
 
 mod api;
 mod app;
+mod charts;
 mod components;
 mod flow;
 mod live;

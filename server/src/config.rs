@@ -118,9 +118,10 @@ pub struct Config {
     /// Keep a git repository per job.
     #[arg(long, env = "GIT_ENABLED", default_value_t = true, action = ArgAction::Set)]
     pub git_enabled: bool,
-    /// Where the dashboard's Trunk build is served from.
-    #[arg(long, env = "FRONTEND_DIR", default_value = "dist")]
-    pub frontend_dir: PathBuf,
+    /// Serve the dashboard from this directory (a Trunk or scripts/build-dashboard.sh build)
+    /// instead of the build embedded in the binary.
+    #[arg(long, env = "FRONTEND_DIR")]
+    pub frontend_dir: Option<PathBuf>,
     /// On SIGTERM, how long running WebSocket tasks may take to finish before they are released.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30.0)]
     pub shutdown_grace_secs: f64,

@@ -1,7 +1,8 @@
 //! The scheduler: every `SCHEDULER_INTERVAL_SECS` it fails attempts past their deadline, ends
 //! deliveries past their lease, marks stale agents offline (taking back what they were offered
-//! over WebSocket), and repairs job counters. Each sweep is one idempotent
-//! transaction, so several replicas may run it at once.
+//! over WebSocket), and repairs job counters; once a minute it samples the queue depth and the
+//! agents online for the charts. Each sweep is one idempotent transaction, so several replicas
+//! may run it at once.
 
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(config.scheduler_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sampled_minute = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -58,6 +60,13 @@ pub async fn run(
             Ok(r) if r != SweepReport::default() => tracing::info!(?r, "scheduler sweep"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "scheduler sweep failed; will retry"),
+        }
+        let minute = store.clock().now_ms() / 60_000;
+        if sampled_minute != Some(minute) {
+            match store.stats_sample().await {
+                Ok(()) => sampled_minute = Some(minute),
+                Err(e) => tracing::warn!(error = %e, "stats sample failed; will retry"),
+            }
         }
     }
 }

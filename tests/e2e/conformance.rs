@@ -293,6 +293,45 @@ async fn a_batch_claim_stops_at_an_empty_queue() {
 }
 
 #[tokio::test]
+async fn the_series_counts_finished_tasks_a_minute_and_keeps_the_sampled_gauges() {
+    let s = subject(QueueRules::default()).await;
+    let mut flaky = JobShape::new(0, 1);
+    flaky.max_retries = 0;
+    // Minute 0 (START_MS is a minute's start): both plans complete, three tasks wait, four
+    // agents are online, and the scheduler's sample keeps that.
+    s.jobs(&[JobShape::new(5, 2), flaky]).await;
+    let agent = s.agent("worker").await;
+    s.store.stats_sample().await.expect("sample");
+    // Minute 1: one completes. Minute 3: another completes, the flaky one fails for good.
+    s.clock.advance(60_000);
+    let c = s.claim(agent).await.expect("a task");
+    s.start(agent, &c).await.expect("start");
+    s.complete(agent, &c, json!("done")).await;
+    s.clock.advance(120_000);
+    let c = s.claim(agent).await.expect("a task");
+    s.start(agent, &c).await.expect("start");
+    s.complete(agent, &c, json!("done")).await;
+    let c = s.claim(agent).await.expect("the flaky task");
+    s.start(agent, &c).await.expect("start");
+    assert_eq!(s.fail(agent, &c).await.status, TaskStatus::Failed);
+
+    let series = s.store.stats_series(5).await.expect("series");
+    let col = |f: fn(&agora_shared::StatsPoint) -> Option<u64>| -> Vec<Option<u64>> {
+        series.points.iter().map(f).collect()
+    };
+    assert_eq!(series.points.len(), 5, "minutes -1 to 3");
+    assert_eq!(series.points[1].at.timestamp_millis(), START_MS);
+    assert_eq!(col(|p| Some(p.completed)), [0, 2, 1, 0, 1].map(Some));
+    assert_eq!(col(|p| Some(p.failed)), [0, 0, 0, 0, 1].map(Some));
+    // Sampled in minute 0, unknown where nothing sampled, counted now for the running minute.
+    assert_eq!(col(|p| p.pending), [None, Some(3), None, None, Some(0)]);
+    assert_eq!(
+        col(|p| p.agents_online),
+        [None, Some(4), None, None, Some(4)]
+    );
+}
+
+#[tokio::test]
 async fn a_failed_attempt_waits_out_its_backoff_and_retries_run_out() {
     let rules = QueueRules {
         retry_backoff_ms: 10_000,

@@ -213,6 +213,27 @@ async fn jobs_list_paginates_and_filters() {
     let stats = app.get("/stats").await.ok();
     assert_eq!(stats["jobs"]["committed"], 7);
     assert_eq!(stats["agents_online"], 1);
+    // The charts' series: an hour by default, the running minute last with today's gauges.
+    let series = app.get("/stats/series").await.ok();
+    let points = series["points"].as_array().expect("points");
+    assert_eq!((series["minutes"].as_u64(), points.len()), (Some(60), 60));
+    let now = &points[59];
+    // The accepted job's plan task waits; one agent is online.
+    assert_eq!(
+        (&now["pending"], &now["agents_online"]),
+        (&json!(1), &json!(1))
+    );
+    assert_eq!(
+        app.get("/stats/series?minutes=1440").await.ok()["points"]
+            .as_array()
+            .map(Vec::len),
+        Some(1440)
+    );
+    for bad in ["minutes=0", "minutes=1441", "minutes=an-hour", "hours=1"] {
+        app.get(&format!("/stats/series?{bad}"))
+            .await
+            .err(400, "VALIDATION_ERROR");
+    }
 }
 
 #[tokio::test]

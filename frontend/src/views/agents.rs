@@ -7,11 +7,11 @@ use leptos::prelude::*;
 use uuid::Uuid;
 
 use crate::api;
-use crate::components::{ago, fetched, short, show, Pager, PER_PAGE};
+use crate::components::{ago, fetched, short, show, Pager, UrlPage, PER_PAGE};
 
 #[component]
 pub fn AgentsPage() -> impl IntoView {
-    let page = RwSignal::new(0u64);
+    let page = UrlPage::new("page");
     // The server pages the list, online first, then the most recently seen.
     let agents = fetched(
         move || {

@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use crate::api;
 use crate::components::{
-    ago, fetched, pretty, short, show, EventList, JobBadge, Pager, Progress, TaskBadge, PER_PAGE,
+    ago, fetched, pretty, short, show, EventList, JobBadge, Pager, Progress, TaskBadge, UrlPage,
+    UrlText, PER_PAGE,
 };
 use crate::flow::FlowChart;
 
@@ -198,8 +199,9 @@ fn Approvals(id: String, job: crate::components::Fetched<Job>) -> impl IntoView 
 
 #[component]
 fn Tasks(id: String) -> impl IntoView {
-    let status = RwSignal::new(String::new());
-    let page = RwSignal::new(0u64);
+    // The task filter and page live in the URL: `/jobs/<id>?status=failed&page=3`.
+    let status = UrlText::new("status");
+    let page = UrlPage::new("page");
     let expanded = RwSignal::new(HashSet::<Uuid>::new());
     let tasks = fetched(
         move || {
@@ -219,8 +221,10 @@ fn Tasks(id: String) -> impl IntoView {
             <label class="filters">
                 "State "
                 <select on:change=move |ev| { status.set(event_target_value(&ev)); page.set(0); }>
-                    <option value="">"any"</option>
-                    {TaskStatus::ALL.into_iter().map(|s| view! { <option value=s.as_str()>{s.as_str()}</option> }).collect_view()}
+                    <option value="" selected=move || status.get().is_empty()>"any"</option>
+                    {TaskStatus::ALL.into_iter().map(|s| view! {
+                        <option value=s.as_str() selected=move || status.get() == s.as_str()>{s.as_str()}</option>
+                    }).collect_view()}
                 </select>
             </label>
             {show(tasks, move |p| view! {
@@ -324,7 +328,7 @@ fn lease_text(t: &Task) -> String {
 /// The job's git history, when the server keeps one.
 #[component]
 fn History(id: String) -> impl IntoView {
-    let page = RwSignal::new(0u64);
+    let page = UrlPage::new("commits_page");
     let commits = fetched(
         move || {
             let query = CommitListQuery {

@@ -3,10 +3,11 @@
 
 use agora_shared::{Job, JobListQuery, JobStatus};
 use leptos::prelude::*;
-use leptos_router::hooks::use_query_map;
 
 use crate::api;
-use crate::components::{ago, fetched, show, JobBadge, Pager, Progress, PER_PAGE};
+use crate::components::{
+    ago, fetched, show, JobBadge, Pager, Progress, UrlPage, UrlText, PER_PAGE,
+};
 
 /// Jobs as table rows, linking to each job.
 #[component]
@@ -51,10 +52,10 @@ pub fn JobsTable(jobs: Vec<Job>) -> impl IntoView {
 
 #[component]
 pub fn JobsPage() -> impl IntoView {
-    let query = use_query_map();
-    let status = RwSignal::new(query.with_untracked(|q| q.get("status").unwrap_or_default()));
-    let search = RwSignal::new(String::new());
-    let page = RwSignal::new(0u64);
+    // Filter, search and page live in the URL: `/jobs?status=failed&q=nightly&page=2`.
+    let status = UrlText::new("status");
+    let search = UrlText::typed("q");
+    let page = UrlPage::new("page");
     let jobs = fetched(
         move || {
             let q = search.get();
@@ -91,7 +92,8 @@ pub fn JobsPage() -> impl IntoView {
             </label>
             <label>
                 "Title "
-                <input id="search" type="search" placeholder="contains…" on:input=move |ev| {
+                <input id="search" type="search" placeholder="contains…"
+                    prop:value=move || search.get() on:input=move |ev| {
                     search.set(event_target_value(&ev));
                     page.set(0);
                 }/>

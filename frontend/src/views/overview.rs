@@ -1,10 +1,11 @@
 //! The overview: agents online, jobs by state, tasks running/pending/failed, throughput in the
-//! last minute, the newest jobs and the live event feed.
+//! last minute, charts of the last hour, the newest jobs and the live event feed.
 
 use agora_shared::{JobListQuery, JobStatus};
 use leptos::prelude::*;
 
 use crate::api;
+use crate::charts::Charts;
 use crate::components::{fetched, show, EventList, JobBadge};
 use crate::live::use_live;
 use crate::views::jobs::JobsTable;
@@ -67,6 +68,7 @@ pub fn Overview() -> impl IntoView {
                 }
             })}
         </section>
+        <Charts/>
         <div class="columns">
             <section aria-labelledby="recent-jobs">
                 <h2 id="recent-jobs">"Newest jobs"</h2>

@@ -17,7 +17,7 @@ use super::{agents, git, jobs, openapi, sse, system, tasks, ws};
         jobs::list_job_events, jobs::approve_job, jobs::cancel_job,
         tasks::list_tasks, tasks::claim_task, tasks::get_task, tasks::start_task, tasks::progress_task, tasks::complete_task,
         tasks::fail_task,
-        system::health, system::ready, system::stats, openapi::openapi,
+        system::health, system::ready, system::stats, system::stats_series, openapi::openapi,
         ws::agent_ws, sse::stream_events, sse::stream_job, git::list_job_commits, git::get_job_file,
     ),
     modifiers(&Security),

@@ -1,12 +1,12 @@
-//! `/api/health`, `/api/health/ready`, `/api/stats`.
+//! `/api/health`, `/api/health/ready`, `/api/stats`, `/api/stats/series`.
 
-use agora_shared::{Envelope, Health, Stats};
+use agora_shared::{Envelope, ErrorEnvelope, Health, Stats, StatsSeries, StatsSeriesQuery};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::extract::ok;
+use super::extract::{ok, AppQuery};
 use crate::error::{ApiError, Result};
 use crate::state::AppState;
 
@@ -15,6 +15,7 @@ pub fn router() -> Router<AppState> {
         .route("/health", get(health))
         .route("/health/ready", get(ready))
         .route("/stats", get(stats))
+        .route("/stats/series", get(stats_series))
 }
 
 /// The health, and why the server is not ready when it is not.
@@ -81,4 +82,15 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Envelope<
 #[utoipa::path(get, path = "/api/stats", tag = "system", responses((status = 200, body = Envelope<Stats>)))]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Envelope<Stats>>> {
     Ok(ok(state.store.stats().await?))
+}
+
+/// Tasks completed and failed, the queue depth and the agents online, a point a minute over the
+/// last `minutes` (the dashboard's charts). The running minute is the last point.
+#[utoipa::path(get, path = "/api/stats/series", tag = "system", params(StatsSeriesQuery),
+    responses((status = 200, body = Envelope<StatsSeries>), (status = 400, body = ErrorEnvelope)))]
+pub async fn stats_series(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<StatsSeriesQuery>,
+) -> Result<Json<Envelope<StatsSeries>>> {
+    Ok(ok(state.store.stats_series(q.minutes()?).await?))
 }

@@ -487,6 +487,11 @@ impl Store {
     pub async fn jobs_sync(&self) -> Result<usize> {
         self.write(|ctx| Box::pin(jobs::jobs_sync(ctx))).await
     }
+
+    /// Scheduler, once a minute: the queue depth and agents online, for the charts.
+    pub async fn stats_sample(&self) -> Result<()> {
+        self.write(|ctx| Box::pin(stats::stats_sample(ctx))).await
+    }
 }
 
 impl Store {

@@ -1,12 +1,42 @@
-//! Counts for `/api/stats` and the dashboard overview.
+//! Counts for `/api/stats`, the per-minute series of `/api/stats/series` and the samples the
+//! scheduler keeps for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use agora_shared::Stats;
+use agora_shared::{Stats, StatsPoint, StatsSeries, SERIES_KEPT_MINUTES};
 
 use super::error::Result;
+use super::writer::WriteCtx;
 use super::Store;
 use crate::args;
+
+const MINUTE_MS: i64 = 60_000;
+const PENDING: &str = "SELECT COUNT(*) FROM tasks WHERE status = 'pending'";
+const ONLINE: &str =
+    "SELECT COUNT(*) FROM agents WHERE status = 'online' AND unregistered_at IS NULL";
+
+/// Scheduler, once a minute: the queue depth and the agents online, for the charts. A second
+/// sample in the same minute (another replica's) replaces the first; samples older than
+/// [`SERIES_KEPT_MINUTES`] go.
+pub(crate) async fn stats_sample(ctx: &mut WriteCtx) -> Result<()> {
+    let minute = ctx.clock.now_ms() / MINUTE_MS;
+    ctx.db
+        .execute(
+            &format!(
+                "INSERT INTO stats_samples (minute, pending, agents_online) VALUES ($1, ({PENDING}), ({ONLINE})) \
+                 ON CONFLICT (minute) DO UPDATE SET pending = excluded.pending, agents_online = excluded.agents_online"
+            ),
+            args![minute],
+        )
+        .await?;
+    ctx.db
+        .execute(
+            "DELETE FROM stats_samples WHERE minute < $1",
+            args![minute - SERIES_KEPT_MINUTES],
+        )
+        .await?;
+    Ok(())
+}
 
 impl Store {
     pub async fn stats(&self) -> Result<Stats> {
@@ -44,4 +74,56 @@ impl Store {
             last_event_id: self.event_last_id().await?,
         })
     }
+}
+
+impl Store {
+    /// The last `minutes` minutes, a point each, the running minute last. Completed and failed
+    /// come from `tasks.finished_at` (partial indexes), the gauges from the scheduler's samples,
+    /// and the running minute's gauges are counted now.
+    pub async fn stats_series(&self, minutes: u32) -> Result<StatsSeries> {
+        let now = self.clock().now_ms() / MINUTE_MS;
+        let first = now - i64::from(minutes) + 1;
+        let since = first * MINUTE_MS;
+        let finished: Vec<(String, i64, i64)> = self
+            .read_all(
+                "SELECT 'completed', finished_at / 60000, COUNT(*) FROM tasks \
+                 WHERE status = 'completed' AND finished_at >= $1 GROUP BY finished_at / 60000 \
+                 UNION ALL \
+                 SELECT 'failed', finished_at / 60000, COUNT(*) FROM tasks \
+                 WHERE status = 'failed' AND finished_at >= $2 GROUP BY finished_at / 60000",
+                args![since, since],
+            )
+            .await?;
+        let samples: Vec<(i64, i64, i64)> = self
+            .read_all(
+                "SELECT minute, pending, agents_online FROM stats_samples WHERE minute >= $1",
+                args![first],
+            )
+            .await?;
+        let (pending,): (i64,) = self.read_one(PENDING, &[]).await?;
+        let (online,): (i64,) = self.read_one(ONLINE, &[]).await?;
+        let mut counts: HashMap<(bool, i64), u64> = HashMap::new();
+        for (status, minute, n) in finished {
+            counts.insert((status == "completed", minute), to_u64(n));
+        }
+        let mut gauges: HashMap<i64, (u64, u64)> = samples
+            .into_iter()
+            .map(|(m, p, a)| (m, (to_u64(p), to_u64(a))))
+            .collect();
+        gauges.insert(now, (to_u64(pending), to_u64(online)));
+        let points = (first..=now)
+            .map(|m| StatsPoint {
+                at: super::rows::ts(m * MINUTE_MS),
+                completed: counts.get(&(true, m)).copied().unwrap_or(0),
+                failed: counts.get(&(false, m)).copied().unwrap_or(0),
+                pending: gauges.get(&m).map(|g| g.0),
+                agents_online: gauges.get(&m).map(|g| g.1),
+            })
+            .collect();
+        Ok(StatsSeries { minutes, points })
+    }
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or_default()
 }
