@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools the test suite runs besides cargo (Debian packages): curl and jq for the
 # skill's scripts, shellcheck for their lint, chromium and chromedriver for the dashboard's
-# browser test. Skips what is already there. (The dashboard's own toolchain is
+# browser test, schemathesis (PyPI) for the fuzz test and axe-core (npm) for the accessibility
+# audit. Skips what is already there. (The dashboard's own toolchain is
 # scripts/build-dashboard.sh's business.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,4 +30,13 @@ if [[ $("$venv/bin/schemathesis" --version 2>/dev/null) != "schemathesis, versio
         python3 -m venv "$venv"
     }
     "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+# axe-core (npm) for the browser test's accessibility audit, under target/ too.
+AXE_VERSION=4.14.1
+axe_dir=target/tools-node
+if [[ $(node -p "require('./$axe_dir/node_modules/axe-core/package.json').version" 2>/dev/null) != "$AXE_VERSION" ]]; then
+    echo "installing axe-core $AXE_VERSION into $axe_dir"
+    mkdir -p "$axe_dir"
+    npm install --silent --no-audit --no-fund --prefix "$axe_dir" "axe-core@$AXE_VERSION" >/dev/null
 fi

@@ -137,6 +137,10 @@ pub async fn tasks(query: TaskListQuery) -> Result<Page<Task>, ApiFailure> {
     get("/tasks", &query).await
 }
 
+pub async fn agent(id: Uuid) -> Result<Agent, ApiFailure> {
+    get(&format!("/agents/{id}"), &NONE).await
+}
+
 pub async fn agents(query: AgentListQuery) -> Result<Page<Agent>, ApiFailure> {
     get("/agents", &query).await
 }

@@ -6,6 +6,7 @@ use leptos_router::path;
 
 use crate::components::{ConnIndicator, OpenBanner};
 use crate::live::provide_live;
+use crate::names::provide_names;
 use crate::views::{
     agents::AgentsPage, job::JobPage, jobs::JobsPage, overview::Overview, submit::SubmitPage,
 };
@@ -13,6 +14,7 @@ use crate::views::{
 #[component]
 pub fn App() -> impl IntoView {
     provide_live();
+    provide_names();
     view! {
         <Router>
             <OpenBanner/>

@@ -89,15 +89,18 @@ fn Chart(id: &'static str, title: &'static str, lines: Vec<Line>) -> impl IntoVi
         .iter()
         .map(|l| {
             let mut d = String::new();
-            let mut pen_down = false;
+            let slot = W / n.max(1) as f64;
             for (i, v) in l.values.iter().enumerate() {
-                match v {
-                    Some(v) => {
-                        let cmd = if pen_down { 'L' } else { 'M' };
-                        d.push_str(&format!("{cmd}{:.1},{:.1} ", x(i), y(*v)));
-                        pen_down = true;
-                    }
-                    None => pen_down = false,
+                let Some(v) = v else { continue };
+                let joined = i > 0 && l.values[i - 1].is_some();
+                if joined {
+                    d.push_str(&format!("L{:.1},{:.1} ", x(i), y(*v)));
+                } else {
+                    // A point after a gap is drawn as a level stroke a minute wide, so a lone
+                    // sample (the running minute on a fresh server) still shows.
+                    let from = (x(i) - slot).max(0.0);
+                    let to = if from == x(i) { x(i) + slot } else { x(i) };
+                    d.push_str(&format!("M{from:.1},{:.1} L{to:.1},{:.1} ", y(*v), y(*v)));
                 }
             }
             let last = l.values.last().copied().flatten().map(|v| v.to_string());
@@ -109,7 +112,14 @@ fn Chart(id: &'static str, title: &'static str, lines: Vec<Line>) -> impl IntoVi
         .collect_view();
     let legend = lines
         .iter()
-        .map(|l| view! { <li><span class=format!("swatch {}", l.class)></span>{l.name}</li> })
+        .map(|l| {
+            let last = l.values.last().copied().flatten();
+            let text = match last {
+                Some(v) => format!("{} {v}", l.name),
+                None => l.name.to_string(),
+            };
+            view! { <li><span class=format!("swatch {}", l.class)></span>{text}</li> }
+        })
         .collect_view();
     view! {
         <figure class="chart" id=id>

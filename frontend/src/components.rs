@@ -8,6 +8,7 @@ use leptos_router::NavigateOptions;
 
 use crate::api::{self, ApiFailure};
 use crate::live::{use_live, Conn};
+use crate::names::AgentName;
 
 /// Rows per page in every list.
 pub const PER_PAGE: u64 = 50;
@@ -257,6 +258,7 @@ pub fn EventList(events: Vec<Event>) -> impl IntoView {
                             <span class="event-id">{format!("#{}", e.id)}</span>
                             <span class="event-kind">{e.kind().as_str()}</span>
                             {job}
+                            {e.agent_id.map(|a| view! { <AgentName id=a/> })}
                             <time datetime=e.at.to_rfc3339()>{ago(&e.at)}</time>
                         </li>
                     }

@@ -6,6 +6,7 @@ mod charts;
 mod components;
 mod flow;
 mod live;
+mod names;
 mod views;
 
 fn main() {

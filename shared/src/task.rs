@@ -29,6 +29,10 @@ pub struct Task {
     pub max_retries: u32,
     pub timeout_secs: u64,
     pub agent_id: Option<Uuid>,
+    /// The name of `agent_id`, in the task lists (`GET /api/tasks`, `GET /api/jobs/:id/tasks`)
+    /// so that people read names; absent elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<String>,
     pub claimed_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     /// A claimed or running task past this counts as a failed attempt.

@@ -311,6 +311,34 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     let available = wait_for(&b, &format!("#task-{work_id} .task-available")).await;
     assert_eq!(available.text().await.expect("available text"), "at once");
     wait_for(&b, ".flow g.current[data-state='executing']").await;
+    // People read agents by name, the id in the tooltip: on the task and in the approvals.
+    let planner_id = planner.agent_id().expect("registered").to_string();
+    let who = wait_for(&b, &format!("tr[data-task='{work_id}'] .agent-name")).await;
+    assert_eq!(who.text().await.expect("agent name"), "browser-agent-5");
+    let tooltip = who.attr("title").await.expect("title").unwrap_or_default();
+    assert!(tooltip.contains(&planner_id), "{tooltip}");
+    let approvers = b
+        .find_all(Locator::Css("ul.approvals .agent-name"))
+        .await
+        .expect("approvers");
+    assert_eq!(approvers.len(), 5);
+    assert_eq!(
+        approvers[0]
+            .text()
+            .await
+            .expect("approver")
+            .trim_start_matches("browser-agent-")
+            .len(),
+        1,
+        "approvals show names"
+    );
+    // The timeline: the completed task, claimed, then completed, with its durations.
+    let line = wait_for(&b, &format!("li.tl-row[data-task='{work_id}'] .tl-text")).await;
+    let line = line.text().await.expect("timeline text");
+    assert!(
+        line.starts_with("claimed ") && line.contains("completed after"),
+        "{line}"
+    );
     b.set_window_size(1280, 1400).await.expect("taller window");
     b.execute("window.scrollTo(0, 0)", vec![])
         .await
@@ -660,6 +688,95 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
         "the overview is wider than a phone: {overflow}"
     );
 
+    // Every view at a desktop's and a phone's width: a screenshot each, axe-core's audit with no
+    // serious or critical violation, nothing wider than the screen; and events name their
+    // agents once the names are fetched.
+    let views = [
+        ("overview", "/".to_string(), "#chart-throughput path"),
+        ("jobs", "/jobs".to_string(), "table.jobs"),
+        ("job", format!("/jobs/{job_id}"), "ol.timeline"),
+        ("agents", "/agents".to_string(), "nav.pager"),
+        ("submit", "/submit".to_string(), "#title"),
+    ];
+    let mut found = Vec::new();
+    for (width, height) in [(1280, 1200), (390, 844)] {
+        b.set_window_size(width, height).await.expect("window size");
+        for (name, path, ready) in &views {
+            b.goto(&server.url(path)).await.expect("open the view");
+            wait_for(&b, ready).await;
+            wait_for(&b, "#conn[data-state='live']").await;
+            screenshot(&b, &format!("{name}-{width}.png")).await;
+            for v in axe_violations(&b).await {
+                found.push(format!("{name} at {width} px: {v}"));
+            }
+            let overflow = b
+                .execute(
+                    "return document.documentElement.scrollWidth - window.innerWidth",
+                    vec![],
+                )
+                .await
+                .expect("widths");
+            if overflow.as_i64().unwrap_or(1) > 0 {
+                let wide = b
+                    .execute(
+                        "return [...document.querySelectorAll('body *')]
+                            .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1
+                                && !e.closest('.table-scroll'))
+                            .slice(0, 5).map(e => e.tagName + '.' + e.className).join(', ')",
+                        vec![],
+                    )
+                    .await
+                    .expect("wide elements");
+                panic!("{name} is wider than {width} px by {overflow}: {wide}");
+            }
+        }
+    }
+    assert!(found.is_empty(), "axe-core finds:\n{}", found.join("\n"));
+    b.goto(&server.url("/")).await.expect("overview");
+    let named = b
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//ol[@class='events']//span[@class='agent-name' and starts-with(., 'chart-worker-')]",
+        ))
+        .await;
+    assert!(named.is_ok(), "the live events name their agents");
+
     b.close().await.expect("close the browser");
     server.kill().await;
+}
+
+/// axe-core's serious and critical violations on the page as it is now, one line each.
+async fn axe_violations(b: &Browser) -> Vec<String> {
+    let path = repo_root().join("target/tools-node/node_modules/axe-core/axe.min.js");
+    let Ok(source) = std::fs::read_to_string(&path) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "axe-core is not installed at {} (scripts/install-test-tools.sh)",
+            path.display()
+        );
+        eprintln!("SKIPPED: the accessibility audit (axe-core not installed)");
+        return Vec::new();
+    };
+    b.execute(&format!("{source}\nreturn typeof axe;"), vec![])
+        .await
+        .expect("load axe-core");
+    let found = b
+        .execute(
+            "return axe.run(document, { resultTypes: ['violations'] }).then(r => r.violations
+                .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                .map(v => v.impact + ' ' + v.id + ': ' + v.help + ' at '
+                    + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', ')))",
+            vec![],
+        )
+        .await
+        .expect("axe.run");
+    found
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }

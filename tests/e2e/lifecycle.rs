@@ -250,6 +250,8 @@ async fn tasks_across_jobs_filter_by_state_and_agent_and_events_list_newest_firs
         .ok();
     assert_eq!(held["total"], 1);
     assert_eq!(held["items"][0]["id"], first["task"]["id"]);
+    // Lists name the agent, so people read names, not ids.
+    assert_eq!(held["items"][0]["agent_name"], agents[1].name.as_str());
     let claimed = app.get("/tasks?status=claimed").await.ok();
     assert_eq!(claimed["total"], 1);
     let all = app.get("/tasks?limit=2").await.ok();

@@ -57,6 +57,7 @@ pub fn AgentsPage() -> impl IntoView {
             let total = p.total;
             let held = held();
             view! {
+                <div class="table-scroll" role="region" aria-label="Agents (scrolls sideways on a narrow screen)" tabindex="0">
                 <table class="agents">
                     <thead>
                         <tr>
@@ -92,6 +93,7 @@ pub fn AgentsPage() -> impl IntoView {
                         }).collect_view()}
                     </tbody>
                 </table>
+                </div>
                 <Pager page=page total=total what="agents"/>
             }
         })}

@@ -13,10 +13,11 @@ use uuid::Uuid;
 
 use crate::api;
 use crate::components::{
-    ago, fetched, pretty, short, show, EventList, JobBadge, Pager, Progress, TaskBadge, UrlPage,
-    UrlText, PER_PAGE,
+    ago, fetched, pretty, show, EventList, JobBadge, Pager, Progress, TaskBadge, UrlPage, UrlText,
+    PER_PAGE,
 };
 use crate::flow::FlowChart;
+use crate::names::AgentName;
 
 /// Events shown in the timeline.
 const TIMELINE: u32 = 100;
@@ -184,7 +185,7 @@ fn Approvals(id: String, job: crate::components::Fetched<Job>) -> impl IntoView 
                     <ul class="approvals">
                         {list.into_iter().map(|a| view! {
                             <li>
-                                <strong>{a.agent_name.clone()}</strong>
+                                <strong><AgentName id=a.agent_id name=Some(a.agent_name.clone())/></strong>
                                 " "
                                 <time datetime=a.created_at.to_rfc3339()>{ago(&a.created_at)}</time>
                                 {a.comment.clone().map(|c| view! { <q>{c}</q> })}
@@ -228,6 +229,7 @@ fn Tasks(id: String) -> impl IntoView {
                 </select>
             </label>
             {show(tasks, move |p| view! {
+                <div class="table-scroll" role="region" aria-label="Tasks (scrolls sideways on a narrow screen)" tabindex="0">
                 <table class="tasks">
                     <thead>
                         <tr>
@@ -241,10 +243,12 @@ fn Tasks(id: String) -> impl IntoView {
                         </tr>
                     </thead>
                     <tbody>
-                        {p.items.into_iter().map(|t| task_rows(t, expanded)).collect_view()}
+                        {p.items.clone().into_iter().map(|t| task_rows(t, expanded)).collect_view()}
                     </tbody>
                 </table>
+                </div>
                 <Pager page=page total=p.total what="tasks"/>
+                <Timeline tasks=p.items/>
             })}
         </section>
     }
@@ -268,7 +272,7 @@ fn task_rows(t: Task, expanded: RwSignal<HashSet<Uuid>>) -> impl IntoView {
             <td><TaskBadge status=t.status/></td>
             <td>{format!("{}%", t.progress)}</td>
             <td>{format!("{}/{}", t.attempts, t.max_retries + 1)}</td>
-            <td>{t.agent_id.as_ref().map(short).unwrap_or_default()}</td>
+            <td>{t.agent_id.map(|a| view! { <AgentName id=a name=t.agent_name.clone()/> })}</td>
             <td>
                 <button type="button" class="expand" on:click=toggle aria-expanded=move || open().to_string()
                     aria-controls=format!("task-{id}")>
@@ -297,11 +301,83 @@ fn task_rows(t: Task, expanded: RwSignal<HashSet<Uuid>>) -> impl IntoView {
                         <dt>"Available"</dt>
                         <dd class="task-available">{detail.available_at.as_ref().map(when).unwrap_or_else(|| "at once".into())}</dd>
                         <dt>"Agent"</dt>
-                        <dd>{detail.agent_id.map(|a| a.to_string()).unwrap_or_else(|| "—".into())}</dd>
+                        <dd>{match detail.agent_id {
+                            Some(a) => view! { <AgentName id=a name=detail.agent_name.clone()/> " " <code>{a.to_string()}</code> }.into_any(),
+                            None => "—".into_any(),
+                        }}</dd>
                     </dl>
                 </td>
             </tr>
         </Show>
+    }
+}
+
+/// The page's tasks on one time axis: waiting to start (claimed → started), then running
+/// (started → finished, or now), each with its durations in words.
+#[component]
+fn Timeline(tasks: Vec<Task>) -> impl IntoView {
+    let now = chrono::Utc::now();
+    let spans: Vec<_> = tasks
+        .into_iter()
+        .filter_map(|t| {
+            let claimed = t.claimed_at?;
+            let end = t.finished_at.unwrap_or(now).max(claimed);
+            Some((t, claimed, end))
+        })
+        .collect();
+    let (Some(t0), Some(t1)) = (
+        spans.iter().map(|s| s.1).min(),
+        spans.iter().map(|s| s.2).max(),
+    ) else {
+        return ().into_any();
+    };
+    let total = (t1 - t0).num_milliseconds().max(1) as f64;
+    let pct = |t: chrono::DateTime<chrono::Utc>| (t - t0).num_milliseconds() as f64 * 100.0 / total;
+    let rows = spans
+        .into_iter()
+        .map(|(t, claimed, end)| {
+            let started = t.started_at.filter(|s| *s >= claimed).map(|s| s.min(end));
+            let run_from = started.unwrap_or(end);
+            let mut text = format!("claimed {}", claimed.format("%H:%M:%S"));
+            if let Some(s) = started {
+                text.push_str(&format!(" · started after {}", duration(s - claimed)));
+            }
+            let ended = match (t.finished_at, started) {
+                (Some(_), Some(s)) => format!(" · {} after {}", t.status.as_str(), duration(end - s)),
+                (Some(_), None) => format!(" · {} after {}", t.status.as_str(), duration(end - claimed)),
+                (None, Some(s)) => format!(" · running for {}", duration(end - s)),
+                (None, None) => format!(" · waiting to start for {}", duration(end - claimed)),
+            };
+            text.push_str(&ended);
+            let status = t.status.as_str();
+            view! {
+                <li class="tl-row" data-task=t.id.to_string()>
+                    <span class="tl-label">{format!("#{}", t.index)}</span>
+                    <div class="tl-track" aria-hidden="true">
+                        <div class="tl-wait" style=format!("left:{:.2}%;width:{:.2}%", pct(claimed), pct(run_from) - pct(claimed))></div>
+                        <div class=format!("tl-run task-{status}") style=format!("left:{:.2}%;width:{:.2}%", pct(run_from), (pct(end) - pct(run_from)).max(0.3))></div>
+                    </div>
+                    <span class="tl-text">{text}</span>
+                </li>
+            }
+        })
+        .collect_view();
+    view! {
+        <h3 id="task-timeline">"Timeline of these tasks"</h3>
+        <p class="muted tl-axis">{format!("from {} to {} ({})", t0.format("%H:%M:%S"), t1.format("%H:%M:%S"), duration(t1 - t0))}</p>
+        <ol class="timeline" aria-labelledby="task-timeline">{rows}</ol>
+    }
+    .into_any()
+}
+
+/// `850 ms`, `3.2 s`, `4 min 12 s`, `2 h 5 min`.
+fn duration(d: chrono::TimeDelta) -> String {
+    let ms = d.num_milliseconds().max(0);
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        1_000..=59_999 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
+        _ => format!("{} h {} min", ms / 3_600_000, ms % 3_600_000 / 60_000),
     }
 }
 

@@ -16,6 +16,7 @@ pub fn JobsTable(jobs: Vec<Job>) -> impl IntoView {
         return view! { <p class="muted">"No jobs."</p> }.into_any();
     }
     view! {
+        <div class="table-scroll" role="region" aria-label="Jobs (scrolls sideways on a narrow screen)" tabindex="0">
         <table class="jobs">
             <thead>
                 <tr>
@@ -46,6 +47,7 @@ pub fn JobsTable(jobs: Vec<Job>) -> impl IntoView {
                     .collect_view()}
             </tbody>
         </table>
+        </div>
     }
     .into_any()
 }

@@ -230,6 +230,7 @@ impl TaskRow {
             max_retries: u32_of(self.max_retries),
             timeout_secs: u64::try_from(self.timeout_secs).unwrap_or_default(),
             agent_id: opt_uuid(self.agent_id)?,
+            agent_name: None,
             claimed_at: self.claimed_at.map(ts),
             started_at: self.started_at.map(ts),
             deadline: self.deadline.map(ts),

@@ -624,7 +624,34 @@ impl Store {
                 ],
             )
             .await?;
-        super::rows::page(rows, TaskRow::into_task, total, p.limit, p.offset)
+        let mut page = super::rows::page(rows, TaskRow::into_task, total, p.limit, p.offset)?;
+        self.name_agents(&mut page.items).await?;
+        Ok(page)
+    }
+
+    /// Sets `agent_name` on the tasks that have an agent: one query for the whole page.
+    async fn name_agents(&self, tasks: &mut [Task]) -> Result<()> {
+        let ids: std::collections::BTreeSet<Uuid> =
+            tasks.iter().filter_map(|t| t.agent_id).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let args: Vec<DbValue> = ids.iter().map(|id| (*id).into()).collect();
+        let rows: Vec<(String, String)> = self
+            .read_all(
+                &format!(
+                    "SELECT id, name FROM agents WHERE id IN ({})",
+                    marks.join(", ")
+                ),
+                &args,
+            )
+            .await?;
+        let names: std::collections::HashMap<String, String> = rows.into_iter().collect();
+        for t in tasks {
+            t.agent_name = t.agent_id.and_then(|a| names.get(&a.to_string()).cloned());
+        }
+        Ok(())
     }
 }
 
