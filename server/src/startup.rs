@@ -128,6 +128,7 @@ impl Application {
             state.store.clone(),
             state.config.shutdown_grace(),
         );
+        let sockets = state.hub.clone();
         let supervisor = state.supervisor.clone();
         let git_writer = state
             .git
@@ -192,6 +193,13 @@ impl Application {
                 }
             }
         };
+        // Sockets release what they still hold when told to stop; the store must outlive that.
+        if !sockets.sockets_finished(HARD_STOP).await {
+            tracing::warn!(
+                secs = HARD_STOP.as_secs(),
+                "some WebSocket agents had not let go of their tasks by the stop deadline"
+            );
+        }
         let _ = scheduler.await;
         if let Some(g) = git_writer {
             let _ = g.await;

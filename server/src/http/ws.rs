@@ -48,6 +48,8 @@ pub async fn agent_ws(
         draining: state.draining.clone(),
         shutdown: state.shutdown.clone(),
     };
+    // From the upgrade until the socket has released its tasks, shutdown waits for it.
+    let running = state.hub.socket_token();
     let max = state.config.body_limit();
     // Small buffers: an idle agent should cost a few kilobytes, not the 128 KiB defaults; the
     // read buffer grows as a large frame needs it.
@@ -58,6 +60,7 @@ pub async fn agent_ws(
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
+            let _running = running;
             let (sink, stream) = socket.split();
             socket::run(ctx, sink, stream).await;
         }))

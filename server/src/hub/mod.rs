@@ -74,6 +74,9 @@ struct HubInner {
     /// Agent id → its live socket.
     live: Mutex<HashMap<Uuid, LiveConn>>,
     next_conn_id: AtomicU64,
+    /// Every socket's task, until it has let go of its tasks: shutdown waits for them before it
+    /// closes the store (an upgraded connection is no longer the HTTP server's to wait for).
+    sockets: tokio_util::task::TaskTracker,
 }
 
 impl Hub {
@@ -99,6 +102,7 @@ impl Hub {
                 dispatch: tx,
                 live: Mutex::new(HashMap::new()),
                 next_conn_id: AtomicU64::new(1),
+                sockets: tokio_util::task::TaskTracker::new(),
             }),
         };
         supervisor.watch(
@@ -106,6 +110,20 @@ impl Hub {
             tokio::spawn(route_revocations(hub.clone(), store.subscribe(), shutdown)),
         );
         hub
+    }
+
+    /// Held by a socket's task from its upgrade until it has let go of its tasks.
+    pub(crate) fn socket_token(&self) -> tokio_util::task::task_tracker::TaskTrackerToken {
+        self.inner.sockets.token()
+    }
+
+    /// At shutdown: waits up to `within` for every socket to finish (releasing what it held);
+    /// false when some did not.
+    pub async fn sockets_finished(&self, within: std::time::Duration) -> bool {
+        self.inner.sockets.close();
+        tokio::time::timeout(within, self.inner.sockets.wait())
+            .await
+            .is_ok()
     }
 
     /// The agents with a live socket here.
