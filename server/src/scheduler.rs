@@ -61,7 +61,7 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "scheduler sweep failed; will retry"),
         }
-        let minute = store.clock().now_ms() / 60_000;
+        let minute = store.clock().minute();
         if sampled_minute != Some(minute) {
             match store.stats_sample().await {
                 Ok(()) => sampled_minute = Some(minute),

@@ -4,6 +4,9 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+/// A minute in milliseconds.
+pub const MINUTE_MS: i64 = 60_000;
+
 /// The time in milliseconds since the Unix epoch (how the store keeps every time); cheap to
 /// clone.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +31,11 @@ impl Clock {
             Some(at) => at.load(Ordering::SeqCst),
             None => chrono::Utc::now().timestamp_millis(),
         }
+    }
+
+    /// The current minute, counted from the Unix epoch (the charts' unit).
+    pub fn minute(&self) -> i64 {
+        self.now_ms() / MINUTE_MS
     }
 
     /// Moves a manual clock forward (the system clock moves by itself).

@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use agora_shared::{Stats, StatsPoint, StatsSeries, SERIES_KEPT_MINUTES};
 
+use super::clock::MINUTE_MS;
 use super::error::Result;
 use super::writer::WriteCtx;
 use super::Store;
 use crate::args;
 
-const MINUTE_MS: i64 = 60_000;
 const PENDING: &str = "SELECT COUNT(*) FROM tasks WHERE status = 'pending'";
 const ONLINE: &str =
     "SELECT COUNT(*) FROM agents WHERE status = 'online' AND unregistered_at IS NULL";
@@ -19,7 +19,7 @@ const ONLINE: &str =
 /// sample in the same minute (another replica's) replaces the first; samples older than
 /// [`SERIES_KEPT_MINUTES`] go.
 pub(crate) async fn stats_sample(ctx: &mut WriteCtx) -> Result<()> {
-    let minute = ctx.clock.now_ms() / MINUTE_MS;
+    let minute = ctx.clock.minute();
     ctx.db
         .execute(
             &format!(
@@ -52,7 +52,7 @@ impl Store {
         let tasks: Vec<(String, i64)> = self
             .read_all("SELECT status, COUNT(*) FROM tasks GROUP BY status", &[])
             .await?;
-        let since = self.clock().now_ms() - 60_000;
+        let since = self.clock().now_ms() - MINUTE_MS;
         let (recent,): (i64,) = self
             .read_one(
                 "SELECT COUNT(*) FROM tasks WHERE status = 'completed' AND finished_at >= $1",
@@ -81,16 +81,18 @@ impl Store {
     /// come from `tasks.finished_at` (partial indexes), the gauges from the scheduler's samples,
     /// and the running minute's gauges are counted now.
     pub async fn stats_series(&self, minutes: u32) -> Result<StatsSeries> {
-        let now = self.clock().now_ms() / MINUTE_MS;
+        let now = self.clock().minute();
         let first = now - i64::from(minutes) + 1;
         let since = first * MINUTE_MS;
         let finished: Vec<(String, i64, i64)> = self
             .read_all(
-                "SELECT 'completed', finished_at / 60000, COUNT(*) FROM tasks \
-                 WHERE status = 'completed' AND finished_at >= $1 GROUP BY finished_at / 60000 \
-                 UNION ALL \
-                 SELECT 'failed', finished_at / 60000, COUNT(*) FROM tasks \
-                 WHERE status = 'failed' AND finished_at >= $2 GROUP BY finished_at / 60000",
+                &format!(
+                    "SELECT 'completed', finished_at / {MINUTE_MS}, COUNT(*) FROM tasks \
+                     WHERE status = 'completed' AND finished_at >= $1 GROUP BY finished_at / {MINUTE_MS} \
+                     UNION ALL \
+                     SELECT 'failed', finished_at / {MINUTE_MS}, COUNT(*) FROM tasks \
+                     WHERE status = 'failed' AND finished_at >= $2 GROUP BY finished_at / {MINUTE_MS}"
+                ),
                 args![since, since],
             )
             .await?;
