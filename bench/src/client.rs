@@ -29,6 +29,8 @@ pub async fn submit(api: &Client, title: &str, spec: Value) -> anyhow::Result<Uu
             priority: None,
             approvals_required: None,
             submitted_by: None,
+            approval_ttl_secs: None,
+            plan_approvals_required: None,
         })
         .await?;
     Ok(job.id)

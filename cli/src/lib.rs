@@ -1,11 +1,12 @@
 //! The `agora` command line beside `serve`: a worker that runs a shell command per task
 //! (`worker`), and small commands for people and scripts over the REST API (`submit`,
-//! `approve`, `jobs`, `job`, `status`, `events`, ...). All of them talk to a server through
+//! `approve`, `reject`, `roles`, `jobs`, `job`, `status`, `events`, ...). All of them talk to a server through
 //! `agora-client`.
 
 mod ops;
 mod profile;
 mod render;
+mod votes;
 mod worker;
 
 use clap::{Args, Subcommand};
@@ -35,6 +36,25 @@ pub struct AgentIdentity {
     pub token: Option<String>,
 }
 
+/// Who votes on what: `approve` and `reject`.
+#[derive(Args, Debug, Clone)]
+pub struct VoteArgs {
+    pub job_id: Uuid,
+    /// Vote on the job's plan under review instead of the job.
+    #[arg(long)]
+    pub plan: bool,
+    /// Vote as this person, through the operator (needs --admin-token when the server sets
+    /// ADMIN_TOKEN); counts as the one voter `human:NAME`.
+    #[arg(long = "as", value_name = "NAME")]
+    pub person: Option<String>,
+    #[arg(long, env = "AGORA_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[command(flatten)]
+    pub identity: AgentIdentity,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Take tasks over WebSocket and run a shell command for each one.
@@ -61,16 +81,41 @@ pub enum OpsCommand {
         /// Approvals this job needs (not fewer than the server's APPROVALS_REQUIRED).
         #[arg(long)]
         approvals: Option<u32>,
+        /// Seconds the job may wait for its approvals (default: the server's
+        /// APPROVAL_TTL_SECS; 0: no limit).
+        #[arg(long)]
+        approval_ttl: Option<u64>,
+        /// Reviewers who must approve the plan before work starts (default: the server's
+        /// PLAN_APPROVALS_REQUIRED).
+        #[arg(long)]
+        plan_approvals: Option<u32>,
         #[command(flatten)]
         remote: Remote,
     },
-    /// Approve a job as the configured agent.
+    /// Approve a job (or with --plan its plan under review) as the configured agent, or as a
+    /// person with --as.
     Approve {
-        job_id: Uuid,
+        #[command(flatten)]
+        vote: VoteArgs,
         #[arg(long)]
         comment: Option<String>,
+    },
+    /// Reject a job (it fails) or with --plan its plan (a new plan task gets the reason), as
+    /// the configured agent, or as a person with --as.
+    Reject {
         #[command(flatten)]
-        identity: AgentIdentity,
+        vote: VoteArgs,
+        /// Why; shown in the job's error and handed to the next planner.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Set an agent's roles (operator; `approver` lets it vote under APPROVERS=role). No role
+    /// removes them all.
+    Roles {
+        agent_id: Uuid,
+        roles: Vec<agora_shared::Role>,
+        #[arg(long, env = "AGORA_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },

@@ -4,16 +4,17 @@
 use std::io::Read;
 
 use agora_client::Client;
-use agora_shared::{Event, Job, JobListQuery, SubmitJob, TaskListQuery};
+use agora_shared::{Event, Job, JobListQuery, SubmitJob, TaskListQuery, Verdict};
 use anyhow::Context;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::profile::{self, SavedAgent};
 use crate::render::{self, clip, short, time};
+use crate::votes;
 use crate::{OpsCommand, Remote};
 
-fn client(remote: &Remote) -> anyhow::Result<Client> {
+pub(crate) fn client(remote: &Remote) -> anyhow::Result<Client> {
     Ok(Client::new(&profile::url(remote)?))
 }
 
@@ -25,6 +26,8 @@ pub async fn run(command: OpsCommand) -> anyhow::Result<()> {
             spec_file,
             priority,
             approvals,
+            approval_ttl,
+            plan_approvals,
             remote,
         } => {
             let job_spec = read_spec(spec, spec_file)?;
@@ -35,6 +38,8 @@ pub async fn run(command: OpsCommand) -> anyhow::Result<()> {
                     priority,
                     approvals_required: approvals,
                     submitted_by: None,
+                    approval_ttl_secs: approval_ttl,
+                    plan_approvals_required: plan_approvals,
                 })
                 .await?;
             if remote.json {
@@ -45,30 +50,18 @@ pub async fn run(command: OpsCommand) -> anyhow::Result<()> {
                 job.id, job.status, job.approvals_required
             );
         }
-        OpsCommand::Approve {
-            job_id,
-            comment,
-            identity,
-            remote,
-        } => {
-            let (id, token) = profile::agent(&identity)?;
-            let approved = client(&remote)?
-                .with_agent(id, token)
-                .approve(job_id, comment.as_deref())
-                .await?;
-            if remote.json {
-                return render::json(&approved);
-            }
-            let job = &approved.job;
-            println!(
-                "approved job {} as {}: {}/{} approvals, {}",
-                job.id,
-                approved.approval.agent_name,
-                job.approvals,
-                job.approvals_required,
-                job.status
-            );
+        OpsCommand::Approve { vote, comment } => {
+            votes::cast(vote, Verdict::Approve, comment).await?
         }
+        OpsCommand::Reject { vote, reason } => {
+            votes::cast(vote, Verdict::Reject, Some(reason)).await?
+        }
+        OpsCommand::Roles {
+            agent_id,
+            roles,
+            admin_token,
+            remote,
+        } => votes::roles(agent_id, roles, admin_token, &remote).await?,
         OpsCommand::Cancel {
             job_id,
             reason,
@@ -182,9 +175,21 @@ async fn show_job(remote: &Remote, job_id: Uuid, tasks: u32) -> anyhow::Result<(
     if let Some(e) = &job.error {
         println!("error: {e}");
     }
-    if !approvals.is_empty() {
-        let names: Vec<_> = approvals.iter().map(|a| a.agent_name.as_str()).collect();
-        println!("approved by {}", names.join(", "));
+    if job.plan_approvals_required > 0 {
+        println!(
+            "plan review {}/{}{}   plans rejected {}",
+            job.plan_approvals,
+            job.plan_approvals_required,
+            if job.plan_under_review() {
+                " (waiting)"
+            } else {
+                ""
+            },
+            job.plans_rejected
+        );
+    }
+    for line in votes::vote_lines(&approvals) {
+        println!("{line}");
     }
     render::table(
         &[

@@ -15,6 +15,8 @@
 //!         priority: None,
 //!         approvals_required: None,
 //!         submitted_by: None,
+//!         approval_ttl_secs: None,
+//!         plan_approvals_required: None,
 //!     })
 //!     .await?;
 //! agent.approve(job.id, None).await?;
@@ -43,10 +45,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use agora_shared::{
-    Agent, AgentListQuery, Approval, ApproveJob, Approved, CanApprove, CancelJob, ClaimTask,
-    ClaimedTask, CompleteTask, Envelope, ErrorCode, Event, EventListQuery, FailTask, Health, Job,
-    JobListQuery, Page, ProgressTask, RegisterAgent, Registered, StartTask, Stats, SubmitJob, Task,
-    TaskListQuery,
+    vote_path, Agent, AgentListQuery, Approval, ApproveJob, Approved, CanApprove, CancelJob,
+    ClaimTask, ClaimedTask, CompleteTask, Envelope, ErrorCode, Event, EventListQuery, FailTask,
+    Health, Job, JobListQuery, Page, ProgressTask, RegisterAgent, Registered, RejectJob, Role,
+    SetRoles, Stage, StartTask, Stats, SubmitJob, Task, TaskListQuery, Verdict,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -86,6 +88,17 @@ impl ClientError {
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// Who casts a vote: the client's own agent, or a named person through the operator (with
+/// `ADMIN_TOKEN` when the server sets one).
+#[derive(Debug, Clone, Copy)]
+pub enum VoteAs<'a> {
+    Agent,
+    Person {
+        name: &'a str,
+        admin_token: Option<&'a str>,
+    },
+}
 
 /// A connection to one Agora server, optionally acting as one agent.
 #[derive(Clone)]
@@ -303,6 +316,7 @@ impl Client {
         Ok(page.items)
     }
 
+    /// Every vote on the job and its plans, in order.
     pub async fn approvals(&self, job: Uuid) -> Result<Vec<Approval>> {
         self.get(&format!("/jobs/{job}/approvals")).await
     }
@@ -317,12 +331,92 @@ impl Client {
         self.get_query(&format!("/jobs/{job}/events"), &query).await
     }
 
+    /// Approves a job as this client's agent.
     pub async fn approve(&self, job: Uuid, comment: Option<&str>) -> Result<Approved> {
-        let body = ApproveJob {
-            agent_id: self.me()?,
-            comment: comment.map(str::to_string),
+        self.vote(job, Stage::Job, Verdict::Approve, comment, VoteAs::Agent)
+            .await
+    }
+
+    /// Rejects a job as this client's agent: it fails with the reason.
+    pub async fn reject(&self, job: Uuid, reason: &str) -> Result<Approved> {
+        self.vote(
+            job,
+            Stage::Job,
+            Verdict::Reject,
+            Some(reason),
+            VoteAs::Agent,
+        )
+        .await
+    }
+
+    /// Approves the plan under review as this client's agent.
+    pub async fn approve_plan(&self, job: Uuid, comment: Option<&str>) -> Result<Approved> {
+        self.vote(job, Stage::Plan, Verdict::Approve, comment, VoteAs::Agent)
+            .await
+    }
+
+    /// Rejects the plan under review as this client's agent: a new plan task carries the reason.
+    pub async fn reject_plan(&self, job: Uuid, reason: &str) -> Result<Approved> {
+        self.vote(
+            job,
+            Stage::Plan,
+            Verdict::Reject,
+            Some(reason),
+            VoteAs::Agent,
+        )
+        .await
+    }
+
+    /// A vote on a job or its plan: `text` is an approval's comment or a rejection's reason.
+    pub async fn vote(
+        &self,
+        job: Uuid,
+        stage: Stage,
+        verdict: Verdict,
+        text: Option<&str>,
+        voter: VoteAs<'_>,
+    ) -> Result<Approved> {
+        let (agent_id, person, token) = match voter {
+            VoteAs::Agent => (Some(self.me()?), None, None),
+            VoteAs::Person { name, admin_token } => (None, Some(name.to_string()), admin_token),
         };
-        self.post(&format!("/jobs/{job}/approve"), &body).await
+        let path = vote_path(job, stage, verdict);
+        let text = text.map(str::to_string);
+        let method = reqwest::Method::POST;
+        match verdict {
+            Verdict::Approve => {
+                let body = ApproveJob {
+                    agent_id,
+                    person,
+                    comment: text,
+                };
+                self.call_data(method, &path, token, Some(&body)).await
+            }
+            Verdict::Reject => {
+                let body = RejectJob {
+                    agent_id,
+                    person,
+                    reason: text.unwrap_or_default(),
+                };
+                self.call_data(method, &path, token, Some(&body)).await
+            }
+        }
+    }
+
+    /// Operator: sets an agent's roles; `admin_token` when the server sets ADMIN_TOKEN.
+    pub async fn set_roles(
+        &self,
+        agent: Uuid,
+        roles: Vec<Role>,
+        admin_token: Option<&str>,
+    ) -> Result<Agent> {
+        self.call_data(
+            reqwest::Method::PUT,
+            &format!("/agents/{agent}/roles"),
+            admin_token,
+            Some(&SetRoles { roles }),
+        )
+        .await
     }
 
     /// Operator cancel; `admin_token` when the server sets ADMIN_TOKEN.

@@ -1,9 +1,10 @@
 //! The REST API, decoded into the `agora-shared` types.
 
 use agora_shared::{
-    Agent, AgentListQuery, Approval, CancelJob, CommitInfo, CommitListQuery, Envelope, ErrorCode,
-    Event, EventListQuery, Health, Job, JobListQuery, Page, Stats, StatsSeries, StatsSeriesQuery,
-    SubmitJob, Task, TaskListQuery,
+    vote_path, Agent, AgentListQuery, Approval, ApproveJob, Approved, CancelJob, CommitInfo,
+    CommitListQuery, Envelope, ErrorCode, Event, EventListQuery, Health, Job, JobListQuery, Page,
+    RejectJob, Stage, Stats, StatsSeries, StatsSeriesQuery, SubmitJob, Task, TaskListQuery,
+    Verdict,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
@@ -156,4 +157,24 @@ pub async fn cancel(
     admin_token: Option<&str>,
 ) -> Result<Job, ApiFailure> {
     post(&format!("/jobs/{id}/cancel"), body, admin_token).await
+}
+
+/// Approves the job (or its plan) as a person; `admin_token` when the server asks for one.
+pub async fn approve(
+    id: Uuid,
+    stage: Stage,
+    body: &ApproveJob,
+    admin_token: Option<&str>,
+) -> Result<Approved, ApiFailure> {
+    post(&vote_path(id, stage, Verdict::Approve), body, admin_token).await
+}
+
+/// Rejects the job (or its plan) as a person; `admin_token` when the server asks for one.
+pub async fn reject(
+    id: Uuid,
+    stage: Stage,
+    body: &RejectJob,
+    admin_token: Option<&str>,
+) -> Result<Approved, ApiFailure> {
+    post(&vote_path(id, stage, Verdict::Reject), body, admin_token).await
 }

@@ -1,5 +1,6 @@
 //! The job lifecycle drawn as a flow chart: the seven states of the happy path in a row,
-//! `failed` beneath them with a dashed edge from every state that can fail. Passed states are
+//! `failed` beneath them with a dashed edge from every state that can fail, and the plan
+//! review's loop above them (`ready → accepted` when reviewers reject a plan). Passed states are
 //! filled, the current one highlighted.
 
 use agora_shared::{JobEvent, JobStatus};
@@ -14,13 +15,25 @@ const PATH: &[JobStatus] = match JobStatus::ALL.split_last() {
 const W: i32 = 112;
 const BOX_W: i32 = 96;
 const BOX_H: i32 = 34;
-const ROW: i32 = 16;
-const FAIL_ROW: i32 = 112;
+const ROW: i32 = 34;
+const FAIL_ROW: i32 = 130;
 
 /// Whether a job in `from` can fail: the lifecycle's own rule (a cancel reaches `failed` from
 /// every state that is not terminal).
 fn can_fail(from: JobStatus) -> bool {
     from.transition(JobEvent::Cancelled) == Ok(JobStatus::Failed)
+}
+
+/// The loops back along the row that the lifecycle allows: `(from, to)` (a rejected plan sends
+/// a `ready` job back to `accepted`).
+fn loops() -> Vec<(JobStatus, JobStatus)> {
+    let rejected = JobEvent::PlanRejected { replan: true };
+    PATH.iter()
+        .filter_map(|from| {
+            let to = from.transition(rejected).ok()?;
+            PATH.contains(&to).then_some((*from, to))
+        })
+        .collect()
 }
 
 /// `failed_from`: the state the job failed in, when it failed and that is known.
@@ -75,6 +88,21 @@ pub fn FlowChart(status: JobStatus, failed_from: Option<JobStatus>) -> impl Into
             }
         })
         .collect_view();
+    let center = |s: JobStatus| {
+        let i = PATH.iter().position(|p| *p == s).unwrap_or(0) as i32;
+        W * i + W / 2
+    };
+    let loop_edges = loops()
+        .into_iter()
+        .map(|(from, to)| {
+            let (x1, x2) = (center(from), center(to));
+            view! {
+                <path class="edge loop-edge" data-from=from.as_str() data-to=to.as_str()
+                    d=format!("M {x1} {ROW} C {x1} 4, {x2} 4, {x2} {}", ROW - 2) marker-end="url(#arrow)"></path>
+                <text class="loop-label" x=(x1 + x2) / 2 y="12" text-anchor="middle">"plan rejected"</text>
+            }
+        })
+        .collect_view();
     let nodes = PATH
         .iter()
         .enumerate()
@@ -90,6 +118,7 @@ pub fn FlowChart(status: JobStatus, failed_from: Option<JobStatus>) -> impl Into
                 </marker>
             </defs>
             {edges}
+            {loop_edges}
             {fail_edges}
             {nodes}
             {node(JobStatus::Failed, fail_x, FAIL_ROW)}

@@ -50,6 +50,21 @@ pub struct Config {
     /// An agent may approve at most once per this many seconds, across all jobs.
     #[arg(long, env = "APPROVAL_COOLDOWN_SECS", default_value_t = 3600)]
     pub approval_cooldown_secs: u64,
+    /// Who may vote on jobs and plans: `any` registered agent, or only agents an operator gave
+    /// the `approver` role (`role`). Never the job's submitter nor the plan's author.
+    #[arg(long, env = "APPROVERS", default_value = "any")]
+    pub approvers: agora_shared::ApproverPolicy,
+    /// A job not accepted within this many seconds of its submission fails with `approval
+    /// expired` (a job may ask its own `approval_ttl_secs`); 0: no limit.
+    #[arg(long, env = "APPROVAL_TTL_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=agora_shared::MAX_APPROVAL_TTL_SECS))]
+    pub approval_ttl_secs: u64,
+    /// Reviewers (other than the planner) who must approve a plan before its work tasks are
+    /// created, unless the job asks its own `plan_approvals_required`; 0: no plan review.
+    #[arg(long, env = "PLAN_APPROVALS_REQUIRED", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub plan_approvals_required: u32,
+    /// Rejected plans after which the job gets a new plan task; one more rejection fails it.
+    #[arg(long, env = "MAX_REPLANS", default_value_t = 2)]
+    pub max_replans: u32,
     /// An agent not heard from for this long goes offline and its tasks go back to pending.
     #[arg(long, env = "AGENT_STALE_SECS", default_value_t = 90.0)]
     pub agent_stale_secs: f64,
@@ -90,7 +105,7 @@ pub struct Config {
     /// Anonymous writes a client address may make at once before the rate applies.
     #[arg(long, env = "ANON_WRITE_BURST", default_value_t = 100)]
     pub anon_write_burst: u32,
-    /// When set, operator calls (cancel) need `Authorization: Bearer <this>`.
+    /// When set, operator calls (cancel, roles, votes as a person) need `Authorization: Bearer <this>`.
     #[arg(long, env = "ADMIN_TOKEN")]
     pub admin_token: Option<String>,
     /// A job spec, a task spec or a result larger than this many bytes of JSON gets 413 naming
@@ -173,6 +188,17 @@ impl Config {
                 .saturating_add(crate::store::OFFER_LEASE_MARGIN_MS),
             max_deliveries: self.max_deliveries,
             retry_backoff_ms: ms(Duration::from_secs_f64(self.retry_backoff_secs.max(0.0))),
+        }
+    }
+
+    /// The approval gate's settings, as the store applies them.
+    pub fn gate_rules(&self) -> crate::store::GateRules {
+        crate::store::GateRules {
+            policy: self.approvers,
+            cooldown_secs: self.approval_cooldown_secs,
+            max_replans: self.max_replans,
+            plan_max_retries: self.task_max_retries,
+            plan_timeout_secs: self.task_timeout,
         }
     }
 

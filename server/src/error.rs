@@ -42,6 +42,8 @@ pub enum ApiError {
     FieldTooLarge(#[from] TooLarge),
     #[error("{0}")]
     InvalidPlan(#[from] PlanError),
+    #[error("{0}")]
+    VoteRefused(#[from] agora_shared::VoteRefused),
     #[error("this agent may approve again at {next_allowed_at}")]
     RateLimited { next_allowed_at: DateTime<Utc> },
     #[error("too many {what}: retry in {} s", retry_after.as_secs())]
@@ -81,6 +83,12 @@ impl ApiError {
             ApiError::LeaseLost(_) => ErrorCode::LeaseLost,
             ApiError::PayloadTooLarge(_) | ApiError::FieldTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::InvalidPlan(_) => ErrorCode::InvalidPlan,
+            ApiError::VoteRefused(agora_shared::VoteRefused::NotAnApprover(_)) => {
+                ErrorCode::NotAnApprover
+            }
+            ApiError::VoteRefused(agora_shared::VoteRefused::SelfApproval(_)) => {
+                ErrorCode::SelfApproval
+            }
             ApiError::RateLimited { .. } | ApiError::Throttled { .. } => ErrorCode::RateLimited,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Database(_) | ApiError::Internal(_) => ErrorCode::InternalError,
@@ -137,6 +145,7 @@ impl From<StoreError> for ApiError {
             StoreError::LeaseLost(l) => ApiError::LeaseLost(l),
             StoreError::InvalidPlan(p) => ApiError::InvalidPlan(p),
             StoreError::Invalid(f) => ApiError::Validation(f),
+            StoreError::Refused(r) => ApiError::VoteRefused(r),
             StoreError::Cooldown(next_allowed_at) => ApiError::RateLimited { next_allowed_at },
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
             StoreError::Database(d) => ApiError::Database(d),

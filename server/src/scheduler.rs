@@ -1,6 +1,7 @@
 //! The scheduler: every `SCHEDULER_INTERVAL_SECS` it fails attempts past their deadline, ends
 //! deliveries past their lease, marks stale agents offline (taking back what they were offered
-//! over WebSocket), and repairs job counters; once a minute it samples the queue depth and the
+//! over WebSocket), repairs job counters and fails jobs whose approval window ran out; once a
+//! minute it samples the queue depth and the
 //! agents online for the charts. Each sweep is one idempotent transaction, so several replicas
 //! may run it at once.
 
@@ -20,6 +21,7 @@ pub struct SweepReport {
     pub agents_offline: usize,
     pub tasks_recovered: usize,
     pub jobs_settled: usize,
+    pub approvals_expired: usize,
 }
 
 /// One pass of every sweep, at the current time. Tests call this directly.
@@ -29,6 +31,7 @@ pub async fn run_once(store: &Store, agent_stale: Duration) -> crate::error::Res
         store.clock().now_ms() - i64::try_from(agent_stale.as_millis()).unwrap_or(i64::MAX / 2);
     let stale = store.agents_mark_stale(stale_before).await?;
     let jobs_settled = store.jobs_sync().await?;
+    let approvals_expired = store.jobs_expire_approvals().await?;
     Ok(SweepReport {
         tasks_timed_out: expired.timed_out,
         leases_expired: expired.leases_expired,
@@ -36,6 +39,7 @@ pub async fn run_once(store: &Store, agent_stale: Duration) -> crate::error::Res
         agents_offline: stale.agents_offline,
         tasks_recovered: stale.tasks_recovered,
         jobs_settled,
+        approvals_expired,
     })
 }
 

@@ -44,8 +44,11 @@ pub struct Agent {
     pub capabilities: Vec<String>,
     pub registered_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
-    /// When it last approved a job, for the approval cooldown.
+    /// When it last voted on a job, for the approval cooldown.
     pub last_approved_at: Option<DateTime<Utc>>,
+    /// What an operator granted it (`approver`).
+    #[serde(default)]
+    pub roles: Vec<crate::review::Role>,
 }
 
 /// `POST /api/agents/register`.

@@ -80,6 +80,10 @@ pub enum ErrorCode {
     Unauthorized,
     /// 403: authenticated, but not allowed (e.g. another agent's task).
     Forbidden,
+    /// 403: `APPROVERS=role` and the voting agent does not hold the `approver` role.
+    NotAnApprover,
+    /// 403: the job's submitter voting on its job, or a planner reviewing its own plan.
+    SelfApproval,
     /// 403: a browser request from a foreign origin (or a foreign `Host` on a loopback server).
     CrossOrigin,
     /// 404: unknown id or route.
@@ -112,7 +116,10 @@ impl ErrorCode {
         match self {
             ErrorCode::ValidationError | ErrorCode::MalformedJson => 400,
             ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden | ErrorCode::CrossOrigin => 403,
+            ErrorCode::Forbidden
+            | ErrorCode::NotAnApprover
+            | ErrorCode::SelfApproval
+            | ErrorCode::CrossOrigin => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::RequestTimeout => 408,
@@ -173,6 +180,11 @@ mod tests {
     fn codes_have_client_error_statuses() {
         assert_eq!(ErrorCode::InvalidPlan.http_status(), 422);
         assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
+        assert_eq!(ErrorCode::SelfApproval.http_status(), 403);
+        assert_eq!(
+            serde_json::to_value(ErrorCode::NotAnApprover).unwrap(),
+            "NOT_AN_APPROVER"
+        );
         assert_eq!(
             serde_json::to_value(ErrorCode::InvalidState).unwrap(),
             "INVALID_STATE"

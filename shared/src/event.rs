@@ -70,6 +70,14 @@ event_kinds! {
     JobCompleted = "job.completed" => JobChanged,
     JobFailed = "job.failed" => JobChanged,
     ApprovalAdded = "approval.added" => ApprovalAdded,
+    /// An approver rejected the job (it fails in the same step).
+    ApprovalRejected = "approval.rejected" => ApprovalRejected,
+    /// A plan landed and waits for its reviewers (`plan_approvals_required > 0`).
+    PlanProposed = "plan.proposed" => PlanProposed,
+    /// A reviewer approved the plan; at the quorum its work tasks are created.
+    PlanApproved = "plan.approved" => PlanApproved,
+    /// A reviewer rejected the plan: a new plan task, or the job fails past `MAX_REPLANS`.
+    PlanRejected = "plan.rejected" => PlanRejected,
     /// Tasks were created (the plan task, or the work tasks of a plan).
     TasksCreated = "tasks.created" => TasksCreated,
     TaskClaimed = "task.claimed" => TaskClaimed,
@@ -84,6 +92,8 @@ event_kinds! {
     AgentOnline = "agent.online" => AgentNamed,
     AgentOffline = "agent.offline" => AgentOffline,
     AgentUnregistered = "agent.unregistered" => AgentNamed,
+    /// An operator set the agent's roles.
+    AgentRolesChanged = "agent.roles_changed" => AgentRolesChanged,
 }
 
 impl EventKind {
@@ -184,9 +194,60 @@ pub struct JobChanged {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApprovalAdded {
+    /// The agent's name, or the person's.
     pub agent_name: String,
     pub approvals: u32,
     pub approvals_required: u32,
+    /// A person voting through an operator.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub person: bool,
+}
+
+/// `approval.rejected`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApprovalRejected {
+    pub agent_name: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub person: bool,
+}
+
+/// `plan.proposed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlanProposed {
+    /// 1 for the first plan.
+    pub round: u32,
+    pub work_tasks: u32,
+    pub plan_approvals_required: u32,
+    /// The planner's name.
+    pub planner: Option<String>,
+}
+
+/// `plan.approved`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlanApproved {
+    pub agent_name: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub person: bool,
+    pub round: u32,
+    pub plan_approvals: u32,
+    pub plan_approvals_required: u32,
+}
+
+/// `plan.rejected`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlanRejected {
+    pub agent_name: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub person: bool,
+    pub round: u32,
+    pub reason: String,
+    /// A new plan task was created; `false`: this was the last plan allowed and the job failed.
+    pub replan: bool,
 }
 
 /// `tasks.created`.
@@ -309,6 +370,14 @@ pub struct AgentRegistered {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentNamed {
     pub name: String,
+}
+
+/// `agent.roles_changed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentRolesChanged {
+    pub name: String,
+    pub roles: Vec<crate::review::Role>,
 }
 
 /// `agent.offline`: not heard from since `last_seen_at`.

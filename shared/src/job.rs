@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::lifecycle::JobStatus;
+use crate::review::{Stage, Verdict};
 use crate::validate::{self, FieldError};
 use chrono::{DateTime, Utc};
 
@@ -31,6 +32,27 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    /// When a job still waiting for approvals fails with `approval expired`; `null`: never.
+    #[serde(default)]
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    /// Distinct reviewers (other than the planner) who must approve a plan before its work
+    /// tasks are created; 0: no plan review.
+    #[serde(default)]
+    pub plan_approvals_required: u32,
+    /// Approvals of the current plan so far.
+    #[serde(default)]
+    pub plan_approvals: u32,
+    /// Plans rejected so far (each sent the job back to `accepted` for a new plan).
+    #[serde(default)]
+    pub plans_rejected: u32,
+}
+
+impl Job {
+    /// A plan has landed and waits for its reviewers: the job is `ready` but has no work tasks
+    /// yet.
+    pub fn plan_under_review(&self) -> bool {
+        self.status == JobStatus::Ready && self.plan_approvals < self.plan_approvals_required
+    }
 }
 
 /// The job as a claim answer and a task offer carry it: what it is and where it stands, without
@@ -63,8 +85,17 @@ pub struct SubmitJob {
     /// The submitting agent; needs that agent's token.
     #[serde(default)]
     pub submitted_by: Option<Uuid>,
+    /// Seconds the job may wait for its approvals before it fails with `approval expired`
+    /// (default: the server's `APPROVAL_TTL_SECS`; 0: never).
+    #[serde(default)]
+    pub approval_ttl_secs: Option<u64>,
+    /// Reviewers who must approve the plan before work starts (default: the server's
+    /// `PLAN_APPROVALS_REQUIRED`; at most 100).
+    #[serde(default)]
+    pub plan_approvals_required: Option<u32>,
 }
 
+pub const MAX_COMMENT: usize = 2000;
 pub const MAX_TITLE: usize = 200;
 pub const MAX_APPROVALS_REQUIRED: u32 = 100;
 pub const MAX_PRIORITY: i32 = 1_000_000;
@@ -90,40 +121,49 @@ impl SubmitJob {
                 MAX_APPROVALS_REQUIRED.max(min_approvals),
             )?;
         }
+        if let Some(t) = self.approval_ttl_secs {
+            validate::range("approval_ttl_secs", t, 0, crate::MAX_APPROVAL_TTL_SECS)?;
+        }
+        if let Some(p) = self.plan_approvals_required {
+            validate::range("plan_approvals_required", p, 0, MAX_APPROVALS_REQUIRED)?;
+        }
         Ok(())
     }
 }
 
-/// `POST /api/jobs/:id/approve`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct ApproveJob {
-    pub agent_id: Uuid,
-    #[serde(default)]
-    pub comment: Option<String>,
-}
-
-pub const MAX_COMMENT: usize = 2000;
-
-impl ApproveJob {
-    pub fn validate(&self) -> Result<(), FieldError> {
-        validate::optional_text("comment", self.comment.as_deref(), MAX_COMMENT)
-    }
-}
-
-/// One agent's approval of one job.
+/// One vote on a job or on its plan: an approval (with an optional comment) or a rejection
+/// (with its reason), by an agent or by a person through an operator.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Approval {
     pub job_id: Uuid,
-    pub agent_id: Uuid,
+    /// The voting agent; `null` for a person.
+    pub agent_id: Option<Uuid>,
+    /// The agent's name, or the person's.
     pub agent_name: String,
+    /// What makes voters distinct: the agent's id, or `human:<name>` for a person.
+    #[serde(default)]
+    pub voter: String,
+    /// A person voting through an operator, not an agent.
+    #[serde(default)]
+    pub person: bool,
+    #[serde(default)]
+    pub verdict: Verdict,
+    /// The job itself, or its plan.
+    #[serde(default)]
+    pub stage: Stage,
+    /// Plan review: which plan (1 for the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_round: Option<u32>,
+    /// An approval's comment.
     pub comment: Option<String>,
+    /// A rejection's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
-/// The answer to an approval: the approval and the job after it.
+/// The answer to a vote (approve or reject, job or plan): the vote and the job after it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Approved {
@@ -152,6 +192,8 @@ mod tests {
             priority: None,
             approvals_required: None,
             submitted_by: None,
+            approval_ttl_secs: None,
+            plan_approvals_required: None,
         }
     }
 
@@ -169,6 +211,14 @@ mod tests {
         let mut b = body();
         b.title = "x".repeat(201);
         assert_eq!(b.validate(5).unwrap_err().field, "title");
+        let mut b = body();
+        b.approval_ttl_secs = Some(crate::MAX_APPROVAL_TTL_SECS + 1);
+        assert_eq!(b.validate(5).unwrap_err().field, "approval_ttl_secs");
+        let mut b = body();
+        b.plan_approvals_required = Some(101);
+        assert_eq!(b.validate(5).unwrap_err().field, "plan_approvals_required");
+        b.plan_approvals_required = Some(2);
+        assert!(b.validate(5).is_ok());
     }
 
     #[test]

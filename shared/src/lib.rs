@@ -7,6 +7,7 @@
 //! - [`task_rules`]: task states, which action is legal in which state, and the retry rule.
 //! - [`lease`]: leases per delivery: which lease may report, backoff, the delivery limit.
 //! - [`plan`]: validation of a plan task's `result.task_specs`.
+//! - [`review`]: the approval gate: who may vote on a job or its plan, and what a rejection does.
 //! - [`api`]: the response envelope and the stable error codes.
 //! - [`agent`], [`job`], [`task`], [`event`], [`history`], [`system`]: request and response bodies.
 //!
@@ -21,6 +22,7 @@ pub mod lease;
 pub mod lifecycle;
 pub mod plan;
 pub mod query;
+pub mod review;
 pub mod system;
 pub mod task;
 pub mod task_rules;
@@ -36,6 +38,7 @@ pub use lease::*;
 pub use lifecycle::*;
 pub use plan::*;
 pub use query::*;
+pub use review::*;
 pub use system::*;
 pub use task::*;
 pub use task_rules::*;

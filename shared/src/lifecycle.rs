@@ -1,5 +1,6 @@
 //! The job lifecycle: `committed → approving → accepted → planning → ready → executing →
-//! completed | failed`, as pure functions so every (state, event) pair can be unit-tested.
+//! completed | failed`, with one loop back (`ready → accepted` when reviewers reject a plan), as
+//! pure functions so every (state, event) pair can be unit-tested.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -40,6 +41,12 @@ pub enum JobEvent {
     PlanFailed,
     /// An operator cancelled the job.
     Cancelled,
+    /// An eligible approver rejected the job.
+    Rejected,
+    /// The job's approval window ran out before the quorum.
+    ApprovalExpired,
+    /// A reviewer rejected the plan: a new plan task (`replan`) or, past `MAX_REPLANS`, the end.
+    PlanRejected { replan: bool },
 }
 
 /// A transition the lifecycle does not allow.
@@ -76,6 +83,9 @@ impl JobStatus {
             (S::Executing, E::WorkSettled { any_failed: false }) => S::Completed,
             (S::Executing, E::WorkSettled { any_failed: true }) => S::Failed,
             (S::Accepted | S::Planning, E::PlanFailed) => S::Failed,
+            (S::Committed | S::Approving, E::Rejected | E::ApprovalExpired) => S::Failed,
+            (S::Ready, E::PlanRejected { replan: true }) => S::Accepted,
+            (S::Ready, E::PlanRejected { replan: false }) => S::Failed,
             (from, E::Cancelled) if !from.is_terminal() => S::Failed,
             (from, event) => return Err(InvalidTransition { from, event }),
         };
@@ -100,9 +110,12 @@ impl JobStatus {
         JobStatus::CLAIMABLE.contains(&self)
     }
 
-    /// Jobs that still take approvals.
+    /// Jobs waiting at the approval gate.
+    pub const APPROVABLE: [JobStatus; 2] = [JobStatus::Committed, JobStatus::Approving];
+
+    /// Jobs that still take approvals (and rejections).
     pub fn accepts_approvals(self) -> bool {
-        matches!(self, JobStatus::Committed | JobStatus::Approving)
+        JobStatus::APPROVABLE.contains(&self)
     }
 
     pub const fn as_str(self) -> &'static str {
@@ -184,6 +197,10 @@ mod tests {
             E::WorkSettled { any_failed: true },
             E::PlanFailed,
             E::Cancelled,
+            E::Rejected,
+            E::ApprovalExpired,
+            E::PlanRejected { replan: true },
+            E::PlanRejected { replan: false },
         ]
     }
 
@@ -199,6 +216,12 @@ mod tests {
             (S::Executing, E::WorkSettled { any_failed: false }) => S::Completed,
             (S::Executing, E::WorkSettled { any_failed: true }) => S::Failed,
             (S::Accepted, E::PlanFailed) | (S::Planning, E::PlanFailed) => S::Failed,
+            (S::Committed, E::Rejected)
+            | (S::Approving, E::Rejected)
+            | (S::Committed, E::ApprovalExpired)
+            | (S::Approving, E::ApprovalExpired) => S::Failed,
+            (S::Ready, E::PlanRejected { replan: true }) => S::Accepted,
+            (S::Ready, E::PlanRejected { replan: false }) => S::Failed,
             (S::Committed, E::Cancelled)
             | (S::Approving, E::Cancelled)
             | (S::Accepted, E::Cancelled)
@@ -228,7 +251,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(legal, 16);
+        assert_eq!(legal, 22);
     }
 
     #[test]
@@ -257,6 +280,26 @@ mod tests {
             seen.push(s);
         }
         assert_eq!(seen, JobStatus::ALL[..7].to_vec());
+    }
+
+    #[test]
+    fn a_rejected_plan_loops_back_to_planning() {
+        let path = [
+            E::FirstApproval,
+            E::QuorumReached,
+            E::PlanClaimed,
+            E::PlanCompleted { work_tasks: 2 },
+            E::PlanRejected { replan: true },
+            E::PlanClaimed,
+            E::PlanCompleted { work_tasks: 3 },
+            E::WorkClaimed,
+            E::WorkSettled { any_failed: false },
+        ];
+        let mut s = S::Committed;
+        for e in path {
+            s = s.transition(e).unwrap();
+        }
+        assert_eq!(s, S::Completed);
     }
 
     #[test]

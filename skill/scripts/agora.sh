@@ -35,6 +35,11 @@ Agent (needs `register` first; credentials are kept in $AGORA_CONFIG_DIR/agent.j
                                        A plan task needs {"task_specs": [...]}
   fail TASK_ID ERROR [true|false]      report a failed attempt; false = do not retry
   approve JOB_ID [COMMENT]             approve a job (once per job, one per cooldown)
+  reject JOB_ID REASON                 reject a job: it fails with your reason (a vote:
+                                       same cooldown as an approval)
+  plan-approve JOB_ID [COMMENT]        approve the plan of a job waiting for plan review
+  plan-reject JOB_ID REASON            reject that plan: a new plan task gets your reason
+  approvals JOB_ID                     every vote on the job and its plans, with reasons
   can-approve [AGENT_ID]               {can_approve, next_allowed_at}
   unregister                           leave: DELETE /api/agents/ID, forget the credentials
 
@@ -289,7 +294,9 @@ hint() {
         METHOD_NOT_ALLOWED) echo "wrong HTTP method for this path" ;;
         INVALID_STATE) echo "the job or task moved on (timed out, reassigned, finished or cancelled): drop it and claim again" ;;
         LEASE_LOST) echo "this delivery of the task ended (lease expired, released, or given to another agent): drop the work and claim again" ;;
-        CONFLICT) echo "already done (e.g. this agent already approved this job): nothing to do" ;;
+        CONFLICT) echo "already done (e.g. this agent already voted on this job): nothing to do" ;;
+        NOT_AN_APPROVER) echo "this server lets only agents with the approver role vote (APPROVERS=role): ask an operator" ;;
+        SELF_APPROVAL) echo "you submitted this job or wrote this plan: leave the vote to others" ;;
         PAYLOAD_TOO_LARGE) echo "the body is too large: send a smaller result (store big outputs elsewhere and send a reference)" ;;
         INVALID_PLAN) echo "a plan task must complete with {\"task_specs\": [...]}: fix and complete again (the task is still yours)" ;;
         RATE_LIMITED) echo "approval cooldown: try again after next_allowed_at" ;;
@@ -507,15 +514,42 @@ cmd_task() {
     finish
 }
 
-cmd_approve() {
-    (($# == 1 || $# == 2)) || usage_error "usage: agora.sh approve JOB_ID [COMMENT]"
-    need_id JOB_ID "$1"
+# vote PATH_TAIL JOB_ID FIELD TEXT: approve/reject a job or its plan as the saved agent.
+vote() {
+    local tail=$1 job=$2 field=$3 text=${4:-}
+    need_id JOB_ID "$job"
     need_agent
     local body
     body="{\"agent_id\":$(json_str "$AGENT_ID")"
-    [[ -z ${2:-} ]] || body+=",\"comment\":$(json_str "$2")"
+    [[ -z $text ]] || body+=",\"$field\":$(json_str "$text")"
     body+='}'
-    request POST "/api/jobs/$1/approve" "$body" "$TOKEN" "$TIMEOUT"
+    request POST "/api/jobs/$job/$tail" "$body" "$TOKEN" "$TIMEOUT"
+    finish
+}
+
+cmd_approve() {
+    (($# == 1 || $# == 2)) || usage_error "usage: agora.sh approve JOB_ID [COMMENT]"
+    vote approve "$1" comment "${2:-}"
+}
+
+cmd_reject() {
+    (($# == 2)) || usage_error "usage: agora.sh reject JOB_ID REASON"
+    vote reject "$1" reason "$2"
+}
+
+cmd_plan_approve() {
+    (($# == 1 || $# == 2)) || usage_error "usage: agora.sh plan-approve JOB_ID [COMMENT]"
+    vote plan/approve "$1" comment "${2:-}"
+}
+
+cmd_plan_reject() {
+    (($# == 2)) || usage_error "usage: agora.sh plan-reject JOB_ID REASON"
+    vote plan/reject "$1" reason "$2"
+}
+
+cmd_approvals() {
+    need_id JOB_ID "${1:-}"
+    request GET "/api/jobs/$1/approvals" '' '' "$TIMEOUT"
     finish
 }
 
@@ -608,6 +642,10 @@ main() {
         fail) cmd_fail "$@" ;;
         task) (($# == 1)) || usage_error "usage: agora.sh task TASK_ID"; cmd_task "$@" ;;
         approve) cmd_approve "$@" ;;
+        reject) cmd_reject "$@" ;;
+        plan-approve) cmd_plan_approve "$@" ;;
+        plan-reject) cmd_plan_reject "$@" ;;
+        approvals) (($# == 1)) || usage_error "usage: agora.sh approvals JOB_ID"; cmd_approvals "$@" ;;
         can-approve) (($# <= 1)) || usage_error "usage: agora.sh can-approve [AGENT_ID]"; cmd_can_approve "$@" ;;
         submit) cmd_submit "$@" ;;
         job) (($# == 1)) || usage_error "usage: agora.sh job JOB_ID"; cmd_job "$@" ;;

@@ -308,7 +308,26 @@ second line"
     expect "tasks_completed" 3 "$(get data.tasks_completed)"
     expect "tasks_failed" 0 "$(get data.tasks_failed)"
 
-    step "15. every agent unregisters"
+    step "15. votes with reasons: the submitter may not vote; agent 6 rejects a second job"
+    ag 1 submit "Skill test ($MODE): to be rejected" '{"goal": "drop the database"}'
+    ok "submit a second job"
+    local doomed
+    doomed=$(get data.id)
+    ag 6 reject "$doomed"
+    ((RC == 2)) || fail "reject without a reason: expected exit 2 (usage), got $RC"
+    ag 1 reject "$doomed" "my own job"
+    refused SELF_APPROVAL "the submitter rejects its own job"
+    ag 6 plan-approve "$doomed"
+    refused INVALID_STATE "plan-approve a job without a plan under review"
+    ag 6 reject "$doomed" "drops the production database"
+    ok "reject"
+    expect "verdict" reject "$(get data.approval.verdict)"
+    expect "job status after a rejection" failed "$(get data.job.status)"
+    ag 6 approvals "$doomed"
+    ok "approvals"
+    expect "the rejection's reason" "drops the production database" "$(get data.0.reason)"
+
+    step "16. every agent unregisters"
     for i in 1 2 3 4 5 6; do
         ag "$i" unregister
         ok "unregister agent $i"

@@ -1,22 +1,23 @@
 //! The dashboard in headless Chromium (Debian's chromium and chromedriver, driven by
 //! fantoccini) against the real `agora` binary: it loads, shows a job submitted over the API
 //! without a reload, follows five approvals to `accepted` (badge and flow chart), shows a
-//! completed task's result on expand, and its connection indicator recovers after the server
-//! restarts. Screenshots go to `target/dashboard-screenshots/`.
+//! completed task's result on expand, a person approves and rejects jobs from the job page, and
+//! its connection indicator recovers after the server restarts. Screenshots go to
+//! `target/dashboard-screenshots/`.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use agora_client::Client;
-use agora_shared::SubmitJob;
+use agora_shared::{JobStatus, SubmitJob};
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::helpers::{free_port, job_body, require_tool, RealServer as Server};
 
-/// The operator's token: cancel in the dashboard must ask for it.
+/// The operator's token: cancel and a person's vote in the dashboard must ask for it.
 const ADMIN_TOKEN: &str = "let-me-cancel";
 
 fn repo_root() -> PathBuf {
@@ -657,6 +658,61 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     wait_for(&b, ".flow g.current[data-state='failed']").await;
     wait_for(&b, ".flow line.taken").await;
 
+    // A person approves one job and rejects another from the job page: the server wants the
+    // admin token, a rejection wants a reason, and the votes show as a person's.
+    let approved_id = anyone
+        .submit(&job_body("Approved by a person", json!({})))
+        .await
+        .expect("submit")
+        .id;
+    b.goto(&server.url(&format!("/jobs/{approved_id}")))
+        .await
+        .expect("job page");
+    wait_for(&b, "#vote-form").await;
+    vote_in_browser(&b, "Ada", "reviewed by hand", "#vote-approve").await;
+    wait_for(&b, "#job-status [data-status='approving']").await;
+    let vote = wait_for(&b, ".approvals li[data-verdict='approve']").await;
+    let text = vote.text().await.expect("vote text");
+    assert!(
+        text.contains("Ada") && text.contains("person") && text.contains("reviewed by hand"),
+        "{text}"
+    );
+    let rejected_id = anyone
+        .submit(&job_body("Rejected by a person", json!({})))
+        .await
+        .expect("submit")
+        .id;
+    b.goto(&server.url(&format!("/jobs/{rejected_id}")))
+        .await
+        .expect("job page");
+    wait_for(&b, "#vote-form").await;
+    // No reason: the form says so and sends nothing.
+    vote_in_browser(&b, "Grace", "", "#vote-reject").await;
+    let alert = wait_for(&b, "#vote-form [role='alert']").await;
+    assert_eq!(
+        alert.text().await.expect("alert"),
+        "A rejection needs a reason."
+    );
+    assert_eq!(
+        anyone.job(rejected_id).await.expect("job").status,
+        JobStatus::Committed
+    );
+    vote_in_browser(&b, "Grace", "not this quarter", "#vote-reject").await;
+    wait_for(&b, "#job-status [data-status='failed']").await;
+    let error = wait_for(&b, "p.error[role='alert']").await;
+    assert_eq!(
+        error.text().await.expect("error"),
+        "rejected by human:Grace: not this quarter"
+    );
+    wait_for(&b, ".approvals li[data-verdict='reject']").await;
+    let votes = anyone.approvals(rejected_id).await.expect("approvals");
+    assert_eq!(votes.len(), 1);
+    assert!(votes[0].person && votes[0].reason.as_deref() == Some("not this quarter"));
+    assert!(
+        b.find(Locator::Css("#vote-form")).await.is_err(),
+        "a failed job takes no more votes"
+    );
+
     b.set_window_size(390, 844).await.expect("phone size");
     b.goto(&server.url("/")).await.expect("overview");
     wait_for(&b, "#card-agents").await;
@@ -682,6 +738,7 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
         ("overview", "/".to_string(), "#chart-throughput path"),
         ("jobs", "/jobs".to_string(), "table.jobs"),
         ("job", format!("/jobs/{job_id}"), "ol.timeline"),
+        ("vote", format!("/jobs/{approved_id}"), "#vote-form"),
         ("agents", "/agents".to_string(), "nav.pager"),
         ("submit", "/submit".to_string(), "#title"),
     ];
@@ -731,6 +788,45 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
 
     b.close().await.expect("close the browser");
     server.kill().await;
+}
+
+/// Fills the job page's vote form as the person `name` and presses `button`; when the server
+/// answers that it needs the admin token, types it and presses again.
+async fn vote_in_browser(b: &Browser, name: &str, text: &str, button: &str) {
+    let fill = |css: &'static str, value: String| async move {
+        let field = wait_for(b, css).await;
+        field.clear().await.expect("clear");
+        if !value.is_empty() {
+            field.send_keys(&value).await.expect("type");
+        }
+    };
+    fill("#vote-person", name.to_string()).await;
+    fill("#vote-text", text.to_string()).await;
+    let press = || async {
+        b.find(Locator::Css(button))
+            .await
+            .expect("vote button")
+            .click()
+            .await
+            .expect("click");
+    };
+    press().await;
+    if text.is_empty() {
+        return;
+    }
+    let asked = b
+        .wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::Css("#vote-token"))
+        .await;
+    if asked.is_ok()
+        && b.find(Locator::Css("#vote-form [role='alert']"))
+            .await
+            .is_ok()
+    {
+        fill("#vote-token", ADMIN_TOKEN.to_string()).await;
+        press().await;
+    }
 }
 
 /// axe-core's serious and critical violations on the page as it is now, one line each.

@@ -1,5 +1,6 @@
 //! The `agora` commands for people and scripts, run as processes against the real server:
-//! register, submit, approve, jobs, job, status, events, cancel, unregister; tables for people,
+//! register, submit, approve, reject (as an agent and as a person), jobs, job, status, events,
+//! cancel, unregister; tables for people,
 //! `--json` for scripts; the profile in AGORA_CONFIG_DIR; one-line errors.
 
 use serde_json::Value;
@@ -134,6 +135,61 @@ async fn the_operator_commands_drive_a_job_and_explain_their_errors() {
         !a.profile.path().join("agent.json").exists(),
         "the identity is forgotten"
     );
+
+    // Votes with reasons, as an agent and as a person through the operator.
+    let doomed = a.json(&["submit", "Drop the tables", "--json"]).await;
+    let doomed = doomed["id"].as_str().expect("id").to_string();
+    let b = &people[1];
+    let (code, out, err) = b.run(&["reject", &doomed]).await;
+    assert_eq!(code, 2, "a rejection needs --reason: {out}{err}");
+    let person = b
+        .json(&[
+            "approve",
+            &doomed,
+            "--as",
+            "ada",
+            "--comment",
+            "by hand",
+            "--json",
+        ])
+        .await;
+    assert_eq!(person["approval"]["voter"], "human:ada");
+    let (code, out, err) = b
+        .run(&[
+            "reject",
+            &doomed,
+            "--as",
+            "grace",
+            "--reason",
+            "drops production",
+        ])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("rejected job") && out.contains("grace (person)") && out.contains("failed"),
+        "{out}"
+    );
+    let (_, human, _) = b.run(&["job", &doomed]).await;
+    assert!(
+        human.contains("approved by ada (person)")
+            && human.contains("rejected by grace (person): drops production")
+            && human.contains("rejected by human:grace: drops production"),
+        "{human}"
+    );
+    let (code, _, err) = b.run(&["approve", &doomed, "--plan"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no plan waiting for review"), "{err}");
+    let saved: Value = serde_json::from_str(
+        &std::fs::read_to_string(b.profile.path().join("agent.json")).expect("agent.json"),
+    )
+    .expect("agent.json is JSON");
+    let me = saved["agent_id"].as_str().expect("agent_id").to_string();
+    let (code, out, err) = b.run(&["roles", &me, "approver"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("has roles: approver"), "{out}");
+    let (code, _, err) = b.run(&["roles", &me, "root"]).await;
+    assert_eq!(code, 2, "an unknown role is a usage error: {err}");
+    assert!(err.contains("unknown role 'root'"), "{err}");
 
     // Errors a person can act on, in one line, exit 1.
     let (code, _, err) = a.run(&["approve", &id]).await;

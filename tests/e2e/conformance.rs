@@ -6,10 +6,12 @@
 use std::collections::HashSet;
 
 use agora_server::store::{
-    AgentRegisterParams, Clock, EventListParams, JobApproveParams, JobInsertParams, QueueRules,
-    Store, StoreError, TaskClaimParams, TaskCompleteParams, TaskFailParams, TaskStartParams,
+    AgentRegisterParams, Clock, EventListParams, GateRules, JobInsertParams, QueueRules, Store,
+    StoreError, TaskClaimParams, TaskCompleteParams, TaskFailParams, TaskStartParams, VoteParams,
 };
-use agora_shared::{ClaimedTask, EventKind, JobStatus, TaskStatus};
+use agora_shared::{
+    ApproverPolicy, ClaimedTask, EventKind, JobStatus, Stage, TaskStatus, Verdict, Voter,
+};
 use futures::future::join_all;
 use serde_json::json;
 use uuid::Uuid;
@@ -94,6 +96,8 @@ impl Subject {
                 priority,
                 approvals_required,
                 submitted_by: Some(by),
+                approval_ttl_secs: 0,
+                plan_approvals_required: 0,
             })
             .await
             .expect("submit");
@@ -119,13 +123,19 @@ impl Subject {
     ) -> Result<JobStatus, StoreError> {
         let approved = self
             .store
-            .job_approve(JobApproveParams {
+            .vote(VoteParams {
                 job_id: job,
-                agent_id: agent,
-                comment: None,
-                cooldown_secs,
-                plan_max_retries: shape.max_retries,
-                plan_timeout_secs: shape.timeout_secs,
+                voter: Voter::Agent(agent),
+                stage: Stage::Job,
+                verdict: Verdict::Approve,
+                text: None,
+                rules: GateRules {
+                    policy: ApproverPolicy::Any,
+                    cooldown_secs,
+                    max_replans: 2,
+                    plan_max_retries: shape.max_retries,
+                    plan_timeout_secs: shape.timeout_secs,
+                },
             })
             .await?;
         Ok(approved.job.status)
@@ -476,6 +486,99 @@ async fn the_approval_gate_counts_distinct_agents_and_keeps_the_cooldown() {
     assert_eq!(next.timestamp_millis(), START_MS + 120_000);
     s.clock.advance(1_000);
     s.approve(y, a, 60).await.expect("the cooldown is over");
+}
+
+#[tokio::test]
+async fn a_job_waiting_for_approvals_expires_at_its_deadline_and_not_before() {
+    let s = subject(QueueRules::default()).await;
+    let submitter = s.agent("submitter").await;
+    let voter = s.agent("voter").await;
+    let ttl_job = |ttl: u64| {
+        let store = s.store.clone();
+        async move {
+            let id = Uuid::new_v4();
+            store
+                .job_submit(JobInsertParams {
+                    id,
+                    title: format!("ttl {ttl}"),
+                    job_spec: json!({}),
+                    priority: 0,
+                    approvals_required: 2,
+                    submitted_by: Some(submitter),
+                    approval_ttl_secs: ttl,
+                    plan_approvals_required: 0,
+                })
+                .await
+                .expect("submit");
+            id
+        }
+    };
+    let (short, approving, never) = (ttl_job(2).await, ttl_job(2).await, ttl_job(0).await);
+    s.approve(approving, voter, 0).await.expect("approve");
+    let accepted = ttl_job(2).await;
+    s.approve(accepted, voter, 0).await.expect("approve");
+    s.approve(accepted, s.agent("second").await, 0)
+        .await
+        .expect("the quorum");
+    s.clock.advance(1_999);
+    assert_eq!(s.store.jobs_expire_approvals().await.expect("sweep"), 0);
+    s.clock.advance(1);
+    assert_eq!(s.store.jobs_expire_approvals().await.expect("sweep"), 2);
+    for (job, status) in [
+        (short, JobStatus::Failed),
+        (approving, JobStatus::Failed),
+        (never, JobStatus::Committed),
+        (accepted, JobStatus::Accepted),
+    ] {
+        let j = s.store.job_get(job).await.expect("job");
+        assert_eq!(j.status, status, "{}", j.title);
+        if status == JobStatus::Failed {
+            assert_eq!(j.error.as_deref(), Some("approval expired"));
+        }
+    }
+    // Idempotent: a second sweep (another replica's) finds nothing left.
+    assert_eq!(s.store.jobs_expire_approvals().await.expect("sweep"), 0);
+}
+
+#[tokio::test]
+async fn a_vote_refused_by_the_gate_writes_nothing() {
+    let s = subject(QueueRules::default()).await;
+    let submitter = s.agent("submitter").await;
+    let outsider = s.agent("outsider").await;
+    let job = s.submit(submitter, 0, 1).await;
+    let vote = |voter, verdict, policy| VoteParams {
+        job_id: job,
+        voter: Voter::Agent(voter),
+        stage: Stage::Job,
+        verdict,
+        text: Some("why".into()),
+        rules: GateRules {
+            policy,
+            cooldown_secs: 3600,
+            max_replans: 2,
+            plan_max_retries: 0,
+            plan_timeout_secs: 60,
+        },
+    };
+    let own = s
+        .store
+        .vote(vote(submitter, Verdict::Reject, ApproverPolicy::Any))
+        .await
+        .expect_err("the submitter's own job");
+    assert!(matches!(own, StoreError::Refused(_)), "{own:?}");
+    let role = s
+        .store
+        .vote(vote(outsider, Verdict::Approve, ApproverPolicy::Role))
+        .await
+        .expect_err("no approver role");
+    assert!(matches!(role, StoreError::Refused(_)), "{role:?}");
+    assert!(s.store.approval_list(job).await.expect("votes").is_empty());
+    let agent = s.store.agent_get(outsider).await.expect("agent");
+    assert_eq!(agent.last_approved_at, None, "no cooldown taken");
+    assert_eq!(
+        s.store.job_get(job).await.expect("job").status,
+        JobStatus::Committed
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

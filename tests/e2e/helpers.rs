@@ -573,5 +573,7 @@ pub fn job_body(title: &str, spec: Value) -> SubmitJob {
         priority: None,
         approvals_required: None,
         submitted_by: None,
+        approval_ttl_secs: None,
+        plan_approvals_required: None,
     }
 }

@@ -15,6 +15,7 @@ mod crash;
 mod dashboard;
 mod drain;
 mod fuzz;
+mod gate;
 mod git;
 mod hostile;
 mod leases;

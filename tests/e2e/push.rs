@@ -429,6 +429,18 @@ async fn a_long_poll_claim_returns_within_100ms_of_a_task_becoming_pending() {
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
 
+/// Reads until the server acknowledges a frame of `kind`.
+async fn until_acked(s: &mut agora_client::Session, kind: &str) {
+    loop {
+        if let ServerMsg::Ack { kind: k, ok, .. } = s.next().await.expect("msg") {
+            if k == kind {
+                assert!(ok, "{kind} refused");
+                return;
+            }
+        }
+    }
+}
+
 async fn next_offer(s: &mut agora_client::Session) -> (uuid::Uuid, agora_shared::Task) {
     loop {
         if let ServerMsg::TaskOffer { offer_id, task, .. } = s.next().await.expect("msg") {
@@ -459,7 +471,11 @@ async fn work_from_a_plan_completed_over_a_websocket_is_offered_at_once() {
             .await
             .unwrap_or_else(|_| panic!("round {round}: the plan was not offered within 2 s"));
         planner.accept(offer).await.expect("accept");
+        // The worker's slot must be free before the plan completes: its `ready` and the plan's
+        // `complete` travel on two sockets, and a `complete` handled first would free the
+        // planner's slot first, so the work would rightly go to the planner.
         worker.ready(1).await.expect("ready");
+        until_acked(&mut worker, "ready").await;
         planner
             .complete(plan.id, json!({ "task_specs": [{ "round": round }] }))
             .await
@@ -474,5 +490,6 @@ async fn work_from_a_plan_completed_over_a_websocket_is_offered_at_once() {
         worker.accept(offer).await.expect("accept");
         worker.complete(work.id, json!(1)).await.expect("complete");
         worker.ready(0).await.expect("not ready");
+        until_acked(&mut worker, "ready").await;
     }
 }

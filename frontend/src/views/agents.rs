@@ -64,6 +64,7 @@ pub fn AgentsPage() -> impl IntoView {
                             <th scope="col">"Name"</th>
                             <th scope="col">"State"</th>
                             <th scope="col">"Running"</th>
+                            <th scope="col">"Roles"</th>
                             <th scope="col">"Capabilities"</th>
                             <th scope="col">"Last seen"</th>
                         </tr>
@@ -86,6 +87,7 @@ pub fn AgentsPage() -> impl IntoView {
                                             }).collect_view().into_any()
                                         }}
                                     </td>
+                                    <td class="agent-roles">{a.roles.iter().map(|r| view! { <span class="badge role">{r.as_str()}</span> " " }).collect_view()}</td>
                                     <td>{a.capabilities.join(", ")}</td>
                                     <td><time datetime=a.last_seen_at.to_rfc3339()>{ago(&a.last_seen_at)}</time></td>
                                 </tr>

@@ -1,11 +1,12 @@
-//! One job: its lifecycle as a flow chart, approvals, tasks (expand one for spec, result,
-//! progress, error, attempts, agent), events, git history, and the operator's cancel.
+//! One job: its lifecycle as a flow chart, votes (and a person's approve or reject, of the job
+//! or of its plan under review), tasks (expand one for spec, result, progress, error, attempts,
+//! agent), events, git history, and the operator's cancel.
 
 use std::collections::HashSet;
 
 use agora_shared::{
-    CancelJob, CommitListQuery, ErrorCode, Event, EventKind, EventListQuery, Job, SortOrder, Task,
-    TaskListQuery, TaskStatus,
+    Approval, ApproveJob, CancelJob, CommitListQuery, ErrorCode, Event, EventKind, EventListQuery,
+    Job, RejectJob, SortOrder, Stage, Task, TaskListQuery, TaskStatus, Verdict,
 };
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -47,6 +48,7 @@ pub fn JobPage() -> impl IntoView {
             None => view! { <h1>"No such job"</h1><p class="error">"That is not a job id."</p> }.into_any(),
             Some(id) => view! {
                 {show(job, move |j| view! { <JobHeader job=j events=events/> })}
+                <Vote id=id.parse().unwrap_or_default() job=job/>
                 <div class="columns">
                     <Approvals id=id.clone() job=job/>
                     <section aria-labelledby="timeline">
@@ -156,12 +158,149 @@ fn Cancel(id: Uuid) -> impl IntoView {
     }
 }
 
+/// What a person may vote on now: the job at the gate, or its plan under review.
+fn vote_stage(job: &Job) -> Option<Stage> {
+    if job.status.accepts_approvals() {
+        Some(Stage::Job)
+    } else if job.plan_under_review() {
+        Some(Stage::Plan)
+    } else {
+        None
+    }
+}
+
+/// Approve or reject as a named person (reason required to reject); asks for the admin token
+/// when the server wants one, like Cancel. Shown while the job takes votes (or its plan waits
+/// for review); what is typed survives the job's refetches.
+#[component]
+fn Vote(id: Uuid, job: crate::components::Fetched<Job>) -> impl IntoView {
+    let stage = move || {
+        job.with(|j| match j {
+            Some(Ok(j)) => vote_stage(j),
+            _ => None,
+        })
+    };
+    let person = RwSignal::new(String::new());
+    let text = RwSignal::new(String::new());
+    let need_token = RwSignal::new(false);
+    let token = RwSignal::new(String::new());
+    let message = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+    let what = move || match stage() {
+        Some(Stage::Plan) => "plan",
+        _ => "job",
+    };
+    let send = move |verdict: Verdict| {
+        let Some(stage) = stage() else { return };
+        let name = person.get_untracked().trim().to_string();
+        let words = text.get_untracked().trim().to_string();
+        let t = token.get_untracked();
+        let check = match verdict {
+            Verdict::Approve => ApproveJob {
+                agent_id: None,
+                person: Some(name.clone()),
+                comment: (!words.is_empty()).then(|| words.clone()),
+            }
+            .validate(),
+            Verdict::Reject => RejectJob {
+                agent_id: None,
+                person: Some(name.clone()),
+                reason: words.clone(),
+            }
+            .validate(),
+        };
+        if let Err(e) = check {
+            let hint = match e.field.as_str() {
+                "reason" => "A rejection needs a reason.".to_string(),
+                "person" => "Give your name: you vote as a person.".to_string(),
+                _ => e.to_string(),
+            };
+            message.set(Some(hint));
+            return;
+        }
+        busy.set(true);
+        leptos::task::spawn_local(async move {
+            let token = (!t.is_empty()).then_some(t.as_str());
+            let answer = match verdict {
+                Verdict::Approve => {
+                    let body = ApproveJob {
+                        agent_id: None,
+                        person: Some(name),
+                        comment: (!words.is_empty()).then_some(words),
+                    };
+                    api::approve(id, stage, &body, token).await
+                }
+                Verdict::Reject => {
+                    let body = RejectJob {
+                        agent_id: None,
+                        person: Some(name),
+                        reason: words,
+                    };
+                    api::reject(id, stage, &body, token).await
+                }
+            };
+            busy.set(false);
+            match answer {
+                Ok(_) => {
+                    text.set(String::new());
+                    message.set(None);
+                }
+                Err(e) if e.code == Some(ErrorCode::Unauthorized) => {
+                    need_token.set(true);
+                    message.set(Some(
+                        "This server needs the admin token to vote as a person.".into(),
+                    ));
+                }
+                Err(e) => message.set(Some(e.to_string())),
+            }
+        });
+    };
+    view! {
+        <Show when=move || stage().is_some()>
+            <form class="vote" id="vote-form" aria-labelledby="vote-title" on:submit=move |ev| ev.prevent_default()>
+                <h2 id="vote-title">{move || format!("Review this {} as a person", what())}</h2>
+                <label>"Your name "
+                    <input type="text" id="vote-person" autocomplete="name" prop:value=person
+                        on:input=move |ev| person.set(event_target_value(&ev))/>
+                </label>
+                <label>"Comment, or the reason to reject "
+                    <input type="text" id="vote-text" prop:value=text
+                        on:input=move |ev| text.set(event_target_value(&ev))/>
+                </label>
+                <Show when=move || need_token.get()>
+                    <label>"Admin token "
+                        <input type="password" id="vote-token" autocomplete="off" prop:value=token
+                            on:input=move |ev| token.set(event_target_value(&ev))/>
+                    </label>
+                </Show>
+                <button type="button" id="vote-approve" disabled=move || busy.get()
+                    on:click=move |_| send(Verdict::Approve)>{move || format!("Approve {}", what())}</button>
+                " "
+                <button type="button" id="vote-reject" class="danger" disabled=move || busy.get()
+                    on:click=move |_| send(Verdict::Reject)>{move || format!("Reject {}", what())}</button>
+                {move || message.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
+            </form>
+        </Show>
+    }
+}
+
 #[component]
 fn Approvals(id: String, job: crate::components::Fetched<Job>) -> impl IntoView {
     let approvals = fetched(move || id.parse().ok(), api::approvals);
     let needed = move || {
         job.with(|j| match j {
             Some(Ok(j)) => Some((j.approvals, j.approvals_required)),
+            _ => None,
+        })
+    };
+    let plan_review = move || {
+        job.with(|j| match j {
+            Some(Ok(j)) if j.plan_approvals_required > 0 => Some((
+                j.plan_approvals,
+                j.plan_approvals_required,
+                j.plans_rejected,
+                j.plan_under_review(),
+            )),
             _ => None,
         })
     };
@@ -177,24 +316,53 @@ fn Approvals(id: String, job: crate::components::Fetched<Job>) -> impl IntoView 
                     </p>
                 }
             })}
+            {move || plan_review().map(|(have, need, rejected, waiting)| view! {
+                <p class="plan-review">
+                    {format!("Plan review: {have} of {need}")}
+                    {if waiting { " — waiting for reviewers" } else { "" }}
+                    {(rejected > 0).then(|| format!(" — {rejected} plan(s) rejected"))}
+                </p>
+            })}
             {show(approvals, |list| {
                 if list.is_empty() {
-                    return view! { <p class="muted">"Nobody has approved yet."</p> }.into_any();
+                    return view! { <p class="muted">"Nobody has voted yet."</p> }.into_any();
                 }
                 view! {
                     <ul class="approvals">
-                        {list.into_iter().map(|a| view! {
-                            <li>
-                                <strong><AgentName id=a.agent_id name=Some(a.agent_name.clone())/></strong>
-                                " "
-                                <time datetime=a.created_at.to_rfc3339()>{ago(&a.created_at)}</time>
-                                {a.comment.clone().map(|c| view! { <q>{c}</q> })}
-                            </li>
-                        }).collect_view()}
+                        {list.into_iter().map(vote_item).collect_view()}
                     </ul>
                 }.into_any()
             })}
         </section>
+    }
+}
+
+/// One vote: who (an agent by name, a person marked as one), on what, approve or reject, why.
+fn vote_item(a: Approval) -> impl IntoView {
+    let who = match a.agent_id {
+        Some(id) => view! { <AgentName id=id name=Some(a.agent_name.clone())/> }.into_any(),
+        None => view! {
+            <span class="person" title=a.voter.clone()>{a.agent_name.clone()}</span>
+            " " <span class="badge person-badge">"person"</span>
+        }
+        .into_any(),
+    };
+    let (verdict, class) = match a.verdict {
+        Verdict::Approve => ("approved", "vote-approve"),
+        Verdict::Reject => ("rejected", "vote-reject"),
+    };
+    let on = match a.plan_round {
+        Some(r) => format!(" plan {r}"),
+        None => String::new(),
+    };
+    let words = a.reason.clone().or(a.comment.clone());
+    view! {
+        <li class=class data-verdict=a.verdict.as_str()>
+            <strong>{who}</strong>
+            {format!(" {verdict}{on} ")}
+            <time datetime=a.created_at.to_rfc3339()>{ago(&a.created_at)}</time>
+            {words.map(|c| view! { " " <q>{c}</q> })}
+        </li>
     }
 }
 

@@ -38,6 +38,8 @@ pub fn SubmitPage() -> impl IntoView {
             priority: priority.get_untracked().trim().parse().ok(),
             approvals_required: None,
             submitted_by: None,
+            approval_ttl_secs: None,
+            plan_approvals_required: None,
         };
         busy.set(true);
         let navigate = navigate.clone();

@@ -1,5 +1,6 @@
 //! Per-job git history under `REPOS_DIR/<job_id>` (bare repositories): `job.json` at
-//! submission, `plan.json` when the plan lands, `tasks/<first>-<last>/<index>-<short id>/`
+//! submission, `plan.json` when the plan lands (replaced by the next plan when reviewers reject
+//! it), `tasks/<first>-<last>/<index>-<short id>/`
 //! `spec.json` with `result.json` or `error.json` as each task ends (a hundred tasks per
 //! directory, so a commit costs what it changes, not the size of the job). Packs are merged
 //! when there are more than [`repo::MAX_PACKS`].
@@ -42,7 +43,9 @@ struct Dirty {
 #[derive(Default)]
 struct Recorded {
     job: bool,
-    plan: bool,
+    /// The index of the plan task whose plan `plan.json` holds (a rejected plan is followed by
+    /// another plan task, whose plan replaces it).
+    plan: Option<u32>,
     tasks: HashSet<u32>,
 }
 
@@ -193,17 +196,20 @@ impl GitHistory {
             None => self.store.tasks_finished(job_id).await,
         }
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut new_plan = None;
+        let mut new_plans = Vec::new();
         let mut new_tasks = Vec::new();
         for t in finished {
             match (t.task_type, t.status) {
-                (TaskType::Plan, TaskStatus::Completed) if !rec.plan => new_plan = Some(t),
+                (TaskType::Plan, TaskStatus::Completed) if rec.plan.is_none_or(|p| t.index > p) => {
+                    new_plans.push(t)
+                }
                 (TaskType::Plan, TaskStatus::Completed) => {}
                 _ if rec.tasks.contains(&t.index) => {}
                 _ => new_tasks.push(t),
             }
         }
-        if let Some(plan) = &new_plan {
+        new_plans.sort_by_key(|t| t.index);
+        for plan in &new_plans {
             commits.push(self.plan_commit(plan, &job).await);
         }
         commits.extend(self.task_commits(&new_tasks, &job).await);
@@ -217,8 +223,10 @@ impl GitHistory {
         })
         .await??;
         rec.job = true;
-        rec.plan |= new_plan.is_some();
-        for t in new_tasks.iter().chain(new_plan.iter()) {
+        if let Some(last) = new_plans.last() {
+            rec.plan = Some(last.index);
+        }
+        for t in new_tasks.iter().chain(new_plans.iter()) {
             if t.task_type == TaskType::Work || t.status == TaskStatus::Failed {
                 rec.tasks.insert(t.index);
             }
@@ -245,7 +253,8 @@ impl GitHistory {
         }
     }
 
-    /// The plan's commit: `plan.json`, by its planner.
+    /// The plan's commit: `plan.json`, by its planner. A plan written after a rejected one
+    /// replaces it and says which round it is (`round`, 2 for the second plan).
     async fn plan_commit(&self, plan: &Task, job: &Job) -> repo::NewCommit {
         let specs = plan
             .result
@@ -254,9 +263,16 @@ impl GitHistory {
             .cloned()
             .unwrap_or(json!([]));
         let n = specs.as_array().map(Vec::len).unwrap_or(0);
+        let (file, message) = match plan.index {
+            0 => (json!({ "task_specs": specs }), format!("Plan: {n} tasks")),
+            i => (
+                json!({ "task_specs": specs, "round": i + 1 }),
+                format!("Plan {}: {n} tasks (after {i} rejected)", i + 1),
+            ),
+        };
         repo::NewCommit {
-            files: vec![("plan.json".into(), pretty(&json!({ "task_specs": specs })))],
-            message: format!("Plan: {n} tasks"),
+            files: vec![("plan.json".into(), pretty(&file))],
+            message,
             author: self.task_author(plan).await,
             at: plan.finished_at.unwrap_or(job.updated_at),
         }
@@ -409,7 +425,14 @@ fn load_recorded(dir: &Path) -> Result<Recorded, git2::Error> {
     }
     let repo = repo::open_or_init(dir)?;
     rec.job = repo::read(&repo, "job.json")?.is_some();
-    rec.plan = repo::read(&repo, "plan.json")?.is_some();
+    rec.plan = match repo::read(&repo, "plan.json")? {
+        Some(bytes) => {
+            let plan: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let round = plan.get("round").and_then(|r| r.as_u64()).unwrap_or(1);
+            Some(u32::try_from(round.saturating_sub(1)).unwrap_or(0))
+        }
+        None => None,
+    };
     // `tasks/<first>-<last>/<index>-<id8>`, or `tasks/<index>-<id8>` in repositories written
     // before the shards: a task's directory holds spec.json, a shard does not.
     for name in repo::list_dir(&repo, "tasks")? {

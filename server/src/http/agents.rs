@@ -1,15 +1,16 @@
-//! `/api/agents`: register, heartbeat, unregister, list, can-approve.
+//! `/api/agents`: register, heartbeat, unregister, list, can-approve, roles.
 
 use agora_shared::{
     Agent, AgentListQuery, CanApprove, Envelope, ErrorEnvelope, Page, RegisterAgent, Registered,
+    SetRoles,
 };
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use uuid::Uuid;
 
-use super::auth::{AgentAuth, RegistrationAuth};
+use super::auth::{AdminAuth, AgentAuth, RegistrationAuth};
 use super::extract::{created, ok, AppJson, AppPath, AppQuery};
 use super::limits::ClientIp;
 use crate::error::Result;
@@ -24,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/agents/{id}", get(get_agent).delete(unregister_agent))
         .route("/agents/{id}/heartbeat", post(heartbeat_agent))
         .route("/agents/{id}/can-approve", get(can_approve))
+        .route("/agents/{id}/roles", put(set_agent_roles))
 }
 
 /// Register an agent. The token in the answer is shown once.
@@ -124,4 +126,23 @@ pub async fn can_approve(
         can_approve: next.is_none(),
         next_allowed_at: next,
     }))
+}
+
+/// Operator: set the agent's roles (the whole set; `[]` removes them). With `APPROVERS=role`
+/// only agents holding `approver` may vote.
+#[utoipa::path(put, path = "/api/agents/{id}/roles", tag = "agents", params(("id" = Uuid, Path)), request_body = SetRoles,
+    security(("admin_token" = [])),
+    responses((status = 200, body = Envelope<Agent>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+              (status = 404, body = ErrorEnvelope), (status = 429, body = ErrorEnvelope)))]
+pub async fn set_agent_roles(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    _admin: AdminAuth,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(body): AppJson<SetRoles>,
+) -> Result<Json<Envelope<Agent>>> {
+    if state.config.admin_token.is_none() {
+        state.limits.anonymous_write.check(client)?;
+    }
+    Ok(ok(state.store.agent_set_roles(id, body.roles).await?))
 }

@@ -51,19 +51,79 @@ impl FromRequestParts<AppState> for AgentAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or(ApiError::Unauthorized(
-            "this call needs the agent's token as 'Authorization: Bearer <token>'",
-        ))?;
-        let hash = hash_token(&token);
-        if let Some(id) = state.tokens.get(&hash) {
-            return Ok(AgentAuth(id));
+        let token = bearer(parts).ok_or(ApiError::Unauthorized(AGENT_TOKEN_NEEDED))?;
+        agent_of_token(state, &token).await
+    }
+}
+
+const AGENT_TOKEN_NEEDED: &str =
+    "this call needs the agent's token as 'Authorization: Bearer <token>'";
+
+/// The agent a token belongs to, or 401.
+async fn agent_of_token(state: &AppState, token: &str) -> Result<AgentAuth, ApiError> {
+    let hash = hash_token(token);
+    if let Some(id) = state.tokens.get(&hash) {
+        return Ok(AgentAuth(id));
+    }
+    match state.store.agent_id_by_token_hash(&hash).await? {
+        Some(id) => {
+            state.tokens.put(hash, id);
+            Ok(AgentAuth(id))
         }
-        match state.store.agent_id_by_token_hash(&hash).await? {
-            Some(id) => {
-                state.tokens.put(hash, id);
-                Ok(AgentAuth(id))
+        None => Err(ApiError::Unauthorized("unknown or revoked agent token")),
+    }
+}
+
+/// Who calls, for the calls an agent or an operator may make (votes): the operator's
+/// `ADMIN_TOKEN`, an agent's token, or no token at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Operator,
+    Agent(Uuid),
+    Anonymous,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(token) = bearer(parts) else {
+            return Ok(Caller::Anonymous);
+        };
+        if let Some(admin) = state.config.admin_token.as_deref() {
+            if secret_eq(&token, admin) {
+                return Ok(Caller::Operator);
             }
-            None => Err(ApiError::Unauthorized("unknown or revoked agent token")),
+        }
+        Ok(Caller::Agent(agent_of_token(state, &token).await?.0))
+    }
+}
+
+impl Caller {
+    /// Whether this caller may cast `voter`'s vote: an agent only with its own token; a person
+    /// only through an operator (anyone while `ADMIN_TOKEN` is unset, as for every operator
+    /// call).
+    pub fn may_cast(
+        self,
+        voter: &agora_shared::Voter,
+        admin_token_set: bool,
+    ) -> Result<(), ApiError> {
+        match (voter, self) {
+            (agora_shared::Voter::Agent(id), Caller::Agent(me)) => AgentAuth(me).require(*id),
+            (agora_shared::Voter::Agent(_), Caller::Operator) => Err(ApiError::Forbidden(
+                "an operator votes as a person ('person'), not as an agent".to_string(),
+            )),
+            (agora_shared::Voter::Agent(_), Caller::Anonymous) => {
+                Err(ApiError::Unauthorized(AGENT_TOKEN_NEEDED))
+            }
+            (agora_shared::Voter::Person(_), Caller::Operator) => Ok(()),
+            (agora_shared::Voter::Person(_), _) if !admin_token_set => Ok(()),
+            (agora_shared::Voter::Person(_), _) => Err(ApiError::Unauthorized(
+                "voting as a person needs the operator's 'Authorization: Bearer <ADMIN_TOKEN>'",
+            )),
         }
     }
 }

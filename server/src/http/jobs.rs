@@ -1,8 +1,8 @@
-//! `/api/jobs`: submit, list, get, tasks, approvals, events, approve, cancel.
+//! `/api/jobs`: submit, list, get, tasks, events, cancel (votes are in `votes.rs`).
 
 use agora_shared::{
-    Approval, ApproveJob, Approved, CancelJob, Envelope, ErrorEnvelope, Event, EventListQuery, Job,
-    JobListQuery, Page, SubmitJob, Task, TaskListQuery,
+    CancelJob, Envelope, ErrorEnvelope, Event, EventListQuery, Job, JobListQuery, Page, SubmitJob,
+    Task, TaskListQuery,
 };
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,18 +15,14 @@ use super::extract::{created, ok, AppJson, AppPath, AppQuery, OptionalJson};
 use super::limits::ClientIp;
 use crate::error::{ApiError, Result};
 use crate::state::AppState;
-use crate::store::{
-    EventListParams, JobApproveParams, JobInsertParams, JobListParams, TaskListParams,
-};
+use crate::store::{EventListParams, JobInsertParams, JobListParams, TaskListParams};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/jobs", post(submit_job).get(list_jobs))
         .route("/jobs/{id}", get(get_job))
         .route("/jobs/{id}/tasks", get(list_job_tasks))
-        .route("/jobs/{id}/approvals", get(list_job_approvals))
         .route("/jobs/{id}/events", get(list_job_events))
-        .route("/jobs/{id}/approve", post(approve_job))
         .route("/jobs/{id}/cancel", post(cancel_job))
 }
 
@@ -65,6 +61,12 @@ pub async fn submit_job(
                 .approvals_required
                 .unwrap_or(state.config.approvals_required),
             submitted_by: body.submitted_by,
+            approval_ttl_secs: body
+                .approval_ttl_secs
+                .unwrap_or(state.config.approval_ttl_secs),
+            plan_approvals_required: body
+                .plan_approvals_required
+                .unwrap_or(state.config.plan_approvals_required),
         })
         .await?;
     Ok(created(job))
@@ -96,7 +98,8 @@ pub async fn get_job(
     Ok(ok(state.store.job_get(id).await?))
 }
 
-/// A job's tasks in index order (0 is the plan task).
+/// A job's tasks in index order: its plan task (0; after a rejected plan, 1, 2, … too) and
+/// then the work tasks.
 #[utoipa::path(get, path = "/api/jobs/{id}/tasks", tag = "jobs", params(("id" = Uuid, Path), TaskListQuery),
     responses((status = 200, body = Envelope<Page<Task>>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn list_job_tasks(
@@ -112,16 +115,6 @@ pub async fn list_job_tasks(
         offset: q.offset()?,
     };
     Ok(ok(state.store.task_list(params).await?))
-}
-
-/// Who approved the job, in order.
-#[utoipa::path(get, path = "/api/jobs/{id}/approvals", tag = "jobs", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Envelope<Vec<Approval>>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
-pub async fn list_job_approvals(
-    State(state): State<AppState>,
-    AppPath(id): AppPath<Uuid>,
-) -> Result<Json<Envelope<Vec<Approval>>>> {
-    Ok(ok(state.store.approval_list(id).await?))
 }
 
 /// The job's events after an id, oldest first (or newest first with `order=desc`).
@@ -140,35 +133,6 @@ pub async fn list_job_events(
         newest_first: q.order == Some(agora_shared::SortOrder::Desc),
     };
     Ok(ok(state.store.event_list(params).await?))
-}
-
-/// Approve a job as `agent_id` (needs its token). The quorum accepts the job and creates its
-/// plan task.
-#[utoipa::path(post, path = "/api/jobs/{id}/approve", tag = "jobs", params(("id" = Uuid, Path)), request_body = ApproveJob,
-    security(("agent_token" = [])),
-    responses((status = 200, body = Envelope<Approved>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
-              (status = 429, body = ErrorEnvelope)))]
-pub async fn approve_job(
-    State(state): State<AppState>,
-    auth: AgentAuth,
-    AppPath(id): AppPath<Uuid>,
-    AppJson(body): AppJson<ApproveJob>,
-) -> Result<Json<Envelope<Approved>>> {
-    body.validate()?;
-    auth.require(body.agent_id)?;
-    let approved = state
-        .store
-        .job_approve(JobApproveParams {
-            job_id: id,
-            agent_id: body.agent_id,
-            comment: body.comment,
-            cooldown_secs: state.config.approval_cooldown_secs,
-            plan_max_retries: state.config.task_max_retries,
-            plan_timeout_secs: state.config.task_timeout,
-        })
-        .await?;
-    Ok(ok(approved))
 }
 
 /// Operator: fail the job and its open tasks (needs ADMIN_TOKEN when set).

@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod sse;
 pub mod system;
 pub mod tasks;
+pub mod votes;
 pub mod ws;
 
 use axum::extract::DefaultBodyLimit;
@@ -28,6 +29,7 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(agents::router())
         .merge(jobs::router())
+        .merge(votes::router())
         .merge(tasks::router())
         .merge(system::router())
         .merge(sse::router())

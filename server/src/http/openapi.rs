@@ -5,16 +5,17 @@ use utoipa::{Modify, OpenApi};
 
 use axum::Json;
 
-use super::{agents, git, jobs, openapi, sse, system, tasks, ws};
+use super::{agents, git, jobs, openapi, sse, system, tasks, votes, ws};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Agora", description = "Coordination server for AI agents: approve, plan and execute jobs."),
     paths(
         agents::register_agent, agents::list_agents, agents::get_agent, agents::heartbeat_agent,
-        agents::unregister_agent, agents::can_approve,
-        jobs::submit_job, jobs::list_jobs, jobs::get_job, jobs::list_job_tasks, jobs::list_job_approvals,
-        jobs::list_job_events, jobs::approve_job, jobs::cancel_job,
+        agents::unregister_agent, agents::can_approve, agents::set_agent_roles,
+        jobs::submit_job, jobs::list_jobs, jobs::get_job, jobs::list_job_tasks,
+        jobs::list_job_events, jobs::cancel_job,
+        votes::list_job_approvals, votes::approve_job, votes::reject_job, votes::approve_plan, votes::reject_plan,
         tasks::list_tasks, tasks::claim_task, tasks::get_task, tasks::start_task, tasks::progress_task, tasks::complete_task,
         tasks::fail_task,
         system::health, system::ready, system::stats, system::stats_series, openapi::openapi,

@@ -2,7 +2,8 @@
 //! stale-agent sweep.
 
 use agora_shared::{
-    Agent, AgentNamed, AgentOffline, AgentRegistered, AgentStatus, EventData, Page,
+    Agent, AgentNamed, AgentOffline, AgentRegistered, AgentRolesChanged, AgentStatus, EventData,
+    Page,
 };
 use uuid::Uuid;
 
@@ -14,6 +15,7 @@ use super::rows::TaskRow;
 use super::sql::{
     for_key_update, for_update, for_update_skip_locked, ACTIVE_TASKS, AGENT_COLUMNS, TASK_COLUMNS,
 };
+use super::steps::agents::agent_fetch;
 use super::steps::tasks::{task_fail_attempt, task_release, FailCause};
 use super::{Store, WriteCtx};
 use crate::args;
@@ -105,6 +107,31 @@ pub(crate) async fn agent_unregister(ctx: &mut WriteCtx, id: Uuid) -> Result<Age
     let mut agent = row.into_agent()?;
     agent.status = AgentStatus::Offline;
     Ok(agent)
+}
+
+/// An operator sets the agent's roles (the whole set).
+pub(crate) async fn agent_set_roles(
+    ctx: &mut WriteCtx,
+    id: Uuid,
+    mut roles: Vec<agora_shared::Role>,
+) -> Result<Agent> {
+    roles.sort_unstable();
+    roles.dedup();
+    let row = agent_fetch(ctx, id).await?;
+    let text = serde_json::to_string(&roles).map_err(anyhow::Error::from)?;
+    let row: AgentRow = ctx
+        .db
+        .one(
+            &format!("UPDATE agents SET roles = $2 WHERE id = $1 RETURNING {AGENT_COLUMNS}"),
+            args![&row.id, text],
+        )
+        .await?;
+    let data = EventData::AgentRolesChanged(AgentRolesChanged {
+        name: row.name.clone(),
+        roles,
+    });
+    event_insert(ctx, EventDraft::new(data).agent(Some(id))).await?;
+    row.into_agent()
 }
 
 /// Agents not heard from since `stale_before` go offline. Tasks offered over their WebSocket

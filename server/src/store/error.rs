@@ -3,7 +3,9 @@
 //! one `From`. The drivers' errors are interpreted here: a uniqueness violation is a conflict, a
 //! busy database or an exhausted pool is "unavailable, retry", the rest is a database fault.
 
-use agora_shared::{FieldError, InvalidTaskAction, InvalidTransition, LeaseLost, PlanError};
+use agora_shared::{
+    FieldError, InvalidTaskAction, InvalidTransition, LeaseLost, PlanError, VoteRefused,
+};
 use chrono::{DateTime, Utc};
 
 use super::db::DbError;
@@ -29,6 +31,9 @@ pub enum StoreError {
     InvalidPlan(#[from] PlanError),
     #[error(transparent)]
     Invalid(#[from] FieldError),
+    /// The voter may not vote on this (not an approver, or its own job or plan).
+    #[error(transparent)]
+    Refused(#[from] VoteRefused),
     /// The agent's approval cooldown has not run out.
     #[error("this agent may approve again at {0}")]
     Cooldown(DateTime<Utc>),

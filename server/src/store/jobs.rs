@@ -1,9 +1,9 @@
-//! Jobs: submission, approval, cancel, the counters kept beside each job, and the transitions
+//! Jobs: submission, cancel, the counters kept beside each job, and the transitions
 //! that task changes cause.
 
 use agora_shared::{
-    approval_path, Approval, ApprovalAdded, Approved, EventData, Job, JobChanged, JobEvent,
-    JobStatus, Page, TaskFailed, TaskStatus, TaskType,
+    approval_deadline, EventData, Job, JobChanged, JobEvent, JobStatus, Page, TaskFailed,
+    TaskStatus,
 };
 use chrono::Duration;
 use serde_json::Value;
@@ -12,14 +12,13 @@ use uuid::Uuid;
 use super::db::ExecExt;
 use super::error::{Result, StoreError};
 use super::events::{event_insert, EventDraft};
-use super::rows::{ts, ApprovalRow, JobRow, TaskRow};
+use super::rows::{JobRow, TaskRow};
 use super::sql::{
     for_update, ACTIVE_TASKS, CLAIMABLE_JOBS, JOBS_WITH_SPECS, JOB_COLUMNS, JOB_STATE_COLUMNS,
     OPEN_TASKS, TASK_COLUMNS,
 };
-use super::steps::agents::{agent_fetch, agent_touch};
+use super::steps::agents::agent_touch;
 use super::steps::jobs::{job_fetch, job_settle, job_transition};
-use super::steps::tasks::{tasks_insert, NewTask};
 use super::{Store, WriteCtx};
 use crate::args;
 
@@ -30,16 +29,9 @@ pub struct JobInsertParams {
     pub priority: i32,
     pub approvals_required: u32,
     pub submitted_by: Option<Uuid>,
-}
-
-pub struct JobApproveParams {
-    pub job_id: Uuid,
-    pub agent_id: Uuid,
-    pub comment: Option<String>,
-    pub cooldown_secs: u64,
-    /// Retries and timeout of the plan task created on acceptance.
-    pub plan_max_retries: u32,
-    pub plan_timeout_secs: u64,
+    /// Seconds the job may wait for approvals (0: no limit).
+    pub approval_ttl_secs: u64,
+    pub plan_approvals_required: u32,
 }
 
 pub struct JobListParams {
@@ -82,11 +74,27 @@ pub(crate) async fn job_insert(ctx: &mut WriteCtx, p: JobInsertParams) -> Result
     if let Some(agent) = p.submitted_by {
         agent_touch(ctx, agent).await?;
     }
-    let mut row: JobRow = ctx.db.one(&format!(
-        "INSERT INTO jobs (id, title, status, submitted_by, approvals_required, priority, \
-         created_at, updated_at) VALUES ($1, $2, 'committed', $3, $4, $5, $6, $6) RETURNING {JOB_STATE_COLUMNS}"
-    ), args![p.id.to_string(), &p.title, p.submitted_by.map(|u| u.to_string()), i64::from(p.approvals_required), i64::from(p.priority), ctx.now])
-    .await?;
+    let expires = approval_deadline(ctx.now, Some(p.approval_ttl_secs), 0);
+    let mut row: JobRow = ctx
+        .db
+        .one(
+            &format!(
+                "INSERT INTO jobs (id, title, status, submitted_by, approvals_required, priority, \
+         created_at, updated_at, approval_expires_at, plan_approvals_required) \
+         VALUES ($1, $2, 'committed', $3, $4, $5, $6, $6, $7, $8) RETURNING {JOB_STATE_COLUMNS}"
+            ),
+            args![
+                p.id.to_string(),
+                &p.title,
+                p.submitted_by.map(|u| u.to_string()),
+                i64::from(p.approvals_required),
+                i64::from(p.priority),
+                ctx.now,
+                expires,
+                i64::from(p.plan_approvals_required)
+            ],
+        )
+        .await?;
     let spec = p.job_spec.to_string();
     ctx.db
         .execute(
@@ -103,101 +111,6 @@ pub(crate) async fn job_insert(ctx: &mut WriteCtx, p: JobInsertParams) -> Result
     });
     event_insert(ctx, EventDraft::new(data).job(p.id).agent(p.submitted_by)).await?;
     row.into_job()
-}
-
-pub(crate) async fn job_approve(ctx: &mut WriteCtx, p: JobApproveParams) -> Result<Approved> {
-    let agent = agent_fetch(ctx, p.agent_id).await?;
-    let job = job_fetch(ctx, p.job_id).await?;
-    // The spec, read once here: the write paths below read the job back without it.
-    let spec = job.job_spec.clone();
-    let status = job.status()?;
-    if !status.accepts_approvals() {
-        return Err(StoreError::InvalidState(format!(
-            "job {} is '{status}': only committed or approving jobs take approvals",
-            p.job_id
-        )));
-    }
-    let already: Option<(i64,)> = ctx
-        .db
-        .opt(
-            "SELECT created_at FROM approvals WHERE job_id = $1 AND agent_id = $2",
-            args![&job.id, &agent.id],
-        )
-        .await?;
-    if already.is_some() {
-        return Err(StoreError::Conflict(format!(
-            "agent {} has already approved job {}",
-            p.agent_id, p.job_id
-        )));
-    }
-    if let Some(last) = agent.last_approved_at {
-        let next = last.saturating_add(
-            i64::try_from(p.cooldown_secs)
-                .unwrap_or(i64::MAX / 2)
-                .saturating_mul(1000),
-        );
-        if ctx.now < next {
-            return Err(StoreError::Cooldown(ts(next)));
-        }
-    }
-    // Every check passed: from here on the operation only writes.
-    agent_touch(ctx, p.agent_id).await?;
-    ctx.db
-        .execute(
-            "INSERT INTO approvals (job_id, agent_id, comment, created_at) VALUES ($1, $2, $3, $4)",
-            args![&job.id, &agent.id, p.comment.clone(), ctx.now],
-        )
-        .await?;
-    ctx.db
-        .execute(
-            "UPDATE agents SET last_approved_at = $2 WHERE id = $1",
-            args![&agent.id, ctx.now],
-        )
-        .await?;
-    let mut job: JobRow = ctx.db.one(&format!(
-        "UPDATE jobs SET approvals = approvals + 1, updated_at = $2 WHERE id = $1 RETURNING {JOB_STATE_COLUMNS}"
-    ), args![&job.id, ctx.now])
-    .await?;
-    let approvals = u32::try_from(job.approvals).unwrap_or(u32::MAX);
-    let required = u32::try_from(job.approvals_required).unwrap_or(u32::MAX);
-    let data = EventData::ApprovalAdded(ApprovalAdded {
-        agent_name: agent.name.clone(),
-        approvals,
-        approvals_required: required,
-    });
-    event_insert(
-        ctx,
-        EventDraft::new(data).job(p.job_id).agent(Some(p.agent_id)),
-    )
-    .await?;
-    for next in approval_path(status, approvals, required)? {
-        let event = match next {
-            JobStatus::Approving => JobEvent::FirstApproval,
-            _ => JobEvent::QuorumReached,
-        };
-        job = job_transition(ctx, &job, event, None).await?;
-        if next == JobStatus::Accepted {
-            let plan = NewTask {
-                task_type: TaskType::Plan,
-                index: 0,
-                spec: spec.clone().unwrap_or_default(),
-                max_retries: p.plan_max_retries,
-                timeout_secs: p.plan_timeout_secs,
-            };
-            job = tasks_insert(ctx, &job, vec![plan]).await?;
-        }
-    }
-    job.job_spec = spec;
-    Ok(Approved {
-        approval: Approval {
-            job_id: p.job_id,
-            agent_id: p.agent_id,
-            agent_name: agent.name,
-            comment: p.comment,
-            created_at: ts(ctx.now),
-        },
-        job: job.into_job()?,
-    })
 }
 
 pub(crate) async fn job_cancel(
@@ -365,14 +278,6 @@ impl Store {
             )
             .await?;
         super::rows::page(rows, JobRow::into_job, total, p.limit, p.offset)
-    }
-
-    pub async fn approval_list(&self, job_id: Uuid) -> Result<Vec<Approval>> {
-        self.job_get(job_id).await?;
-        let rows: Vec<ApprovalRow> = self.read_all("SELECT a.job_id, a.agent_id, g.name AS agent_name, a.comment, a.created_at \
-             FROM approvals a JOIN agents g ON g.id = a.agent_id WHERE a.job_id = $1 ORDER BY a.created_at, a.agent_id", args![job_id.to_string()])
-        .await?;
-        rows.into_iter().map(ApprovalRow::into_approval).collect()
     }
 
     /// When the agent may approve again (`None`: now).

@@ -4,8 +4,8 @@
 //!
 //! Layout, top to bottom (each file calls only those below it):
 //! - this file: [`Store`], opening it, and the list of write operations;
-//! - `agents.rs`, `jobs.rs`, `tasks.rs`, `events.rs`, `stats.rs`: the operations and reads of each
-//!   resource (`*Params` in, shared types out);
+//! - `agents.rs`, `jobs.rs`, `votes.rs`, `tasks.rs`, `events.rs`, `stats.rs`: the operations and
+//!   reads of each resource (`*Params` in, shared types out);
 //! - `steps/`: the pieces operations are made of (fetch a row for update, move a job through
 //!   its lifecycle, end a task's delivery), on the open transaction;
 //! - `rows.rs` (rows to shared types), `sql.rs` (shared SQL fragments), `db.rs` (one
@@ -32,6 +32,7 @@ mod sqlite;
 mod stats;
 mod steps;
 mod tasks;
+mod votes;
 mod writer;
 
 use std::str::FromStr;
@@ -52,11 +53,12 @@ pub use agents::{AgentRegisterParams, StaleSweep};
 pub use clock::Clock;
 pub use error::StoreError;
 pub use events::EventListParams;
-pub use jobs::{JobApproveParams, JobInsertParams, JobListParams};
+pub use jobs::{JobInsertParams, JobListParams};
 pub use tasks::{
     ClaimBatch, ExpirySweep, Held, TaskClaimParams, TaskCompleteParams, TaskFailParams,
     TaskListParams, TaskProgressParams, TaskStartParams,
 };
+pub use votes::{GateRules, VoteParams};
 pub use writer::WriteCtx;
 
 /// Which database is behind the `Any` driver.
@@ -392,8 +394,18 @@ impl Store {
             .await
     }
 
-    pub async fn job_approve(&self, p: JobApproveParams) -> Result<agora_shared::Approved> {
-        self.write(move |ctx| Box::pin(jobs::job_approve(ctx, p)))
+    /// A vote on a job or its plan (see [`votes`]).
+    pub async fn vote(&self, p: VoteParams) -> Result<agora_shared::Approved> {
+        self.write(move |ctx| Box::pin(votes::vote(ctx, p))).await
+    }
+
+    /// An operator sets an agent's roles.
+    pub async fn agent_set_roles(
+        &self,
+        id: uuid::Uuid,
+        roles: Vec<agora_shared::Role>,
+    ) -> Result<agora_shared::Agent> {
+        self.write(move |ctx| Box::pin(agents::agent_set_roles(ctx, id, roles)))
             .await
     }
 
@@ -481,6 +493,12 @@ impl Store {
     /// end (see [`ExpirySweep`]).
     pub async fn tasks_expire(&self) -> Result<ExpirySweep> {
         self.write(|ctx| Box::pin(tasks::tasks_expire(ctx))).await
+    }
+
+    /// Scheduler: jobs that waited for approvals past their deadline fail.
+    pub async fn jobs_expire_approvals(&self) -> Result<usize> {
+        self.write(|ctx| Box::pin(votes::jobs_expire_approvals(ctx)))
+            .await
     }
 
     /// Scheduler: repair counters and settle finished jobs.

@@ -1,8 +1,8 @@
 //! Row types private to the store and their mapping to the wire types of `agora-shared`.
 
 use agora_shared::{
-    Agent, AgentStatus, Approval, Event, EventData, EventKind, Job, JobStatus, JobSummary, Task,
-    TaskStatus, TaskType,
+    Agent, AgentStatus, Approval, Event, EventData, EventKind, Job, JobStatus, JobSummary, Stage,
+    Task, TaskStatus, TaskType, Verdict,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
@@ -63,11 +63,17 @@ pub struct AgentRow {
     pub registered_at: i64,
     pub last_seen_at: i64,
     pub last_approved_at: Option<i64>,
+    pub roles: String,
 }
 }
 
 impl AgentRow {
+    pub fn roles(&self) -> Result<Vec<agora_shared::Role>> {
+        serde_json::from_str(&self.roles).map_err(|_| corrupt("roles", &self.roles))
+    }
+
     pub fn into_agent(self) -> Result<Agent> {
+        let roles = self.roles()?;
         Ok(Agent {
             id: uuid(&self.id)?,
             name: self.name,
@@ -77,6 +83,7 @@ impl AgentRow {
             registered_at: ts(self.registered_at),
             last_seen_at: ts(self.last_seen_at),
             last_approved_at: self.last_approved_at.map(ts),
+            roles,
         })
     }
 }
@@ -100,6 +107,10 @@ pub struct JobRow {
     pub updated_at: i64,
     pub finished_at: Option<i64>,
     pub error: Option<String>,
+    pub approval_expires_at: Option<i64>,
+    pub plan_approvals_required: i64,
+    pub plan_approvals: i64,
+    pub plans_rejected: i64,
 }
 }
 
@@ -142,6 +153,10 @@ impl JobRow {
             updated_at: ts(self.updated_at),
             finished_at: self.finished_at.map(ts),
             error: self.error,
+            approval_expires_at: self.approval_expires_at.map(ts),
+            plan_approvals_required: u32_of(self.plan_approvals_required),
+            plan_approvals: u32_of(self.plan_approvals),
+            plans_rejected: u32_of(self.plans_rejected),
         })
     }
 }
@@ -256,22 +271,37 @@ impl TaskRow {
 }
 
 crate::db_row! {
-pub struct ApprovalRow {
+pub struct VoteRow {
     pub job_id: String,
-    pub agent_id: String,
-    pub agent_name: String,
+    pub round: i64,
+    pub voter: String,
+    pub agent_id: Option<String>,
+    pub name: String,
+    pub verdict: String,
     pub comment: Option<String>,
     pub created_at: i64,
 }
 }
 
-impl ApprovalRow {
+impl VoteRow {
     pub fn into_approval(self) -> Result<Approval> {
+        let verdict = parse::<Verdict>("verdict", &self.verdict)?;
+        let (comment, reason) = match verdict {
+            Verdict::Approve => (self.comment, None),
+            Verdict::Reject => (None, self.comment),
+        };
+        let round = u32_of(self.round);
         Ok(Approval {
             job_id: uuid(&self.job_id)?,
-            agent_id: uuid(&self.agent_id)?,
-            agent_name: self.agent_name,
-            comment: self.comment,
+            agent_id: opt_uuid(self.agent_id)?,
+            person: self.voter.starts_with(agora_shared::PERSON_PREFIX),
+            agent_name: self.name,
+            voter: self.voter,
+            verdict,
+            stage: if round == 0 { Stage::Job } else { Stage::Plan },
+            plan_round: (round > 0).then_some(round),
+            comment,
+            reason,
             created_at: ts(self.created_at),
         })
     }

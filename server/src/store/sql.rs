@@ -50,11 +50,13 @@ pub const ACTIVE_TASKS: In = In(&task_names(TaskStatus::ACTIVE));
 pub const OPEN_TASKS: In = In(&task_names(TaskStatus::OPEN));
 /// Tasks finished for good: [`TaskStatus::TERMINAL`].
 pub const FINISHED_TASKS: In = In(&task_names(TaskStatus::TERMINAL));
+/// Jobs waiting for approvals: [`JobStatus::APPROVABLE`].
+pub const APPROVABLE_JOBS: In = In(&job_names(JobStatus::APPROVABLE));
 /// Jobs whose tasks may run: [`JobStatus::CLAIMABLE`].
 pub const CLAIMABLE_JOBS: In = In(&job_names(JobStatus::CLAIMABLE));
 
 pub const AGENT_COLUMNS: &str =
-    "id, name, status, capabilities, registered_at, last_seen_at, last_approved_at";
+    "id, name, status, capabilities, registered_at, last_seen_at, last_approved_at, roles";
 
 /// Jobs with their specs (kept in a table of their own, so the hot updates of a job's counters
 /// never touch its spec): what [`JOB_COLUMNS`] reads from.
@@ -63,20 +65,22 @@ pub const JOBS_WITH_SPECS: &str = "jobs JOIN job_specs ON job_specs.job_id = job
 pub const JOB_COLUMNS: &str =
     "id, title, job_spec, status, submitted_by, approvals_required, approvals, \
      priority, tasks_total, tasks_completed, tasks_failed, tasks_running, created_at, updated_at, \
-     finished_at, error";
+     finished_at, error, approval_expires_at, plan_approvals_required, plan_approvals, plans_rejected";
 
 /// A job row as the write paths need it: everything but the spec, which they never read back
 /// (a claim must cost the same whatever the size of the job's spec).
 pub const JOB_STATE_COLUMNS: &str =
     "id, title, CAST(NULL AS TEXT) AS job_spec, status, submitted_by, approvals_required, approvals, \
      priority, tasks_total, tasks_completed, tasks_failed, tasks_running, created_at, updated_at, \
-     finished_at, error";
+     finished_at, error, approval_expires_at, plan_approvals_required, plan_approvals, plans_rejected";
 
 pub const TASK_COLUMNS: &str =
     "id, job_id, idx, task_type, task_spec, status, attempts, max_retries, \
      timeout_secs, agent_id, claimed_at, started_at, deadline, progress, progress_message, result, \
      error, created_at, updated_at, finished_at, lease_id, lease_expires_at, heartbeat_secs, \
      deliveries, available_at, via";
+
+pub const VOTE_COLUMNS: &str = "job_id, round, voter, agent_id, name, verdict, comment, created_at";
 
 pub const EVENT_COLUMNS: &str = "id, job_id, task_id, agent_id, kind, data, at";
 
@@ -151,6 +155,7 @@ mod tests {
         assert_eq!(ACTIVE_TASKS.to_string(), "('claimed', 'running')");
         assert_eq!(OPEN_TASKS.to_string(), "('pending', 'claimed', 'running')");
         assert_eq!(FINISHED_TASKS.to_string(), "('completed', 'failed')");
+        assert_eq!(APPROVABLE_JOBS.to_string(), "('committed', 'approving')");
         assert_eq!(
             CLAIMABLE_JOBS.to_string(),
             "('accepted', 'planning', 'ready', 'executing')"

@@ -1,5 +1,5 @@
 //! Task operations: the claim (each one a delivery with a lease of its own), the assigned
-//! agent's start/progress/complete/fail, a plan landing as work tasks, and the sweeps (expired
+//! agent's start/progress/complete/fail, a plan landing (as work tasks or for review), and the sweeps (expired
 //! leases and deadlines, heartbeats). Inserting tasks and ending a delivery (release, failed
 //! attempt, the delivery limit, retry backoff) are steps in `steps/tasks.rs`.
 //!
@@ -7,22 +7,23 @@
 //! functions of `agora_shared::lease`; this file and its steps apply them in SQL.
 
 use agora_shared::{
-    parse_plan, running_lease_expiry, ClaimedTask, EventData, JobEvent, JobStatus, Task,
-    TaskAction, TaskClaimed, TaskProgressed, TaskStarted, TaskStatus, TaskType,
+    parse_plan, running_lease_expiry, ClaimedTask, EventData, JobEvent, JobStatus, PlanProposed,
+    Task, TaskAction, TaskClaimed, TaskProgressed, TaskStarted, TaskStatus, TaskType,
 };
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::db::{ExecExt, Value as DbValue};
 use super::error::{Result, StoreError};
-use super::events::event_insert;
-use super::rows::{uuid, JobRow, TaskRow};
+use super::events::{event_insert, EventDraft};
+use super::rows::{u32_of, uuid, JobRow, TaskRow};
 use super::sql::{self, ACTIVE_TASKS, FINISHED_TASKS, TASK_COLUMNS};
 use super::steps::agents::{agent_registered, agent_seen, agents_registered};
 use super::steps::jobs::{job_fetch, job_task_changed, job_transition};
+use super::steps::plans::plan_work_tasks;
 use super::steps::tasks::{
     completed_event, event_for, task_fail_attempt, task_fetch, task_for_agent, task_release,
-    tasks_insert, FailCause, NewTask,
+    tasks_insert, FailCause,
 };
 use super::{Store, WriteCtx};
 use crate::args;
@@ -400,8 +401,9 @@ pub(crate) async fn task_complete(ctx: &mut WriteCtx, p: TaskCompleteParams) -> 
     row.into_task()
 }
 
-/// Creates the plan's work tasks (1..=n) and moves the job to `ready`, or completes it when
-/// the plan is empty.
+/// Moves the job to `ready` with the plan's work tasks (after the plan task), or completes it
+/// when the plan is empty. A job that asks for plan review gets no work task yet: the plan waits
+/// for its reviewers (`plan.proposed`), and their quorum creates the tasks.
 async fn plan_land(
     ctx: &mut WriteCtx,
     job: JobRow,
@@ -412,20 +414,36 @@ async fn plan_land(
         return Ok(());
     }
     let work_tasks = specs.len();
-    let tasks = specs
-        .into_iter()
-        .enumerate()
-        .map(|(i, spec)| NewTask {
-            task_type: TaskType::Work,
-            index: u32::try_from(i + 1).unwrap_or(u32::MAX),
-            spec: spec.to_string(),
-            max_retries: u32::try_from(plan.max_retries).unwrap_or(0),
-            timeout_secs: u64::try_from(plan.timeout_secs).unwrap_or(1),
-        })
-        .collect();
     let job = job_transition(ctx, &job, JobEvent::PlanCompleted { work_tasks }, None).await?;
-    tasks_insert(ctx, &job, tasks).await?;
+    if work_tasks > 0 && job.plan_approvals_required > job.plan_approvals {
+        let planner = match plan.agent_id.as_deref() {
+            Some(id) => Some(agent_fetch_name(ctx, id).await?),
+            None => None,
+        };
+        let data = EventData::PlanProposed(PlanProposed {
+            round: u32_of(job.plans_rejected).saturating_add(1),
+            work_tasks: u32::try_from(work_tasks).unwrap_or(u32::MAX),
+            plan_approvals_required: u32_of(job.plan_approvals_required),
+            planner,
+        });
+        let draft = EventDraft::new(data)
+            .job(uuid(&job.id)?)
+            .task(uuid(&plan.id)?)
+            .agent(plan.agent_id.as_deref().map(uuid).transpose()?);
+        event_insert(ctx, draft).await?;
+        return Ok(());
+    }
+    tasks_insert(ctx, &job, plan_work_tasks(plan, specs)).await?;
     Ok(())
+}
+
+/// An agent's name, registered or not (a planner may have unregistered since).
+async fn agent_fetch_name(ctx: &mut WriteCtx, id: &str) -> Result<String> {
+    let (name,): (String,) = ctx
+        .db
+        .one("SELECT name FROM agents WHERE id = $1", args![id])
+        .await?;
+    Ok(name)
 }
 
 pub(crate) async fn task_fail(ctx: &mut WriteCtx, p: TaskFailParams) -> Result<Task> {
