@@ -98,8 +98,9 @@ pub struct Config {
     /// Registrations a client address may make at once before the rate applies.
     #[arg(long, env = "REGISTRATION_BURST", default_value_t = 100)]
     pub registration_burst: u32,
-    /// Writes without any token (a submit without `submitted_by`, a cancel while ADMIN_TOKEN is
-    /// unset) a client address may make per minute (sustained); 0 turns the limit off.
+    /// Writes without any token (a submit without `submitted_by`, an operator call while
+    /// ADMIN_TOKEN is unset) a client address may make per minute (sustained); 0 turns the limit
+    /// off.
     #[arg(long, env = "ANON_WRITE_RATE_PER_MIN", default_value_t = 300)]
     pub anon_write_rate_per_min: u32,
     /// Anonymous writes a client address may make at once before the rate applies.

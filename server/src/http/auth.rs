@@ -3,8 +3,10 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use std::net::IpAddr;
 use uuid::Uuid;
 
+use super::limits::client_ip;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::tokens::{hash_token, secret_eq};
@@ -147,12 +149,36 @@ macro_rules! secret_extractor {
     };
 }
 
-secret_extractor!(
-    /// An operator call: needs `ADMIN_TOKEN` when it is set, open otherwise.
-    AdminAuth,
-    admin_token,
-    "this operator call needs 'Authorization: Bearer <ADMIN_TOKEN>'"
-);
+/// An operator call: needs `ADMIN_TOKEN` when it is set. While it is unset anyone may make
+/// one (on loopback, or with ALLOW_OPEN), and each counts against the anonymous write limit.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAuth;
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        check_secret(
+            parts,
+            state.config.admin_token.as_deref(),
+            "this operator call needs 'Authorization: Bearer <ADMIN_TOKEN>'",
+        )?;
+        open_operator_call(state, client_ip(parts))?;
+        Ok(AdminAuth)
+    }
+}
+
+/// While `ADMIN_TOKEN` is unset, an operator's call (a cancel, roles, a person's vote) is
+/// anyone's: it counts against the anonymous write limit.
+pub fn open_operator_call(state: &AppState, client: Option<IpAddr>) -> Result<(), ApiError> {
+    if state.config.admin_token.is_none() {
+        state.limits.anonymous_write.check(client)?;
+    }
+    Ok(())
+}
 
 secret_extractor!(
     /// Registration: needs `REGISTRATION_TOKEN` when it is set, open otherwise.

@@ -2,7 +2,8 @@
 //! Registration is limited (`REGISTRATION_RATE_PER_MIN`, burst `REGISTRATION_BURST`): without
 //! it, one client could mint a thousand agents a second, and five of them pass the approval
 //! gate. So are writes that carry no token at all (`ANON_WRITE_RATE_PER_MIN`, burst
-//! `ANON_WRITE_BURST`): a submit without `submitted_by`, a cancel while ADMIN_TOKEN is unset.
+//! `ANON_WRITE_BURST`): a submit without `submitted_by`, and operator calls (cancel, roles, a
+//! person's vote) while ADMIN_TOKEN is unset.
 //! A refused call gets 429 `RATE_LIMITED` with `Retry-After`.
 
 use std::net::{IpAddr, SocketAddr};
@@ -83,13 +84,16 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+        Ok(ClientIp(client_ip(parts)))
     }
+}
+
+/// The address the request came from (none in tests that call the router directly).
+pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use uuid::Uuid;
 
-use super::auth::Caller;
+use super::auth::{open_operator_call, Caller};
 use super::extract::{ok, AppJson, AppPath};
 use super::limits::ClientIp;
 use crate::error::Result;
@@ -33,6 +33,26 @@ struct Ballot {
     text: Option<String>,
 }
 
+impl Ballot {
+    fn approve(body: ApproveJob, stage: Stage) -> Result<Ballot> {
+        Ok(Ballot {
+            voter: body.validate()?,
+            stage,
+            verdict: Verdict::Approve,
+            text: body.comment,
+        })
+    }
+
+    fn reject(body: RejectJob, stage: Stage) -> Result<Ballot> {
+        Ok(Ballot {
+            voter: body.validate()?,
+            stage,
+            verdict: Verdict::Reject,
+            text: Some(body.reason),
+        })
+    }
+}
+
 async fn cast(
     state: &AppState,
     client: Option<std::net::IpAddr>,
@@ -40,10 +60,9 @@ async fn cast(
     job_id: Uuid,
     ballot: Ballot,
 ) -> Result<Json<Envelope<Approved>>> {
-    let admin_token_set = state.config.admin_token.is_some();
-    caller.may_cast(&ballot.voter, admin_token_set)?;
-    if matches!(ballot.voter, Voter::Person(_)) && !admin_token_set {
-        state.limits.anonymous_write.check(client)?;
+    caller.may_cast(&ballot.voter, state.config.admin_token.is_some())?;
+    if matches!(ballot.voter, Voter::Person(_)) {
+        open_operator_call(state, client)?;
     }
     let approved = state
         .store
@@ -85,13 +104,7 @@ pub async fn approve_job(
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<ApproveJob>,
 ) -> Result<Json<Envelope<Approved>>> {
-    let voter = body.validate()?;
-    let ballot = Ballot {
-        voter,
-        stage: Stage::Job,
-        verdict: Verdict::Approve,
-        text: body.comment,
-    };
+    let ballot = Ballot::approve(body, Stage::Job)?;
     cast(&state, client, caller, id, ballot).await
 }
 
@@ -110,13 +123,7 @@ pub async fn reject_job(
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<RejectJob>,
 ) -> Result<Json<Envelope<Approved>>> {
-    let voter = body.validate()?;
-    let ballot = Ballot {
-        voter,
-        stage: Stage::Job,
-        verdict: Verdict::Reject,
-        text: Some(body.reason),
-    };
+    let ballot = Ballot::reject(body, Stage::Job)?;
     cast(&state, client, caller, id, ballot).await
 }
 
@@ -134,13 +141,7 @@ pub async fn approve_plan(
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<ApproveJob>,
 ) -> Result<Json<Envelope<Approved>>> {
-    let voter = body.validate()?;
-    let ballot = Ballot {
-        voter,
-        stage: Stage::Plan,
-        verdict: Verdict::Approve,
-        text: body.comment,
-    };
+    let ballot = Ballot::approve(body, Stage::Plan)?;
     cast(&state, client, caller, id, ballot).await
 }
 
@@ -159,12 +160,6 @@ pub async fn reject_plan(
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<RejectJob>,
 ) -> Result<Json<Envelope<Approved>>> {
-    let voter = body.validate()?;
-    let ballot = Ballot {
-        voter,
-        stage: Stage::Plan,
-        verdict: Verdict::Reject,
-        text: Some(body.reason),
-    };
+    let ballot = Ballot::reject(body, Stage::Plan)?;
     cast(&state, client, caller, id, ballot).await
 }
