@@ -327,9 +327,11 @@ async fn a_job_not_approved_in_time_expires_within_one_sweep() {
     assert_eq!(failed["error"], "approval expired");
     let finished: chrono::DateTime<chrono::Utc> =
         failed["finished_at"].as_str().unwrap().parse().unwrap();
+    // The first sweep after the deadline fails it: at most one interval later, plus the time
+    // that sweep's earlier steps take on a loaded machine (a margin, not a speed target).
     let late = (finished - expires).num_milliseconds();
     assert!(
-        (0..=(sweep * 1000.0) as i64 + 500).contains(&late),
+        (0..=(sweep * 1000.0) as i64 + 1500).contains(&late),
         "failed {late} ms after its deadline; one sweep is {sweep} s"
     );
     let events = app.events(job).await;
