@@ -173,23 +173,25 @@ run_mode() {
         expect "whoami agent $i" "${ids[i]}" "$OUT"
     done
 
-    step "4. submit a job (title with quotes, a backslash and a newline)"
+    step "4. agent 6 submits a job (title with quotes, a backslash and a newline)"
     local title
     title=$(printf 'Skill test (%s): "quoted" \\ back\nsecond line' "$MODE")
-    ag 1 submit "$title" '{"goal": "write two files", "files": ["a.txt", "b.txt"]}' 1000
+    ag 6 submit "$title" '{"goal": "write two files", "files": ["a.txt", "b.txt"]}' 1000
     ok "submit"
     local job
     job=$(get data.id)
     [[ $job =~ $UUID_RE ]] || fail "submit: job id '$job'"
     JOB=$job
     expect "job status" committed "$(get data.status)"
-    expect "submitted_by" "${ids[1]}" "$(get data.submitted_by)"
+    expect "submitted_by" "${ids[6]}" "$(get data.submitted_by)"
     ag 1 job "$job"
     ok "job"
     expect "title round trip" "$title" "$(get data.title)"
     step "   job $job"
 
-    step "5. five agents approve it"
+    step "5. five other agents approve it (the submitter may not)"
+    ag 6 approve "$job"
+    refused SELF_APPROVAL "the submitter approves its own job"
     for i in 1 2 3 4 5; do
         ag "$i" approve "$job" "looks fine to agent $i: \"ship it\""
         ok "approve by agent $i"
