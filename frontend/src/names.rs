@@ -14,12 +14,18 @@ use crate::components::short;
 struct Names {
     known: RwSignal<HashMap<Uuid, String>>,
     asked: StoredValue<HashSet<Uuid>>,
+    /// Lookups that failed, per agent: each is tried again a second later, a few times.
+    failures: StoredValue<HashMap<Uuid, u32>>,
 }
+
+/// Lookups of one agent's name before the id prefix stays.
+const LOOKUPS: u32 = 4;
 
 pub fn provide_names() {
     provide_context(Names {
         known: RwSignal::new(HashMap::new()),
         asked: StoredValue::new(HashSet::new()),
+        failures: StoredValue::new(HashMap::new()),
     });
 }
 
@@ -34,10 +40,33 @@ fn name_of(names: Names, id: Uuid) -> Option<String> {
         .unwrap_or(false);
     if first_ask {
         leptos::task::spawn_local(async move {
-            if let Ok(agent) = api::agent(id).await {
-                names.known.update(|k| {
+            match api::agent(id).await {
+                Ok(agent) => names.known.update(|k| {
                     k.insert(id, agent.name);
-                });
+                }),
+                // The server did not answer, or not yet: a second later whatever shows the
+                // agent asks again (it reads `known`, which the empty update wakes).
+                Err(_) => {
+                    let failed = names
+                        .failures
+                        .try_update_value(|f| {
+                            let n = f.entry(id).or_default();
+                            *n += 1;
+                            *n
+                        })
+                        .unwrap_or(LOOKUPS);
+                    if failed < LOOKUPS {
+                        set_timeout(
+                            move || {
+                                names.asked.update_value(|a| {
+                                    a.remove(&id);
+                                });
+                                names.known.update(|_| {});
+                            },
+                            std::time::Duration::from_secs(1),
+                        );
+                    }
+                }
             }
         });
     }

@@ -783,10 +783,13 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     // none is among the newest.
     b.goto(&server.url("/")).await.expect("overview");
     wait_for(&b, "#conn[data-state='live']").await;
-    register(&base, "named-in-the-feed", 1).await;
+    // A name is looked up once per agent; on the debug server with the rest of the suite running,
+    // and a burst of `agent.offline` events refetching every view, lookups have taken more than
+    // 10 s (they all resolved within 20), so the wait is generous.
+    let probe = register(&base, "named-in-the-feed", 1).await;
     let named = b
         .wait()
-        .at_most(Duration::from_secs(10))
+        .at_most(Duration::from_secs(30))
         .for_element(Locator::XPath(
             "//ol[@class='events']//span[@class='agent-name' and contains(., '-')]",
         ))
@@ -797,7 +800,26 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
             Err(_) => "no event list".to_string(),
         };
         screenshot(&b, "overview-names-failed.png").await;
-        panic!("the live events name their agents; the feed shows:\n{feed}");
+        // What the page itself gets when it asks for the agent that registered last.
+        let asked = b
+            .execute(
+                "var x = new XMLHttpRequest(); x.open('GET', '/api/agents/' + arguments[0], false);
+                 x.send(); return x.status + ' ' + x.responseText.slice(0, 160);",
+                vec![json!(probe[0].agent_id())],
+            )
+            .await
+            .map(|v| v.to_string())
+            .unwrap_or_else(|e| format!("the page could not ask: {e}"));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let later = b
+            .execute(
+                "return [...document.querySelectorAll('ol.events span.agent-name')].map(e => e.textContent).join(', ')",
+                vec![],
+            )
+            .await
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        panic!("the live events name their agents; the page's own lookup: {asked}; ten seconds later the names read: {later}; the feed shows:\n{feed}");
     }
 
     b.close().await.expect("close the browser");

@@ -90,6 +90,8 @@ async fn beyond_loopback_the_server_needs_its_tokens_or_an_explicit_allow_open()
     let h = eventually(20, || health(port)).await;
     assert_eq!(h["open_access"], false, "{h}");
     guarded.start_kill().expect("stop");
+    // It holds the data folder's SQLite lock until it has exited.
+    guarded.wait().await.expect("wait");
 
     // The default binds loopback only, and is not open.
     let port = free_port();
