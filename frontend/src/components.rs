@@ -17,8 +17,11 @@ pub const PER_PAGE: u64 = 50;
 pub type Fetched<T> = RwSignal<Option<Result<T, ApiFailure>>>;
 
 /// Loads `load(request())` (a call of [`api`]) now, again whenever the signals `request` reads
-/// change, and again after events arrive. An answer equal to the last one changes nothing (no
-/// re-render); an answer to an older request than the newest is dropped.
+/// change, and again after events arrive. One request at a time: a change while one is out asks
+/// for one more when it lands (with the request as it is then), so a burst of events never
+/// piles requests up behind the browser's few connections (where they delayed everything else,
+/// agents' name lookups included, by tens of seconds). An answer equal to the last one changes
+/// nothing (no re-render).
 pub fn fetched<R, T, F>(
     request: impl Fn() -> Option<R> + Send + Sync + 'static,
     load: impl Fn(R) -> F + Copy + Send + Sync + 'static,
@@ -30,21 +33,29 @@ where
 {
     let live = use_live();
     let out: Fetched<T> = RwSignal::new(None);
-    let generation = StoredValue::new(0u64);
+    let in_flight = StoredValue::new(false);
+    let again = StoredValue::new(false);
+    let rerun = RwSignal::new(0u64);
     Effect::new(move |_| {
         live.tick.track();
+        rerun.track();
         let Some(request) = request() else {
             return;
         };
-        let mine = generation.get_value() + 1;
-        generation.set_value(mine);
+        if in_flight.get_value() {
+            again.set_value(true);
+            return;
+        }
+        in_flight.set_value(true);
         leptos::task::spawn_local(async move {
             let answer = load(request).await;
-            if generation.get_value() != mine {
-                return;
-            }
+            in_flight.set_value(false);
             if out.with_untracked(|o| o.as_ref() != Some(&answer)) {
                 out.set(Some(answer));
+            }
+            if again.get_value() {
+                again.set_value(false);
+                rerun.update(|n| *n += 1);
             }
         });
     });
