@@ -51,7 +51,11 @@ impl Job {
     /// A plan has landed and waits for its reviewers: the job is `ready` but has no work tasks
     /// yet.
     pub fn plan_under_review(&self) -> bool {
-        self.status == JobStatus::Ready && self.plan_approvals < self.plan_approvals_required
+        crate::review::plan_under_review(
+            self.status,
+            self.plan_approvals,
+            self.plan_approvals_required,
+        )
     }
 }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::agent::MAX_AGENT_NAME;
 use crate::job::MAX_COMMENT;
-use crate::lifecycle::JobEvent;
+use crate::lifecycle::{JobEvent, JobStatus};
 use crate::validate::{self, FieldError};
 
 /// What an operator may grant an agent (`PUT /api/agents/:id/roles`).
@@ -242,6 +242,54 @@ pub fn vote_path(job: Uuid, stage: Stage, verdict: Verdict) -> String {
     format!("/jobs/{job}/{stage}{}", verdict.as_str())
 }
 
+/// A vote as a client sends it (the SDK, the dashboard): the body of an approval or of a
+/// rejection, whichever the verdict is, built from one set of inputs.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum VoteBody {
+    Approve(ApproveJob),
+    Reject(RejectJob),
+}
+
+impl VoteBody {
+    /// `text` is the approval's comment or the rejection's reason (a rejection without one is
+    /// refused by [`VoteBody::validate`]).
+    pub fn new(
+        verdict: Verdict,
+        agent_id: Option<Uuid>,
+        person: Option<String>,
+        text: Option<String>,
+    ) -> VoteBody {
+        match verdict {
+            Verdict::Approve => VoteBody::Approve(ApproveJob {
+                agent_id,
+                person,
+                comment: text,
+            }),
+            Verdict::Reject => VoteBody::Reject(RejectJob {
+                agent_id,
+                person,
+                reason: text.unwrap_or_default(),
+            }),
+        }
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            VoteBody::Approve(_) => Verdict::Approve,
+            VoteBody::Reject(_) => Verdict::Reject,
+        }
+    }
+
+    /// Checks the body as the server will, and names its voter.
+    pub fn validate(&self) -> Result<Voter, FieldError> {
+        match self {
+            VoteBody::Approve(b) => b.validate(),
+            VoteBody::Reject(b) => b.validate(),
+        }
+    }
+}
+
 /// `PUT /api/agents/:id/roles`: the agent's whole set of roles (an empty list removes them).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -279,6 +327,21 @@ pub fn may_vote(
         return Err(VoteRefused::NotAnApprover(*id));
     }
     Ok(())
+}
+
+/// Whether a job's plan waits for its reviewers: the job is `ready` (its plan landed) and the
+/// plan has fewer approvals than it needs. Its work tasks do not exist until it has them.
+pub fn plan_under_review(status: JobStatus, approvals: u32, required: u32) -> bool {
+    status == JobStatus::Ready && approvals < required
+}
+
+/// When an agent that last voted at `last_ms` may vote again (ms), after `cooldown_secs`.
+pub fn cooldown_ends(last_ms: i64, cooldown_secs: u64) -> i64 {
+    last_ms.saturating_add(
+        i64::try_from(cooldown_secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000),
+    )
 }
 
 /// Whether an agent's vote at `stage` waits out and restarts the approval cooldown. Votes on
@@ -394,7 +457,6 @@ pub const MAX_APPROVAL_TTL_SECS: u64 = 31_536_000;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::JobStatus;
     use serde_json::json;
 
     fn agent(n: u128) -> Voter {
@@ -438,6 +500,35 @@ mod tests {
             vote_path(j, Stage::Job, Verdict::Approve),
             format!("/jobs/{j}/approve")
         );
+    }
+
+    #[test]
+    fn a_vote_body_is_the_verdicts_own() {
+        let ada = || Some("ada".to_string());
+        let approve = VoteBody::new(Verdict::Approve, None, ada(), Some("ok".into()));
+        assert_eq!(
+            serde_json::to_value(&approve).unwrap(),
+            json!({"agent_id": null, "person": "ada", "comment": "ok"})
+        );
+        let reject = VoteBody::new(Verdict::Reject, None, ada(), None);
+        assert_eq!(reject.verdict(), Verdict::Reject);
+        assert_eq!(reject.validate().unwrap_err().field, "reason");
+        let reject = VoteBody::new(Verdict::Reject, None, ada(), Some("no".into()));
+        assert_eq!(
+            serde_json::to_value(&reject).unwrap(),
+            json!({"agent_id": null, "person": "ada", "reason": "no"})
+        );
+        assert_eq!(reject.validate(), Ok(Voter::Person("ada".into())));
+    }
+
+    #[test]
+    fn plans_wait_for_review_only_while_ready_and_short_of_approvals() {
+        assert!(plan_under_review(JobStatus::Ready, 1, 2));
+        assert!(!plan_under_review(JobStatus::Ready, 2, 2));
+        assert!(!plan_under_review(JobStatus::Ready, 0, 0));
+        assert!(!plan_under_review(JobStatus::Executing, 0, 2));
+        assert_eq!(cooldown_ends(1_000, 60), 61_000);
+        assert_eq!(cooldown_ends(1_000, u64::MAX), i64::MAX);
     }
 
     #[test]

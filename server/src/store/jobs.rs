@@ -2,17 +2,16 @@
 //! that task changes cause.
 
 use agora_shared::{
-    approval_deadline, EventData, Job, JobChanged, JobEvent, JobStatus, Page, TaskFailed,
-    TaskStatus,
+    approval_deadline, cooldown_ends, EventData, Job, JobChanged, JobEvent, JobStatus, Page,
+    TaskFailed, TaskStatus,
 };
-use chrono::Duration;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::db::ExecExt;
 use super::error::{Result, StoreError};
 use super::events::{event_insert, EventDraft};
-use super::rows::{JobRow, TaskRow};
+use super::rows::{ts, JobRow, TaskRow};
 use super::sql::{
     for_update, ACTIVE_TASKS, CLAIMABLE_JOBS, JOBS_WITH_SPECS, JOB_COLUMNS, JOB_STATE_COLUMNS,
     OPEN_TASKS, TASK_COLUMNS,
@@ -287,10 +286,11 @@ impl Store {
         cooldown_secs: u64,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
         let agent = self.agent_get(agent_id).await?;
-        let cooldown = Duration::seconds(i64::try_from(cooldown_secs).unwrap_or(i64::MAX / 2_000));
+        let now = self.clock().now_ms();
         Ok(agent
             .last_approved_at
-            .and_then(|last| last.checked_add_signed(cooldown))
-            .filter(|next| *next > chrono::Utc::now()))
+            .map(|last| cooldown_ends(last.timestamp_millis(), cooldown_secs))
+            .filter(|next| *next > now)
+            .map(ts))
     }
 }

@@ -119,6 +119,15 @@ impl JobRow {
         parse("job status", &self.status)
     }
 
+    /// Whether its plan waits for reviewers ([`agora_shared::plan_under_review`]).
+    pub fn plan_under_review(&self) -> Result<bool> {
+        Ok(agora_shared::plan_under_review(
+            self.status()?,
+            u32_of(self.plan_approvals),
+            u32_of(self.plan_approvals_required),
+        ))
+    }
+
     /// The id, title, status and priority (claim answers and offers).
     pub fn summary(&self) -> Result<JobSummary> {
         Ok(JobSummary {

@@ -18,7 +18,7 @@ use super::error::{Result, StoreError};
 use super::events::{event_insert, EventDraft};
 use super::rows::{u32_of, uuid, JobRow, TaskRow};
 use super::sql::{self, ACTIVE_TASKS, FINISHED_TASKS, TASK_COLUMNS};
-use super::steps::agents::{agent_registered, agent_seen, agents_registered};
+use super::steps::agents::{agent_name, agent_registered, agent_seen, agents_registered};
 use super::steps::jobs::{job_fetch, job_task_changed, job_transition};
 use super::steps::plans::plan_work_tasks;
 use super::steps::tasks::{
@@ -415,9 +415,9 @@ async fn plan_land(
     }
     let work_tasks = specs.len();
     let job = job_transition(ctx, &job, JobEvent::PlanCompleted { work_tasks }, None).await?;
-    if work_tasks > 0 && job.plan_approvals_required > job.plan_approvals {
+    if job.plan_under_review()? {
         let planner = match plan.agent_id.as_deref() {
-            Some(id) => Some(agent_fetch_name(ctx, id).await?),
+            Some(id) => Some(agent_name(ctx, id).await?),
             None => None,
         };
         let data = EventData::PlanProposed(PlanProposed {
@@ -435,15 +435,6 @@ async fn plan_land(
     }
     tasks_insert(ctx, &job, plan_work_tasks(plan, specs)).await?;
     Ok(())
-}
-
-/// An agent's name, registered or not (a planner may have unregistered since).
-async fn agent_fetch_name(ctx: &mut WriteCtx, id: &str) -> Result<String> {
-    let (name,): (String,) = ctx
-        .db
-        .one("SELECT name FROM agents WHERE id = $1", args![id])
-        .await?;
-    Ok(name)
 }
 
 pub(crate) async fn task_fail(ctx: &mut WriteCtx, p: TaskFailParams) -> Result<Task> {

@@ -3,10 +3,10 @@
 //! Who may vote and what a rejection leads to are rules of `agora_shared::review`.
 
 use agora_shared::{
-    approval_path, may_vote, plan_rejected, plans_exhausted_error, rejection_error,
-    vote_takes_cooldown, Approval, ApprovalAdded, ApprovalRejected, Approved, ApproverPolicy,
-    EventData, JobEvent, JobStatus, PlanApproved, PlanRejected, Stage, TaskType, Verdict, Voter,
-    APPROVAL_EXPIRED,
+    approval_path, cooldown_ends, may_vote, plan_rejected, plans_exhausted_error, rejection_error,
+    vote_takes_cooldown, voter_label, Approval, ApprovalAdded, ApprovalRejected, Approved,
+    ApproverPolicy, EventData, JobEvent, JobStatus, PlanApproved, PlanRejected, Stage, TaskType,
+    Verdict, Voter, APPROVAL_EXPIRED,
 };
 use uuid::Uuid;
 
@@ -48,15 +48,25 @@ pub struct VoteParams {
 
 /// Who votes, as the gate needs them.
 struct Ballot {
+    /// What makes voters distinct: the agent's id or `human:<name>`.
     key: String,
+    /// `None` for a person.
     agent: Option<Uuid>,
     /// The agent's name or the person's.
     name: String,
-    /// How errors and the next planner name the voter.
-    label: String,
-    person: bool,
     roles: Vec<agora_shared::Role>,
     last_voted_at: Option<i64>,
+}
+
+impl Ballot {
+    /// How errors and the next planner name the voter.
+    fn label(&self) -> String {
+        voter_label(&self.key, &self.name)
+    }
+
+    fn person(&self) -> bool {
+        self.agent.is_none()
+    }
 }
 
 async fn ballot(ctx: &mut WriteCtx, voter: &Voter) -> Result<Ballot> {
@@ -66,19 +76,15 @@ async fn ballot(ctx: &mut WriteCtx, voter: &Voter) -> Result<Ballot> {
             Ballot {
                 key: voter.key(),
                 agent: Some(*id),
-                label: agent.name.clone(),
                 roles: agent.roles()?,
                 name: agent.name,
-                person: false,
                 last_voted_at: agent.last_approved_at,
             }
         }
         Voter::Person(name) => Ballot {
             key: voter.key(),
             agent: None,
-            label: voter.key(),
             name: name.clone(),
-            person: true,
             roles: Vec::new(),
             last_voted_at: None,
         },
@@ -110,7 +116,7 @@ async fn subject(ctx: &mut WriteCtx, job: &JobRow, stage: Stage) -> Result<Subje
             })
         }
         Stage::Plan => {
-            if status != JobStatus::Ready || job.plan_approvals >= job.plan_approvals_required {
+            if !job.plan_under_review()? {
                 let why = if job.plan_approvals_required == 0 {
                     "it asks for no plan review (plan_approvals_required is 0)".to_string()
                 } else if status == JobStatus::Ready {
@@ -161,16 +167,12 @@ pub(crate) async fn vote(ctx: &mut WriteCtx, p: VoteParams) -> Result<Approved> 
         };
         return Err(StoreError::Conflict(format!(
             "{} has already voted ({verdict}) on {what}",
-            voter.label
+            voter.label()
         )));
     }
     let cooldown = vote_takes_cooldown(p.stage, &p.voter);
     if let (true, Some(last)) = (cooldown, voter.last_voted_at) {
-        let next = last.saturating_add(
-            i64::try_from(p.rules.cooldown_secs)
-                .unwrap_or(i64::MAX / 2)
-                .saturating_mul(1000),
-        );
+        let next = cooldown_ends(last, p.rules.cooldown_secs);
         if ctx.now < next {
             return Err(StoreError::Cooldown(ts(next)));
         }
@@ -179,10 +181,13 @@ pub(crate) async fn vote(ctx: &mut WriteCtx, p: VoteParams) -> Result<Approved> 
     if let Some(agent) = voter.agent {
         agent_touch(ctx, agent).await?;
     }
-    ctx.db
-        .execute(
-            "INSERT INTO votes (job_id, round, voter, agent_id, name, verdict, comment, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    let vote: VoteRow = ctx
+        .db
+        .one(
+            &format!(
+                "INSERT INTO votes (job_id, round, voter, agent_id, name, verdict, comment, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {VOTE_COLUMNS}"
+            ),
             args![
                 &job.id,
                 i64::from(subject.round),
@@ -217,7 +222,7 @@ pub(crate) async fn vote(ctx: &mut WriteCtx, p: VoteParams) -> Result<Approved> 
                 agent_name: voter.name.clone(),
                 approvals,
                 approvals_required: required,
-                person: voter.person,
+                person: voter.person(),
             });
             event_insert(ctx, draft(data)).await?;
             job_accept(ctx, job, approvals, required, &spec, &p.rules).await?
@@ -226,10 +231,10 @@ pub(crate) async fn vote(ctx: &mut WriteCtx, p: VoteParams) -> Result<Approved> 
             let data = EventData::ApprovalRejected(ApprovalRejected {
                 agent_name: voter.name.clone(),
                 reason: reason.clone(),
-                person: voter.person,
+                person: voter.person(),
             });
             event_insert(ctx, draft(data)).await?;
-            let error = rejection_error(&voter.label, &reason);
+            let error = rejection_error(&voter.label(), &reason);
             job_transition(ctx, &job, JobEvent::Rejected, Some(error)).await?
         }
         (Stage::Plan, Verdict::Approve) => {
@@ -239,7 +244,7 @@ pub(crate) async fn vote(ctx: &mut WriteCtx, p: VoteParams) -> Result<Approved> 
             .await?;
             let data = EventData::PlanApproved(PlanApproved {
                 agent_name: voter.name.clone(),
-                person: voter.person,
+                person: voter.person(),
                 round: subject.round,
                 plan_approvals: u32_of(job.plan_approvals),
                 plan_approvals_required: u32_of(job.plan_approvals_required),
@@ -263,13 +268,13 @@ pub(crate) async fn vote(ctx: &mut WriteCtx, p: VoteParams) -> Result<Approved> 
             let replan = event == JobEvent::PlanRejected { replan: true };
             let data = EventData::PlanRejected(PlanRejected {
                 agent_name: voter.name.clone(),
-                person: voter.person,
+                person: voter.person(),
                 round: subject.round,
                 reason: reason.clone(),
                 replan,
             });
             event_insert(ctx, draft(data)).await?;
-            let error = (!replan).then(|| plans_exhausted_error(rejected, &voter.label, &reason));
+            let error = (!replan).then(|| plans_exhausted_error(rejected, &voter.label(), &reason));
             let job = job_transition(ctx, &job, event, error).await?;
             match (&subject.plan, replan) {
                 (Some(plan), true) => plan_again(ctx, &job, &spec, plan, subject.round).await?,
@@ -278,24 +283,8 @@ pub(crate) async fn vote(ctx: &mut WriteCtx, p: VoteParams) -> Result<Approved> 
         }
     };
     job.job_spec = Some(spec);
-    let (comment, reason) = match p.verdict {
-        Verdict::Approve => (p.text, None),
-        Verdict::Reject => (None, p.text),
-    };
     Ok(Approved {
-        approval: Approval {
-            job_id: p.job_id,
-            agent_id: voter.agent,
-            agent_name: voter.name,
-            voter: voter.key,
-            person: voter.person,
-            verdict: p.verdict,
-            stage: p.stage,
-            plan_round: (subject.round > 0).then_some(subject.round),
-            comment,
-            reason,
-            created_at: ts(ctx.now),
-        },
+        approval: vote.into_approval()?,
         job: job.into_job()?,
     })
 }

@@ -24,6 +24,15 @@ pub(crate) async fn agent_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<AgentRow
         .ok_or_else(|| StoreError::not_found("agent", id))
 }
 
+/// An agent's name, registered or not (a planner may have unregistered since its plan).
+pub(crate) async fn agent_name(ctx: &mut WriteCtx, id: &str) -> Result<String> {
+    let (name,): (String,) = ctx
+        .db
+        .one("SELECT name FROM agents WHERE id = $1", args![id])
+        .await?;
+    Ok(name)
+}
+
 /// Records that the agent was heard from now; an offline agent comes back online.
 pub(crate) async fn agent_touch(ctx: &mut WriteCtx, id: Uuid) -> Result<AgentRow> {
     let mut row = agent_fetch(ctx, id).await?;

@@ -26,19 +26,27 @@ pub(crate) async fn plan_latest(ctx: &mut WriteCtx, job_id: &str) -> Result<Task
         .ok_or_else(|| StoreError::Internal(anyhow::anyhow!("job {job_id} has no plan task")))
 }
 
+/// A task `offset` places after the plan task `plan` (0: right after it), with the plan task's
+/// retries and timeout.
+fn placed_after(plan: &TaskRow, offset: u32, task_type: TaskType, spec: String) -> NewTask {
+    NewTask {
+        task_type,
+        index: plan.index().saturating_add(1).saturating_add(offset),
+        spec,
+        max_retries: u32::try_from(plan.max_retries).unwrap_or(0),
+        timeout_secs: u64::try_from(plan.timeout_secs).unwrap_or(1),
+    }
+}
+
 /// The work tasks of a plan: its specs after the plan task's index, with its retries and
 /// timeout.
 pub(crate) fn plan_work_tasks(plan: &TaskRow, specs: Vec<Value>) -> Vec<NewTask> {
-    let first = plan.index().saturating_add(1);
     specs
         .into_iter()
         .enumerate()
-        .map(|(i, spec)| NewTask {
-            task_type: TaskType::Work,
-            index: first.saturating_add(u32::try_from(i).unwrap_or(u32::MAX)),
-            spec: spec.to_string(),
-            max_retries: u32::try_from(plan.max_retries).unwrap_or(0),
-            timeout_secs: u64::try_from(plan.timeout_secs).unwrap_or(1),
+        .map(|(i, spec)| {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            placed_after(plan, i, TaskType::Work, spec.to_string())
         })
         .collect()
 }
@@ -108,12 +116,6 @@ pub(crate) async fn plan_again(
         })
         .collect();
     let spec = ReplanSpec::build(json(job_spec)?, round.saturating_add(1), plans, rejections);
-    let task = NewTask {
-        task_type: TaskType::Plan,
-        index: plan.index().saturating_add(1),
-        spec: serde_json::to_string(&spec).map_err(anyhow::Error::from)?,
-        max_retries: u32::try_from(plan.max_retries).unwrap_or(0),
-        timeout_secs: u64::try_from(plan.timeout_secs).unwrap_or(1),
-    };
-    tasks_insert(ctx, job, vec![task]).await
+    let spec = serde_json::to_string(&spec).map_err(anyhow::Error::from)?;
+    tasks_insert(ctx, job, vec![placed_after(plan, 0, TaskType::Plan, spec)]).await
 }
