@@ -45,10 +45,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use agora_shared::{
-    vote_path, Agent, AgentListQuery, Approval, ApproveJob, Approved, CanApprove, CancelJob,
-    ClaimTask, ClaimedTask, CompleteTask, Envelope, ErrorCode, Event, EventListQuery, FailTask,
-    Health, Job, JobListQuery, Page, ProgressTask, RegisterAgent, Registered, RejectJob, Role,
-    SetRoles, Stage, StartTask, Stats, SubmitJob, Task, TaskListQuery, Verdict,
+    vote_path, Agent, AgentListQuery, Approval, Approved, CanApprove, CancelJob, ClaimTask,
+    ClaimedTask, CompleteTask, Envelope, ErrorCode, Event, EventListQuery, FailTask, Health, Job,
+    JobListQuery, Page, ProgressTask, RegisterAgent, Registered, Role, SetRoles, Stage, StartTask,
+    Stats, SubmitJob, Task, TaskListQuery, Verdict, VoteBody,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -380,27 +380,10 @@ impl Client {
             VoteAs::Agent => (Some(self.me()?), None, None),
             VoteAs::Person { name, admin_token } => (None, Some(name.to_string()), admin_token),
         };
+        let body = VoteBody::new(verdict, agent_id, person, text.map(str::to_string));
         let path = vote_path(job, stage, verdict);
-        let text = text.map(str::to_string);
-        let method = reqwest::Method::POST;
-        match verdict {
-            Verdict::Approve => {
-                let body = ApproveJob {
-                    agent_id,
-                    person,
-                    comment: text,
-                };
-                self.call_data(method, &path, token, Some(&body)).await
-            }
-            Verdict::Reject => {
-                let body = RejectJob {
-                    agent_id,
-                    person,
-                    reason: text.unwrap_or_default(),
-                };
-                self.call_data(method, &path, token, Some(&body)).await
-            }
-        }
+        self.call_data(reqwest::Method::POST, &path, token, Some(&body))
+            .await
     }
 
     /// Operator: sets an agent's roles; `admin_token` when the server sets ADMIN_TOKEN.

@@ -1,10 +1,9 @@
 //! The REST API, decoded into the `agora-shared` types.
 
 use agora_shared::{
-    vote_path, Agent, AgentListQuery, Approval, ApproveJob, Approved, CancelJob, CommitInfo,
-    CommitListQuery, Envelope, ErrorCode, Event, EventListQuery, Health, Job, JobListQuery, Page,
-    RejectJob, Stage, Stats, StatsSeries, StatsSeriesQuery, SubmitJob, Task, TaskListQuery,
-    Verdict,
+    vote_path, Agent, AgentListQuery, Approval, Approved, CancelJob, CommitInfo, CommitListQuery,
+    Envelope, ErrorCode, Event, EventListQuery, Health, Job, JobListQuery, Page, Stage, Stats,
+    StatsSeries, StatsSeriesQuery, SubmitJob, Task, TaskListQuery, VoteBody,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
@@ -159,22 +158,13 @@ pub async fn cancel(
     post(&format!("/jobs/{id}/cancel"), body, admin_token).await
 }
 
-/// Approves the job (or its plan) as a person; `admin_token` when the server asks for one.
-pub async fn approve(
+/// A vote on the job (or its plan), its path from the body's verdict; `admin_token` when the
+/// server asks for one.
+pub async fn vote(
     id: Uuid,
     stage: Stage,
-    body: &ApproveJob,
+    body: &VoteBody,
     admin_token: Option<&str>,
 ) -> Result<Approved, ApiFailure> {
-    post(&vote_path(id, stage, Verdict::Approve), body, admin_token).await
-}
-
-/// Rejects the job (or its plan) as a person; `admin_token` when the server asks for one.
-pub async fn reject(
-    id: Uuid,
-    stage: Stage,
-    body: &RejectJob,
-    admin_token: Option<&str>,
-) -> Result<Approved, ApiFailure> {
-    post(&vote_path(id, stage, Verdict::Reject), body, admin_token).await
+    post(&vote_path(id, stage, body.verdict()), body, admin_token).await
 }

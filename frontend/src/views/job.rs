@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 
 use agora_shared::{
-    Approval, ApproveJob, CancelJob, CommitListQuery, ErrorCode, Event, EventKind, EventListQuery,
-    Job, RejectJob, SortOrder, Stage, Task, TaskListQuery, TaskStatus, Verdict,
+    Approval, CancelJob, CommitListQuery, ErrorCode, Event, EventKind, EventListQuery, Job,
+    SortOrder, Stage, Task, TaskListQuery, TaskStatus, Verdict, VoteBody,
 };
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -195,21 +195,9 @@ fn Vote(id: Uuid, job: crate::components::Fetched<Job>) -> impl IntoView {
         let name = person.get_untracked().trim().to_string();
         let words = text.get_untracked().trim().to_string();
         let t = token.get_untracked();
-        let check = match verdict {
-            Verdict::Approve => ApproveJob {
-                agent_id: None,
-                person: Some(name.clone()),
-                comment: (!words.is_empty()).then(|| words.clone()),
-            }
-            .validate(),
-            Verdict::Reject => RejectJob {
-                agent_id: None,
-                person: Some(name.clone()),
-                reason: words.clone(),
-            }
-            .validate(),
-        };
-        if let Err(e) = check {
+        let said = (!words.is_empty()).then_some(words);
+        let body = VoteBody::new(verdict, None, Some(name), said);
+        if let Err(e) = body.validate() {
             let hint = match e.field.as_str() {
                 "reason" => "A rejection needs a reason.".to_string(),
                 "person" => "Give your name: you vote as a person.".to_string(),
@@ -221,24 +209,7 @@ fn Vote(id: Uuid, job: crate::components::Fetched<Job>) -> impl IntoView {
         busy.set(true);
         leptos::task::spawn_local(async move {
             let token = (!t.is_empty()).then_some(t.as_str());
-            let answer = match verdict {
-                Verdict::Approve => {
-                    let body = ApproveJob {
-                        agent_id: None,
-                        person: Some(name),
-                        comment: (!words.is_empty()).then_some(words),
-                    };
-                    api::approve(id, stage, &body, token).await
-                }
-                Verdict::Reject => {
-                    let body = RejectJob {
-                        agent_id: None,
-                        person: Some(name),
-                        reason: words,
-                    };
-                    api::reject(id, stage, &body, token).await
-                }
-            };
+            let answer = api::vote(id, stage, &body, token).await;
             busy.set(false);
             match answer {
                 Ok(_) => {
