@@ -130,25 +130,6 @@ impl Caller {
     }
 }
 
-/// Declares an extractor that requires a configured shared secret as the bearer token (and
-/// lets everyone through when the secret is not set).
-macro_rules! secret_extractor {
-    ($(#[$doc:meta])* $name:ident, $field:ident, $message:expr) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy)]
-        pub struct $name;
-
-        impl FromRequestParts<AppState> for $name {
-            type Rejection = ApiError;
-
-            async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-                check_secret(parts, state.config.$field.as_deref(), $message)?;
-                Ok($name)
-            }
-        }
-    };
-}
-
 /// An operator call: needs `ADMIN_TOKEN` when it is set. While it is unset anyone may make
 /// one (on loopback, or with ALLOW_OPEN), and each counts against the anonymous write limit.
 #[derive(Debug, Clone, Copy)]
@@ -180,12 +161,26 @@ pub fn open_operator_call(state: &AppState, client: Option<IpAddr>) -> Result<()
     Ok(())
 }
 
-secret_extractor!(
-    /// Registration: needs `REGISTRATION_TOKEN` when it is set, open otherwise.
-    RegistrationAuth,
-    registration_token,
-    "registration needs 'Authorization: Bearer <REGISTRATION_TOKEN>'"
-);
+/// Registration: needs `REGISTRATION_TOKEN` when it is set, open otherwise (and limited per
+/// client by the handler).
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrationAuth;
+
+impl FromRequestParts<AppState> for RegistrationAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        check_secret(
+            parts,
+            state.config.registration_token.as_deref(),
+            "registration needs 'Authorization: Bearer <REGISTRATION_TOKEN>'",
+        )?;
+        Ok(RegistrationAuth)
+    }
+}
 
 fn check_secret(
     parts: &Parts,
