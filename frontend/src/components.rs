@@ -269,7 +269,12 @@ pub fn EventList(events: Vec<Event>) -> impl IntoView {
                             <span class="event-id">{format!("#{}", e.id)}</span>
                             <span class="event-kind">{e.kind().as_str()}</span>
                             {job}
-                            {e.agent_id.map(|a| view! { <AgentName id=a/> })}
+                            {e
+                                .agent_id
+                                .map(|a| {
+                                    let name = e.agent_name().map(str::to_string);
+                                    view! { <AgentName id=a name=name/> }
+                                })}
                             <time datetime=e.at.to_rfc3339()>{ago(&e.at)}</time>
                         </li>
                     }

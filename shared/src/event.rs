@@ -407,6 +407,16 @@ impl Event {
     pub fn kind(&self) -> EventKind {
         self.payload.kind()
     }
+
+    /// The name of the event's agent, where the event carries it (`agent.registered`,
+    /// `agent.online`, `agent.unregistered`): shown without asking for it.
+    pub fn agent_name(&self) -> Option<&str> {
+        match &self.payload {
+            EventData::AgentRegistered(a) => Some(&a.name),
+            EventData::AgentOnline(a) | EventData::AgentUnregistered(a) => Some(&a.name),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -422,6 +432,26 @@ mod tests {
             reason: "offer declined".into(),
             lease_id: None,
         })
+    }
+
+    #[test]
+    fn agent_events_carry_their_agents_name() {
+        let event = |payload| Event {
+            id: 1,
+            job_id: None,
+            task_id: None,
+            agent_id: Some(Uuid::nil()),
+            payload,
+            at: Utc::now(),
+        };
+        let registered = event(EventData::AgentRegistered(AgentRegistered {
+            name: "ada".into(),
+            capabilities: vec![],
+        }));
+        assert_eq!(registered.agent_name(), Some("ada"));
+        let online = event(EventData::AgentOnline(AgentNamed { name: "bo".into() }));
+        assert_eq!(online.agent_name(), Some("bo"));
+        assert_eq!(event(released()).agent_name(), None);
     }
 
     #[test]

@@ -780,7 +780,9 @@ async fn the_dashboard_follows_a_job_live_in_chromium() {
     // of this test has a dash in its name). Which events are newest at this point depends on
     // timing (the crowd registered for the pagers goes offline after AGENT_STALE_SECS), so the
     // check takes any event with an agent, and one registers while the page is open in case
-    // none is among the newest.
+    // none is among the newest: its `agent.registered` event carries the name, shown without a
+    // lookup (lookups of other events' agents have waited over 30 s behind the page's refetches
+    // on the debug server under the whole suite).
     b.goto(&server.url("/")).await.expect("overview");
     wait_for(&b, "#conn[data-state='live']").await;
     // A name is looked up once per agent; on the debug server with the rest of the suite running,
