@@ -305,8 +305,11 @@ impl Worker<'_> {
     }
 }
 
-/// Ctrl-C and SIGTERM.
+/// Ctrl-C and SIGTERM, each a stream registered once: a signal that arrives while the worker
+/// handles a message waits for the next `next()`. (A `ctrl_c()` future made afresh on each call
+/// missed a Ctrl-C that came between two calls, and the worker ignored it.)
 struct Signals {
+    int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
 }
 
@@ -314,13 +317,14 @@ impl Signals {
     fn new() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
             term: signal(SignalKind::terminate())?,
         })
     }
 
     async fn next(&mut self) {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = self.int.recv() => {}
             _ = self.term.recv() => {}
         }
     }
