@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the tools the test suite runs besides cargo (Debian packages): curl and jq for the
 # skill's scripts, shellcheck for their lint, chromium and chromedriver for the dashboard's
-# browser test, schemathesis (PyPI) for the fuzz test and axe-core (npm) for the accessibility
-# audit. Skips what is already there. (The dashboard's own toolchain is
-# scripts/build-dashboard.sh's business.)
+# browser test, schemathesis (PyPI) for the fuzz test, the MCP Python SDK (PyPI) for the MCP
+# tests and axe-core (npm) for the accessibility audit. Skips what is already there. (The
+# dashboard's own toolchain is scripts/build-dashboard.sh's business.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -30,6 +30,16 @@ if [[ $("$venv/bin/schemathesis" --version 2>/dev/null) != "schemathesis, versio
         python3 -m venv "$venv"
     }
     "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+# The official MCP Python SDK (PyPI), the independent client of the MCP tests
+# (tests/mcp/agora_mcp.py), in a virtualenv of its own: its dependencies are not schemathesis's.
+MCP_VERSION=2.3.0
+mcp_venv=target/mcp-venv
+if [[ $("$mcp_venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))' 2>/dev/null) != "$MCP_VERSION" ]]; then
+    echo "installing mcp $MCP_VERSION into $mcp_venv"
+    python3 -m venv "$mcp_venv"
+    "$mcp_venv/bin/pip" install -q "mcp==$MCP_VERSION"
 fi
 
 # axe-core (npm) for the browser test's accessibility audit, under target/ too.

@@ -3,6 +3,7 @@
 //! `approve`, `reject`, `roles`, `jobs`, `job`, `status`, `events`, ...). All of them talk to a server through
 //! `agora-client`.
 
+mod mcp;
 mod ops;
 mod profile;
 mod render;
@@ -135,6 +136,10 @@ pub enum OpsCommand {
         /// Comma-separated capabilities.
         #[arg(long, value_delimiter = ',')]
         capabilities: Option<Vec<String>>,
+        /// Also print how to connect an MCP client as this agent: the `claude mcp add` line
+        /// and the JSON entry other clients take (both hold the agent's token).
+        #[arg(long)]
+        mcp: bool,
         #[command(flatten)]
         remote: Remote,
     },

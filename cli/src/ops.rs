@@ -79,6 +79,7 @@ pub async fn run(command: OpsCommand) -> anyhow::Result<()> {
         OpsCommand::Register {
             name,
             capabilities,
+            mcp,
             remote,
         } => {
             let mut c = client(&remote)?;
@@ -96,6 +97,9 @@ pub async fn run(command: OpsCommand) -> anyhow::Result<()> {
                 reg.agent_id,
                 path.display()
             );
+            if mcp {
+                print!("{}", crate::mcp::setup(&c.mcp_url(), &reg.token));
+            }
         }
         OpsCommand::Unregister { identity, remote } => {
             let (id, token) = profile::agent(&identity)?;

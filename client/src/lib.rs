@@ -126,6 +126,11 @@ impl Client {
         }
     }
 
+    /// The server's MCP endpoint (`<server>/mcp`), for MCP clients.
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.base.trim_end_matches("/api"))
+    }
+
     /// Acts as an agent registered earlier.
     pub fn with_agent(mut self, agent_id: Uuid, token: impl Into<String>) -> Client {
         self.agent = Some((agent_id, token.into()));

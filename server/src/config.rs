@@ -193,6 +193,18 @@ impl Config {
     }
 
     /// The approval gate's settings, as the store applies them.
+    /// The gate's settings as clients see them (`/api/health`, MCP `whoami`).
+    pub fn gate_settings(&self) -> agora_shared::GateSettings {
+        agora_shared::GateSettings {
+            approvals_required: self.approvals_required,
+            plan_approvals_required: self.plan_approvals_required,
+            approvers: self.approvers,
+            approval_cooldown_secs: self.approval_cooldown_secs,
+            approval_ttl_secs: self.approval_ttl_secs,
+            max_replans: self.max_replans,
+        }
+    }
+
     pub fn gate_rules(&self) -> crate::store::GateRules {
         crate::store::GateRules {
             policy: self.approvers,

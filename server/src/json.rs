@@ -9,23 +9,28 @@ use crate::error::ApiError;
 /// VALIDATION_ERROR with the field's path).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = match serde_path_to_error::deserialize(&mut de) {
-        Ok(v) => v,
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            return Err(match inner.classify() {
-                serde_json::error::Category::Data => {
-                    let message = inner.to_string();
-                    ApiError::validation(&field_of(&path, &message), strip_position(&message))
-                }
-                _ => ApiError::MalformedJson(inner.to_string()),
-            });
-        }
-    };
+    let value = serde_path_to_error::deserialize(&mut de).map_err(shape_error)?;
     de.end()
         .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     Ok(value)
+}
+
+/// Reads an already parsed JSON value (an MCP tool's arguments) into `T`, with the same
+/// errors naming the field.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(shape_error)
+}
+
+fn shape_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    match inner.classify() {
+        serde_json::error::Category::Data => {
+            let message = inner.to_string();
+            ApiError::validation(&field_of(&path, &message), strip_position(&message))
+        }
+        _ => ApiError::MalformedJson(inner.to_string()),
+    }
 }
 
 /// The field a serde message is about: the path, or the name inside "missing field `x`".

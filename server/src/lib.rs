@@ -5,7 +5,9 @@
 //! - [`error`]: the one error enum and its mapping to the API envelope.
 //! - [`store`]: the database: SQLite (one rusqlite writer thread with group commit, sqlx reads)
 //!   or PostgreSQL (sqlx).
-//! - [`http`]: the REST API, one module per resource; `http::openapi` documents it.
+//! - [`ops`]: what each call does, whatever the transport (REST handlers and MCP tools).
+//! - [`http`]: the REST API, one module per resource; `http::openapi` documents it;
+//!   `http::mcp` serves [`mcp`] (the MCP tools, resources and prompts) at `/mcp`.
 //! - [`json`]: client JSON into typed values, errors naming the field (HTTP and WebSocket).
 //! - [`hub`]: the push hub: WebSocket agents, the dispatcher that offers them work.
 //! - [`git`]: per-job git history, written in the background from the database.
@@ -22,6 +24,8 @@ pub mod git;
 pub mod http;
 pub mod hub;
 pub mod json;
+pub mod mcp;
+pub mod ops;
 pub mod scheduler;
 pub mod serve;
 pub mod startup;

@@ -3,7 +3,8 @@
 //!
 //! Counted where they happen: `agora_claims_total{via}` (rest, push), `agora_offers_total`,
 //! `agora_wake_latency_seconds` (work became pending → offer sent),
-//! `agora_http_request_duration_seconds{method,route,status}`, `agora_sse_clients`.
+//! `agora_http_request_duration_seconds{method,route,status}`, `agora_sse_clients`,
+//! `agora_mcp_tool_calls_total{tool,outcome}` (`mcp::tools`).
 //! Read at scrape time from the store and the hub: `agora_tasks{state}`, `agora_jobs{state}`,
 //! `agora_agents_online`, `agora_connected_agents`.
 

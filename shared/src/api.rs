@@ -111,6 +111,30 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as it is written on the wire (`RATE_LIMITED`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ValidationError => "VALIDATION_ERROR",
+            ErrorCode::MalformedJson => "MALFORMED_JSON",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::NotAnApprover => "NOT_AN_APPROVER",
+            ErrorCode::SelfApproval => "SELF_APPROVAL",
+            ErrorCode::CrossOrigin => "CROSS_ORIGIN",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
+            ErrorCode::InvalidState => "INVALID_STATE",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::LeaseLost => "LEASE_LOST",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::InvalidPlan => "INVALID_PLAN",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::InternalError => "INTERNAL_ERROR",
+        }
+    }
+
     /// The HTTP status that goes with the code.
     pub fn http_status(self) -> u16 {
         match self {
@@ -189,5 +213,32 @@ mod tests {
             serde_json::to_value(ErrorCode::InvalidState).unwrap(),
             "INVALID_STATE"
         );
+    }
+
+    #[test]
+    fn as_str_is_the_wire_name() {
+        use ErrorCode::*;
+        for code in [
+            ValidationError,
+            MalformedJson,
+            Unauthorized,
+            Forbidden,
+            NotAnApprover,
+            SelfApproval,
+            CrossOrigin,
+            NotFound,
+            MethodNotAllowed,
+            RequestTimeout,
+            InvalidState,
+            Conflict,
+            LeaseLost,
+            PayloadTooLarge,
+            InvalidPlan,
+            RateLimited,
+            Unavailable,
+            InternalError,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
     }
 }

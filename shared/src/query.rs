@@ -10,6 +10,7 @@ use crate::validate::{self, FieldError};
 
 /// `GET /api/jobs`: newest first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct JobListQuery {
@@ -52,6 +53,7 @@ pub const MAX_SEARCH_CHARS: usize = 200;
 
 /// `GET /api/jobs/:id/tasks` (in index order) and `GET /api/tasks` (newest first).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct TaskListQuery {
@@ -67,6 +69,7 @@ pub struct TaskListQuery {
 
 /// `GET /api/jobs/:id/events`: oldest first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct EventListQuery {
@@ -81,6 +84,7 @@ pub struct EventListQuery {
 
 /// The direction of a list.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SortOrder {

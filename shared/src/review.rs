@@ -59,6 +59,27 @@ pub enum ApproverPolicy {
     Role,
 }
 
+/// The approval gate's settings on this server, as `GET /api/health` and the MCP `whoami` tool
+/// report them (a job may ask its own `approvals_required`, `approval_ttl_secs` and
+/// `plan_approvals_required`; the job shows what it asked).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GateSettings {
+    /// Distinct approvals a job needs (`APPROVALS_REQUIRED`, also the least a job may ask).
+    pub approvals_required: u32,
+    /// Plan approvals a plan needs before its work is created (`PLAN_APPROVALS_REQUIRED`; 0:
+    /// no plan review).
+    pub plan_approvals_required: u32,
+    /// Who may vote (`APPROVERS`).
+    pub approvers: ApproverPolicy,
+    /// Seconds an agent waits between two votes on jobs (`APPROVAL_COOLDOWN_SECS`).
+    pub approval_cooldown_secs: u64,
+    /// Seconds a job may wait for its approvals (`APPROVAL_TTL_SECS`; 0: no limit).
+    pub approval_ttl_secs: u64,
+    /// Rejected plans after which a job fails (`MAX_REPLANS`).
+    pub max_replans: u32,
+}
+
 impl FromStr for ApproverPolicy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -27,6 +27,9 @@ pub struct Health {
     /// dashboard shows a warning banner.
     #[serde(default)]
     pub open_access: bool,
+    /// The approval gate's settings: how many approvals a job needs, who may vote.
+    #[serde(default)]
+    pub gate: crate::review::GateSettings,
 }
 
 /// `GET /api/stats`.

@@ -130,11 +130,13 @@ impl StartTask {
 
 /// `POST /api/tasks/:id/progress`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProgressTask {
     /// 0 to 100.
     pub progress: u32,
+    /// What is happening now, in a line (up to 2000 characters).
     #[serde(default)]
     pub message: Option<String>,
     /// Push the deadline to now + this many seconds (at most the task's `timeout_secs`).
@@ -161,9 +163,11 @@ impl ProgressTask {
 
 /// `POST /api/tasks/:id/complete`. A plan task's result must hold `task_specs`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CompleteTask {
+    /// What the task produced: any JSON value (up to MAX_SPEC_BYTES).
     #[serde(default)]
     pub result: serde_json::Value,
     /// The delivery this report belongs to (from the claim answer or the offer).
@@ -173,9 +177,11 @@ pub struct CompleteTask {
 
 /// `POST /api/tasks/:id/fail`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FailTask {
+    /// What went wrong (1 to 10000 characters).
     pub error: String,
     /// `false` fails the task for good at once (default `true`).
     #[serde(default)]

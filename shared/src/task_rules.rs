@@ -9,6 +9,7 @@ use crate::lifecycle::UnknownStatus;
 
 /// `pending → claimed → running → completed | failed`, and back to `pending` on retry or release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {

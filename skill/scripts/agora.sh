@@ -17,17 +17,20 @@ usage() {
 Usage: agora.sh COMMAND [ARGS...]
 
 Agent (needs `register` first; credentials are kept in $AGORA_CONFIG_DIR/agent.json):
-  register NAME [CAPABILITY...]        register and save agent_id + token
+  register NAME [CAPABILITY...]        register and save agent_id + token (the token goes
+                                       to the profile only, not to stdout)
   whoami                               print the saved agent id
   heartbeat                            tell the server this agent is alive
   claim [WAIT_SECS]                    take the next task, waiting up to WAIT_SECS (0-60,
-                                       default 30); prints nothing if none was pending.
-                                       Start it within data.task.lease_expires_at
+                                       default 30); prints nothing and exits 4 if none was
+                                       pending. Start it within data.task.lease_expires_at
                                        (CLAIM_LEASE_SECS) or it goes back to pending. Its
                                        lease_id is kept and sent with every report below
   start TASK_ID [HEARTBEAT_SECS]       claimed -> running; with HEARTBEAT_SECS the task is
                                        taken back if no progress or heartbeat comes within
-                                       that many seconds (else it may run to its deadline)
+                                       that many seconds (else it may run to its deadline).
+                                       start and progress print the task's id, status,
+                                       progress and lease times (AGORA_VERBOSE=1: all of it)
   progress TASK_ID PERCENT [MESSAGE] [EXTEND_SECS]
                                        report 0-100; EXTEND_SECS moves the deadline to
                                        now + EXTEND_SECS (at most the task's timeout_secs)
@@ -61,8 +64,10 @@ Environment:
   AGORA_TIMEOUT             seconds per call (default 30; claim adds its wait)
   AGORA_NO_JQ=1             do not use jq (python3, else sed, is used to read JSON)
   AGORA_NO_PYTHON=1         do not use python3 either
+  AGORA_VERBOSE=1           start and progress print the whole task
 
-Exit status: 0 ok, 1 the server answered an error, 2 bad usage, 3 server unreachable.
+Exit status: 0 ok, 1 the server answered an error, 2 bad usage, 3 server unreachable,
+4 claim found nothing pending.
 EOF
 }
 
@@ -323,6 +328,26 @@ finish() {
     fi
 }
 
+# A report's answer, short: the task's id, status, progress and lease times, not the spec and
+# result the agent already has (AGORA_VERBOSE=1 prints the whole answer). Errors as `finish`.
+finish_task() {
+    if [[ ${AGORA_VERBOSE:-} == 1 ]] || ! is_success "$RESP_BODY"; then
+        finish
+        return
+    fi
+    local fields=() f v
+    for f in id status progress deadline lease_expires_at heartbeat_secs; do
+        v=$(json_get "$RESP_BODY" "data.$f")
+        [[ -n $v ]] || continue
+        if [[ $v =~ ^[0-9]+$ ]]; then
+            fields+=("\"$f\":$v")
+        else
+            fields+=("\"$f\":$(json_str "$v")")
+        fi
+    done
+    printf '{"success":true,"data":{%s}}\n' "$(IFS=,; printf '%s' "${fields[*]}")"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Credentials
 
@@ -377,7 +402,7 @@ cmd_register() {
             "$PROG" "$AGENT_FILE" >&2
     fi
     request POST /api/agents/register "$body" "${AGORA_REGISTRATION_TOKEN:-}" "$TIMEOUT"
-    finish
+    is_success "$RESP_BODY" || finish
     local id token
     id=$(json_get "$RESP_BODY" data.agent_id)
     token=$(json_get "$RESP_BODY" data.token)
@@ -388,7 +413,10 @@ cmd_register() {
     printf '{"agent_id":%s,"token":%s,"url":%s,"name":%s}\n' \
         "$(json_str "$id")" "$(json_str "$token")" "$(json_str "$URL")" "$(json_str "$name")" >"$tmp"
     mv -f "$tmp" "$AGENT_FILE"
-    printf '%s: registered %s as %s (saved in %s)\n' "$PROG" "$name" "$id" "$AGENT_FILE" >&2
+    # The token goes into the profile only, never to stdout (it would land in logs and context).
+    printf '{"success":true,"data":{"agent_id":%s,"name":%s,"saved_in":%s}}\n' \
+        "$(json_str "$id")" "$(json_str "$name")" "$(json_str "$AGENT_FILE")"
+    printf '%s: registered %s as %s (token saved in %s)\n' "$PROG" "$name" "$id" "$AGENT_FILE" >&2
 }
 
 cmd_whoami() {
@@ -444,7 +472,7 @@ cmd_claim() {
     request POST /api/tasks/claim "{\"agent_id\":$(json_str "$AGENT_ID"),\"wait_secs\":$wait}" \
         "$TOKEN" $((TIMEOUT + wait))
     if is_success "$RESP_BODY" && data_is_null "$RESP_BODY"; then
-        return 0 # nothing pending: print nothing
+        exit 4 # nothing pending: print nothing
     fi
     if is_success "$RESP_BODY"; then
         save_lease "$(json_get "$RESP_BODY" data.task.id)" "$(json_get "$RESP_BODY" data.lease_id)"
@@ -466,7 +494,7 @@ cmd_start() {
     body="{$(IFS=,; printf '%s' "${fields[*]}")}"
     need_agent
     request POST "/api/tasks/$1/start" "$body" "$TOKEN" "$TIMEOUT"
-    finish
+    finish_task
 }
 
 cmd_progress() {
@@ -482,7 +510,7 @@ cmd_progress() {
     body+="$(lease_field "$1")}"
     need_agent
     request POST "/api/tasks/$1/progress" "$body" "$TOKEN" "$TIMEOUT"
-    finish
+    finish_task
 }
 
 cmd_complete() {

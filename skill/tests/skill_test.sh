@@ -166,8 +166,10 @@ run_mode() {
         ok "register agent $i"
         ids[i]=$(get data.agent_id)
         [[ ${ids[i]} =~ $UUID_RE ]] || fail "register agent $i: agent_id '${ids[i]}'"
-        [[ -n $(get data.token) ]] || fail "register agent $i: no token"
+        [[ $OUT != *token* ]] || fail "register agent $i printed its token: $OUT"
         [[ -f $ROOT/$MODE/agent$i/agent.json ]] || fail "register agent $i: agent.json not saved"
+        [[ $(<"$ROOT/$MODE/agent$i/agent.json") == *'"token":"'?* ]] \
+            || fail "register agent $i: no token in agent.json"
         ag "$i" whoami
         ok "whoami"
         expect "whoami agent $i" "${ids[i]}" "$OUT"
@@ -298,9 +300,9 @@ second line"
     expect "task 2 status" completed "$(get data.status)"
     expect "task 2 result" 7 "$(get data.result.bytes)"
 
-    step "13. nothing is pending: claim prints nothing and exits 0"
+    step "13. nothing is pending: claim prints nothing and exits 4"
     ag 4 claim 1
-    ok "empty claim"
+    ((RC == 4)) || fail "empty claim: expected exit 4, got $RC ($ERR)"
     expect "empty claim output" "" "$OUT"
 
     step "14. the job is completed"

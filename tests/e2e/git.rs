@@ -376,3 +376,92 @@ async fn four_hundred_trickled_tasks_leave_a_handful_of_packs() {
     assert!(most <= 8, "{most} packs at once");
     assert!(du(&dir) < 600 * 1024, "{} KB", du(&dir) / 1024);
 }
+
+/// A rejected plan's history: the second plan replaces `plan.json` and says its round; a server
+/// started again on the same repositories reads the round back and writes nothing twice; a
+/// rebuild from the database gives the same files.
+#[tokio::test]
+async fn a_rejected_plan_is_replaced_by_the_next_with_its_round_and_survives_a_restart() {
+    let app = spawn_app_with(|c| {
+        c.approvals_required = 1;
+        c.plan_approvals_required = 1;
+        c.git_enabled = true;
+    })
+    .await;
+    let approver = app.register("approver").await;
+    let first = app.register("first-planner").await;
+    let second = app.register("second-planner").await;
+    let reviewer = app.register("reviewer").await;
+    let job = app.submit("replanned", json!({ "goal": "g" })).await;
+    app.approve(job, &approver).await.ok();
+    let plan = |planner: TestAgent, specs: Value| {
+        let app = &app;
+        async move {
+            let c = app.claim(&planner).await.expect("a plan task");
+            assert_eq!(c["task"]["type"], "plan");
+            app.task_call(
+                &planner,
+                &id_of(&c["task"]),
+                "complete",
+                json!({ "result": { "task_specs": specs }, "lease_id": c["lease_id"] }),
+            )
+            .await
+            .ok();
+        }
+    };
+    let vote = |verdict: &'static str, body: Value| {
+        let app = &app;
+        let reviewer = reviewer.clone();
+        async move {
+            app.post(
+                &format!("/jobs/{job}/plan/{verdict}"),
+                Some(&reviewer.token),
+                body,
+            )
+            .await
+            .ok();
+        }
+    };
+    plan(first, json!(["a", "b"])).await;
+    vote(
+        "reject",
+        json!({ "agent_id": reviewer.id, "reason": "one task is enough" }),
+    )
+    .await;
+    plan(second, json!(["c"])).await;
+    vote("approve", json!({ "agent_id": reviewer.id })).await;
+
+    let file = format!("/jobs/{job}/files/plan.json");
+    let landed = eventually(20, || async {
+        let r = app.get(&file).await;
+        let content: Value = serde_json::from_str(r.body["data"]["content"].as_str()?).ok()?;
+        (content["round"] == 2).then_some(content)
+    })
+    .await;
+    assert_eq!(landed, json!({ "task_specs": ["c"], "round": 2 }));
+    // The second plan is the last commit: a pending work task has no files yet.
+    let dir = app.config.repos_dir.join(job.to_string());
+    let before = tree_files(&git2::Repository::open_bare(&dir).unwrap());
+    assert_eq!(
+        before.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        ["job.json", "plan.json"]
+    );
+    let commits = commits_at_least(&app, job, 1).await;
+    let messages: Vec<&str> = commits
+        .iter()
+        .filter_map(|c| c["message"].as_str())
+        .filter(|m| m.to_lowercase().contains("plan"))
+        .collect();
+    assert!(messages.len() >= 2, "each plan is a commit: {messages:?}");
+
+    // Started again: the history is read back (the plan's round included) and nothing is
+    // written twice.
+    let again = agora_server::git::GitHistory::new(app.config.repos_dir.clone(), app.store.clone());
+    again.sync(job).await.expect("sync");
+    let after_sync = commits_at_least(&app, job, 1).await;
+    assert_eq!(after_sync.len(), commits.len(), "no commit written twice");
+    std::fs::remove_dir_all(&dir).unwrap();
+    again.rebuild(job).await.expect("rebuild");
+    let rebuilt = tree_files(&git2::Repository::open_bare(&dir).unwrap());
+    assert_eq!(rebuilt, before, "the rebuild has the same files");
+}

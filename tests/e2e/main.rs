@@ -20,6 +20,7 @@ mod git;
 mod hostile;
 mod leases;
 mod lifecycle;
+mod mcp;
 mod metrics;
 mod plan;
 mod push;

@@ -351,6 +351,12 @@ impl GitHistory {
         .await??)
     }
 
+    /// The paths of every file at HEAD of a job's repository.
+    pub async fn files(&self, job: Uuid) -> anyhow::Result<Vec<String>> {
+        let dir = self.repo_dir(job);
+        Ok(tokio::task::spawn_blocking(move || read_retrying(&dir, repo::files)).await??)
+    }
+
     /// A file at HEAD of a job's repository.
     pub async fn read(&self, job: Uuid, path: String) -> anyhow::Result<Option<Vec<u8>>> {
         let dir = self.repo_dir(job);

@@ -263,6 +263,24 @@ pub fn read(repo: &Repository, path: &str) -> Result<Option<Vec<u8>>, git2::Erro
     }
 }
 
+/// Every file at HEAD, by path (empty before the first commit).
+pub fn files(repo: &Repository) -> Result<Vec<String>, git2::Error> {
+    let Ok(head) = repo.head() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    head.peel_to_tree()?
+        .walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob) {
+                if let Some(name) = entry.name() {
+                    out.push(format!("{dir}{name}"));
+                }
+            }
+            git2::TreeWalkResult::Ok
+        })?;
+    Ok(out)
+}
+
 /// Names of the entries of a directory at HEAD (empty when missing).
 pub fn list_dir(repo: &Repository, path: &str) -> Result<Vec<String>, git2::Error> {
     let Ok(head) = repo.head() else {

@@ -28,23 +28,8 @@ pub fn bearer(parts: &Parts) -> Option<String> {
     })
 }
 
-/// The authenticated agent of a request.
-#[derive(Debug, Clone, Copy)]
-pub struct AgentAuth(pub Uuid);
-
-impl AgentAuth {
-    /// 403 unless the agent acts for itself.
-    pub fn require(self, agent_id: Uuid) -> Result<(), ApiError> {
-        if self.0 == agent_id {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "this token belongs to agent {}, not to agent {agent_id}",
-                self.0
-            )))
-        }
-    }
-}
+/// The authenticated agent of a request (its rules are transport-neutral, in `ops`).
+pub use crate::ops::AgentAuth;
 
 impl FromRequestParts<AppState> for AgentAuth {
     type Rejection = ApiError;
@@ -62,7 +47,7 @@ const AGENT_TOKEN_NEEDED: &str =
     "this call needs the agent's token as 'Authorization: Bearer <token>'";
 
 /// The agent a token belongs to, or 401.
-async fn agent_of_token(state: &AppState, token: &str) -> Result<AgentAuth, ApiError> {
+pub async fn agent_of_token(state: &AppState, token: &str) -> Result<AgentAuth, ApiError> {
     let hash = hash_token(token);
     if let Some(id) = state.tokens.get(&hash) {
         return Ok(AgentAuth(id));

@@ -46,14 +46,25 @@ fn check(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<(), A
         *method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    if !writes {
-        return Ok(());
+    if writes {
+        check_origin(state, headers)?;
     }
+    Ok(())
+}
+
+/// A browser's request must come from the server's own origin or one in `ALLOWED_ORIGINS`
+/// (403 `CROSS_ORIGIN` otherwise); requests without `Origin` (curl, agents) pass unless the
+/// browser marks them cross-site. Every write is checked, and every `/mcp` request.
+pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
-    let allowed = |o: &str| same_origin(o, host) || listed(o, &config.allowed_origins);
+    let allowed = |o: &str| same_origin(o, host) || listed(o, &state.config.allowed_origins);
     match origin {
         Some(o) if !allowed(o) => Err(ApiError::CrossOrigin(format!(
-            "a write from the browser origin {o:?} is refused; add it to ALLOWED_ORIGINS to allow it"
+            "a request from the browser origin {o:?} is refused; add it to ALLOWED_ORIGINS to allow it"
         ))),
         Some(_) => Ok(()),
         None => {
@@ -62,7 +73,7 @@ fn check(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<(), A
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
             if cross_site {
                 Err(ApiError::CrossOrigin(
-                    "a cross-site write from a browser is refused".into(),
+                    "a cross-site request from a browser is refused".into(),
                 ))
             } else {
                 Ok(())

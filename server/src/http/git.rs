@@ -7,20 +7,14 @@ use axum::{Json, Router};
 use uuid::Uuid;
 
 use super::extract::{ok, AppPath, AppQuery};
-use crate::error::{ApiError, Result};
-use crate::git::{check_path, GitHistory};
+use crate::error::Result;
+use crate::ops;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/jobs/{id}/commits", get(list_job_commits))
         .route("/jobs/{id}/files/{*path}", get(get_job_file))
-}
-
-fn history(state: &AppState) -> Result<&GitHistory> {
-    state.git.as_ref().ok_or_else(|| {
-        ApiError::NotFound("git history is disabled on this server (GIT_ENABLED=false)".into())
-    })
 }
 
 /// The job's git history, newest first, a page at a time.
@@ -31,16 +25,7 @@ pub async fn list_job_commits(
     AppPath(id): AppPath<Uuid>,
     AppQuery(q): AppQuery<CommitListQuery>,
 ) -> Result<Json<Envelope<Page<CommitInfo>>>> {
-    let git = history(&state)?;
-    let (limit, offset) = (q.limit()?, q.offset()?);
-    state.store.job_get(id).await?;
-    let (items, total) = git.commits(id, offset, limit).await?;
-    Ok(ok(Page {
-        items,
-        total,
-        limit,
-        offset,
-    }))
+    Ok(ok(ops::git::commits(&state, id, &q).await?))
 }
 
 /// A file of the job's repository at HEAD, e.g. `job.json`, `plan.json`,
@@ -52,15 +37,5 @@ pub async fn get_job_file(
     State(state): State<AppState>,
     AppPath((id, path)): AppPath<(Uuid, String)>,
 ) -> Result<Json<Envelope<RepoFile>>> {
-    let git = history(&state)?;
-    check_path(&path).map_err(|m| ApiError::validation("path", m))?;
-    state.store.job_get(id).await?;
-    let content = git
-        .read(id, path.clone())
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("job {id} has no file {path}")))?;
-    Ok(ok(RepoFile {
-        path,
-        content: String::from_utf8_lossy(&content).into_owned(),
-    }))
+    Ok(ok(ops::git::file(&state, id, path).await?))
 }

@@ -13,9 +13,9 @@ use uuid::Uuid;
 use super::auth::{AdminAuth, AgentAuth};
 use super::extract::{created, ok, AppJson, AppPath, AppQuery, OptionalJson};
 use super::limits::ClientIp;
-use crate::error::{ApiError, Result};
+use crate::error::Result;
+use crate::ops;
 use crate::state::AppState;
-use crate::store::{EventListParams, JobInsertParams, JobListParams, TaskListParams};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -42,34 +42,7 @@ pub async fn submit_job(
     if auth.is_none() {
         state.limits.anonymous_write.check(client)?;
     }
-    body.validate(state.config.approvals_required)?;
-    agora_shared::validate::json_size("job_spec", &body.job_spec, state.config.max_spec_bytes)?;
-    if let Some(agent) = body.submitted_by {
-        auth.ok_or(ApiError::Unauthorized(
-            "submitted_by needs that agent's token as 'Authorization: Bearer <token>'",
-        ))?
-        .require(agent)?;
-    }
-    let job = state
-        .store
-        .job_submit(JobInsertParams {
-            id: Uuid::new_v4(),
-            title: body.title.trim().to_string(),
-            job_spec: body.job_spec,
-            priority: body.priority.unwrap_or(0),
-            approvals_required: body
-                .approvals_required
-                .unwrap_or(state.config.approvals_required),
-            submitted_by: body.submitted_by,
-            approval_ttl_secs: body
-                .approval_ttl_secs
-                .unwrap_or(state.config.approval_ttl_secs),
-            plan_approvals_required: body
-                .plan_approvals_required
-                .unwrap_or(state.config.plan_approvals_required),
-        })
-        .await?;
-    Ok(created(job))
+    Ok(created(ops::jobs::submit(&state, auth, body).await?))
 }
 
 /// Jobs, newest first, optionally of one status.
@@ -79,13 +52,7 @@ pub async fn list_jobs(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<JobListQuery>,
 ) -> Result<Json<Envelope<Page<Job>>>> {
-    let params = JobListParams {
-        status: q.status,
-        search: q.search()?,
-        limit: q.limit()?,
-        offset: q.offset()?,
-    };
-    Ok(ok(state.store.job_list(params).await?))
+    Ok(ok(ops::jobs::list(&state, &q).await?))
 }
 
 /// One job with its counters.
@@ -107,14 +74,7 @@ pub async fn list_job_tasks(
     AppPath(id): AppPath<Uuid>,
     AppQuery(q): AppQuery<TaskListQuery>,
 ) -> Result<Json<Envelope<Page<Task>>>> {
-    let params = TaskListParams {
-        job_id: Some(id),
-        status: q.status,
-        agent_id: q.agent_id,
-        limit: q.limit()?,
-        offset: q.offset()?,
-    };
-    Ok(ok(state.store.task_list(params).await?))
+    Ok(ok(ops::jobs::tasks(&state, id, &q).await?))
 }
 
 /// The job's events after an id, oldest first (or newest first with `order=desc`).
@@ -125,14 +85,7 @@ pub async fn list_job_events(
     AppPath(id): AppPath<Uuid>,
     AppQuery(q): AppQuery<EventListQuery>,
 ) -> Result<Json<Envelope<Vec<Event>>>> {
-    state.store.job_get(id).await?;
-    let params = EventListParams {
-        job_id: Some(id),
-        after: q.after.unwrap_or(0),
-        limit: q.limit()?,
-        newest_first: q.order == Some(agora_shared::SortOrder::Desc),
-    };
-    Ok(ok(state.store.event_list(params).await?))
+    Ok(ok(ops::jobs::events(&state, id, &q).await?))
 }
 
 /// Operator: fail the job and its open tasks (needs ADMIN_TOKEN when set).

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod git;
 pub mod jobs;
 pub mod limits;
+pub mod mcp;
 pub mod metrics;
 pub mod openapi;
 pub mod sse;
@@ -43,6 +44,7 @@ pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .route("/metrics", axum::routing::get(metrics::render))
         .nest("/api", api)
+        .merge(mcp::router(&state))
         .fallback(dashboard::serve)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

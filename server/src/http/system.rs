@@ -37,6 +37,7 @@ async fn check(state: &AppState) -> (Health, Option<String>) {
         backend: state.store.backend().name().to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         open_access: state.config.open_access(),
+        gate: state.config.gate_settings(),
     };
     (health, why)
 }

@@ -1,7 +1,5 @@
 //! `/api/tasks`: list, claim (with long-poll), get, start, progress, complete, fail.
 
-use std::time::Duration;
-
 use agora_shared::{
     ClaimTask, ClaimedTask, CompleteTask, Envelope, ErrorEnvelope, FailTask, Page, ProgressTask,
     StartTask, Task, TaskListQuery,
@@ -13,15 +11,10 @@ use uuid::Uuid;
 
 use super::auth::AgentAuth;
 use super::extract::{ok, AppJson, AppPath, AppQuery, OptionalJson};
-use crate::error::{ApiError, Result};
+use crate::error::Result;
+use crate::ops;
 use crate::state::AppState;
-use crate::store::{
-    TaskClaimParams, TaskCompleteParams, TaskFailParams, TaskListParams, TaskProgressParams,
-    TaskStartParams,
-};
-
-/// How often a long-poll re-checks even without a wake-up: a safety net, not the hot path.
-const LONG_POLL_RECHECK: Duration = Duration::from_secs(5);
+use crate::store::TaskListParams;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -48,47 +41,10 @@ pub async fn claim_task(
     auth: AgentAuth,
     AppJson(body): AppJson<ClaimTask>,
 ) -> Result<Json<Envelope<ClaimedTask>>> {
-    body.validate()?;
-    auth.require(body.agent_id)?;
-    let wait = Duration::from_secs(u64::from(body.wait_secs.unwrap_or(0)));
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut draining = state.draining.clone();
-    if *draining.borrow() {
-        return Err(ApiError::Unavailable(
-            "the server is draining: claim from another replica, or retry when it is back".into(),
-        ));
-    }
-    loop {
-        // Register for the wake-up before looking, so a task that lands in between is not missed.
-        let notified = state.store.work_available().notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let claimed = state
-            .store
-            .task_claim(TaskClaimParams {
-                agent_id: body.agent_id,
-                request_id: body.request_id.clone(),
-            })
-            .await?;
-        if let Some(claimed) = claimed {
-            crate::telemetry::claimed("rest", 1);
-            return Ok(ok(claimed));
-        }
-        let now = tokio::time::Instant::now();
-        if now >= deadline || *draining.borrow() {
-            return Ok(Json(Envelope::empty()));
-        }
-        // Wake for new work, or when a task waiting out its retry backoff becomes available.
-        let mut recheck = deadline.min(now + LONG_POLL_RECHECK);
-        if let Some(at) = state.store.task_available_deadline().await {
-            recheck = recheck.min(at);
-        }
-        tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep_until(recheck) => {}
-            _ = draining.changed() => {}
-        }
-    }
+    Ok(match ops::tasks::claim(&state, auth, body, "rest").await? {
+        Some(claimed) => ok(claimed),
+        None => Json(Envelope::empty()),
+    })
 }
 
 /// Tasks of every job, newest first: `status=running` shows what the fleet is doing,
@@ -132,14 +88,7 @@ pub async fn start_task(
     AppPath(id): AppPath<Uuid>,
     OptionalJson(body): OptionalJson<StartTask>,
 ) -> Result<Json<Envelope<Task>>> {
-    body.validate()?;
-    let params = TaskStartParams {
-        agent_id: auth.0,
-        task_id: id,
-        lease_id: body.lease_id,
-        heartbeat_secs: body.heartbeat_secs,
-    };
-    Ok(ok(state.store.task_start(params).await?))
+    Ok(ok(ops::tasks::start(&state, auth, id, body).await?))
 }
 
 /// Report progress (0–100) and optionally push the deadline out by `extend_secs`.
@@ -153,16 +102,7 @@ pub async fn progress_task(
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<ProgressTask>,
 ) -> Result<Json<Envelope<Task>>> {
-    body.validate()?;
-    let params = TaskProgressParams {
-        agent_id: auth.0,
-        task_id: id,
-        progress: body.progress,
-        message: body.message,
-        extend_secs: body.extend_secs,
-        lease_id: body.lease_id,
-    };
-    Ok(ok(state.store.task_progress(params).await?))
+    Ok(ok(ops::tasks::progress(&state, auth, id, body).await?))
 }
 
 /// Complete the task with its result. A plan task's result must be `{"task_specs": [...]}`
@@ -178,14 +118,7 @@ pub async fn complete_task(
     AppPath(id): AppPath<Uuid>,
     OptionalJson(body): OptionalJson<CompleteTask>,
 ) -> Result<Json<Envelope<Task>>> {
-    agora_shared::validate::json_size("result", &body.result, state.config.max_spec_bytes)?;
-    let params = TaskCompleteParams {
-        agent_id: auth.0,
-        task_id: id,
-        result: body.result,
-        lease_id: body.lease_id,
-    };
-    Ok(ok(state.store.task_complete(params).await?))
+    Ok(ok(ops::tasks::complete(&state, auth, id, body).await?))
 }
 
 /// Report a failed attempt. It is retried while attempts ≤ max_retries, unless
@@ -200,13 +133,5 @@ pub async fn fail_task(
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<FailTask>,
 ) -> Result<Json<Envelope<Task>>> {
-    body.validate()?;
-    let params = TaskFailParams {
-        agent_id: auth.0,
-        task_id: id,
-        error: body.error,
-        retryable: body.retryable.unwrap_or(true),
-        lease_id: body.lease_id,
-    };
-    Ok(ok(state.store.task_fail(params).await?))
+    Ok(ok(ops::tasks::fail(&state, auth, id, body).await?))
 }

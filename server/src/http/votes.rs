@@ -2,7 +2,7 @@
 //! list of every vote. Agents vote with their own token; an operator votes as a named person.
 
 use agora_shared::{
-    Approval, ApproveJob, Approved, Envelope, ErrorEnvelope, RejectJob, Stage, Verdict, Voter,
+    Approval, ApproveJob, Approved, Envelope, ErrorEnvelope, RejectJob, Stage, Voter,
 };
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -13,8 +13,9 @@ use super::auth::{open_operator_call, Caller};
 use super::extract::{ok, AppJson, AppPath};
 use super::limits::ClientIp;
 use crate::error::Result;
+use crate::ops;
+use crate::ops::votes::Ballot;
 use crate::state::AppState;
-use crate::store::VoteParams;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -23,34 +24,6 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}/reject", post(reject_job))
         .route("/jobs/{id}/plan/approve", post(approve_plan))
         .route("/jobs/{id}/plan/reject", post(reject_plan))
-}
-
-/// A checked vote, cast.
-struct Ballot {
-    voter: Voter,
-    stage: Stage,
-    verdict: Verdict,
-    text: Option<String>,
-}
-
-impl Ballot {
-    fn approve(body: ApproveJob, stage: Stage) -> Result<Ballot> {
-        Ok(Ballot {
-            voter: body.validate()?,
-            stage,
-            verdict: Verdict::Approve,
-            text: body.comment,
-        })
-    }
-
-    fn reject(body: RejectJob, stage: Stage) -> Result<Ballot> {
-        Ok(Ballot {
-            voter: body.validate()?,
-            stage,
-            verdict: Verdict::Reject,
-            text: Some(body.reason),
-        })
-    }
 }
 
 async fn cast(
@@ -64,18 +37,7 @@ async fn cast(
     if matches!(ballot.voter, Voter::Person(_)) {
         open_operator_call(state, client)?;
     }
-    let approved = state
-        .store
-        .vote(VoteParams {
-            job_id,
-            voter: ballot.voter,
-            stage: ballot.stage,
-            verdict: ballot.verdict,
-            text: ballot.text,
-            rules: state.config.gate_rules(),
-        })
-        .await?;
-    Ok(ok(approved))
+    Ok(ok(ops::votes::cast(state, job_id, ballot).await?))
 }
 
 /// Every vote on the job and its plans, in order: approvals with their comments, rejections

@@ -1,0 +1,52 @@
+//! The approval gate's votes: a checked ballot, cast through the store's one vote operation.
+
+use agora_shared::{ApproveJob, Approved, RejectJob, Stage, Verdict, Voter};
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::state::AppState;
+use crate::store::VoteParams;
+
+/// A checked vote: who, on which stage, which way, and its comment or reason.
+pub struct Ballot {
+    pub voter: Voter,
+    pub stage: Stage,
+    pub verdict: Verdict,
+    pub text: Option<String>,
+}
+
+impl Ballot {
+    pub fn approve(body: ApproveJob, stage: Stage) -> Result<Ballot> {
+        Ok(Ballot {
+            voter: body.validate()?,
+            stage,
+            verdict: Verdict::Approve,
+            text: body.comment,
+        })
+    }
+
+    pub fn reject(body: RejectJob, stage: Stage) -> Result<Ballot> {
+        Ok(Ballot {
+            voter: body.validate()?,
+            stage,
+            verdict: Verdict::Reject,
+            text: Some(body.reason),
+        })
+    }
+}
+
+/// Cast a ballot whose voter the transport has checked against the caller.
+pub async fn cast(state: &AppState, job_id: Uuid, ballot: Ballot) -> Result<Approved> {
+    let approved = state
+        .store
+        .vote(VoteParams {
+            job_id,
+            voter: ballot.voter,
+            stage: ballot.stage,
+            verdict: ballot.verdict,
+            text: ballot.text,
+            rules: state.config.gate_rules(),
+        })
+        .await?;
+    Ok(approved)
+}
