@@ -18,6 +18,7 @@ mod fuzz;
 mod gate;
 mod git;
 mod hostile;
+mod key_order;
 mod leases;
 mod lifecycle;
 mod mcp;
