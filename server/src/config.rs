@@ -192,7 +192,6 @@ impl Config {
         }
     }
 
-    /// The approval gate's settings, as the store applies them.
     /// The gate's settings as clients see them (`/api/health`, MCP `whoami`).
     pub fn gate_settings(&self) -> agora_shared::GateSettings {
         agora_shared::GateSettings {
@@ -205,6 +204,7 @@ impl Config {
         }
     }
 
+    /// The approval gate's settings, as the store applies them.
     pub fn gate_rules(&self) -> crate::store::GateRules {
         crate::store::GateRules {
             policy: self.approvers,

@@ -109,7 +109,7 @@ pub async fn serve(
 }
 
 /// Resolves once `shutdown` is true.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 

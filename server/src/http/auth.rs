@@ -47,7 +47,7 @@ const AGENT_TOKEN_NEEDED: &str =
     "this call needs the agent's token as 'Authorization: Bearer <token>'";
 
 /// The agent a token belongs to, or 401.
-pub async fn agent_of_token(state: &AppState, token: &str) -> Result<AgentAuth, ApiError> {
+async fn agent_of_token(state: &AppState, token: &str) -> Result<AgentAuth, ApiError> {
     let hash = hash_token(token);
     if let Some(id) = state.tokens.get(&hash) {
         return Ok(AgentAuth(id));

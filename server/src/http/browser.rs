@@ -32,10 +32,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
 
 fn check(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
     let config = &state.config;
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
+    let host = host(headers);
     if config.binds_loopback() && !host.is_empty() && !host_allowed(host, &config.allowed_hosts) {
         return Err(ApiError::CrossOrigin(format!(
             "this server listens on loopback and does not answer to the host name {:?}; add it to ALLOWED_HOSTS to allow it",
@@ -56,10 +53,7 @@ fn check(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<(), A
 /// (403 `CROSS_ORIGIN` otherwise); requests without `Origin` (curl, agents) pass unless the
 /// browser marks them cross-site. Every write is checked, and every `/mcp` request.
 pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
+    let host = host(headers);
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     let allowed = |o: &str| same_origin(o, host) || listed(o, &state.config.allowed_origins);
     match origin {
@@ -80,6 +74,14 @@ pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
             }
         }
     }
+}
+
+/// The request's `Host` header ("" without one).
+fn host(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
 }
 
 /// The host name of a `Host` header, without its port (IPv6 literals keep their brackets).

@@ -63,11 +63,7 @@ fn end_sessions_on_shutdown(state: &AppState, stop: CancellationToken) {
         return;
     };
     runtime.spawn(async move {
-        while !*shutdown.borrow_and_update() {
-            if shutdown.changed().await.is_err() {
-                break;
-            }
-        }
+        crate::serve::stopped(&mut shutdown).await;
         stop.cancel();
     });
 }

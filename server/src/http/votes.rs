@@ -2,7 +2,7 @@
 //! list of every vote. Agents vote with their own token; an operator votes as a named person.
 
 use agora_shared::{
-    Approval, ApproveJob, Approved, Envelope, ErrorEnvelope, RejectJob, Stage, Voter,
+    Approval, ApproveJob, Approved, Envelope, ErrorEnvelope, RejectJob, Stage, VoteBody, Voter,
 };
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -66,7 +66,7 @@ pub async fn approve_job(
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<ApproveJob>,
 ) -> Result<Json<Envelope<Approved>>> {
-    let ballot = Ballot::approve(body, Stage::Job)?;
+    let ballot = Ballot::new(VoteBody::Approve(body), Stage::Job)?;
     cast(&state, client, caller, id, ballot).await
 }
 
@@ -85,7 +85,7 @@ pub async fn reject_job(
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<RejectJob>,
 ) -> Result<Json<Envelope<Approved>>> {
-    let ballot = Ballot::reject(body, Stage::Job)?;
+    let ballot = Ballot::new(VoteBody::Reject(body), Stage::Job)?;
     cast(&state, client, caller, id, ballot).await
 }
 
@@ -103,7 +103,7 @@ pub async fn approve_plan(
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<ApproveJob>,
 ) -> Result<Json<Envelope<Approved>>> {
-    let ballot = Ballot::approve(body, Stage::Plan)?;
+    let ballot = Ballot::new(VoteBody::Approve(body), Stage::Plan)?;
     cast(&state, client, caller, id, ballot).await
 }
 
@@ -122,6 +122,6 @@ pub async fn reject_plan(
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<RejectJob>,
 ) -> Result<Json<Envelope<Approved>>> {
-    let ballot = Ballot::reject(body, Stage::Plan)?;
+    let ballot = Ballot::new(VoteBody::Reject(body), Stage::Plan)?;
     cast(&state, client, caller, id, ballot).await
 }

@@ -16,6 +16,10 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{RoleServer, ServerHandler};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use agora_shared::ApiErrorBody;
 
 use crate::ops::AgentAuth;
 use crate::state::AppState;
@@ -37,6 +41,18 @@ impl AgoraMcp {
     pub fn new(state: AppState) -> AgoraMcp {
         AgoraMcp { state }
     }
+}
+
+/// A job with every vote cast on it: what `get_job` answers and `agora://jobs/{id}` holds.
+async fn job_with_votes(state: &AppState, id: Uuid) -> crate::error::Result<Value> {
+    let job = state.store.job_get(id).await?;
+    let votes = state.store.approval_list(id).await?;
+    Ok(json!({ "job": job, "votes": votes }))
+}
+
+/// How a refusal starts, for tools and resources alike: `CODE: message`.
+fn error_line(body: &ApiErrorBody) -> String {
+    format!("{}: {}", body.code.as_str(), body.message)
 }
 
 /// The agent whose token `http::mcp` checked for this request.

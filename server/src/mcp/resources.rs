@@ -6,7 +6,6 @@ use rmcp::model::{
     ErrorData, ListResourceTemplatesResult, ListResourcesResult, ReadResourceResult, Resource,
     ResourceContents, ResourceTemplate,
 };
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -35,8 +34,7 @@ fn mime_of(path: &str) -> &'static str {
 
 /// What a refused read looks like to the client: the error's code and message.
 fn refused(e: ApiError) -> ErrorData {
-    let body = e.body();
-    let text = format!("{}: {}", body.code.as_str(), body.message);
+    let text = super::error_line(&e.body());
     match e {
         ApiError::NotFound(_) | ApiError::Validation(_) => {
             ErrorData::resource_not_found(text, None)
@@ -113,17 +111,8 @@ pub async fn read(state: &AppState, uri: &str) -> Result<ReadResourceResult, Err
     let id = Uuid::parse_str(id).map_err(|_| unknown())?;
     let contents = match path {
         None => {
-            let job = state
-                .store
-                .job_get(id)
-                .await
-                .map_err(|e| refused(e.into()))?;
-            let votes = state
-                .store
-                .approval_list(id)
-                .await
-                .map_err(|e| refused(e.into()))?;
-            let text = serde_json::to_string_pretty(&json!({ "job": job, "votes": votes }))
+            let job = super::job_with_votes(state, id).await.map_err(refused)?;
+            let text = serde_json::to_string_pretty(&job)
                 .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
             ResourceContents::text(text, uri).with_mime_type("application/json")
         }

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use agora_shared::{
-    ApproveJob, ClaimTask, CompleteTask, JobListQuery, RejectJob, Stage, StartTask, SubmitJob,
-    TaskType,
+    ClaimTask, CompleteTask, JobListQuery, Stage, StartTask, SubmitJob, TaskType, Verdict, VoteBody,
 };
 use rmcp::handler::server::tool::schema_for_type;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
@@ -216,7 +215,7 @@ fn refusal(e: &ApiError) -> CallToolResult {
         tracing::error!(error = ?e, "MCP tool call failed");
     }
     let body = e.body();
-    let mut text = format!("{}: {}", body.code.as_str(), body.message);
+    let mut text = super::error_line(&body);
     if let Some(field) = &body.field {
         text.push_str(&format!(" (argument: {field})"));
     }
@@ -247,9 +246,7 @@ async fn run(
         }
         "get_job" => {
             let a: JobArgs = args::parse(arguments)?;
-            let job = state.store.job_get(a.job_id).await?;
-            let votes = state.store.approval_list(a.job_id).await?;
-            Ok(json!({ "job": job, "votes": votes }))
+            super::job_with_votes(state, a.job_id).await
         }
         "job_tasks" => {
             let a: JobTasksArgs = args::parse(arguments)?;
@@ -265,25 +262,8 @@ async fn run(
             body.submitted_by.get_or_insert(me.0);
             to_value(ops::jobs::submit(state, Some(me), body).await?)
         }
-        "approve_job" | "approve_plan" => {
-            let a: ApproveArgs = args::parse(arguments)?;
-            let body = ApproveJob {
-                agent_id: Some(me.0),
-                person: None,
-                comment: a.comment,
-            };
-            let ballot = Ballot::approve(body, stage_of(name))?;
-            to_value(ops::votes::cast(state, a.job_id, ballot).await?)
-        }
-        "reject_job" | "reject_plan" => {
-            let a: RejectArgs = args::parse(arguments)?;
-            let body = RejectJob {
-                agent_id: Some(me.0),
-                person: None,
-                reason: a.reason,
-            };
-            let ballot = Ballot::reject(body, stage_of(name))?;
-            to_value(ops::votes::cast(state, a.job_id, ballot).await?)
+        "approve_job" | "approve_plan" | "reject_job" | "reject_plan" => {
+            vote(state, me, name, arguments).await
         }
         "claim_task" => claim(state, me, args::parse(arguments)?, cancel).await,
         "report_progress" => {
@@ -303,12 +283,22 @@ async fn run(
     }
 }
 
-fn stage_of(tool: &str) -> Stage {
-    if tool.ends_with("_plan") {
+/// A vote as the caller: `approve_*` or `reject_*`, on the job or on its plan (`*_plan`).
+async fn vote(state: &AppState, me: AgentAuth, tool: &str, arguments: JsonObject) -> Result<Value> {
+    let (job_id, verdict, text) = if tool.starts_with("approve") {
+        let a: ApproveArgs = args::parse(arguments)?;
+        (a.job_id, Verdict::Approve, a.comment)
+    } else {
+        let a: RejectArgs = args::parse(arguments)?;
+        (a.job_id, Verdict::Reject, Some(a.reason))
+    };
+    let stage = if tool.ends_with("_plan") {
         Stage::Plan
     } else {
         Stage::Job
-    }
+    };
+    let ballot = Ballot::new(VoteBody::new(verdict, Some(me.0), None, text), stage)?;
+    to_value(ops::votes::cast(state, job_id, ballot).await?)
 }
 
 async fn whoami(state: &AppState, me: AgentAuth) -> Result<Value> {

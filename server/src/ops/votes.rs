@@ -1,6 +1,6 @@
 //! The approval gate's votes: a checked ballot, cast through the store's one vote operation.
 
-use agora_shared::{ApproveJob, Approved, RejectJob, Stage, Verdict, Voter};
+use agora_shared::{Approved, Stage, Verdict, VoteBody, Voter};
 use uuid::Uuid;
 
 use crate::error::Result;
@@ -16,21 +16,19 @@ pub struct Ballot {
 }
 
 impl Ballot {
-    pub fn approve(body: ApproveJob, stage: Stage) -> Result<Ballot> {
+    /// An approval's or a rejection's body, checked, on `stage`.
+    pub fn new(body: VoteBody, stage: Stage) -> Result<Ballot> {
+        let voter = body.validate()?;
+        let verdict = body.verdict();
+        let text = match body {
+            VoteBody::Approve(b) => b.comment,
+            VoteBody::Reject(b) => Some(b.reason),
+        };
         Ok(Ballot {
-            voter: body.validate()?,
+            voter,
             stage,
-            verdict: Verdict::Approve,
-            text: body.comment,
-        })
-    }
-
-    pub fn reject(body: RejectJob, stage: Stage) -> Result<Ballot> {
-        Ok(Ballot {
-            voter: body.validate()?,
-            stage,
-            verdict: Verdict::Reject,
-            text: Some(body.reason),
+            verdict,
+            text,
         })
     }
 }
