@@ -31,6 +31,7 @@ pub async fn submit(api: &Client, title: &str, spec: Value) -> anyhow::Result<Uu
             submitted_by: None,
             approval_ttl_secs: None,
             plan_approvals_required: None,
+            idempotency_key: None,
         })
         .await?;
     Ok(job.id)

@@ -40,6 +40,7 @@ pub async fn run(command: OpsCommand) -> anyhow::Result<()> {
                     submitted_by: None,
                     approval_ttl_secs: approval_ttl,
                     plan_approvals_required: plan_approvals,
+                    idempotency_key: None,
                 })
                 .await?;
             if remote.json {

@@ -17,6 +17,7 @@
 //!         submitted_by: None,
 //!         approval_ttl_secs: None,
 //!         plan_approvals_required: None,
+//!         idempotency_key: None,
 //!     })
 //!     .await?;
 //! agent.approve(job.id, None).await?;

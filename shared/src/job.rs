@@ -98,7 +98,14 @@ pub struct SubmitJob {
     /// `PLAN_APPROVALS_REQUIRED`; at most 100).
     #[serde(default)]
     pub plan_approvals_required: Option<u32>,
+    /// Makes the submit safe to retry: the same key within `IDEMPOTENCY_TTL_SECS` answers the
+    /// job it first created (200) instead of creating another; the same key with a different
+    /// body is 409 `IDEMPOTENCY_CONFLICT`. 1 to 200 characters.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
+
+pub const MAX_IDEMPOTENCY_KEY: usize = 200;
 
 pub const MAX_COMMENT: usize = 2000;
 pub const MAX_TITLE: usize = 200;
@@ -125,6 +132,9 @@ impl SubmitJob {
                 min_approvals.max(1),
                 MAX_APPROVALS_REQUIRED.max(min_approvals),
             )?;
+        }
+        if let Some(k) = &self.idempotency_key {
+            validate::text("idempotency_key", k, MAX_IDEMPOTENCY_KEY)?;
         }
         if let Some(t) = self.approval_ttl_secs {
             validate::range("approval_ttl_secs", t, 0, crate::MAX_APPROVAL_TTL_SECS)?;
@@ -198,6 +208,7 @@ mod tests {
             approvals_required: None,
             submitted_by: None,
             approval_ttl_secs: None,
+            idempotency_key: None,
             plan_approvals_required: None,
         }
     }

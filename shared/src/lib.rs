@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod api;
 pub mod event;
+pub mod graph;
 pub mod history;
 pub mod job;
 pub mod lease;
@@ -32,6 +33,7 @@ pub mod ws;
 pub use agent::*;
 pub use api::*;
 pub use event::*;
+pub use graph::{can_take, critical_path, layers, waiting_for};
 pub use history::*;
 pub use job::*;
 pub use lease::*;

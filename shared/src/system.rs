@@ -46,6 +46,18 @@ pub struct Stats {
     pub tasks_completed_last_minute: u64,
     /// The newest event id (0 when there is none).
     pub last_event_id: i64,
+    /// Pending tasks that no online agent can take, by what they require: each entry's
+    /// `requires` is a set no online agent has all of.
+    #[serde(default)]
+    pub waiting_for_capabilities: Vec<CapabilityWait>,
+}
+
+/// Pending tasks waiting for an agent with every capability of `requires`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CapabilityWait {
+    pub requires: Vec<String>,
+    pub tasks: u64,
 }
 
 /// The longest series `GET /api/stats/series` draws: a day, a point a minute.

@@ -48,6 +48,25 @@ pub struct Task {
     /// A task waiting out its retry backoff is not claimable before this.
     #[serde(default)]
     pub available_at: Option<DateTime<Utc>>,
+    /// Its name in the plan (`depends_on` and `inputs` use it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The job's tasks (by `index`) that must complete before this one is claimable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<u32>,
+    /// How many of `depends_on` have not completed yet (0: ready as far as they go).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unmet_dependencies: u32,
+    /// Capabilities an agent needs all of to get this task.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<String>,
+    /// Its exclusive key: at most one task per key (or `KEY_LIMITS`) is claimed or running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Why a pending task cannot be handed out now, when it is for want of an agent: "waiting
+    /// for an agent with: rust" (no online agent has every capability of `requires`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
     pub progress: u32,
     pub progress_message: Option<String>,
     pub result: Option<serde_json::Value>,
@@ -97,6 +116,17 @@ pub struct ClaimedTask {
     /// gets 409 `LEASE_LOST` and writes nothing. It runs out at `task.lease_expires_at` unless
     /// the task is started.
     pub lease_id: Uuid,
+    /// The results of the tasks it depends on, by their names (or plan positions when unnamed),
+    /// in `depends_on` order. Results past `MAX_SPEC_BYTES` in total are left out and named in
+    /// `inputs_omitted` (read them with `GET /api/jobs/:id/tasks`).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub inputs: serde_json::Map<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs_omitted: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `POST /api/tasks/:id/start` (the body may be left out).

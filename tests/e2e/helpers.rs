@@ -575,5 +575,6 @@ pub fn job_body(title: &str, spec: Value) -> SubmitJob {
         submitted_by: None,
         approval_ttl_secs: None,
         plan_approvals_required: None,
+        idempotency_key: None,
     }
 }

@@ -40,6 +40,7 @@ pub fn SubmitPage() -> impl IntoView {
             submitted_by: None,
             approval_ttl_secs: None,
             plan_approvals_required: None,
+            idempotency_key: None,
         };
         busy.set(true);
         let navigate = navigate.clone();
