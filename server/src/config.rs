@@ -82,6 +82,15 @@ pub struct Config {
     /// minutes), before it is claimable again; 0 retries at once.
     #[arg(long, env = "RETRY_BACKOFF_SECS", default_value_t = agora_shared::DEFAULT_RETRY_BACKOFF_SECS)]
     pub retry_backoff_secs: f64,
+    /// How many tasks holding an exclusive key may be claimed or running at once, per key, as
+    /// `key=limit` pairs, comma-separated (e.g. `db=4,deploy=1`); every other key allows one.
+    /// A task takes its key's limit when its plan lands.
+    #[arg(long, env = "KEY_LIMITS", value_delimiter = ',', value_parser = parse_key_limit)]
+    pub key_limits: Vec<(String, u32)>,
+    /// How long an `idempotency_key` of `POST /api/jobs` answers the job it created; after
+    /// that the same key creates a new job.
+    #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub idempotency_ttl_secs: u64,
     /// Bytes of frames a WebSocket may have waiting to be written; a client that stops reading
     /// past this is disconnected and its offers go back to pending.
     #[arg(long, env = "WS_OUTBOX_BYTES", default_value_t = 8 * 1024 * 1024)]
@@ -189,6 +198,9 @@ impl Config {
                 .saturating_add(crate::store::OFFER_LEASE_MARGIN_MS),
             max_deliveries: self.max_deliveries,
             retry_backoff_ms: ms(Duration::from_secs_f64(self.retry_backoff_secs.max(0.0))),
+            key_limits: std::sync::Arc::new(self.key_limits.iter().cloned().collect()),
+            idempotency_ttl_ms: ms(Duration::from_secs(self.idempotency_ttl_secs)),
+            max_inputs_bytes: self.max_spec_bytes,
         }
     }
 
@@ -307,4 +319,24 @@ impl Config {
 
 fn secs(v: f64) -> Duration {
     Duration::from_secs_f64(v.max(0.001))
+}
+
+/// One `key=limit` of `KEY_LIMITS` (the key may itself hold `=`: the last one separates).
+fn parse_key_limit(s: &str) -> Result<(String, u32), String> {
+    let (key, limit) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("'{s}' is not key=limit"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!("'{s}' names no key"));
+    }
+    let limit: u32 = limit
+        .trim()
+        .parse()
+        .ok()
+        .filter(|l| *l >= 1)
+        .ok_or_else(|| {
+            format!("the limit of '{key}' must be a whole number of at least 1, got '{limit}'")
+        })?;
+    Ok((key.to_string(), limit))
 }

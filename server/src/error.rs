@@ -34,6 +34,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     LeaseLost(#[from] LeaseLost),
+    #[error("{0}")]
+    IdempotencyConflict(String),
     #[error("the request body stopped arriving for {} s", .0.as_secs_f64())]
     BodyTimeout(std::time::Duration),
     #[error("the request body is larger than {0} bytes")]
@@ -81,6 +83,7 @@ impl ApiError {
             ApiError::InvalidState(_) => ErrorCode::InvalidState,
             ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::LeaseLost(_) => ErrorCode::LeaseLost,
+            ApiError::IdempotencyConflict(_) => ErrorCode::IdempotencyConflict,
             ApiError::PayloadTooLarge(_) | ApiError::FieldTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::InvalidPlan(_) => ErrorCode::InvalidPlan,
             ApiError::VoteRefused(agora_shared::VoteRefused::NotAnApprover(_)) => {
@@ -103,6 +106,10 @@ impl ApiError {
     pub fn body(&self) -> ApiErrorBody {
         let (message, field, details) = match self {
             ApiError::Validation(e) => (e.to_string(), Some(e.field.clone()), None),
+            ApiError::InvalidPlan(e) => (e.to_string(), e.field(), None),
+            ApiError::IdempotencyConflict(m) => {
+                (m.clone(), Some("idempotency_key".to_string()), None)
+            }
             ApiError::FieldTooLarge(e) => (
                 e.to_string(),
                 Some(e.field.clone()),
@@ -143,6 +150,7 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidState(m) => ApiError::InvalidState(m),
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::LeaseLost(l) => ApiError::LeaseLost(l),
+            StoreError::IdempotencyConflict(m) => ApiError::IdempotencyConflict(m),
             StoreError::InvalidPlan(p) => ApiError::InvalidPlan(p),
             StoreError::Invalid(f) => ApiError::Validation(f),
             StoreError::Refused(r) => ApiError::VoteRefused(r),

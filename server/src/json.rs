@@ -54,3 +54,40 @@ fn strip_position(message: &str) -> String {
         None => message.to_string(),
     }
 }
+
+/// A fingerprint of a value's content (SHA-256 of its JSON with every object's keys sorted), so
+/// that two bodies that differ only in key order match.
+pub fn digest<T: serde::Serialize>(value: &T) -> Result<String, ApiError> {
+    use sha2::{Digest, Sha256};
+    let value = serde_json::to_value(value).map_err(|e| ApiError::Internal(e.into()))?;
+    let canonical =
+        serde_json::to_string(&sorted(value)).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(hex::encode(Sha256::digest(canonical.as_bytes())))
+}
+
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use serde_json::json;
+
+    #[test]
+    fn key_order_does_not_change_the_digest_but_content_does() {
+        let a = super::digest(&json!({"a": 1, "b": {"x": [1, {"p": 1, "q": 2}], "y": 2}})).unwrap();
+        let b = super::digest(&json!({"b": {"y": 2, "x": [1, {"q": 2, "p": 1}]}, "a": 1})).unwrap();
+        let c = super::digest(&json!({"a": 1, "b": {"x": [{"p": 1, "q": 2}, 1], "y": 2}})).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}

@@ -71,6 +71,9 @@ pub async fn run(
                 Ok(()) => sampled_minute = Some(minute),
                 Err(e) => tracing::warn!(error = %e, "stats sample failed; will retry"),
             }
+            if let Err(e) = store.idempotency_expire().await {
+                tracing::warn!(error = %e, "could not forget expired idempotency keys");
+            }
         }
     }
 }

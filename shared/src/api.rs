@@ -98,6 +98,8 @@ pub enum ErrorCode {
     Conflict,
     /// 409: the report names a lease (delivery) of the task that has ended; drop the work.
     LeaseLost,
+    /// 409: this `idempotency_key` created a job from a different body.
+    IdempotencyConflict,
     /// 413: the body is larger than `MAX_BODY_BYTES`.
     PayloadTooLarge,
     /// 422: well-formed but unusable (e.g. a plan without `task_specs`).
@@ -127,6 +129,7 @@ impl ErrorCode {
             ErrorCode::InvalidState => "INVALID_STATE",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::LeaseLost => "LEASE_LOST",
+            ErrorCode::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::InvalidPlan => "INVALID_PLAN",
             ErrorCode::RateLimited => "RATE_LIMITED",
@@ -147,7 +150,10 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::RequestTimeout => 408,
-            ErrorCode::InvalidState | ErrorCode::Conflict | ErrorCode::LeaseLost => 409,
+            ErrorCode::InvalidState
+            | ErrorCode::Conflict
+            | ErrorCode::LeaseLost
+            | ErrorCode::IdempotencyConflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::InvalidPlan => 422,
             ErrorCode::RateLimited => 429,
@@ -232,6 +238,7 @@ mod tests {
             InvalidState,
             Conflict,
             LeaseLost,
+            IdempotencyConflict,
             PayloadTooLarge,
             InvalidPlan,
             RateLimited,

@@ -17,7 +17,10 @@ pub fn waiting_for(requires: &[String], online: &[Vec<String>]) -> Option<String
     if requires.is_empty() || online.iter().any(|caps| can_take(caps, requires)) {
         return None;
     }
-    Some(format!("waiting for an agent with: {}", requires.join(", ")))
+    Some(format!(
+        "waiting for an agent with: {}",
+        requires.join(", ")
+    ))
 }
 
 /// The column of each task in a left-to-right drawing: 0 for a task without dependencies, else
@@ -40,7 +43,10 @@ fn depth(start: u32, by_index: &HashMap<u32, &Task>, layer: &mut HashMap<u32, us
         if layer.contains_key(&i) {
             continue;
         }
-        let deps: &[u32] = by_index.get(&i).map(|t| t.depends_on.as_slice()).unwrap_or(&[]);
+        let deps: &[u32] = by_index
+            .get(&i)
+            .map(|t| t.depends_on.as_slice())
+            .unwrap_or(&[]);
         if expanded {
             let d = deps
                 .iter()

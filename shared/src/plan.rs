@@ -118,7 +118,8 @@ impl PlannedTask {
     }
 }
 
-/// How a task is named in `inputs` and in messages: its name, or its position in the plan.
+/// How a task is named (its `name`, in `inputs` and in messages): the name the plan gave it, or
+/// its 0-based position in the plan (names are never numbers, so the two cannot clash).
 pub fn task_label(name: Option<&str>, position: usize) -> String {
     name.map(str::to_string)
         .unwrap_or_else(|| position.to_string())
@@ -179,12 +180,19 @@ pub fn parse_plan(result: &Value) -> Result<Vec<PlannedTask>, PlanError> {
                     return Err(PlanError::entry(
                         i,
                         &field,
-                        format!("position {p} is past the plan's last entry ({})", tasks.len().saturating_sub(1)),
+                        format!(
+                            "position {p} is past the plan's last entry ({})",
+                            tasks.len().saturating_sub(1)
+                        ),
                     ))
                 }
             };
             if pos == i {
-                return Err(PlanError::entry(i, &field, "a task cannot depend on itself"));
+                return Err(PlanError::entry(
+                    i,
+                    &field,
+                    "a task cannot depend on itself",
+                ));
             }
             out.push(pos);
         }
@@ -231,10 +239,9 @@ fn control_entry(i: usize, obj: &Map<String, Value>) -> Result<(PlannedTask, Vec
             "give the spec once, as 'spec' or as 'specification'",
         ));
     }
-    if let Some(unknown) = obj
-        .keys()
-        .find(|k| !matches!(k.as_str(), "spec" | "specification") && !CONTROL_FIELDS.contains(&k.as_str()))
-    {
+    if let Some(unknown) = obj.keys().find(|k| {
+        !matches!(k.as_str(), "spec" | "specification") && !CONTROL_FIELDS.contains(&k.as_str())
+    }) {
         return Err(PlanError::entry(
             i,
             unknown,
@@ -246,10 +253,17 @@ fn control_entry(i: usize, obj: &Map<String, Value>) -> Result<(PlannedTask, Vec
     }
     let (spec_field, spec) = match obj.get("spec") {
         Some(s) => ("spec", s),
-        None => ("specification", obj.get("specification").unwrap_or(&Value::Null)),
+        None => (
+            "specification",
+            obj.get("specification").unwrap_or(&Value::Null),
+        ),
     };
     if spec.is_null() {
-        return Err(PlanError::entry(i, spec_field, "must be a JSON value, not null"));
+        return Err(PlanError::entry(
+            i,
+            spec_field,
+            "must be a JSON value, not null",
+        ));
     }
     let mut task = PlannedTask::plain(spec.clone());
     let err = |field: &str, message: String| PlanError::entry(i, field, message);
@@ -258,15 +272,30 @@ fn control_entry(i: usize, obj: &Map<String, Value>) -> Result<(PlannedTask, Vec
             .as_str()
             .ok_or_else(|| err("name", format!("must be a string, got {}", kind(v))))?;
         crate::validate::text("name", name, MAX_TASK_NAME).map_err(|e| err("name", e.message))?;
+        if name.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err(
+                "name",
+                format!("'{name}' is a number: unnamed entries are known by their positions, so a name must not be one"),
+            ));
+        }
         task.name = Some(name.to_string());
     }
     let mut deps = Vec::new();
     if let Some(v) = present(obj, "depends_on") {
         let list = v.as_array().ok_or_else(|| {
-            err("depends_on", format!("must be an array of names or positions, got {}", kind(v)))
+            err(
+                "depends_on",
+                format!("must be an array of names or positions, got {}", kind(v)),
+            )
         })?;
         if list.len() > MAX_DEPENDS_ON {
-            return Err(err("depends_on", format!("has {} entries; at most {MAX_DEPENDS_ON} are allowed", list.len())));
+            return Err(err(
+                "depends_on",
+                format!(
+                    "has {} entries; at most {MAX_DEPENDS_ON} are allowed",
+                    list.len()
+                ),
+            ));
         }
         for (j, d) in list.iter().enumerate() {
             let field = format!("depends_on[{j}]");
@@ -275,20 +304,37 @@ fn control_entry(i: usize, obj: &Map<String, Value>) -> Result<(PlannedTask, Vec
                 Value::Number(n) => Ref::Position(
                     n.as_u64()
                         .and_then(|p| usize::try_from(p).ok())
-                        .ok_or_else(|| err(&field, format!("must be a name or a 0-based position, got {n}")))?,
+                        .ok_or_else(|| {
+                            err(
+                                &field,
+                                format!("must be a name or a 0-based position, got {n}"),
+                            )
+                        })?,
                 ),
                 other => {
-                    return Err(err(&field, format!("must be a name or a 0-based position, got {}", kind(other))))
+                    return Err(err(
+                        &field,
+                        format!("must be a name or a 0-based position, got {}", kind(other)),
+                    ))
                 }
             });
         }
     }
     if let Some(v) = present(obj, "requires") {
         let list = v.as_array().ok_or_else(|| {
-            err("requires", format!("must be an array of capability strings, got {}", kind(v)))
+            err(
+                "requires",
+                format!("must be an array of capability strings, got {}", kind(v)),
+            )
         })?;
         if list.len() > MAX_REQUIRES {
-            return Err(err("requires", format!("has {} entries; at most {MAX_REQUIRES} are allowed", list.len())));
+            return Err(err(
+                "requires",
+                format!(
+                    "has {} entries; at most {MAX_REQUIRES} are allowed",
+                    list.len()
+                ),
+            ));
         }
         for (j, c) in list.iter().enumerate() {
             let field = format!("requires[{j}]");
@@ -313,7 +359,12 @@ fn control_entry(i: usize, obj: &Map<String, Value>) -> Result<(PlannedTask, Vec
         let t = v
             .as_u64()
             .filter(|t| (1..=MAX_TASK_TIMEOUT_SECS).contains(t))
-            .ok_or_else(|| err("timeout_secs", format!("must be a whole number from 1 to {MAX_TASK_TIMEOUT_SECS}, got {v}")))?;
+            .ok_or_else(|| {
+                err(
+                    "timeout_secs",
+                    format!("must be a whole number from 1 to {MAX_TASK_TIMEOUT_SECS}, got {v}"),
+                )
+            })?;
         task.timeout_secs = Some(t);
     }
     if let Some(v) = present(obj, "max_retries") {
@@ -321,7 +372,12 @@ fn control_entry(i: usize, obj: &Map<String, Value>) -> Result<(PlannedTask, Vec
             .as_u64()
             .and_then(|r| u32::try_from(r).ok())
             .filter(|r| *r <= MAX_TASK_RETRIES)
-            .ok_or_else(|| err("max_retries", format!("must be a whole number from 0 to {MAX_TASK_RETRIES}, got {v}")))?;
+            .ok_or_else(|| {
+                err(
+                    "max_retries",
+                    format!("must be a whole number from 0 to {MAX_TASK_RETRIES}, got {v}"),
+                )
+            })?;
         task.max_retries = Some(r);
     }
     Ok((task, deps))
@@ -443,20 +499,31 @@ mod tests {
     #[test]
     fn bad_references_and_names_name_the_entry_and_field() {
         let e = err(json!([{"spec": 1, "name": "a"}, {"spec": 2, "depends_on": ["zz"]}]));
-        assert_eq!(e.field().as_deref(), Some("result.task_specs[1].depends_on[0]"));
+        assert_eq!(
+            e.field().as_deref(),
+            Some("result.task_specs[1].depends_on[0]")
+        );
         assert!(e.to_string().contains("no entry is named 'zz'"), "{e}");
         let e = err(json!([{"spec": 1, "depends_on": [7]}]));
-        assert!(e.to_string().contains("task_specs[0].depends_on[0]: position 7"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("task_specs[0].depends_on[0]: position 7"),
+            "{e}"
+        );
         let e = err(json!([{"spec": 1, "depends_on": [0]}]));
         assert!(e.to_string().contains("cannot depend on itself"), "{e}");
         let e = err(json!([{"spec": 1, "name": "a"}, 2, {"spec": 3, "name": "a"}]));
         assert_eq!(e.field().as_deref(), Some("result.task_specs[2].name"));
-        assert!(e.to_string().contains("already the name of task_specs[0]"), "{e}");
+        assert!(
+            e.to_string().contains("already the name of task_specs[0]"),
+            "{e}"
+        );
         let e = err(json!([{"spec": 1, "files": ["x"]}]));
         assert_eq!(e.field().as_deref(), Some("result.task_specs[0].files"));
         for (bad, field) in [
             (json!({"spec": 1, "name": 5}), "name"),
             (json!({"spec": 1, "name": " "}), "name"),
+            (json!({"spec": 1, "name": "12"}), "name"),
             (json!({"spec": 1, "depends_on": "a"}), "depends_on"),
             (json!({"spec": 1, "depends_on": [-1]}), "depends_on[0]"),
             (json!({"spec": 1, "depends_on": [true]}), "depends_on[0]"),
@@ -498,7 +565,11 @@ mod tests {
                 "a (task_specs[1])"
             ]
         );
-        assert!(e.to_string().contains("a (task_specs[1]) -> c (task_specs[3])"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("a (task_specs[1]) -> c (task_specs[3])"),
+            "{e}"
+        );
         // A diamond is no cycle.
         let diamond = json!({"task_specs": [
             {"spec": 0, "name": "a"},
@@ -509,7 +580,13 @@ mod tests {
         assert!(parse_plan(&diamond).is_ok());
         // A long chain is checked without recursion.
         let chain: Vec<Value> = (0..50_000)
-            .map(|i| if i == 0 { json!({"spec": i}) } else { json!({"spec": i, "depends_on": [i - 1]}) })
+            .map(|i| {
+                if i == 0 {
+                    json!({"spec": i})
+                } else {
+                    json!({"spec": i, "depends_on": [i - 1]})
+                }
+            })
             .collect();
         assert!(parse_plan(&json!({ "task_specs": chain })).is_ok());
     }

@@ -120,6 +120,11 @@ pub enum ServerMsg {
         job: Box<JobSummary>,
         expires_at: DateTime<Utc>,
         lease_id: Uuid,
+        /// The results of the tasks it depends on, by name (see `ClaimedTask::inputs`).
+        #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+        inputs: serde_json::Map<String, serde_json::Value>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        inputs_omitted: Vec<String>,
     },
     /// The answer to a client frame: `ref` echoes the frame's, `kind` names its type.
     Ack {

@@ -98,6 +98,7 @@ impl Subject {
                 submitted_by: Some(by),
                 approval_ttl_secs: 0,
                 plan_approvals_required: 0,
+                idempotency: None,
             })
             .await
             .expect("submit");
@@ -507,6 +508,7 @@ async fn a_job_waiting_for_approvals_expires_at_its_deadline_and_not_before() {
                     submitted_by: Some(submitter),
                     approval_ttl_secs: ttl,
                     plan_approvals_required: 0,
+                    idempotency: None,
                 })
                 .await
                 .expect("submit");

@@ -17,6 +17,7 @@ mod drain;
 mod fuzz;
 mod gate;
 mod git;
+mod graph;
 mod hostile;
 mod key_order;
 mod leases;

@@ -27,12 +27,14 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Submit a job; it waits in `committed` for approvals. With `submitted_by`, the call needs that
-/// agent's token.
+/// agent's token. With `idempotency_key`, the same body again answers the job the key created
+/// (200 instead of 201); another body with the key is 409 `IDEMPOTENCY_CONFLICT`.
 #[utoipa::path(post, path = "/api/jobs", tag = "jobs", request_body = SubmitJob,
     security((), ("agent_token" = [])),
-    responses((status = 201, body = Envelope<Job>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 413, body = ErrorEnvelope),
-              (status = 429, body = ErrorEnvelope)))]
+    responses((status = 201, body = Envelope<Job>), (status = 200, description = "the job this idempotency_key created", body = Envelope<Job>),
+              (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+              (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
+              (status = 413, body = ErrorEnvelope), (status = 429, body = ErrorEnvelope)))]
 pub async fn submit_job(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
@@ -42,7 +44,12 @@ pub async fn submit_job(
     if auth.is_none() {
         state.limits.anonymous_write.check(client)?;
     }
-    Ok(created(ops::jobs::submit(&state, auth, body).await?))
+    let submitted = ops::jobs::submit(&state, auth, body).await?;
+    Ok(if submitted.created {
+        created(submitted.job)
+    } else {
+        (StatusCode::OK, Json(Envelope::ok(submitted.job)))
+    })
 }
 
 /// Jobs, newest first, optionally of one status.

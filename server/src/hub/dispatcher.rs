@@ -34,7 +34,9 @@ struct Slots {
 }
 
 impl Slots {
-    fn apply(&mut self, msg: DispatchMsg) {
+    /// Applies a slot message; true when it freed a slot. Work the last claim found for no one
+    /// may suit this agent (tasks routed by capabilities), so a freed slot asks again.
+    fn apply(&mut self, msg: DispatchMsg) -> bool {
         match msg {
             DispatchMsg::Capacity {
                 conn_id,
@@ -49,12 +51,14 @@ impl Slots {
                 });
                 entry.free += delta;
                 self.requeue(conn_id);
+                delta > 0
             }
             DispatchMsg::Gone { conn_id } => {
                 self.conns.remove(&conn_id);
                 if self.in_ring.remove(&conn_id) {
                     self.ring.retain(|c| *c != conn_id);
                 }
+                false
             }
         }
     }
@@ -99,7 +103,8 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut slots = Slots::default();
-    // Whether the last claim found the queue empty; cleared by every wake-up.
+    // Whether the last claim found nothing for any agent it asked for; cleared by every wake-up
+    // and every freed slot.
     let mut queue_empty = false;
     // When the dispatcher last woke (work pending, a slot freed): offers are timed from it.
     let mut woke_at = std::time::Instant::now();
@@ -115,7 +120,7 @@ pub async fn run(
         tokio::pin!(notified);
         notified.as_mut().enable();
         while let Ok(msg) = rx.try_recv() {
-            slots.apply(msg);
+            queue_empty &= !slots.apply(msg);
         }
         if !queue_empty {
             let picked = slots.take(BATCH);
@@ -159,7 +164,7 @@ pub async fn run(
             biased;
             _ = &mut notified => queue_empty = false,
             msg = rx.recv() => match msg {
-                Some(m) => slots.apply(m),
+                Some(m) => queue_empty &= !slots.apply(m),
                 None => return,
             },
             _ = tokio::time::sleep_until(backoff_ends.unwrap_or_else(tokio::time::Instant::now)), if backoff_ends.is_some() => {

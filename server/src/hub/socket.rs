@@ -570,6 +570,8 @@ impl Conn {
             task,
             job,
             lease_id,
+            inputs,
+            inputs_omitted,
         } = *claimed;
         self.send(&ServerMsg::TaskOffer {
             offer_id,
@@ -577,6 +579,8 @@ impl Conn {
             job: Box::new(job),
             expires_at,
             lease_id,
+            inputs,
+            inputs_omitted,
         })
     }
 

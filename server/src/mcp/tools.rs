@@ -260,7 +260,7 @@ async fn run(
         "submit_job" => {
             let mut body: SubmitJob = args::parse(arguments)?;
             body.submitted_by.get_or_insert(me.0);
-            to_value(ops::jobs::submit(state, Some(me), body).await?)
+            to_value(ops::jobs::submit(state, Some(me), body).await?.job)
         }
         "approve_job" | "approve_plan" | "reject_job" | "reject_plan" => {
             vote(state, me, name, arguments).await

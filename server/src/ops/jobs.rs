@@ -8,10 +8,15 @@ use uuid::Uuid;
 use super::AgentAuth;
 use crate::error::{ApiError, Result};
 use crate::state::AppState;
-use crate::store::{EventListParams, JobInsertParams, JobListParams, TaskListParams};
+use crate::store::{EventListParams, JobInsertParams, JobListParams, Submitted, TaskListParams};
 
-/// Submit a job; it waits in `committed` for approvals. `submitted_by` must be the caller.
-pub async fn submit(state: &AppState, caller: Option<AgentAuth>, body: SubmitJob) -> Result<Job> {
+/// Submit a job; it waits in `committed` for approvals. `submitted_by` must be the caller. With
+/// an `idempotency_key`, a repeat of the same body answers the job the key created.
+pub async fn submit(
+    state: &AppState,
+    caller: Option<AgentAuth>,
+    body: SubmitJob,
+) -> Result<Submitted> {
     body.validate(state.config.approvals_required)?;
     agora_shared::validate::json_size("job_spec", &body.job_spec, state.config.max_spec_bytes)?;
     if let Some(agent) = body.submitted_by {
@@ -22,7 +27,11 @@ pub async fn submit(state: &AppState, caller: Option<AgentAuth>, body: SubmitJob
             .require(agent)?;
     }
     let config = &state.config;
-    let job = state
+    let idempotency = match &body.idempotency_key {
+        Some(key) => Some((key.clone(), crate::json::digest(&body)?)),
+        None => None,
+    };
+    let submitted = state
         .store
         .job_submit(JobInsertParams {
             id: Uuid::new_v4(),
@@ -35,9 +44,10 @@ pub async fn submit(state: &AppState, caller: Option<AgentAuth>, body: SubmitJob
             plan_approvals_required: body
                 .plan_approvals_required
                 .unwrap_or(config.plan_approvals_required),
+            idempotency,
         })
         .await?;
-    Ok(job)
+    Ok(submitted)
 }
 
 /// Jobs, newest first, optionally of one status or matching a search.

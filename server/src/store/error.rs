@@ -27,6 +27,9 @@ pub enum StoreError {
     Conflict(String),
     #[error(transparent)]
     LeaseLost(#[from] LeaseLost),
+    /// An idempotency key already used with a different body.
+    #[error("{0}")]
+    IdempotencyConflict(String),
     #[error(transparent)]
     InvalidPlan(#[from] PlanError),
     #[error(transparent)]

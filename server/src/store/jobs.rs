@@ -31,6 +31,14 @@ pub struct JobInsertParams {
     /// Seconds the job may wait for approvals (0: no limit).
     pub approval_ttl_secs: u64,
     pub plan_approvals_required: u32,
+    /// The submit's idempotency key and a hash of its body.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// A submitted job, and whether this submit created it (not an idempotent replay).
+pub struct Submitted {
+    pub job: Job,
+    pub created: bool,
 }
 
 pub struct JobListParams {
@@ -67,6 +75,89 @@ fn job_recount() -> String {
          tasks_failed = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = jobs.id AND t.status = 'failed'), \
          tasks_running = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = jobs.id AND t.status IN {ACTIVE_TASKS})"
     )
+}
+
+/// A submit: the job its idempotency key already created (within `IDEMPOTENCY_TTL_SECS`), or a
+/// new one. The key is claimed before the job is written: a concurrent submit with the same key
+/// waits for this one (SQLite's one writer; PostgreSQL's unique index) and then finds it.
+pub(crate) async fn job_submit(ctx: &mut WriteCtx, p: JobInsertParams) -> Result<Submitted> {
+    if let Some((key, hash)) = &p.idempotency {
+        if let Some(job) = idempotent_replay(ctx, key, hash, &p.id).await? {
+            return Ok(Submitted {
+                job,
+                created: false,
+            });
+        }
+    }
+    Ok(Submitted {
+        job: job_insert(ctx, p).await?,
+        created: true,
+    })
+}
+
+/// The job `key` names if it is still live: the same body answers it, another is refused.
+/// Otherwise the key is (re)taken for `new_job`.
+async fn idempotent_replay(
+    ctx: &mut WriteCtx,
+    key: &str,
+    hash: &str,
+    new_job: &Uuid,
+) -> Result<Option<Job>> {
+    let taken = ctx
+        .db
+        .execute(
+            "INSERT INTO job_idempotency (idem_key, job_id, body_hash, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (idem_key) DO NOTHING",
+            args![key, *new_job, hash, ctx.now],
+        )
+        .await?;
+    if taken == 1 {
+        return Ok(None);
+    }
+    let (job_id, body_hash, created_at): (String, String, i64) = ctx
+        .db
+        .one(
+            &format!(
+                "SELECT job_id, body_hash, created_at FROM job_idempotency WHERE idem_key = $1{}",
+                for_update(ctx.backend)
+            ),
+            args![key],
+        )
+        .await?;
+    if created_at + ctx.rules.idempotency_ttl_ms <= ctx.now {
+        ctx.db
+            .execute(
+                "UPDATE job_idempotency SET job_id = $2, body_hash = $3, created_at = $4 WHERE idem_key = $1",
+                args![key, *new_job, hash, ctx.now],
+            )
+            .await?;
+        return Ok(None);
+    }
+    if body_hash != hash {
+        return Err(StoreError::IdempotencyConflict(format!(
+            "idempotency_key '{key}' was used for job {job_id} with a different body; \
+             use a new key for a different job"
+        )));
+    }
+    let job: JobRow = ctx
+        .db
+        .one(
+            &format!("SELECT {JOB_COLUMNS} FROM {JOBS_WITH_SPECS} WHERE id = $1"),
+            args![&job_id],
+        )
+        .await?;
+    Ok(Some(job.into_job()?))
+}
+
+/// Idempotency keys past their time (the scheduler's sweep).
+pub(crate) async fn idempotency_expire(ctx: &mut WriteCtx) -> Result<u64> {
+    Ok(ctx
+        .db
+        .execute(
+            "DELETE FROM job_idempotency WHERE created_at <= $1",
+            args![ctx.now - ctx.rules.idempotency_ttl_ms],
+        )
+        .await?)
 }
 
 pub(crate) async fn job_insert(ctx: &mut WriteCtx, p: JobInsertParams) -> Result<Job> {

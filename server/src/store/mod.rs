@@ -53,7 +53,7 @@ pub use agents::{AgentRegisterParams, StaleSweep};
 pub use clock::Clock;
 pub use error::StoreError;
 pub use events::EventListParams;
-pub use jobs::{JobInsertParams, JobListParams};
+pub use jobs::{JobInsertParams, JobListParams, Submitted};
 pub use tasks::{
     ClaimBatch, ExpirySweep, Held, TaskClaimParams, TaskCompleteParams, TaskFailParams,
     TaskListParams, TaskProgressParams, TaskStartParams,
@@ -109,7 +109,7 @@ struct Inner {
 }
 
 /// The queue's clocks and limits, from the configuration; every write operation sees them.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueueRules {
     /// A REST claim not started (nor reported on) within this goes back to pending.
     pub claim_lease_ms: i64,
@@ -120,6 +120,19 @@ pub struct QueueRules {
     pub max_deliveries: u32,
     /// The base of the retry backoff (0: none).
     pub retry_backoff_ms: i64,
+    /// Holders allowed per exclusive key, where not 1 (`KEY_LIMITS`).
+    pub key_limits: std::sync::Arc<std::collections::HashMap<String, u32>>,
+    /// How long an idempotency key answers its job.
+    pub idempotency_ttl_ms: i64,
+    /// Most bytes of dependency results a claim carries as `inputs` (`MAX_SPEC_BYTES`).
+    pub max_inputs_bytes: usize,
+}
+
+impl QueueRules {
+    /// How many tasks holding `key` may be claimed or running at once.
+    pub fn key_limit(&self, key: &str) -> u32 {
+        self.key_limits.get(key).copied().unwrap_or(1)
+    }
 }
 
 /// How much longer than the offer TTL an offer's database lease lasts.
@@ -132,6 +145,9 @@ impl Default for QueueRules {
             offer_lease_ms: 15_000 + OFFER_LEASE_MARGIN_MS,
             max_deliveries: agora_shared::DEFAULT_MAX_DELIVERIES,
             retry_backoff_ms: (agora_shared::DEFAULT_RETRY_BACKOFF_SECS * 1000.0) as i64,
+            key_limits: Default::default(),
+            idempotency_ttl_ms: 86_400_000,
+            max_inputs_bytes: agora_shared::DEFAULT_MAX_SPEC_BYTES,
         }
     }
 }
@@ -389,8 +405,14 @@ impl Store {
             .await
     }
 
-    pub async fn job_submit(&self, p: JobInsertParams) -> Result<agora_shared::Job> {
-        self.write(move |ctx| Box::pin(jobs::job_insert(ctx, p)))
+    pub async fn job_submit(&self, p: JobInsertParams) -> Result<jobs::Submitted> {
+        self.write(move |ctx| Box::pin(jobs::job_submit(ctx, p)))
+            .await
+    }
+
+    /// Forgets idempotency keys older than `IDEMPOTENCY_TTL_SECS`.
+    pub async fn idempotency_expire(&self) -> Result<u64> {
+        self.write(|ctx| Box::pin(jobs::idempotency_expire(ctx)))
             .await
     }
 

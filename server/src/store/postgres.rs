@@ -100,7 +100,7 @@ async fn run_one(writes: Arc<Writes>, job: Job) -> Result<()> {
         Box::new(conn),
         Backend::Postgres,
         seen.clone(),
-        *rules,
+        rules.clone(),
         clock.clone(),
     );
     ctx.db.execute("BEGIN", &[]).await?;

@@ -198,6 +198,11 @@ pub struct TaskRow {
     pub deliveries: i64,
     pub available_at: i64,
     pub via: Option<String>,
+    pub name: Option<String>,
+    pub depends_on: Option<String>,
+    pub unmet: i64,
+    pub requires: Option<String>,
+    pub task_key: Option<String>,
 }
 }
 
@@ -243,6 +248,7 @@ impl TaskRow {
     }
 
     pub fn into_task(self) -> Result<Task> {
+        let (depends_on, requires) = (self.depends_on()?, self.requires()?);
         Ok(Task {
             id: uuid(&self.id)?,
             job_id: uuid(&self.job_id)?,
@@ -275,6 +281,40 @@ impl TaskRow {
             .map(ts),
             heartbeat_secs: self.heartbeat_secs.and_then(|h| u64::try_from(h).ok()),
             available_at: (self.available_at > 0).then(|| ts(self.available_at)),
+            depends_on,
+            unmet_dependencies: u32_of(self.unmet),
+            requires,
+            name: self.name,
+            key: self.task_key,
+            waiting_for: None,
+        })
+    }
+
+    /// How the task is named in `inputs` and errors: its name (a plan without names gives its
+    /// position), or `#index` for a task from before names.
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("#{}", self.idx))
+    }
+
+    /// The job's task indexes it waits for.
+    pub fn depends_on(&self) -> Result<Vec<u32>> {
+        Ok(match self.depends_on.as_deref() {
+            Some(d) => serde_json::from_str(d).map_err(|e| {
+                StoreError::Internal(anyhow::anyhow!("task {}: stored depends_on: {e}", self.id))
+            })?,
+            None => Vec::new(),
+        })
+    }
+
+    /// The capabilities it requires.
+    pub fn requires(&self) -> Result<Vec<String>> {
+        Ok(match self.requires.as_deref() {
+            Some(r) => serde_json::from_str(r).map_err(|e| {
+                StoreError::Internal(anyhow::anyhow!("task {}: stored requires: {e}", self.id))
+            })?,
+            None => Vec::new(),
         })
     }
 }

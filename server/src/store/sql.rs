@@ -78,7 +78,7 @@ pub const TASK_COLUMNS: &str =
     "id, job_id, idx, task_type, task_spec, status, attempts, max_retries, \
      timeout_secs, agent_id, claimed_at, started_at, deadline, progress, progress_message, result, \
      error, created_at, updated_at, finished_at, lease_id, lease_expires_at, heartbeat_secs, \
-     deliveries, available_at, via";
+     deliveries, available_at, via, name, depends_on, unmet, requires, task_key";
 
 pub const VOTE_COLUMNS: &str = "job_id, round, voter, agent_id, name, verdict, comment, created_at";
 
@@ -103,27 +103,51 @@ pub fn for_update_skip_locked(backend: Backend) -> &'static str {
     }
 }
 
-/// The claim: the next pending task that is available (not waiting out a retry backoff), by job
-/// priority desc, job age asc, task index asc, handed to `$1` at time `$2` as a new delivery:
-/// lease `$3` for `$4` ms (never past the deadline), delivered by `$5` (`claim` or `offer`), for
-/// request `$6`. Pending tasks exist only in claimable jobs (committed and approving jobs have no
-/// tasks; a job that ends fails its open tasks), so no join with `jobs` is needed. The unary `+`
-/// keeps `available_at` a filter on the claim index's walk in priority order, never an index
-/// range of its own (which would sort every pending task).
+/// The claim: the next ready task (pending, every dependency completed, not waiting out a
+/// retry backoff) that agent `$1` may take (it has every capability the task `requires`) and
+/// whose exclusive key is free (fewer holders than its `key_limit`), by job priority desc, job
+/// age asc, task index asc, handed to `$1` at time `$2` as a new delivery: lease `$3` for `$4` ms
+/// (never past the deadline), delivered by `$5` (`claim` or `offer`), for request `$6`.
+///
+/// Pending tasks exist only in claimable jobs (committed and approving jobs have no tasks; a
+/// job that ends fails its open tasks), so no join with `jobs` is needed. The index
+/// `tasks_claim` holds only ready tasks (`unmet = 0`), so tasks waiting for dependencies cost
+/// the claim nothing; routing and keys are filters on the index's walk in queue order. The
+/// unary `+` keeps `available_at` such a filter too, never an index range of its own (which
+/// would sort every pending task). On PostgreSQL claims take one lock first
+/// (`steps::graph::claims_lock`), so that the count of a key's holders is exact.
 pub fn task_claim(backend: Backend) -> String {
-    let lock = match backend {
-        Backend::Sqlite => "",
-        Backend::Postgres => " FOR NO KEY UPDATE SKIP LOCKED",
+    let (lock, routed) = match backend {
+        Backend::Sqlite => (
+            "",
+            "NOT EXISTS (SELECT 1 FROM json_each(t.requires) r WHERE r.value NOT IN \
+             (SELECT c.value FROM agents a, json_each(a.capabilities) c WHERE a.id = $1))",
+        ),
+        Backend::Postgres => (
+            " FOR NO KEY UPDATE SKIP LOCKED",
+            "t.requires::jsonb <@ (SELECT a.capabilities::jsonb FROM agents a WHERE a.id = $1)",
+        ),
     };
+    let held = key_holders_of_t();
     format!(
         "UPDATE tasks SET status = 'claimed', agent_id = $1, claimed_at = $2, started_at = NULL, \
          deadline = $2 + timeout_secs * 1000, lease_id = $3, \
          lease_expires_at = $2 + CASE WHEN timeout_secs * 1000 < $4 THEN timeout_secs * 1000 ELSE $4 END, \
          via = $5, claim_request_id = $6, heartbeat_secs = NULL, deliveries = deliveries + 1, \
          progress = 0, progress_message = NULL, updated_at = $2 \
-         WHERE id = (SELECT id FROM tasks WHERE status = 'pending' AND +available_at <= $2 \
-         ORDER BY job_priority DESC, job_created_at ASC, job_id ASC, idx ASC LIMIT 1{lock}) \
+         WHERE id = (SELECT t.id FROM tasks t WHERE t.status = 'pending' AND t.unmet = 0 \
+         AND +t.available_at <= $2 \
+         AND (t.requires IS NULL OR {routed}) \
+         AND (t.task_key IS NULL OR ({held}) < t.key_limit) \
+         ORDER BY t.job_priority DESC, t.job_created_at ASC, t.job_id ASC, t.idx ASC LIMIT 1{lock}) \
          RETURNING {TASK_COLUMNS}"
+    )
+}
+
+/// How many tasks hold `t.task_key` (claimed or running), through the index `tasks_key_held`.
+fn key_holders_of_t() -> String {
+    format!(
+        "SELECT COUNT(*) FROM tasks k WHERE k.task_key = t.task_key AND k.status IN {ACTIVE_TASKS}"
     )
 }
 

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use agora_shared::{Stats, StatsPoint, StatsSeries, SERIES_KEPT_MINUTES};
+use agora_shared::{
+    waiting_for, CapabilityWait, Stats, StatsPoint, StatsSeries, SERIES_KEPT_MINUTES,
+};
 
 use super::clock::MINUTE_MS;
 use super::error::Result;
@@ -65,6 +67,7 @@ impl Store {
                 .collect()
         };
         let agents = count(agents);
+        let waiting_for_capabilities = self.capability_waits().await?;
         Ok(Stats {
             agents_online: agents.get("online").copied().unwrap_or_default(),
             agents_total: agents.values().sum(),
@@ -72,7 +75,48 @@ impl Store {
             tasks: count(tasks),
             tasks_completed_last_minute: u64::try_from(recent).unwrap_or_default(),
             last_event_id: self.event_last_id().await?,
+            waiting_for_capabilities,
         })
+    }
+
+    /// The capability sets of the agents online (each distinct set once).
+    pub(crate) async fn online_capabilities(&self) -> Result<Vec<Vec<String>>> {
+        let rows: Vec<(String,)> = self
+            .read_all(
+                "SELECT DISTINCT capabilities FROM agents WHERE status = 'online' AND unregistered_at IS NULL",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(c,)| serde_json::from_str(&c).ok())
+            .collect())
+    }
+
+    /// Pending tasks no online agent can take, by what they require.
+    async fn capability_waits(&self) -> Result<Vec<CapabilityWait>> {
+        let rows: Vec<(String, i64)> = self
+            .read_all(
+                "SELECT requires, COUNT(*) FROM tasks WHERE status = 'pending' AND requires IS NOT NULL \
+                 GROUP BY requires ORDER BY requires",
+                &[],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let online = self.online_capabilities().await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(requires, n)| {
+                let requires: Vec<String> = serde_json::from_str(&requires).ok()?;
+                waiting_for(&requires, &online)?;
+                Some(CapabilityWait {
+                    requires,
+                    tasks: u64::try_from(n).unwrap_or_default(),
+                })
+            })
+            .collect())
     }
 }
 

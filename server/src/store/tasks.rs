@@ -8,7 +8,7 @@
 
 use agora_shared::{
     parse_plan, running_lease_expiry, ClaimedTask, EventData, JobEvent, JobStatus, PlanProposed,
-    Task, TaskAction, TaskClaimed, TaskProgressed, TaskStarted, TaskStatus, TaskType,
+    PlannedTask, Task, TaskAction, TaskClaimed, TaskProgressed, TaskStarted, TaskStatus, TaskType,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -19,6 +19,7 @@ use super::events::{event_insert, EventDraft};
 use super::rows::{u32_of, uuid, JobRow, TaskRow};
 use super::sql::{self, ACTIVE_TASKS, FINISHED_TASKS, TASK_COLUMNS};
 use super::steps::agents::{agent_name, agent_registered, agent_seen, agents_registered};
+use super::steps::graph::{claim_inputs, claims_lock, deps_completed};
 use super::steps::jobs::{job_fetch, job_task_changed, job_transition};
 use super::steps::plans::plan_work_tasks;
 use super::steps::tasks::{
@@ -99,6 +100,7 @@ pub(crate) async fn task_claim(
     ctx: &mut WriteCtx,
     p: TaskClaimParams,
 ) -> Result<Option<ClaimedTask>> {
+    claims_lock(ctx).await?;
     agent_seen(ctx, p.agent_id).await?;
     if let Some(request) = p.request_id.as_deref() {
         if let Some(again) = task_claim_again(ctx, p.agent_id, request).await? {
@@ -133,10 +135,13 @@ async fn task_claim_again(
         return Ok(None);
     };
     let job = job_fetch(ctx, uuid(&row.job_id)?).await?;
+    let (inputs, inputs_omitted) = claim_inputs(ctx, &row).await?;
     Ok(Some(ClaimedTask {
         task: row.into_task()?,
         job: job.summary()?,
         lease_id,
+        inputs,
+        inputs_omitted,
     }))
 }
 
@@ -148,25 +153,35 @@ pub struct ClaimBatch {
     pub queue_empty: bool,
 }
 
-/// Claims for several agents in one transaction (the dispatcher's batch), in order, until
-/// nothing is available. Each entry gets at most one task; an agent unregistered meanwhile
-/// gets none.
+/// Claims for several agents in one transaction (the dispatcher's batch), in order. Each entry
+/// gets at most one task; an agent unregistered meanwhile gets none. Work one agent cannot take
+/// another may (capabilities), so an empty answer ends the batch only for agents with the same
+/// capabilities; the queue is empty for the batch when no agent in it got a task.
 pub(crate) async fn task_claim_many(ctx: &mut WriteCtx, agents: Vec<Uuid>) -> Result<ClaimBatch> {
+    claims_lock(ctx).await?;
     let mut batch = ClaimBatch {
         claimed: Vec::with_capacity(agents.len()),
         queue_empty: false,
     };
     // Every agent's row before any task or job row: the lock order of unregistering too.
     let registered = agents_registered(ctx, &agents).await?;
-    for agent in agents {
-        if batch.queue_empty || !registered.contains(&agent) {
+    let mut starved: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for agent in &agents {
+        let Some(caps) = registered.get(agent) else {
+            batch.claimed.push(None);
+            continue;
+        };
+        if starved.contains(caps.as_str()) {
             batch.claimed.push(None);
             continue;
         }
-        let claimed = task_claim_next(ctx, agent, Via::Offer, None).await?;
-        batch.queue_empty = claimed.is_none();
+        let claimed = task_claim_next(ctx, *agent, Via::Offer, None).await?;
+        if claimed.is_none() {
+            starved.insert(caps.as_str());
+        }
         batch.claimed.push(claimed);
     }
+    batch.queue_empty = batch.claimed.iter().all(Option::is_none);
     Ok(batch)
 }
 
@@ -217,10 +232,13 @@ async fn task_claim_next(
         deadline: row.deadline.map(super::rows::ts),
     });
     event_insert(ctx, event_for(&row, data)?).await?;
+    let (inputs, inputs_omitted) = claim_inputs(ctx, &row).await?;
     Ok(Some(ClaimedTask {
         task: row.into_task()?,
         job: job.summary()?,
         lease_id,
+        inputs,
+        inputs_omitted,
     }))
 }
 
@@ -362,6 +380,11 @@ pub(crate) async fn task_complete(ctx: &mut WriteCtx, p: TaskCompleteParams) -> 
         agent_seen(ctx, agent).await?;
         let next = TaskStatus::Completed;
         event_insert(ctx, completed_event(&row)?).await?;
+        if row.task_key.is_some() {
+            // Its key is free for the next holder.
+            ctx.work_added();
+        }
+        deps_completed(ctx, &row).await?;
         // Claimed and running count alike, so either is the right "from".
         job_task_changed(
             ctx,
@@ -379,7 +402,7 @@ pub(crate) async fn task_complete(ctx: &mut WriteCtx, p: TaskCompleteParams) -> 
     let task_type = row.task_type()?;
     // Validate the plan before writing anything: a bad plan leaves the task running.
     let specs = match task_type {
-        TaskType::Plan => Some(parse_plan(&result)?.to_vec()),
+        TaskType::Plan => Some(parse_plan(&result)?),
         TaskType::Work => None,
     };
     agent_seen(ctx, agent).await?;
@@ -408,7 +431,7 @@ async fn plan_land(
     ctx: &mut WriteCtx,
     job: JobRow,
     plan: &TaskRow,
-    specs: Vec<Value>,
+    specs: Vec<PlannedTask>,
 ) -> Result<()> {
     if job.status()? != JobStatus::Planning {
         return Ok(());
@@ -433,7 +456,8 @@ async fn plan_land(
         event_insert(ctx, draft).await?;
         return Ok(());
     }
-    tasks_insert(ctx, &job, plan_work_tasks(plan, specs)).await?;
+    let tasks = plan_work_tasks(plan, specs, &ctx.rules);
+    tasks_insert(ctx, &job, tasks).await?;
     Ok(())
 }
 
@@ -594,8 +618,26 @@ impl Store {
                 args![id.to_string()],
             )
             .await?;
-        row.ok_or_else(|| StoreError::not_found("task", id))?
-            .into_task()
+        let mut task = row
+            .ok_or_else(|| StoreError::not_found("task", id))?
+            .into_task()?;
+        self.mark_waiting(std::slice::from_mut(&mut task)).await?;
+        Ok(task)
+    }
+
+    /// Sets `waiting_for` on pending tasks that require capabilities no online agent has.
+    pub(crate) async fn mark_waiting(&self, tasks: &mut [Task]) -> Result<()> {
+        if !tasks
+            .iter()
+            .any(|t| t.status == TaskStatus::Pending && !t.requires.is_empty())
+        {
+            return Ok(());
+        }
+        let online = self.online_capabilities().await?;
+        for t in tasks.iter_mut().filter(|t| t.status == TaskStatus::Pending) {
+            t.waiting_for = agora_shared::waiting_for(&t.requires, &online);
+        }
+        Ok(())
     }
 
     /// In index order.
@@ -635,6 +677,7 @@ impl Store {
             .await?;
         let mut page = super::rows::page(rows, TaskRow::into_task, total, p.limit, p.offset)?;
         self.name_agents(&mut page.items).await?;
+        self.mark_waiting(&mut page.items).await?;
         Ok(page)
     }
 

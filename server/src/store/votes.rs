@@ -311,6 +311,7 @@ async fn job_accept(
                 spec: spec.to_string(),
                 max_retries: rules.plan_max_retries,
                 timeout_secs: rules.plan_timeout_secs,
+                control: Default::default(),
             };
             job = tasks_insert(ctx, &job, vec![plan]).await?;
         }

@@ -69,33 +69,33 @@ pub(crate) async fn agent_seen(ctx: &mut WriteCtx, id: Uuid) -> Result<()> {
     Ok(())
 }
 
-/// Which of `agents` are registered, holding their rows (on PostgreSQL, in id order) until the
+/// Which of `agents` are registered, with their capabilities (as stored), holding their rows (on PostgreSQL, in id order) until the
 /// transaction ends so that none can be unregistered in between: claims and offers check this
 /// before they write, and take these locks before any task or job row.
 pub(crate) async fn agents_registered(
     ctx: &mut WriteCtx,
     agents: &[Uuid],
-) -> Result<std::collections::HashSet<Uuid>> {
-    let mut out = std::collections::HashSet::with_capacity(agents.len());
+) -> Result<std::collections::HashMap<Uuid, String>> {
+    let mut out = std::collections::HashMap::with_capacity(agents.len());
     let mut ids: Vec<Uuid> = agents.to_vec();
     ids.sort_unstable();
     ids.dedup();
     for chunk in ids.chunks(500) {
         let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let params: Vec<crate::store::db::Value> = chunk.iter().map(|id| (*id).into()).collect();
-        let rows: Vec<(String,)> = ctx
+        let rows: Vec<(String, String)> = ctx
             .db
             .all(
                 &format!(
-                    "SELECT id FROM agents WHERE id IN ({}) AND unregistered_at IS NULL ORDER BY id{}",
+                    "SELECT id, capabilities FROM agents WHERE id IN ({}) AND unregistered_at IS NULL ORDER BY id{}",
                     marks.join(", "),
                     for_key_share(ctx.backend)
                 ),
                 &params,
             )
             .await?;
-        for (id,) in rows {
-            out.insert(crate::store::rows::uuid(&id)?);
+        for (id, capabilities) in rows {
+            out.insert(crate::store::rows::uuid(&id)?, capabilities);
         }
     }
     Ok(out)
@@ -103,5 +103,5 @@ pub(crate) async fn agents_registered(
 
 /// Whether one agent is registered (see [`agents_registered`]).
 pub(crate) async fn agent_registered(ctx: &mut WriteCtx, id: Uuid) -> Result<bool> {
-    Ok(agents_registered(ctx, &[id]).await?.contains(&id))
+    Ok(agents_registered(ctx, &[id]).await?.contains_key(&id))
 }

@@ -5,6 +5,7 @@
 //! an agent step nothing above it; plan steps (`plans`) insert tasks.
 
 pub(crate) mod agents;
+pub(crate) mod graph;
 pub(crate) mod jobs;
 pub(crate) mod plans;
 pub(crate) mod tasks;

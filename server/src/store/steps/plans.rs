@@ -1,16 +1,18 @@
 //! Plan steps: the plan task under review, the work tasks a plan becomes, and the plan task
 //! that follows a rejected plan.
 
-use agora_shared::{parse_plan, voter_label, RejectionReason, ReplanSpec, TaskType};
+use agora_shared::{
+    parse_plan, task_label, voter_label, PlannedTask, RejectionReason, ReplanSpec, TaskType,
+};
 use serde_json::Value;
 
-use super::tasks::{tasks_insert, NewTask};
+use super::tasks::{tasks_insert, Control, NewTask};
 use crate::args;
 use crate::store::db::ExecExt;
 use crate::store::error::{Result, StoreError};
 use crate::store::rows::{json, u32_of, JobRow, TaskRow};
 use crate::store::sql::TASK_COLUMNS;
-use crate::store::WriteCtx;
+use crate::store::{QueueRules, WriteCtx};
 
 /// The job's latest plan task: the one under review when the job waits for plan approvals.
 pub(crate) async fn plan_latest(ctx: &mut WriteCtx, job_id: &str) -> Result<TaskRow> {
@@ -35,18 +37,43 @@ fn placed_after(plan: &TaskRow, offset: u32, task_type: TaskType, spec: String) 
         spec,
         max_retries: u32::try_from(plan.max_retries).unwrap_or(0),
         timeout_secs: u64::try_from(plan.timeout_secs).unwrap_or(1),
+        control: Control::default(),
     }
 }
 
-/// The work tasks of a plan: its specs after the plan task's index, with its retries and
-/// timeout.
-pub(crate) fn plan_work_tasks(plan: &TaskRow, specs: Vec<Value>) -> Vec<NewTask> {
-    specs
+/// The work tasks of a plan: its entries after the plan task's index, with the plan task's
+/// retries and timeout unless an entry sets its own, dependencies as the job's task indexes,
+/// and each key's limit from `rules`.
+pub(crate) fn plan_work_tasks(
+    plan: &TaskRow,
+    entries: Vec<PlannedTask>,
+    rules: &QueueRules,
+) -> Vec<NewTask> {
+    let at = |pos: usize| u32::try_from(pos).unwrap_or(u32::MAX);
+    let first = plan.index().saturating_add(1);
+    entries
         .into_iter()
         .enumerate()
-        .map(|(i, spec)| {
-            let i = u32::try_from(i).unwrap_or(u32::MAX);
-            placed_after(plan, i, TaskType::Work, spec.to_string())
+        .map(|(i, e)| {
+            let mut t = placed_after(plan, at(i), TaskType::Work, e.spec.to_string());
+            if let Some(r) = e.max_retries {
+                t.max_retries = r;
+            }
+            if let Some(s) = e.timeout_secs {
+                t.timeout_secs = s;
+            }
+            t.control = Control {
+                name: Some(task_label(e.name.as_deref(), i)),
+                depends_on: e
+                    .depends_on
+                    .iter()
+                    .map(|d| first.saturating_add(at(*d)))
+                    .collect(),
+                key_limit: e.key.as_deref().map_or(1, |k| rules.key_limit(k)),
+                requires: e.requires,
+                key: e.key,
+            };
+            t
         })
         .collect()
 }
@@ -64,10 +91,10 @@ pub(crate) async fn plan_release(
         .transpose()?
         .unwrap_or(Value::Null);
     // Validated when the plan landed; a stored plan that no longer parses is corrupt.
-    let specs = parse_plan(&result)
-        .map_err(|e| StoreError::Internal(anyhow::anyhow!("stored plan of job {}: {e}", job.id)))?
-        .to_vec();
-    tasks_insert(ctx, job, plan_work_tasks(plan, specs)).await
+    let entries = parse_plan(&result)
+        .map_err(|e| StoreError::Internal(anyhow::anyhow!("stored plan of job {}: {e}", job.id)))?;
+    let tasks = plan_work_tasks(plan, entries, &ctx.rules);
+    tasks_insert(ctx, job, tasks).await
 }
 
 /// After plan `round` was rejected: a new plan task (after `plan`) whose spec carries the job's

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use rand::Rng;
 
+use super::graph::deps_fail;
 use super::jobs::{job_fetch, job_task_changed};
 use crate::args;
 use crate::store::db::{ExecExt, Value as DbValue};
@@ -26,7 +27,23 @@ pub struct NewTask {
     pub spec: String,
     pub max_retries: u32,
     pub timeout_secs: u64,
+    /// The plan's control fields (none for a plan task).
+    pub control: Control,
 }
+
+/// A work task's place in its plan's graph.
+#[derive(Default)]
+pub struct Control {
+    pub name: Option<String>,
+    /// Job task indexes it waits for, all created in the same insert (or earlier).
+    pub depends_on: Vec<u32>,
+    pub requires: Vec<String>,
+    pub key: Option<String>,
+    pub key_limit: u32,
+}
+
+/// Columns of one task row in [`tasks_insert`].
+const INSERT_COLUMNS: usize = 17;
 
 /// Why an attempt failed.
 pub enum FailCause {
@@ -42,7 +59,7 @@ pub enum FailCause {
     HeartbeatLost,
 }
 
-/// Rows per INSERT statement (11 parameters each; well under every backend's limit).
+/// Rows per INSERT statement (17 parameters each; well under every backend's limit).
 pub(crate) const INSERT_CHUNK: usize = 200;
 
 /// Inserts tasks of a job as pending and counts them; wakes claimers after the commit.
@@ -56,30 +73,28 @@ pub(crate) async fn tasks_insert(
     for chunk in tasks.chunks(INSERT_CHUNK) {
         let mut q = String::from(
             "INSERT INTO tasks (id, job_id, idx, task_type, task_spec, status, max_retries, timeout_secs, \
-             created_at, updated_at, job_priority, job_created_at) VALUES ",
+             created_at, updated_at, job_priority, job_created_at, name, depends_on, unmet, requires, \
+             task_key, key_limit) VALUES ",
         );
         for i in 0..chunk.len() {
-            let b = i * 11;
+            let b = i * INSERT_COLUMNS;
             if i > 0 {
                 q.push_str(", ");
             }
+            let marks: Vec<String> = (1..=INSERT_COLUMNS)
+                .map(|c| format!("${}", b + c))
+                .collect();
+            // status is the sixth column, a constant.
             q.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, 'pending', ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8,
-                b + 9,
-                b + 10,
-                b + 11
+                "({}, 'pending', {})",
+                marks[..5].join(", "),
+                marks[5..].join(", ")
             ));
         }
-        let mut params: Vec<DbValue> = Vec::with_capacity(chunk.len() * 11);
+        let mut params: Vec<DbValue> = Vec::with_capacity(chunk.len() * INSERT_COLUMNS);
         for t in chunk {
+            let c = &t.control;
+            let list = |v: &[u32]| serde_json::to_string(v).ok();
             params.extend([
                 DbValue::from(Uuid::new_v4()),
                 DbValue::from(&job.id),
@@ -92,10 +107,25 @@ pub(crate) async fn tasks_insert(
                 DbValue::from(ctx.now),
                 DbValue::from(job.priority),
                 DbValue::from(job.created_at),
+                DbValue::from(c.name.clone()),
+                DbValue::from(
+                    (!c.depends_on.is_empty())
+                        .then(|| list(&c.depends_on))
+                        .flatten(),
+                ),
+                DbValue::from(i64::try_from(c.depends_on.len()).unwrap_or(i64::MAX)),
+                DbValue::from(
+                    (!c.requires.is_empty())
+                        .then(|| serde_json::to_string(&c.requires).ok())
+                        .flatten(),
+                ),
+                DbValue::from(c.key.clone()),
+                DbValue::from(i64::from(c.key_limit.max(1))),
             ]);
         }
         ctx.db.execute(&q, &params).await?;
     }
+    deps_insert(ctx, &job.id, &tasks).await?;
     if count > 0 {
         let row: JobRow = ctx.db.one(&format!(
             "UPDATE jobs SET tasks_total = tasks_total + $2, updated_at = $3 WHERE id = $1 RETURNING {}",
@@ -115,6 +145,34 @@ pub(crate) async fn tasks_insert(
         Some(r) => Ok(r),
         None => job_fetch(ctx, uuid(&job.id)?).await,
     }
+}
+
+/// The dependency edges of new tasks (see `task_deps` in the migrations).
+async fn deps_insert(ctx: &mut WriteCtx, job_id: &str, tasks: &[NewTask]) -> Result<()> {
+    let edges: Vec<(u32, u32)> = tasks
+        .iter()
+        .flat_map(|t| t.control.depends_on.iter().map(move |d| (*d, t.index)))
+        .collect();
+    for chunk in edges.chunks(INSERT_CHUNK) {
+        let marks: Vec<String> = (0..chunk.len())
+            .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
+            .collect();
+        let mut params = vec![DbValue::from(job_id)];
+        for (dep, task) in chunk {
+            params.push(DbValue::from(i64::from(*dep)));
+            params.push(DbValue::from(i64::from(*task)));
+        }
+        ctx.db
+            .execute(
+                &format!(
+                    "INSERT INTO task_deps (job_id, dep_idx, task_idx) VALUES {}",
+                    marks.join(", ")
+                ),
+                &params,
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn task_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<TaskRow> {
@@ -353,8 +411,12 @@ pub(crate) async fn task_left_agent(
         error,
     )
     .await?;
-    if to == TaskStatus::Pending {
+    // Pending again, or its key freed for the next holder.
+    if to == TaskStatus::Pending || before.task_key.is_some() {
         ctx.work_added();
+    }
+    if to == TaskStatus::Failed {
+        deps_fail(ctx, after).await?;
     }
     Ok(())
 }

@@ -1,0 +1,149 @@
+//! Task graph steps: what a completed task unblocks, what a failed one fails, what a claimed
+//! task gets from its dependencies (`inputs`), and the lock that makes keys exact on PostgreSQL.
+
+use std::collections::VecDeque;
+
+use agora_shared::{EventData, TaskFailed, TaskStatus, TaskType};
+use serde_json::{Map, Value};
+
+use super::jobs::job_task_changed;
+use super::tasks::event_for;
+use crate::args;
+use crate::store::db::{ExecExt, Value as DbValue};
+use crate::store::error::Result;
+use crate::store::events::event_insert;
+use crate::store::rows::{json, TaskRow};
+use crate::store::sql::TASK_COLUMNS;
+use crate::store::{Backend, WriteCtx};
+
+/// The error of a task failed because a task it depends on failed for good.
+pub(crate) fn dependency_failed(label: &str) -> String {
+    format!("dependency failed: {label}")
+}
+
+/// `done` completed: each of its dependents has one unmet dependency fewer, and those with none
+/// left join the claim index. Wakes the claimers when any did.
+pub(crate) async fn deps_completed(ctx: &mut WriteCtx, done: &TaskRow) -> Result<()> {
+    let unblocked = ctx
+        .db
+        .execute(
+            "UPDATE tasks SET unmet = unmet - 1 WHERE job_id = $1 AND status = 'pending' AND unmet > 0 \
+             AND idx IN (SELECT task_idx FROM task_deps WHERE job_id = $1 AND dep_idx = $2)",
+            args![&done.job_id, done.idx],
+        )
+        .await?;
+    if unblocked > 0 {
+        ctx.work_added();
+    }
+    Ok(())
+}
+
+/// `failed` failed for good: every task that depends on it, directly or through others, fails
+/// with "dependency failed: <name>" naming the task it waited for, each with its event and its
+/// job's bookkeeping (the last one settles the job).
+pub(crate) async fn deps_fail(ctx: &mut WriteCtx, failed: &TaskRow) -> Result<()> {
+    let mut queue = VecDeque::from([(failed.idx, failed.label())]);
+    while let Some((idx, label)) = queue.pop_front() {
+        let error = dependency_failed(&label);
+        let dependents: Vec<TaskRow> = ctx
+            .db
+            .all(
+                &format!(
+                    "UPDATE tasks SET status = 'failed', error = $3, finished_at = $4, updated_at = $4 \
+                     WHERE job_id = $1 AND status = 'pending' \
+                     AND idx IN (SELECT task_idx FROM task_deps WHERE job_id = $1 AND dep_idx = $2) \
+                     RETURNING {TASK_COLUMNS}"
+                ),
+                args![&failed.job_id, idx, &error, ctx.now],
+            )
+            .await?;
+        for row in dependents {
+            let data = EventData::TaskFailed(TaskFailed {
+                index: row.index(),
+                task_type: Some(row.task_type()?),
+                status: TaskStatus::Failed,
+                attempts: row.attempts(),
+                error: error.clone(),
+                retry: false,
+                available_at: None,
+                cancelled: false,
+                dead_letter: false,
+                deliveries: None,
+                last_error: None,
+                lease_id: None,
+            });
+            event_insert(ctx, event_for(&row, data)?).await?;
+            job_task_changed(
+                ctx,
+                &row.job_id,
+                TaskType::Work,
+                Some(TaskStatus::Pending),
+                TaskStatus::Failed,
+                Some(&error),
+            )
+            .await?;
+            queue.push_back((row.idx, row.label()));
+        }
+    }
+    Ok(())
+}
+
+/// What a claimed task gets from its dependencies: their results by name, in `depends_on`
+/// order, while they fit in `MAX_SPEC_BYTES` together; the names of those left out.
+pub(crate) async fn claim_inputs(
+    ctx: &mut WriteCtx,
+    row: &TaskRow,
+) -> Result<(Map<String, Value>, Vec<String>)> {
+    let deps = row.depends_on()?;
+    let mut inputs = Map::new();
+    let mut omitted = Vec::new();
+    if deps.is_empty() {
+        return Ok((inputs, omitted));
+    }
+    let marks: Vec<String> = (0..deps.len()).map(|i| format!("${}", i + 2)).collect();
+    let mut params = vec![DbValue::from(&row.job_id)];
+    params.extend(deps.iter().map(|d| DbValue::from(i64::from(*d))));
+    let results: Vec<(i64, Option<String>, Option<String>)> = ctx
+        .db
+        .all(
+            &format!(
+                "SELECT idx, name, result FROM tasks WHERE job_id = $1 AND idx IN ({})",
+                marks.join(", ")
+            ),
+            &params,
+        )
+        .await?;
+    let mut by_idx: std::collections::HashMap<i64, (Option<String>, Option<String>)> =
+        results.into_iter().map(|(i, n, r)| (i, (n, r))).collect();
+    let mut budget = ctx.rules.max_inputs_bytes;
+    for d in deps {
+        let Some((name, result)) = by_idx.remove(&i64::from(d)) else {
+            continue;
+        };
+        let name = name.unwrap_or_else(|| format!("#{d}"));
+        let result = result.unwrap_or_else(|| "null".into());
+        if result.len() > budget {
+            omitted.push(name);
+            continue;
+        }
+        budget -= result.len();
+        inputs.insert(name, json(&result)?);
+    }
+    Ok((inputs, omitted))
+}
+
+/// The advisory lock every claim takes first on PostgreSQL (an arbitrary constant).
+const CLAIM_LOCK: i64 = 0x4147_4f52_434c_4d4b;
+
+/// On PostgreSQL, claims take one lock before anything else, so they are serialised: a claim's
+/// statement then sees every earlier claim committed, and a key's holders are counted exactly
+/// (two concurrent claims could otherwise both see a key free). Taken first, it can never close
+/// a cycle with row locks, and a batch of claims takes it once. SQLite's one writer needs none.
+pub(crate) async fn claims_lock(ctx: &mut WriteCtx) -> Result<()> {
+    if ctx.backend == Backend::Postgres {
+        ctx.db
+            .execute("SELECT pg_advisory_xact_lock($1)", args![CLAIM_LOCK])
+            .await?;
+    }
+    Ok(())
+}
