@@ -2,9 +2,11 @@
 //! SQLite database and prints wake latency (WebSocket, long-poll, 1 s polling), end-to-end
 //! throughput for 1, 16 and 64 WebSocket agents, and the server's memory idle and with 1,000
 //! connected agents. `--only load` (not run by default: heavy) holds 10,000 WebSocket agents and
-//! 500 SSE readers. Loopback only, bounded in time.
+//! 500 SSE readers; `--only graph` (not by default either) measures the claim with 1,000 and with
+//! 1,000,000 pending tasks. Loopback only, bounded in time.
 
 mod client;
+mod graph;
 mod load;
 mod server;
 
@@ -38,8 +40,8 @@ struct Args {
     /// SSE readers for the load part.
     #[arg(long, default_value_t = 500)]
     sse: usize,
-    /// Only these parts: any of wake, throughput, spec, idle, load (default: all but load,
-    /// which is heavy).
+    /// Only these parts: any of wake, throughput, spec, idle, load, graph (default: all but
+    /// load and graph, which are heavy).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Agent counts for the throughput runs.
@@ -51,6 +53,9 @@ struct Args {
     /// Server replicas on the one PostgreSQL database; throughput agents are spread over them.
     #[arg(long, default_value_t = 1)]
     replicas: usize,
+    /// Pending tasks for the large queue of the graph part.
+    #[arg(long, default_value_t = 1_000_000)]
+    graph_tasks: usize,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -110,7 +115,8 @@ async fn main() -> anyhow::Result<()> {
 
     let bench = Bench::new(servers.iter().map(|s| Client::new(&s.base)).collect());
     let run = |part: &str| {
-        (args.only.is_empty() && part != "load") || args.only.iter().any(|p| p == part)
+        (args.only.is_empty() && part != "load" && part != "graph")
+            || args.only.iter().any(|p| p == part)
     };
     if run("wake") {
         println!("wake latency (task pending -> work in the agent's hands):");
@@ -183,6 +189,9 @@ async fn main() -> anyhow::Result<()> {
             args.samples,
         )
         .await?;
+    }
+    if run("graph") {
+        graph::run(&Client::new(&server.base), args.samples, args.graph_tasks).await?;
     }
     for s in servers {
         s.stop().await;

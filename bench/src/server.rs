@@ -43,6 +43,8 @@ impl Server {
             .env("ANON_WRITE_RATE_PER_MIN", "0")
             .env("TASK_MAX_RETRIES", "100")
             .env("MAX_BODY_BYTES", "16777216")
+            // A plan of 100,000 tasks (the graph part) is a result of a few MB.
+            .env("MAX_SPEC_BYTES", "8388608")
             .env("RUST_LOG", "warn")
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())

@@ -3,7 +3,8 @@
 //!
 //! Per task, CMD runs under `sh -c` with the task spec as JSON on stdin and `AGORA_TASK_ID`,
 //! `AGORA_JOB_ID`, `AGORA_TASK_INDEX`, `AGORA_TASK_TYPE`, `AGORA_ATTEMPT` and `AGORA_URL` in its
-//! environment. A stdout line `PROGRESS 40 message` reports progress; the rest of stdout is the
+//! environment, plus `AGORA_TASK_NAME` for a task its plan named, and `AGORA_INPUTS`, the path of
+//! a JSON file holding the results of the tasks it depends on by name (when it has any). A stdout line `PROGRESS 40 message` reports progress; the rest of stdout is the
 //! result (JSON, or else a JSON string). A non-zero exit fails the task (retryable) with the
 //! tail of stderr. CMD is killed, with its process group, at the task's timeout or when the
 //! server revokes the task. Plan tasks go to `--planner` (declined without one).
@@ -124,8 +125,9 @@ struct Worker<'a> {
     /// Running tasks, each with the switch that kills its command and its delivery's lease
     /// (named in every report, so a report on a delivery that ended is refused, not applied).
     running: HashMap<Uuid, (oneshot::Sender<()>, Uuid)>,
-    /// Offers accepted, waiting for the server to confirm (the command starts then).
-    accepting: HashMap<Uuid, (String, Task, Uuid)>,
+    /// Offers accepted, waiting for the server to confirm (the command starts then), with their
+    /// dependencies' results.
+    accepting: HashMap<Uuid, (String, Task, Uuid, Inputs)>,
     /// Results sent and not yet acknowledged.
     unacked: usize,
     draining: bool,
@@ -138,8 +140,9 @@ impl Worker<'_> {
                 offer_id,
                 task,
                 lease_id,
+                inputs,
                 ..
-            } => self.on_offer(offer_id, *task, lease_id).await?,
+            } => self.on_offer(offer_id, *task, lease_id, inputs).await?,
             ServerMsg::TaskRevoked { task_id, reason } => {
                 if let Some((kill, _)) = self.running.remove(&task_id) {
                     eprintln!("agora worker: task {task_id} revoked ({reason}); killing it");
@@ -158,7 +161,13 @@ impl Worker<'_> {
         Ok(())
     }
 
-    async fn on_offer(&mut self, offer_id: Uuid, task: Task, lease_id: Uuid) -> anyhow::Result<()> {
+    async fn on_offer(
+        &mut self,
+        offer_id: Uuid,
+        task: Task,
+        lease_id: Uuid,
+        inputs: Inputs,
+    ) -> anyhow::Result<()> {
         let cmd = match task.task_type {
             TaskType::Plan => self.args.planner.as_ref(),
             TaskType::Work => Some(&self.args.exec),
@@ -169,7 +178,7 @@ impl Worker<'_> {
                 // or die with a socket that was replaced.
                 let task_id = task.id;
                 self.accepting
-                    .insert(task_id, (cmd.clone(), task, lease_id));
+                    .insert(task_id, (cmd.clone(), task, lease_id, inputs));
                 let reference = Some(format!("accept:{task_id}"));
                 self.session
                     .send_with_ref(ClientMsg::Accept { offer_id }, reference)
@@ -203,13 +212,14 @@ impl Worker<'_> {
                 .and_then(|r| r.strip_prefix(prefix))
                 .and_then(|id| id.parse::<Uuid>().ok())
         };
-        if let Some((cmd, task, lease)) = about("accept:").and_then(|id| self.accepting.remove(&id))
+        if let Some((cmd, task, lease, inputs)) =
+            about("accept:").and_then(|id| self.accepting.remove(&id))
         {
             if ok {
                 let (kill, killed) = oneshot::channel();
                 self.running.insert(task.id, (kill, lease));
                 let (url, tx) = (self.url.to_string(), self.tx.clone());
-                tokio::spawn(execute(cmd, task, url, tx, killed));
+                tokio::spawn(execute(cmd, task, inputs, url, tx, killed));
             }
         }
         if !ok {
@@ -331,16 +341,20 @@ impl Signals {
 }
 
 /// Runs the command for one task and reports what came of it (nothing when killed).
+/// The results of a task's dependencies, by name.
+type Inputs = serde_json::Map<String, Value>;
+
 async fn execute(
     cmd: String,
     task: Task,
+    inputs: Inputs,
     url: String,
     tx: mpsc::Sender<Report>,
     killed: oneshot::Receiver<()>,
 ) {
     let id = task.id;
     let timeout = Duration::from_secs(task.timeout_secs);
-    let report = match run_command(&cmd, &task, &url, &tx, timeout, killed).await {
+    let report = match run_command(&cmd, &task, &inputs, &url, &tx, timeout, killed).await {
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(e) => Report::Failed(id, format!("could not run the command: {e:#}")),
@@ -351,12 +365,29 @@ async fn execute(
 async fn run_command(
     cmd: &str,
     task: &Task,
+    inputs: &Inputs,
     url: &str,
     tx: &mpsc::Sender<Report>,
     timeout: Duration,
     mut killed: oneshot::Receiver<()>,
 ) -> anyhow::Result<Option<Report>> {
-    let mut child = tokio::process::Command::new("sh")
+    let mut command = tokio::process::Command::new("sh");
+    // Removed when the command is done (dropped with this function).
+    let _inputs_file = if inputs.is_empty() {
+        None
+    } else {
+        let mut f = tempfile::Builder::new()
+            .prefix("agora-inputs-")
+            .suffix(".json")
+            .tempfile()?;
+        serde_json::to_writer(&mut f, inputs)?;
+        command.env("AGORA_INPUTS", f.path());
+        Some(f)
+    };
+    if let Some(name) = &task.name {
+        command.env("AGORA_TASK_NAME", name);
+    }
+    let mut child = command
         .arg("-c")
         .arg(cmd)
         .env("AGORA_TASK_ID", task.id.to_string())

@@ -183,6 +183,7 @@ async fn tools_list_shows_every_tool_with_its_schema_and_the_prompts_and_templat
             [
                 "approval_ttl_secs",
                 "approvals_required",
+                "idempotency_key",
                 "job_spec",
                 "plan_approvals_required",
                 "priority",

@@ -152,8 +152,10 @@ pub struct SubmitPlanArgs {
     /// The plan task's id (a task of type `plan` that you hold).
     pub task_id: Uuid,
     /// The work tasks, in order: each any JSON value that tells one agent what to do, best an
-    /// object `{"goal", "inputs", "acceptance", "result_format"}`. Agents take them in
-    /// parallel. An empty list finishes the job with no work.
+    /// object `{"goal", "inputs", "acceptance", "result_format"}`; or `{"spec": <that>, "name",
+    /// "depends_on": [names or positions], "requires": [capabilities], "key", "timeout_secs",
+    /// "max_retries"}` to order, route or serialise it. Agents take ready tasks in parallel. An
+    /// empty list finishes the job with no work.
     pub task_specs: Vec<serde_json::Value>,
     /// The lease of the delivery you hold (from `claim_task`), to refuse a late answer.
     #[serde(default)]

@@ -125,8 +125,10 @@ fn defs() -> Vec<Def> {
             Write,
             "Take the next task to work on, and start it. Waits up to wait_secs (at most 50) \
              when none is pending; answers task null when there is none. The answer holds the \
-             task (task_spec says what to do; a plan task's spec carries the job), the job's \
-             title and spec, lease_id and the deadline. Then work, call report_progress at \
+             task (task_spec says what to do; a plan task's spec carries the job), inputs (the \
+             results of the tasks it depends on, by name), the job's title and spec, lease_id \
+             and the deadline. Only tasks whose requires your capabilities cover come to you. \
+             Then work, call report_progress at \
              least every heartbeat_secs (default 900) or the task goes back to the queue, and \
              finish with complete_task (submit_plan for a plan task) or fail_task.",
         ),
@@ -153,8 +155,12 @@ fn defs() -> Vec<Def> {
             Write,
             "Finish a plan task with the plan: task_specs, the work tasks agents will take in \
              parallel (each one agent's job, self-contained: goal, inputs, acceptance, \
-             result_format). A task that must combine others' results belongs in a later job. \
-             A mistake is refused saying which entry to fix, and nothing is written.",
+             result_format). An entry may instead be {spec, name, depends_on, requires, key, \
+             timeout_secs, max_retries}: a task with depends_on (names or 0-based positions) \
+             waits until those complete and receives their results as inputs; requires lists \
+             capabilities its agent must have; tasks sharing a key (say a file they edit) never \
+             run at once. A mistake (unknown name, cycle, duplicate name) is refused saying \
+             which entry to fix, and nothing is written.",
         ),
     ]
 }

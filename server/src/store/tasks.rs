@@ -149,14 +149,15 @@ async fn task_claim_again(
 /// agent that is no longer registered, or once nothing was left).
 pub struct ClaimBatch {
     pub claimed: Vec<Option<ClaimedTask>>,
-    /// The queue ran out of available work during the batch.
+    /// The queue ran out of available work during the batch (for the capabilities asked).
     pub queue_empty: bool,
 }
 
 /// Claims for several agents in one transaction (the dispatcher's batch), in order. Each entry
 /// gets at most one task; an agent unregistered meanwhile gets none. Work one agent cannot take
 /// another may (capabilities), so an empty answer ends the batch only for agents with the same
-/// capabilities; the queue is empty for the batch when no agent in it got a task.
+/// capabilities; the queue counts as empty when a claim found nothing and none after it found
+/// anything.
 pub(crate) async fn task_claim_many(ctx: &mut WriteCtx, agents: Vec<Uuid>) -> Result<ClaimBatch> {
     claims_lock(ctx).await?;
     let mut batch = ClaimBatch {
@@ -176,12 +177,16 @@ pub(crate) async fn task_claim_many(ctx: &mut WriteCtx, agents: Vec<Uuid>) -> Re
             continue;
         }
         let claimed = task_claim_next(ctx, *agent, Via::Offer, None).await?;
-        if claimed.is_none() {
-            starved.insert(caps.as_str());
+        match claimed {
+            None => {
+                starved.insert(caps.as_str());
+                batch.queue_empty = true;
+            }
+            // Work for these capabilities after others found none: ask again.
+            Some(_) => batch.queue_empty = false,
         }
         batch.claimed.push(claimed);
     }
-    batch.queue_empty = batch.claimed.iter().all(Option::is_none);
     Ok(batch)
 }
 
@@ -884,5 +889,34 @@ mod tests {
                 "{sql}: {plan:?}"
             );
         }
+    }
+
+    /// The claim walks the index of ready tasks in queue order (no sort, no scan of the tasks
+    /// waiting for dependencies), and counts a key's holders through the index of held keys.
+    #[tokio::test]
+    async fn the_claim_is_one_walk_of_the_ready_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(None, &dir.path().join("t.db"))
+            .await
+            .unwrap();
+        let claim = crate::store::sql::task_claim(crate::store::Backend::Sqlite);
+        let plan: Vec<(i64, i64, i64, String)> = store
+            .read_all(
+                &format!("EXPLAIN QUERY PLAN {claim}"),
+                crate::args!["agent", 0i64, "lease", 1000i64, "claim", None::<String>],
+            )
+            .await
+            .unwrap();
+        let plan: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+        assert!(
+            plan.iter().any(|p| p.contains("USING INDEX tasks_claim")),
+            "{plan:?}"
+        );
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX tasks_key_held")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
     }
 }

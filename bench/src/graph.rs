@@ -1,0 +1,99 @@
+//! `--only graph`: the claim's cost against the size of the queue. REST claims (each then
+//! completed) with 1,000 pending tasks, then with 1,000,000, in plans where a tenth of the tasks
+//! wait for a dependency, a tenth hold one of 100 exclusive keys and a twentieth require a
+//! capability. Tasks waiting for a dependency are outside the claim index, and the rest are
+//! taken in queue order, so the two figures should be alike.
+
+use std::time::{Duration, Instant};
+
+use agora_client::Client;
+use agora_shared::SubmitJob;
+use anyhow::Context;
+use serde_json::{json, Value};
+
+/// The most tasks one plan may hold (`MAX_PLAN_TASKS`).
+const PER_PLAN: usize = 100_000;
+
+/// Plan entries: dependencies, keys and requirements mixed in.
+fn entries(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| match i % 20 {
+            0 | 10 if i > 0 => json!({"spec": {"i": i}, "depends_on": [i - 1]}),
+            5 | 15 => json!({"spec": {"i": i}, "key": format!("k{}", i % 100)}),
+            7 => json!({"spec": {"i": i}, "requires": ["rust"]}),
+            _ => json!({"i": i}),
+        })
+        .collect()
+}
+
+/// A job at `priority` whose plan landed with `n` tasks of [`entries`].
+async fn job(planner: &Client, n: usize, priority: i32) -> anyhow::Result<()> {
+    let job = planner
+        .submit(&SubmitJob {
+            title: format!("graph {n}"),
+            job_spec: json!({}),
+            priority: Some(priority),
+            approvals_required: None,
+            submitted_by: None,
+            approval_ttl_secs: None,
+            plan_approvals_required: None,
+            idempotency_key: None,
+        })
+        .await?;
+    planner.approve(job.id, None).await?;
+    let plan = planner.claim(Some(5)).await?.context("the plan task")?;
+    anyhow::ensure!(plan.task.job_id == job.id, "the plan task of another job");
+    planner
+        .complete(plan.task.id, json!({ "task_specs": entries(n) }))
+        .await?;
+    Ok(())
+}
+
+/// `n` claims, each completed: their latencies.
+async fn claims(agent: &Client, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let claimed = agent.claim(None).await?.context("a pending task")?;
+        out.push(started.elapsed());
+        agent.complete(claimed.task.id, json!(null)).await?;
+    }
+    Ok(out)
+}
+
+pub async fn run(api: &Client, samples: usize, big: usize) -> anyhow::Result<()> {
+    let mut agent = api.clone();
+    agent
+        .register("graph-claimer", Some(vec!["rust".into()]))
+        .await?;
+    println!("claim latency by queue size (REST claim, then complete; dependencies, keys, requires mixed in):");
+    // The small queue's job goes last in the big queue (lower priority).
+    job(&agent, 1_000, -1).await?;
+    let small = claims(&agent, samples).await?;
+    let started = Instant::now();
+    let mut planned = 0;
+    while planned < big {
+        let n = PER_PLAN.min(big - planned);
+        job(&agent, n, 0).await?;
+        planned += n;
+    }
+    let load = started.elapsed();
+    println!(
+        "  {planned} more tasks planned in {:.1} s ({:.0} tasks/s landed)",
+        load.as_secs_f64(),
+        planned as f64 / load.as_secs_f64()
+    );
+    let large = claims(&agent, samples).await?;
+    let p50 = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (s, l) = (p50(small.clone()), p50(large.clone()));
+    crate::report(&format!("{} pending", 1_000), small);
+    crate::report(&format!("{} pending", planned + 1_000 - samples), large);
+    println!(
+        "  p50 ratio (large / small): {:.2}x",
+        l.as_secs_f64() / s.as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
