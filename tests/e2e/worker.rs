@@ -300,3 +300,73 @@ async fn the_worker_reports_results_failures_timeouts_and_drains_on_ctrl_c() {
         "the worker unregistered"
     );
 }
+
+/// Work that echoes its name, capabilities and inputs: the inputs file, when there is one, is
+/// the JSON object of its dependencies' results.
+const GRAPH_WORK: &str = r#"#!/bin/sh
+cat > /dev/null
+inputs=null
+[ -n "$AGORA_INPUTS" ] && inputs=$(cat "$AGORA_INPUTS")
+echo "{\"name\": \"$AGORA_TASK_NAME\", \"by\": \"$WORKER_NAME\", \"inputs\": $inputs}"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_take_only_tasks_their_capabilities_cover_and_read_their_inputs() {
+    let app = crate::helpers::spawn_app_with(|c| c.approvals_required = 1).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let planner = app.register("planner").await;
+    let job = app
+        .planned_job(
+            std::slice::from_ref(&planner),
+            &planner,
+            vec![
+                json!({"spec": 1, "name": "fetch"}),
+                json!({"spec": 2, "name": "build", "depends_on": ["fetch"], "requires": ["rust"]}),
+                json!({"spec": 3, "name": "lint", "depends_on": ["fetch"], "requires": ["python"]}),
+                json!({"spec": 4, "name": "ship", "depends_on": ["build", "lint"], "requires": ["rust", "git"]}),
+            ],
+        )
+        .await;
+    let work = script(dir.path(), "graph.sh", GRAPH_WORK);
+    let mut workers = Vec::new();
+    for (name, caps) in [("rusty", "rust,git"), ("snake", "python")] {
+        workers.push(
+            tokio::process::Command::new(agora_bin())
+                .args(["worker", "--slots", "2", "--name", name, "--url", &app.base])
+                .args(["--capabilities", caps, "--exec", &work])
+                .env("WORKER_NAME", name)
+                .env_remove("AGORA_URL")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start agora worker"),
+        );
+    }
+    crate::helpers::eventually(30, || async {
+        (app.job(job).await["status"] == "completed").then_some(())
+    })
+    .await;
+    let tasks = tasks_of(&app, job).await;
+    let result = |name: &str| {
+        tasks
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| t["result"].clone())
+            .expect("the task")
+    };
+    assert_eq!(result("build")["by"], "rusty");
+    assert_eq!(result("lint")["by"], "snake");
+    assert_eq!(result("ship")["by"], "rusty");
+    assert_eq!(result("build")["inputs"], json!({"fetch": result("fetch")}));
+    assert_eq!(
+        result("ship")["inputs"],
+        json!({"build": result("build"), "lint": result("lint")})
+    );
+    assert_eq!(result("fetch")["inputs"], Value::Null);
+    assert_eq!(result("ship")["name"], "ship");
+    for mut w in workers {
+        let _ = w.start_kill();
+        let _ = w.wait().await;
+    }
+}
