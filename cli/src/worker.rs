@@ -3,8 +3,10 @@
 //!
 //! Per task, CMD runs under `sh -c` with the task spec as JSON on stdin and `AGORA_TASK_ID`,
 //! `AGORA_JOB_ID`, `AGORA_TASK_INDEX`, `AGORA_TASK_TYPE`, `AGORA_ATTEMPT` and `AGORA_URL` in its
-//! environment, plus `AGORA_TASK_NAME` for a task its plan named, and `AGORA_INPUTS`, the path of
-//! a JSON file holding the results of the tasks it depends on by name (when it has any). A stdout line `PROGRESS 40 message` reports progress; the rest of stdout is the
+//! environment, plus `AGORA_TASK_NAME` (its name in its plan, or its position there when the
+//! plan gave none), and for a task with dependencies `AGORA_INPUTS`, the path of a JSON file
+//! holding their results by name, and `AGORA_INPUTS_OMITTED`, the names of those too large to
+//! send (comma-separated; read them from `GET /api/jobs/:id/tasks`). A stdout line `PROGRESS 40 message` reports progress; the rest of stdout is the
 //! result (JSON, or else a JSON string). A non-zero exit fails the task (retryable) with the
 //! tail of stderr. CMD is killed, with its process group, at the task's timeout or when the
 //! server revokes the task. Plan tasks go to `--planner` (declined without one).
@@ -141,8 +143,15 @@ impl Worker<'_> {
                 task,
                 lease_id,
                 inputs,
+                inputs_omitted,
                 ..
-            } => self.on_offer(offer_id, *task, lease_id, inputs).await?,
+            } => {
+                let inputs = Inputs {
+                    results: inputs,
+                    omitted: inputs_omitted,
+                };
+                self.on_offer(offer_id, *task, lease_id, inputs).await?
+            }
             ServerMsg::TaskRevoked { task_id, reason } => {
                 if let Some((kill, _)) = self.running.remove(&task_id) {
                     eprintln!("agora worker: task {task_id} revoked ({reason}); killing it");
@@ -341,8 +350,11 @@ impl Signals {
 }
 
 /// Runs the command for one task and reports what came of it (nothing when killed).
-/// The results of a task's dependencies, by name.
-type Inputs = serde_json::Map<String, Value>;
+/// The results of a task's dependencies, by name, and the names of those left out.
+struct Inputs {
+    results: serde_json::Map<String, Value>,
+    omitted: Vec<String>,
+}
 
 async fn execute(
     cmd: String,
@@ -373,15 +385,16 @@ async fn run_command(
 ) -> anyhow::Result<Option<Report>> {
     let mut command = tokio::process::Command::new("sh");
     // Removed when the command is done (dropped with this function).
-    let _inputs_file = if inputs.is_empty() {
+    let _inputs_file = if inputs.results.is_empty() && inputs.omitted.is_empty() {
         None
     } else {
         let mut f = tempfile::Builder::new()
             .prefix("agora-inputs-")
             .suffix(".json")
             .tempfile()?;
-        serde_json::to_writer(&mut f, inputs)?;
+        serde_json::to_writer(&mut f, &inputs.results)?;
         command.env("AGORA_INPUTS", f.path());
+        command.env("AGORA_INPUTS_OMITTED", inputs.omitted.join(","));
         Some(f)
     };
     if let Some(name) = &task.name {
