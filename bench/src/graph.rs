@@ -2,7 +2,8 @@
 //! completed) with 1,000 pending tasks, then with 1,000,000, in plans where a tenth of the tasks
 //! wait for a dependency, a tenth hold one of 100 exclusive keys and a twentieth require a
 //! capability. Tasks waiting for a dependency are outside the claim index, and the rest are
-//! taken in queue order, so the two figures should be alike.
+//! taken in queue order, so the two figures should be alike. `GRAPH_DEBUG=1` also prints the
+//! latencies by kind of task (plain, with a dependency, a key, a requirement).
 
 use std::time::{Duration, Instant};
 
@@ -60,16 +61,34 @@ async fn job(planner: &Client, n: usize, priority: i32) -> anyhow::Result<()> {
 /// `n` claims, each completed: their latencies.
 async fn claims(agent: &Client, n: usize) -> anyhow::Result<Vec<Duration>> {
     let mut out = Vec::with_capacity(n);
+    let mut by_kind: std::collections::BTreeMap<&str, Vec<Duration>> = Default::default();
     for _ in 0..n {
         let started = Instant::now();
         let claimed = agent.claim(None).await?.context("a pending task")?;
-        out.push(started.elapsed());
+        let took = started.elapsed();
+        out.push(took);
+        let t = &claimed.task;
+        let kind = if t.key.is_some() {
+            "key"
+        } else if !t.depends_on.is_empty() {
+            "dep"
+        } else if !t.requires.is_empty() {
+            "req"
+        } else {
+            "plain"
+        };
+        by_kind.entry(kind).or_default().push(took);
         agent.complete(claimed.task.id, json!(null)).await?;
+    }
+    if std::env::var("GRAPH_DEBUG").is_ok() {
+        for (k, v) in by_kind {
+            crate::report(k, v);
+        }
     }
     Ok(out)
 }
 
-pub async fn run(api: &Client, samples: usize, big: usize) -> anyhow::Result<()> {
+pub async fn run(api: &Client, samples: usize, big: usize, settle: u64) -> anyhow::Result<()> {
     let mut agent = api.clone();
     agent
         .register("graph-claimer", Some(vec!["rust".into()]))
@@ -97,7 +116,7 @@ pub async fn run(api: &Client, samples: usize, big: usize) -> anyhow::Result<()>
     );
     // The landing wrote a gigabyte of WAL: let its checkpoint finish and warm up, as the
     // small queue's figure had the server warm too.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(settle)).await;
     claims(&agent, 50).await?;
     let large = claims(&agent, samples).await?;
     let p50 = |mut v: Vec<Duration>| {
@@ -114,7 +133,10 @@ pub async fn run(api: &Client, samples: usize, big: usize) -> anyhow::Result<()>
         ratio(p99(large.clone()), p99(small.clone())),
     );
     crate::report(&format!("{} pending", 1_000 - 50), small);
-    crate::report(&format!("{} pending", planned + 1_000 - 50 - samples), large);
+    crate::report(
+        &format!("{} pending", planned + 1_000 - 50 - samples),
+        large,
+    );
     println!("  large / small: p50 {p50_ratio:.2}x, p99 {p99_ratio:.2}x");
     Ok(())
 }

@@ -56,6 +56,10 @@ struct Args {
     /// Pending tasks for the large queue of the graph part.
     #[arg(long, default_value_t = 1_000_000)]
     graph_tasks: usize,
+    /// Seconds the graph part waits after landing the large queue (checkpoints, autovacuum)
+    /// before it measures.
+    #[arg(long, default_value_t = 15)]
+    graph_settle_secs: u64,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -191,7 +195,13 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     }
     if run("graph") {
-        graph::run(&Client::new(&server.base), args.samples, args.graph_tasks).await?;
+        graph::run(
+            &Client::new(&server.base),
+            args.samples,
+            args.graph_tasks,
+            args.graph_settle_secs,
+        )
+        .await?;
     }
     for s in servers {
         s.stop().await;
