@@ -22,11 +22,21 @@ pub async fn agent(api: &Client, name: &str) -> anyhow::Result<Client> {
 
 /// Submits a job with `spec`.
 pub async fn submit(api: &Client, title: &str, spec: Value) -> anyhow::Result<Uuid> {
+    submit_at(api, title, spec, None).await
+}
+
+/// Submits a job with `spec` at `priority`.
+pub async fn submit_at(
+    api: &Client,
+    title: &str,
+    spec: Value,
+    priority: Option<i32>,
+) -> anyhow::Result<Uuid> {
     let job = api
         .submit(&SubmitJob {
             title: title.into(),
             job_spec: spec,
-            priority: None,
+            priority,
             approvals_required: None,
             submitted_by: None,
             approval_ttl_secs: None,

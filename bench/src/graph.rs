@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use agora_client::Client;
-use agora_shared::SubmitJob;
 use anyhow::Context;
 use serde_json::{json, Value};
 
@@ -29,28 +28,18 @@ fn entries(n: usize) -> Vec<Value> {
 
 /// A job at `priority` whose plan landed with `n` tasks of [`entries`].
 async fn job(planner: &Client, n: usize, priority: i32) -> anyhow::Result<()> {
-    let job = planner
-        .submit(&SubmitJob {
-            title: format!("graph {n}"),
-            job_spec: json!({}),
-            priority: Some(priority),
-            approvals_required: None,
-            submitted_by: None,
-            approval_ttl_secs: None,
-            plan_approvals_required: None,
-            idempotency_key: None,
-        })
-        .await?;
-    planner.approve(job.id, None).await?;
+    let job =
+        crate::client::submit_at(planner, &format!("graph {n}"), json!({}), Some(priority)).await?;
+    planner.approve(job, None).await?;
     let plan = planner.claim(Some(5)).await?.context("the plan task")?;
     anyhow::ensure!(
-        plan.task.job_id == job.id,
+        plan.task.job_id == job,
         "the plan task of another job: {:?} #{} of {} (priority {}), not {}",
         plan.task.task_type,
         plan.task.index,
         plan.job.id,
         plan.job.priority,
-        job.id
+        job
     );
     planner
         .complete(plan.task.id, json!({ "task_specs": entries(n) }))
