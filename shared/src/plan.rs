@@ -26,6 +26,9 @@ pub const MAX_REQUIRES: usize = crate::agent::MAX_CAPABILITIES;
 pub const MAX_KEY_LEN: usize = 500;
 /// Most dependencies of one task.
 pub const MAX_DEPENDS_ON: usize = 1000;
+/// Most dependencies in one plan, all entries together (each costs a row, and a write when its
+/// task completes or fails).
+pub const MAX_PLAN_DEPENDENCIES: usize = 200_000;
 /// Longest timeout a plan may give a task (a week).
 pub const MAX_TASK_TIMEOUT_SECS: u64 = 7 * 86_400;
 /// Most retries a plan may give a task.
@@ -54,6 +57,8 @@ pub enum PlanError {
     NullSpec(usize),
     #[error("result.task_specs has {0} entries; at most {MAX_PLAN_TASKS} are allowed")]
     TooMany(usize),
+    #[error("result.task_specs has {0} dependencies in all; at most {MAX_PLAN_DEPENDENCIES} are allowed")]
+    TooManyDependencies(usize),
     /// One entry's field breaks a rule.
     #[error("result.task_specs[{entry}].{field}: {message}")]
     Entry {
@@ -199,6 +204,10 @@ pub fn parse_plan(result: &Value) -> Result<Vec<PlannedTask>, PlanError> {
         out.sort_unstable();
         out.dedup();
         resolved.push(out);
+    }
+    let edges: usize = resolved.iter().map(Vec::len).sum();
+    if edges > MAX_PLAN_DEPENDENCIES {
+        return Err(PlanError::TooManyDependencies(edges));
     }
     for (t, deps) in tasks.iter_mut().zip(resolved) {
         t.depends_on = deps;
@@ -578,6 +587,14 @@ mod tests {
             {"spec": 3, "name": "d", "depends_on": ["b", "c"]},
         ]});
         assert!(parse_plan(&diamond).is_ok());
+        // Dependencies are counted over the whole plan.
+        let dense: Vec<Value> = (0..1000)
+            .map(|i| json!({"spec": i, "depends_on": (0..i.min(400)).collect::<Vec<_>>()}))
+            .collect();
+        assert!(matches!(
+            parse_plan(&json!({ "task_specs": dense })),
+            Err(PlanError::TooManyDependencies(n)) if n > MAX_PLAN_DEPENDENCIES / 2
+        ));
         // A long chain is checked without recursion.
         let chain: Vec<Value> = (0..50_000)
             .map(|i| {

@@ -1,7 +1,7 @@
 //! Task graph steps: what a completed task unblocks, what a failed one fails, what a claimed
 //! task gets from its dependencies (`inputs`), and the lock that makes keys exact on PostgreSQL.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use agora_shared::{EventData, TaskFailed, TaskStatus, TaskType};
 use serde_json::{Map, Value};
@@ -89,7 +89,8 @@ pub(crate) async fn deps_fail(ctx: &mut WriteCtx, failed: &TaskRow) -> Result<()
 }
 
 /// What a claimed task gets from its dependencies: their results by name, in `depends_on`
-/// order, while they fit in `MAX_SPEC_BYTES` together; the names of those left out.
+/// order, while they fit in `MAX_SPEC_BYTES` together; the names of those left out. The sizes
+/// are read first, so that a claim never reads results it will not send.
 pub(crate) async fn claim_inputs(
     ctx: &mut WriteCtx,
     row: &TaskRow,
@@ -100,28 +101,58 @@ pub(crate) async fn claim_inputs(
     if deps.is_empty() {
         return Ok((inputs, omitted));
     }
-    let marks: Vec<String> = (0..deps.len()).map(|i| format!("${}", i + 2)).collect();
-    let mut params = vec![DbValue::from(&row.job_id)];
-    params.extend(deps.iter().map(|d| DbValue::from(i64::from(*d))));
-    let results: Vec<(i64, Option<String>, Option<String>)> = ctx
+    let sizes: Vec<(i64, Option<String>, Option<i64>)> = ctx
         .db
         .all(
             &format!(
-                "SELECT idx, name, result FROM tasks WHERE job_id = $1 AND idx IN ({})",
-                marks.join(", ")
+                "SELECT idx, name, LENGTH(result) FROM tasks WHERE job_id = $1 AND idx IN ({})",
+                marks(deps.len(), 2)
             ),
-            &params,
+            &dep_params(&row.job_id, &deps),
         )
         .await?;
-    let mut by_idx: std::collections::HashMap<i64, (Option<String>, Option<String>)> =
-        results.into_iter().map(|(i, n, r)| (i, (n, r))).collect();
+    let sizes: HashMap<i64, (Option<String>, i64)> = sizes
+        .into_iter()
+        .map(|(i, n, len)| (i, (n, len.unwrap_or(0))))
+        .collect();
+    // In depends_on order, each while the total fits (LENGTH counts characters: a first cut,
+    // checked in bytes below).
     let mut budget = ctx.rules.max_inputs_bytes;
-    for d in deps {
-        let Some((name, result)) = by_idx.remove(&i64::from(d)) else {
+    let mut wanted = Vec::new();
+    for d in &deps {
+        let Some((name, len)) = sizes.get(&i64::from(*d)) else {
             continue;
         };
-        let name = name.unwrap_or_else(|| format!("#{d}"));
-        let result = result.unwrap_or_else(|| "null".into());
+        let name = name.clone().unwrap_or_else(|| format!("#{d}"));
+        match usize::try_from(*len) {
+            Ok(len) if len <= budget => {
+                budget -= len;
+                wanted.push((*d, name));
+            }
+            _ => omitted.push(name),
+        }
+    }
+    if wanted.is_empty() {
+        return Ok((inputs, omitted));
+    }
+    let idx: Vec<u32> = wanted.iter().map(|(d, _)| *d).collect();
+    let results: Vec<(i64, Option<String>)> = ctx
+        .db
+        .all(
+            &format!(
+                "SELECT idx, result FROM tasks WHERE job_id = $1 AND idx IN ({})",
+                marks(idx.len(), 2)
+            ),
+            &dep_params(&row.job_id, &idx),
+        )
+        .await?;
+    let mut results: HashMap<i64, Option<String>> = results.into_iter().collect();
+    let mut budget = ctx.rules.max_inputs_bytes;
+    for (d, name) in wanted {
+        let result = results
+            .remove(&i64::from(d))
+            .flatten()
+            .unwrap_or_else(|| "null".into());
         if result.len() > budget {
             omitted.push(name);
             continue;
@@ -130,6 +161,21 @@ pub(crate) async fn claim_inputs(
         inputs.insert(name, json(&result)?);
     }
     Ok((inputs, omitted))
+}
+
+/// `$from, $from+1, …`: `n` placeholders.
+fn marks(n: usize, from: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A job id and task indexes as statement parameters.
+fn dep_params(job_id: &str, idx: &[u32]) -> Vec<DbValue> {
+    let mut params = vec![DbValue::from(job_id)];
+    params.extend(idx.iter().map(|d| DbValue::from(i64::from(*d))));
+    params
 }
 
 /// The advisory lock every claim takes first on PostgreSQL (an arbitrary constant).
