@@ -90,6 +90,10 @@ pub enum OpsCommand {
         /// PLAN_APPROVALS_REQUIRED).
         #[arg(long)]
         plan_approvals: Option<u32>,
+        /// Makes the submit safe to retry: the same key and body again answer the job it
+        /// created instead of a second one (within the server's IDEMPOTENCY_TTL_SECS).
+        #[arg(long)]
+        idempotency_key: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },

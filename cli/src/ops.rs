@@ -28,6 +28,7 @@ pub async fn run(command: OpsCommand) -> anyhow::Result<()> {
             approvals,
             approval_ttl,
             plan_approvals,
+            idempotency_key,
             remote,
         } => {
             let job_spec = read_spec(spec, spec_file)?;
@@ -40,7 +41,7 @@ pub async fn run(command: OpsCommand) -> anyhow::Result<()> {
                     submitted_by: None,
                     approval_ttl_secs: approval_ttl,
                     plan_approvals_required: plan_approvals,
-                    idempotency_key: None,
+                    idempotency_key,
                 })
                 .await?;
             if remote.json {

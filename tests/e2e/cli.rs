@@ -201,6 +201,25 @@ async fn the_operator_commands_drive_a_job_and_explain_their_errors() {
     let (code, _, err) = a.run(&["submit", "x", "--spec", "{nope"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("not valid JSON"), "{err}");
+    // A submit retried with its idempotency key answers the job it made; another body with
+    // the key is refused in one line.
+    let keyed = [
+        "submit",
+        "Nightly",
+        "--idempotency-key",
+        "nightly-1",
+        "--json",
+    ];
+    let (first, again) = (a.json(&keyed).await, a.json(&keyed).await);
+    assert_eq!(first["id"], again["id"]);
+    let (code, _, err) = a
+        .run(&["submit", "Other", "--idempotency-key", "nightly-1"])
+        .await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("different body") && err.lines().count() == 1,
+        "{err}"
+    );
     let nowhere = Cli {
         url: "http://127.0.0.1:1".into(),
         profile: tempfile::tempdir().expect("p"),
