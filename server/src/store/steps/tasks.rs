@@ -94,7 +94,6 @@ pub(crate) async fn tasks_insert(
         let mut params: Vec<DbValue> = Vec::with_capacity(chunk.len() * INSERT_COLUMNS);
         for t in chunk {
             let c = &t.control;
-            let list = |v: &[u32]| serde_json::to_string(v).ok();
             params.extend([
                 DbValue::from(Uuid::new_v4()),
                 DbValue::from(&job.id),
@@ -108,17 +107,9 @@ pub(crate) async fn tasks_insert(
                 DbValue::from(job.priority),
                 DbValue::from(job.created_at),
                 DbValue::from(c.name.clone()),
-                DbValue::from(
-                    (!c.depends_on.is_empty())
-                        .then(|| list(&c.depends_on))
-                        .flatten(),
-                ),
+                DbValue::from(json_list(&c.depends_on)),
                 DbValue::from(i64::try_from(c.depends_on.len()).unwrap_or(i64::MAX)),
-                DbValue::from(
-                    (!c.requires.is_empty())
-                        .then(|| serde_json::to_string(&c.requires).ok())
-                        .flatten(),
-                ),
+                DbValue::from(json_list(&c.requires)),
                 DbValue::from(c.key.clone()),
                 DbValue::from(i64::from(c.key_limit.max(1))),
             ]);
@@ -145,6 +136,14 @@ pub(crate) async fn tasks_insert(
         Some(r) => Ok(r),
         None => job_fetch(ctx, uuid(&job.id)?).await,
     }
+}
+
+/// A list as stored: JSON, or NULL when empty.
+fn json_list<T: serde::Serialize>(items: &[T]) -> Option<String> {
+    if items.is_empty() {
+        return None;
+    }
+    serde_json::to_string(items).ok()
 }
 
 /// The dependency edges of new tasks (see `task_deps` in the migrations).
