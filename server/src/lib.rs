@@ -20,6 +20,7 @@
 pub mod config;
 pub mod error;
 pub mod fault;
+pub mod frames;
 pub mod git;
 pub mod http;
 pub mod hub;

@@ -78,7 +78,7 @@ impl TokenCache {
 /// empties the cache.
 pub async fn evict_unregistered(
     cache: Arc<TokenCache>,
-    mut events: tokio::sync::broadcast::Receiver<Arc<agora_shared::Event>>,
+    mut events: tokio::sync::broadcast::Receiver<crate::frames::Live>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::sync::broadcast::error::RecvError;

@@ -3,20 +3,26 @@
 //! or `?last_event_id=` first gets every event it missed, from the table, then live ones, with
 //! no gap and no duplicate at the seam. A client that falls too far behind gets a `resync`
 //! message and the stream ends; reconnecting with its last id repairs it from the table.
+//!
+//! Live events are written as the bytes their first reader had encoded (`frames::Published`):
+//! every reader writes the same buffer. A comment line keeps an idle stream open.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
-use agora_shared::Event;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
+
+use crate::frames::{self, SSE_KEEP_ALIVE};
 
 use super::extract::{AppPath, AppQuery};
 use crate::error::{ApiError, Result};
@@ -29,6 +35,8 @@ const CLIENT_BUFFER: usize = 256;
 const SLOW_CLIENT: Duration = Duration::from_secs(5);
 /// Rows per replay query.
 const REPLAY_PAGE: u32 = 1000;
+/// An idle stream gets a comment this often.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -65,8 +73,7 @@ fn resume_point(headers: &HeaderMap, q: &StreamQuery) -> Result<Option<i64>> {
     }
 }
 
-type Feed = ReceiverStream<std::result::Result<SseEvent, Infallible>>;
-type SseStream = Sse<axum::response::sse::KeepAliveStream<Feed>>;
+type Feed = ReceiverStream<Bytes>;
 
 /// Every event, live; with `Last-Event-ID` the missed ones first.
 #[utoipa::path(get, path = "/api/events", tag = "push", params(StreamQuery),
@@ -76,7 +83,7 @@ pub async fn stream_events(
     State(state): State<AppState>,
     headers: HeaderMap,
     AppQuery(q): AppQuery<StreamQuery>,
-) -> Result<SseStream> {
+) -> Result<Response> {
     let after = resume_point(&headers, &q)?;
     Ok(sse(start(state, None, after).await?))
 }
@@ -90,14 +97,23 @@ pub async fn stream_job(
     AppPath(id): AppPath<Uuid>,
     headers: HeaderMap,
     AppQuery(q): AppQuery<StreamQuery>,
-) -> Result<SseStream> {
+) -> Result<Response> {
     let after = resume_point(&headers, &q)?;
     state.store.job_get(id).await?;
     Ok(sse(start(state, Some(id), after).await?))
 }
 
-fn sse(stream: Feed) -> SseStream {
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+/// The response: `text/event-stream` of the feed's messages, as they come.
+fn sse(feed: Feed) -> Response {
+    let body = Body::from_stream(feed.map(Ok::<_, Infallible>));
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn start(state: AppState, job: Option<Uuid>, after: Option<i64>) -> Result<Feed> {
@@ -121,17 +137,11 @@ async fn start(state: AppState, job: Option<Uuid>, after: Option<i64>) -> Result
     Ok(ReceiverStream::new(rx))
 }
 
-fn to_sse(e: &Event) -> SseEvent {
-    SseEvent::default()
-        .id(e.id.to_string())
-        .data(serde_json::to_string(e).unwrap_or_default())
-}
-
 async fn feed(
     store: Store,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-    mut live: broadcast::Receiver<std::sync::Arc<Event>>,
-    tx: mpsc::Sender<std::result::Result<SseEvent, Infallible>>,
+    mut live: broadcast::Receiver<crate::frames::Live>,
+    tx: mpsc::Sender<Bytes>,
     job: Option<Uuid>,
     after: i64,
 ) {
@@ -159,7 +169,7 @@ async fn feed(
             // A client that stops reading during the replay is told to resync, as in the live
             // part; and the replay stops with the server.
             let sent = tokio::select! {
-                r = tx.send_timeout(Ok(to_sse(e)), SLOW_CLIENT) => r,
+                r = tx.send_timeout(frames::sse_event(e), SLOW_CLIENT) => r,
                 _ = shutdown.changed() => return,
             };
             if sent.is_err() {
@@ -172,9 +182,16 @@ async fn feed(
             break;
         }
     }
+    let mut keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
     loop {
         let received = tokio::select! {
             r = live.recv() => r,
+            _ = tokio::time::sleep_until(keep_alive) => {
+                keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
+                // A full buffer already keeps the stream busy.
+                let _ = tx.try_send(Bytes::from_static(SSE_KEEP_ALIVE));
+                continue;
+            }
             _ = shutdown.changed() => return,
         };
         match received {
@@ -187,11 +204,12 @@ async fn feed(
                 }
                 // A client that does not drain its buffer in time is told to resync rather
                 // than queued for without bound.
-                if tx.send_timeout(Ok(to_sse(&e)), SLOW_CLIENT).await.is_err() {
+                if tx.send_timeout(e.sse(), SLOW_CLIENT).await.is_err() {
                     resync(&tx, last);
                     return;
                 }
                 last = e.id;
+                keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
             }
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 resync(&tx, last);
@@ -203,9 +221,7 @@ async fn feed(
 }
 
 /// Tells a client that fell behind to reconnect from `last` (the table has everything after it).
-fn resync(tx: &mpsc::Sender<std::result::Result<SseEvent, Infallible>>, last: i64) {
-    let msg = SseEvent::default()
-        .event("resync")
-        .data(serde_json::json!({ "last_event_id": last }).to_string());
-    let _ = tx.try_send(Ok(msg));
+fn resync(tx: &mpsc::Sender<Bytes>, last: i64) {
+    let data = serde_json::json!({ "last_event_id": last }).to_string();
+    let _ = tx.try_send(frames::sse_named("resync", &data));
 }

@@ -217,7 +217,7 @@ impl Hub {
 /// events subscribe on their own.
 async fn route_revocations(
     hub: Hub,
-    mut events: tokio::sync::broadcast::Receiver<Arc<agora_shared::Event>>,
+    mut events: tokio::sync::broadcast::Receiver<crate::frames::Live>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use tokio::sync::broadcast::error::RecvError;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_shared::ws::{ClientFrame, ClientMsg, ServerMsg, PROTOCOL_VERSION};
-use agora_shared::{Event, FailTask, ProgressTask, Task};
+use agora_shared::{FailTask, ProgressTask, Task};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use chrono::Utc;
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -108,7 +108,7 @@ struct Conn {
     /// Task id → the lease of the accepted delivery this socket holds.
     held: HashMap<Uuid, Uuid>,
     /// The event feed, only once the agent subscribed to events.
-    events: Option<broadcast::Receiver<Arc<Event>>>,
+    events: Option<broadcast::Receiver<crate::frames::Live>>,
     subscribed_all: bool,
     subscribed_jobs: HashSet<Uuid>,
     last_inbound: Instant,
@@ -211,8 +211,8 @@ where
 }
 
 async fn recv_event(
-    events: &mut Option<broadcast::Receiver<Arc<Event>>>,
-) -> Result<Arc<Event>, broadcast::error::RecvError> {
+    events: &mut Option<broadcast::Receiver<crate::frames::Live>>,
+) -> Result<crate::frames::Live, broadcast::error::RecvError> {
     match events {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -586,16 +586,15 @@ impl Conn {
 
     async fn on_event(
         &mut self,
-        ev: Result<Arc<Event>, broadcast::error::RecvError>,
+        ev: Result<crate::frames::Live, broadcast::error::RecvError>,
     ) -> Result<(), End> {
         match ev {
             Ok(e) => {
                 let wanted = self.subscribed_all
                     || e.job_id.is_some_and(|j| self.subscribed_jobs.contains(&j));
                 if wanted {
-                    self.send(&ServerMsg::Event {
-                        event: Box::new((*e).clone()),
-                    })?;
+                    // Encoded once for every subscriber.
+                    self.out.push(Message::Text(e.ws()))?;
                 }
                 Ok(())
             }

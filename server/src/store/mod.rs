@@ -39,7 +39,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_shared::Event;
 use anyhow::Context;
 use futures::future::BoxFuture;
 use sqlx::any::AnyConnectOptions;
@@ -93,7 +92,7 @@ struct Inner {
     /// Queue to the group-commit writer.
     writer: writer::WriterHandle,
     /// Committed events, in id order, for the push hub and SSE.
-    events: broadcast::Sender<Arc<Event>>,
+    events: broadcast::Sender<crate::frames::Live>,
     /// Woken after a commit that made a task pending: long-poll claims and the dispatcher wait on it.
     work_available: Arc<Notify>,
     /// PostgreSQL: the task that publishes events from the table (see [`pump`]), and how it
@@ -263,7 +262,7 @@ impl Store {
     }
 
     /// Live committed events. Subscribe before reading the backlog so that nothing falls between.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<crate::frames::Live> {
         self.inner.events.subscribe()
     }
 

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_shared::Event;
 use anyhow::Context;
 use futures::FutureExt;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -148,7 +147,7 @@ async fn pump(
     reader: AnyPool,
     mut last: i64,
     url: String,
-    events: broadcast::Sender<Arc<Event>>,
+    events: broadcast::Sender<crate::frames::Live>,
     work_available: Arc<Notify>,
     wake: Arc<Notify>,
 ) {
@@ -170,7 +169,7 @@ async fn pump(
             let full = page.len() == 1000;
             for e in page {
                 last = e.id;
-                let _ = events.send(Arc::new(e));
+                let _ = events.send(crate::frames::Published::new(e));
             }
             if !full {
                 break;

@@ -113,7 +113,7 @@ impl WriteCtx {
 /// Where committed effects go.
 #[derive(Clone)]
 pub(crate) struct Publisher {
-    pub events: broadcast::Sender<Arc<Event>>,
+    pub events: broadcast::Sender<crate::frames::Live>,
     pub work_available: Arc<Notify>,
     /// On PostgreSQL events reach the broadcast through the pump (in id order across
     /// replicas); a commit only wakes it.
@@ -127,7 +127,7 @@ impl Publisher {
             None => {
                 for e in events {
                     // No subscriber is fine: the table has it.
-                    let _ = self.events.send(Arc::new(e));
+                    let _ = self.events.send(crate::frames::Published::new(e));
                 }
             }
         }
