@@ -35,6 +35,8 @@ const CLIENT_BUFFER: usize = 256;
 const SLOW_CLIENT: Duration = Duration::from_secs(5);
 /// Rows per replay query.
 const REPLAY_PAGE: u32 = 1000;
+/// Most bytes of waiting events joined into one write.
+const COALESCE_BYTES: usize = 64 * 1024;
 /// An idle stream gets a comment this often.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -108,7 +110,10 @@ fn sse(feed: Feed) -> Response {
     let body = Body::from_stream(feed.map(Ok::<_, Infallible>));
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
         body,
@@ -196,20 +201,48 @@ async fn feed(
         };
         match received {
             Ok(e) => {
-                if e.id <= last {
+                let wanted = |e: &frames::Published, last: i64| {
+                    e.id > last && (job.is_none() || e.job_id == job)
+                };
+                if !wanted(&e, last) {
                     continue;
                 }
-                if job.is_some() && e.job_id != job {
-                    continue;
+                // Events already waiting go in the same write: one wake-up and one write for a
+                // burst instead of one per event. A lone event is the shared buffer itself.
+                let (mut chunk, mut upto) = (e.sse(), e.id);
+                let mut joined: Option<Vec<u8>> = None;
+                let mut lagged = false;
+                while joined.as_ref().map_or(chunk.len(), Vec::len) < COALESCE_BYTES {
+                    match live.try_recv() {
+                        Ok(next) if wanted(&next, upto) => {
+                            joined
+                                .get_or_insert_with(|| chunk.to_vec())
+                                .extend_from_slice(&next.sse());
+                            upto = next.id;
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                            lagged = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Some(j) = joined {
+                    chunk = Bytes::from(j);
                 }
                 // A client that does not drain its buffer in time is told to resync rather
                 // than queued for without bound.
-                if tx.send_timeout(e.sse(), SLOW_CLIENT).await.is_err() {
+                if tx.send_timeout(chunk, SLOW_CLIENT).await.is_err() {
                     resync(&tx, last);
                     return;
                 }
-                last = e.id;
+                last = upto;
                 keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
+                if lagged {
+                    resync(&tx, last);
+                    return;
+                }
             }
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 resync(&tx, last);
