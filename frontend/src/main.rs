@@ -5,6 +5,7 @@ mod app;
 mod charts;
 mod components;
 mod flow;
+mod graph;
 mod live;
 mod names;
 mod views;

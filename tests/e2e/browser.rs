@@ -20,7 +20,7 @@ use crate::helpers::{free_port, job_body, require_tool, RealServer as Server};
 /// The operator's token: cancel and a person's vote in the dashboard must ask for it.
 const ADMIN_TOKEN: &str = "let-me-cancel";
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
@@ -46,7 +46,7 @@ async fn claim(agent: &Client) -> agora_shared::ClaimedTask {
         .expect("a pending task")
 }
 
-async fn wait_for(b: &Browser, css: &str) -> fantoccini::elements::Element {
+pub(crate) async fn wait_for(b: &Browser, css: &str) -> fantoccini::elements::Element {
     b.wait()
         .at_most(Duration::from_secs(15))
         .every(Duration::from_millis(25))
@@ -160,14 +160,14 @@ async fn no_source_text(b: &Browser) {
     }
 }
 
-async fn screenshot(b: &Browser, name: &str) {
+pub(crate) async fn screenshot(b: &Browser, name: &str) {
     let dir = repo_root().join("target/dashboard-screenshots");
     std::fs::create_dir_all(&dir).expect("screenshot folder");
     let png = b.screenshot().await.expect("screenshot");
     std::fs::write(dir.join(name), png).expect("write screenshot");
 }
 
-async fn start_browser() -> (tokio::process::Child, Browser, tempfile::TempDir) {
+pub(crate) async fn start_browser() -> (tokio::process::Child, Browser, tempfile::TempDir) {
     let port = free_port();
     let driver = tokio::process::Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -868,7 +868,7 @@ async fn vote_in_browser(b: &Browser, name: &str, text: &str, button: &str) {
 }
 
 /// axe-core's serious and critical violations on the page as it is now, one line each.
-async fn axe_violations(b: &Browser) -> Vec<String> {
+pub(crate) async fn axe_violations(b: &Browser) -> Vec<String> {
     let path = repo_root().join("target/tools-node/node_modules/axe-core/axe.min.js");
     let Ok(source) = std::fs::read_to_string(&path) else {
         assert!(

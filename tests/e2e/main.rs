@@ -18,6 +18,7 @@ mod fuzz;
 mod gate;
 mod git;
 mod graph;
+mod graph_browser;
 mod hostile;
 mod key_order;
 mod leases;

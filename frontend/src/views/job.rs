@@ -1,6 +1,7 @@
 //! One job: its lifecycle as a flow chart, votes (and a person's approve or reject, of the job
-//! or of its plan under review), tasks (expand one for spec, result, progress, error, attempts,
-//! agent), events, git history, and the operator's cancel.
+//! or of its plan under review), its task graph when the plan has dependencies, tasks (with what
+//! each needs or waits for; expand one for spec, result, progress, error, attempts, agent),
+//! events, git history, and the operator's cancel.
 
 use std::collections::HashSet;
 
@@ -18,6 +19,7 @@ use crate::components::{
     PER_PAGE,
 };
 use crate::flow::FlowChart;
+use crate::graph::TaskGraph;
 use crate::names::AgentName;
 
 /// Events shown in the timeline.
@@ -56,6 +58,7 @@ pub fn JobPage() -> impl IntoView {
                         {show(events, |e| view! { <EventList events=e/> })}
                     </section>
                 </div>
+                <TaskGraph id=id.clone()/>
                 <Tasks id=id.clone()/>
                 <History id=id/>
             }.into_any(),
@@ -375,6 +378,7 @@ fn Tasks(id: String) -> impl IntoView {
                             <th scope="col">"#"</th>
                             <th scope="col">"Type"</th>
                             <th scope="col">"State"</th>
+                            <th scope="col">"Needs"</th>
                             <th scope="col">"Progress"</th>
                             <th scope="col">"Attempts"</th>
                             <th scope="col">"Agent"</th>
@@ -406,9 +410,10 @@ fn task_rows(t: Task, expanded: RwSignal<HashSet<Uuid>>) -> impl IntoView {
     let detail = t.clone();
     view! {
         <tr data-task=id.to_string()>
-            <td>{t.index}</td>
+            <td>{t.index}{t.name.clone().map(|n| view! { " " <span class="task-name">{n}</span> })}</td>
             <td>{t.task_type.as_str()}</td>
             <td><TaskBadge status=t.status/></td>
+            <td class="task-needs">{needs(&t)}</td>
             <td>{format!("{}%", t.progress)}</td>
             <td>{format!("{}/{}", t.attempts, t.max_retries + 1)}</td>
             <td>{t.agent_id.map(|a| view! { <AgentName id=a name=t.agent_name.clone()/> })}</td>
@@ -421,8 +426,12 @@ fn task_rows(t: Task, expanded: RwSignal<HashSet<Uuid>>) -> impl IntoView {
         </tr>
         <Show when=open>
             <tr class="task-detail" id=format!("task-{id}")>
-                <td colspan="7">
+                <td colspan="8">
                     <dl>
+                        {(!detail.depends_on.is_empty()).then(|| view! {
+                            <dt>"Depends on"</dt>
+                            <dd class="task-depends">{detail.depends_on.iter().map(|d| format!("#{d}")).collect::<Vec<_>>().join(", ")}</dd>
+                        })}
                         <dt>"Spec"</dt>
                         <dd><pre>{pretty(&detail.task_spec)}</pre></dd>
                         <dt>"Result"</dt>
@@ -449,6 +458,36 @@ fn task_rows(t: Task, expanded: RwSignal<HashSet<Uuid>>) -> impl IntoView {
             </tr>
         </Show>
     }
+}
+
+/// What a task needs before an agent gets it, one line each: the capabilities it requires, its
+/// exclusive key, the dependencies not yet completed, and (the server's words) the agent it
+/// waits for.
+fn needs(t: &Task) -> impl IntoView {
+    let requires = (!t.requires.is_empty()).then(|| {
+        view! {
+            <span class="task-requires" data-requires=t.requires.join(",")>
+                {format!("requires: {}", t.requires.join(", "))}
+            </span>
+        }
+    });
+    let key = t.key.clone().map(|k| {
+        let text = format!("key: {k}");
+        view! { <span class="task-key" data-key=k>{text}</span> }
+    });
+    let unmet = (t.unmet_dependencies > 0).then(|| {
+        let n = t.unmet_dependencies;
+        let text = match n {
+            1 => "waits for 1 task".to_string(),
+            _ => format!("waits for {n} tasks"),
+        };
+        view! { <span class="task-unmet" data-unmet=n.to_string()>{text}</span> }
+    });
+    let waiting = t.waiting_for.clone().map(|w| {
+        let text = w.clone();
+        view! { <span class="task-waiting" data-waiting=w>{text}</span> }
+    });
+    view! { {requires} {key} {unmet} {waiting} }
 }
 
 /// The page's tasks on one time axis: waiting to start (claimed → started), then running
