@@ -182,6 +182,17 @@ async fn main() -> anyhow::Result<()> {
             held.len(),
             server.rss_mb()
         );
+        // What the server gives back once the bursts are over (the figure the hot-path issue
+        // asks for: within 60 s of the throughput runs, with the idle agents still connected).
+        let mut samples = Vec::new();
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            samples.push(format!("{:.0}", server.rss_mb()));
+        }
+        println!(
+            "server RSS every 10 s for a minute after: {} MB",
+            samples.join(" → ")
+        );
         drop(held);
     }
     if run("load") {
