@@ -26,6 +26,7 @@ pub mod http;
 pub mod hub;
 pub mod json;
 pub mod mcp;
+pub mod memory;
 pub mod ops;
 pub mod scheduler;
 pub mod serve;

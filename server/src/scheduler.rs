@@ -52,6 +52,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(config.scheduler_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sampled_minute = None;
+    let mut trim = crate::memory::QuietTrim::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -73,6 +74,14 @@ pub async fn run(
             }
             if let Err(e) = store.idempotency_expire().await {
                 tracing::warn!(error = %e, "could not forget expired idempotency keys");
+            }
+        }
+        if let Ok(newest) = store.event_last_id().await {
+            if trim.tick(newest) {
+                let started = std::time::Instant::now();
+                let gave_back = crate::memory::give_back();
+                trim.trimmed(gave_back);
+                tracing::debug!(took = ?started.elapsed(), gave_back, "free memory given back");
             }
         }
     }
