@@ -112,7 +112,9 @@ pub fn for_update_skip_locked(backend: Backend) -> &'static str {
 /// Pending tasks exist only in claimable jobs (committed and approving jobs have no tasks; a
 /// job that ends fails its open tasks), so no join with `jobs` is needed. The index
 /// `tasks_claim` holds only ready tasks (`unmet = 0`), so tasks waiting for dependencies cost
-/// the claim nothing; routing and keys are filters on the index's walk in queue order. The
+/// the claim nothing; routing and keys are filters on the index's walk in queue order (so a
+/// queue whose head is thousands of tasks the asking agent cannot take, for want of a
+/// capability or of a free key, costs each of its claims that walk). The
 /// unary `+` keeps `available_at` such a filter too, never an index range of its own (which
 /// would sort every pending task). On PostgreSQL claims take one lock first
 /// (`steps::graph::claims_lock`), so that the count of a key's holders is exact.
