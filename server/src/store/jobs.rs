@@ -139,14 +139,11 @@ async fn idempotent_replay(
              use a new key for a different job"
         )));
     }
-    let job: JobRow = ctx
-        .db
-        .one(
-            &format!("SELECT {JOB_COLUMNS} FROM {JOBS_WITH_SPECS} WHERE id = $1"),
-            args![&job_id],
-        )
-        .await?;
-    Ok(Some(job.into_job()?))
+    Ok(Some(
+        job_fetch(ctx, super::rows::uuid(&job_id)?)
+            .await?
+            .into_job()?,
+    ))
 }
 
 /// Idempotency keys past their time (the scheduler's sweep).

@@ -293,30 +293,36 @@ impl TaskRow {
     /// How the task is named in `inputs` and errors: its name (a plan without names gives its
     /// position), or `#index` for a task from before names.
     pub fn label(&self) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| format!("#{}", self.idx))
+        task_label_at(self.name.as_deref(), self.idx)
     }
 
     /// The job's task indexes it waits for.
     pub fn depends_on(&self) -> Result<Vec<u32>> {
-        Ok(match self.depends_on.as_deref() {
-            Some(d) => serde_json::from_str(d).map_err(|e| {
-                StoreError::Internal(anyhow::anyhow!("task {}: stored depends_on: {e}", self.id))
-            })?,
-            None => Vec::new(),
-        })
+        stored_list(&self.id, "depends_on", self.depends_on.as_deref())
     }
 
     /// The capabilities it requires.
     pub fn requires(&self) -> Result<Vec<String>> {
-        Ok(match self.requires.as_deref() {
-            Some(r) => serde_json::from_str(r).map_err(|e| {
-                StoreError::Internal(anyhow::anyhow!("task {}: stored requires: {e}", self.id))
-            })?,
-            None => Vec::new(),
-        })
+        stored_list(&self.id, "requires", self.requires.as_deref())
     }
+}
+
+/// How task `idx` of a job is named in `inputs` and errors: its name, or `#idx` for a task
+/// from before names.
+pub fn task_label_at(name: Option<&str>, idx: i64) -> String {
+    name.map_or_else(|| format!("#{idx}"), str::to_string)
+}
+
+/// A task's list column: JSON text, NULL when empty.
+fn stored_list<T: serde::de::DeserializeOwned>(
+    task: &str,
+    column: &str,
+    text: Option<&str>,
+) -> Result<Vec<T>> {
+    text.map_or(Ok(Vec::new()), |t| {
+        serde_json::from_str(t)
+            .map_err(|e| StoreError::Internal(anyhow::anyhow!("task {task}: stored {column}: {e}")))
+    })
 }
 
 crate::db_row! {

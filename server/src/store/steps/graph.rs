@@ -12,7 +12,7 @@ use crate::args;
 use crate::store::db::{ExecExt, Value as DbValue};
 use crate::store::error::Result;
 use crate::store::events::event_insert;
-use crate::store::rows::{json, TaskRow};
+use crate::store::rows::{json, task_label_at, TaskRow};
 use crate::store::sql::TASK_COLUMNS;
 use crate::store::{Backend, WriteCtx};
 
@@ -123,7 +123,7 @@ pub(crate) async fn claim_inputs(
         let Some((name, len)) = sizes.get(&i64::from(*d)) else {
             continue;
         };
-        let name = name.clone().unwrap_or_else(|| format!("#{d}"));
+        let name = task_label_at(name.as_deref(), i64::from(*d));
         match usize::try_from(*len) {
             Ok(len) if len <= budget => {
                 budget -= len;
