@@ -104,7 +104,11 @@ impl WsAgent {
     }
 
     pub fn ready(&self, slots: u32) -> anyhow::Result<()> {
-        self.send(ClientMsg::Ready { slots })
+        self.ready_with(slots, false)
+    }
+
+    pub fn ready_with(&self, slots: u32, auto_start: bool) -> anyhow::Result<()> {
+        self.send(ClientMsg::Ready { slots, auto_start })
     }
 
     pub fn accept(&self, offer_id: Uuid) -> anyhow::Result<()> {
@@ -258,8 +262,15 @@ impl Bench {
     }
 
     /// `agents` WebSocket agents drain a job of `tasks` pending tasks; the time from their
-    /// first `ready` to the last completion.
-    pub async fn throughput(&self, agents: usize, tasks: usize) -> anyhow::Result<Duration> {
+    /// first `ready` to the last completion. With `auto_start` the agents take offers started
+    /// and their next task with each completion (one round trip per task); without, they
+    /// accept each offer (three).
+    pub async fn throughput(
+        &self,
+        agents: usize,
+        tasks: usize,
+        auto_start: bool,
+    ) -> anyhow::Result<Duration> {
         let planner = agent(&self.api, "planner").await?;
         planned_job(&planner, tasks, json!({})).await?;
         let mut sockets = Vec::new();
@@ -274,7 +285,7 @@ impl Bench {
         for mut ws in sockets {
             let done = done.clone();
             workers.push(tokio::spawn(async move {
-                ws.ready(4)?;
+                ws.ready_with(4, auto_start)?;
                 let mut finished = None;
                 while done.load(Ordering::Relaxed) < tasks {
                     let msg = match tokio::time::timeout(Duration::from_millis(200), ws.rx.recv())
@@ -285,6 +296,11 @@ impl Bench {
                         Err(_) => continue,
                     };
                     match msg {
+                        ServerMsg::TaskOffer {
+                            started: true,
+                            task,
+                            ..
+                        } => ws.complete(task.id, json!({ "ok": true }))?,
                         ServerMsg::TaskOffer { offer_id, .. } => ws.accept(offer_id)?,
                         ServerMsg::Ack {
                             kind,

@@ -136,24 +136,30 @@ async fn main() -> anyhow::Result<()> {
         report("REST polling every 1 s", poll);
     }
     if run("throughput") {
-        println!(
-            "throughput (claim + accept + complete over WebSocket, {}):",
-            server.backend
-        );
-        for &agents in &args.agents {
-            let tasks = if agents == 1 {
-                args.tasks / 4
-            } else {
-                args.tasks
-            };
-            let started = Instant::now();
-            let elapsed = bench.throughput(agents, tasks).await?;
+        for auto_start in [false, true] {
             println!(
-            "  {agents:>3} agents: {tasks:>6} tasks in {:>7.3} s = {:>8.0} tasks/s   (run took {:.1} s)",
-            elapsed.as_secs_f64(),
-            tasks as f64 / elapsed.as_secs_f64(),
-            started.elapsed().as_secs_f64()
-        );
+                "throughput ({}, over WebSocket, {}):",
+                match auto_start {
+                    false => "offer + accept + complete: three round trips a task",
+                    true => "auto_start, complete answered by the next task: one round trip",
+                },
+                server.backend
+            );
+            for &agents in &args.agents {
+                let tasks = if agents == 1 {
+                    args.tasks / 4
+                } else {
+                    args.tasks
+                };
+                let started = Instant::now();
+                let elapsed = bench.throughput(agents, tasks, auto_start).await?;
+                println!(
+                    "  {agents:>3} agents: {tasks:>6} tasks in {:>7.3} s = {:>8.0} tasks/s   (run took {:.1} s)",
+                    elapsed.as_secs_f64(),
+                    tasks as f64 / elapsed.as_secs_f64(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
         }
         println!(
             "server RSS after the throughput runs: {:.1} MB",

@@ -88,7 +88,9 @@ fn default_name() -> String {
 
 async fn serve(args: &WorkerArgs, client: &Client, url: &str) -> anyhow::Result<()> {
     let mut session = client.session().await?;
-    session.ready(args.slots).await?;
+    // Offers arrive started and each result's answer brings the next task: one round trip per
+    // task. A task this worker cannot run (a plan without --planner) is declined all the same.
+    session.ready_auto_start(args.slots).await?;
     let (tx, mut rx) = mpsc::channel::<Report>(256);
     let mut worker = Worker {
         args,
@@ -144,13 +146,15 @@ impl Worker<'_> {
                 lease_id,
                 inputs,
                 inputs_omitted,
+                started,
                 ..
             } => {
                 let inputs = Inputs {
                     results: inputs,
                     omitted: inputs_omitted,
                 };
-                self.on_offer(offer_id, *task, lease_id, inputs).await?
+                self.on_offer(offer_id, *task, lease_id, inputs, started)
+                    .await?
             }
             ServerMsg::TaskRevoked { task_id, reason } => {
                 if let Some((kill, _)) = self.running.remove(&task_id) {
@@ -176,12 +180,16 @@ impl Worker<'_> {
         task: Task,
         lease_id: Uuid,
         inputs: Inputs,
+        started: bool,
     ) -> anyhow::Result<()> {
         let cmd = match task.task_type {
             TaskType::Plan => self.args.planner.as_ref(),
             TaskType::Work => Some(&self.args.exec),
         };
         match cmd {
+            Some(cmd) if !self.draining && started => {
+                self.run(cmd.clone(), task, lease_id, inputs);
+            }
             Some(cmd) if !self.draining => {
                 // The command starts when the server confirms the accept: an offer can expire,
                 // or die with a socket that was replaced.
@@ -225,10 +233,7 @@ impl Worker<'_> {
             about("accept:").and_then(|id| self.accepting.remove(&id))
         {
             if ok {
-                let (kill, killed) = oneshot::channel();
-                self.running.insert(task.id, (kill, lease));
-                let (url, tx) = (self.url.to_string(), self.tx.clone());
-                tokio::spawn(execute(cmd, task, inputs, url, tx, killed));
+                self.run(cmd, task, lease, inputs);
             }
         }
         if !ok {
@@ -244,6 +249,14 @@ impl Worker<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Runs the task's command; it reports through `tx`.
+    fn run(&mut self, cmd: String, task: Task, lease: Uuid, inputs: Inputs) {
+        let (kill, killed) = oneshot::channel();
+        self.running.insert(task.id, (kill, lease));
+        let (url, tx) = (self.url.to_string(), self.tx.clone());
+        tokio::spawn(execute(cmd, task, inputs, url, tx, killed));
     }
 
     async fn on_report(&mut self, report: Report) -> anyhow::Result<()> {

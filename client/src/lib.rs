@@ -47,9 +47,9 @@ use std::sync::{Arc, Mutex};
 
 use agora_shared::{
     vote_path, Agent, AgentListQuery, Approval, Approved, CanApprove, CancelJob, ClaimTask,
-    ClaimedTask, CompleteTask, Envelope, ErrorCode, Event, EventListQuery, FailTask, Health, Job,
-    JobListQuery, Page, ProgressTask, RegisterAgent, Registered, Role, SetRoles, Stage, StartTask,
-    Stats, SubmitJob, Task, TaskListQuery, Verdict, VoteBody,
+    ClaimedTask, CompleteTask, Envelope, ErrorCode, Event, EventListQuery, FailTask,
+    FinishedWithNext, Health, Job, JobListQuery, Page, ProgressTask, RegisterAgent, Registered,
+    Role, SetRoles, Stage, StartTask, Stats, SubmitJob, Task, TaskListQuery, Verdict, VoteBody,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -498,8 +498,47 @@ impl Client {
         done
     }
 
+    /// Completes and claims the agent's next task in the same commit (`?next=true`): one round
+    /// trip per task. `next` is `None` when nothing is pending for the agent.
+    pub async fn complete_next(&self, task: Uuid, result: Value) -> Result<FinishedWithNext> {
+        let body = CompleteTask {
+            result,
+            lease_id: self.lease_of(task),
+        };
+        let done = self
+            .post(&format!("/tasks/{task}/complete?next=true"), &body)
+            .await;
+        self.after_next(task, done)
+    }
+
+    /// A failed attempt, and the agent's next task claimed in the same commit.
+    pub async fn fail_next(
+        &self,
+        task: Uuid,
+        error: &str,
+        retryable: bool,
+    ) -> Result<FinishedWithNext> {
+        let body = FailTask {
+            error: error.to_string(),
+            retryable: Some(retryable),
+            lease_id: self.lease_of(task),
+        };
+        let done = self
+            .post(&format!("/tasks/{task}/fail?next=true"), &body)
+            .await;
+        self.after_next(task, done)
+    }
+
+    fn after_next(&self, task: Uuid, done: Result<FinishedWithNext>) -> Result<FinishedWithNext> {
+        self.forget_finished(task, &done);
+        if let Ok(FinishedWithNext { next: Some(c), .. }) = &done {
+            self.remember_lease(c.task.id, c.lease_id);
+        }
+        done
+    }
+
     /// The delivery ended (reported, or lost): its lease is of no further use.
-    fn forget_finished(&self, task: Uuid, done: &Result<Task>) {
+    fn forget_finished<T>(&self, task: Uuid, done: &Result<T>) {
         let ended = match done {
             Ok(_) => true,
             Err(e) => matches!(e.code(), Some(ErrorCode::LeaseLost)),

@@ -20,7 +20,7 @@ pub struct Session {
     url: String,
     socket: Option<Socket>,
     /// Slots last announced, re-announced after a reconnect.
-    slots: Option<u32>,
+    slots: Option<(u32, bool)>,
     backoff: Duration,
     /// Task id → the lease of its offer, filled into reports that do not name one.
     leases: HashMap<Uuid, Uuid>,
@@ -92,10 +92,10 @@ impl Session {
             Some(Ok(Message::Text(t))) if t.as_str().contains("\"hello\"") => {}
             other => return Err(ws_error(format!("expected hello, got {other:?}"))),
         }
-        if let Some(slots) = self.slots {
+        if let Some((slots, auto_start)) = self.slots {
             let frame = serde_json::to_string(&ClientFrame {
                 reference: None,
-                msg: ClientMsg::Ready { slots },
+                msg: ClientMsg::Ready { slots, auto_start },
             })
             .map_err(ws_error)?;
             socket
@@ -121,7 +121,7 @@ impl Session {
         reference: Option<String>,
     ) -> Result<()> {
         match &mut msg {
-            ClientMsg::Ready { slots } => self.slots = Some(*slots),
+            ClientMsg::Ready { slots, auto_start } => self.slots = Some((*slots, *auto_start)),
             ClientMsg::Progress {
                 task_id, lease_id, ..
             } => *lease_id = lease_id.or_else(|| self.leases.get(task_id).copied()),
@@ -187,7 +187,21 @@ impl Session {
     }
 
     pub async fn ready(&mut self, slots: u32) -> Result<()> {
-        self.send(ClientMsg::Ready { slots }).await
+        self.send(ClientMsg::Ready {
+            slots,
+            auto_start: false,
+        })
+        .await
+    }
+
+    /// `ready` with `auto_start`: offers arrive started (`started: true`, no `accept`), and
+    /// each `complete` or `fail` is answered by the next started offer from the same commit.
+    pub async fn ready_auto_start(&mut self, slots: u32) -> Result<()> {
+        self.send(ClientMsg::Ready {
+            slots,
+            auto_start: true,
+        })
+        .await
     }
 
     pub async fn accept(&mut self, offer_id: Uuid) -> Result<()> {

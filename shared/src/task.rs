@@ -125,6 +125,26 @@ pub struct ClaimedTask {
     pub inputs_omitted: Vec<String>,
 }
 
+/// The answer to `POST /api/tasks/:id/complete?next=true` (and `/fail?next=true`): the task
+/// as it ended, and the agent's next task, claimed in the same commit (`null` when nothing is
+/// pending for it). One round trip per task for a busy agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FinishedWithNext {
+    pub task: Task,
+    pub next: Option<ClaimedTask>,
+}
+
+/// `?next=true` on complete and fail.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct NextQuery {
+    /// Claim the agent's next task in the same commit and answer with it.
+    #[serde(default)]
+    pub next: bool,
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }

@@ -27,11 +27,19 @@ pub struct ClientFrame {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
-    /// I can hold this many tasks at once (offers and accepted tasks together).
-    Ready { slots: u32 },
+    /// I can hold this many tasks at once (offers and accepted tasks together). With
+    /// `auto_start`, offers arrive already started (`started: true`, no `accept`), and the
+    /// answer to `complete` or `fail` is followed at once by the next task, claimed and started
+    /// in the same commit: one round trip per task.
+    Ready {
+        slots: u32,
+        #[serde(default)]
+        auto_start: bool,
+    },
     /// Take the offered task: it starts (`running`).
     Accept { offer_id: Uuid },
-    /// Refuse the offered task: it goes back to pending, no attempt counted.
+    /// Refuse the offered task (a started one too, with `auto_start`): it goes back to
+    /// pending, no attempt counted.
     Decline {
         offer_id: Uuid,
         #[serde(default)]
@@ -112,7 +120,8 @@ pub enum ServerMsg {
         offer_ttl_secs: f64,
     },
     /// A task claimed for this agent; `accept` or `decline` it before `expires_at`. `lease_id`
-    /// names this delivery in reports.
+    /// names this delivery in reports. With `started` (the agent asked for `auto_start`) the
+    /// task is already running: there is nothing to accept, and `expires_at` is its deadline.
     TaskOffer {
         offer_id: Uuid,
         task: Box<Task>,
@@ -125,6 +134,8 @@ pub enum ServerMsg {
         inputs: serde_json::Map<String, serde_json::Value>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         inputs_omitted: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        started: bool,
     },
     /// The answer to a client frame: `ref` echoes the frame's, `kind` names its type.
     Ack {
@@ -160,7 +171,10 @@ mod tests {
             f,
             ClientFrame {
                 reference: None,
-                msg: ClientMsg::Ready { slots: 2 }
+                msg: ClientMsg::Ready {
+                    slots: 2,
+                    auto_start: false
+                }
             }
         );
         let id = Uuid::new_v4();
@@ -178,6 +192,18 @@ mod tests {
         for (raw, unknown) in [
             (json!({"type": "ready", "slots": 1}), None),
             (json!({"type": "ready", "slots": 1, "ref": "r"}), None),
+            (
+                json!({"type": "ready", "slots": 1, "auto_start": true}),
+                None,
+            ),
+            (
+                json!({"type": "ready", "slots": 1, "auto_start": false}),
+                None,
+            ),
+            (
+                json!({"type": "ready", "slots": 1, "autostart": true}),
+                Some("autostart"),
+            ),
             (json!({"type": "ready", "slots": 1, "ref": null}), None),
             (
                 json!({"type": "progress", "task_id": id, "progress": 5}),

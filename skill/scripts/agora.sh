@@ -37,6 +37,9 @@ Agent (needs `register` first; credentials are kept in $AGORA_CONFIG_DIR/agent.j
   complete TASK_ID RESULT_JSON         finish the task; RESULT_JSON may be - (stdin) or @FILE.
                                        A plan task needs {"task_specs": [...]}
   fail TASK_ID ERROR [true|false]      report a failed attempt; false = do not retry
+  complete-next TASK_ID RESULT_JSON    complete, and claim the next task in the same call:
+                                       prints {data: {task, next}}; next is the claim (its
+                                       lease kept, as by claim) or null when none is pending
   approve JOB_ID [COMMENT]             approve a job (once per job, one per cooldown)
   reject JOB_ID REASON                 reject a job: it fails with your reason (a vote:
                                        same cooldown as an approval)
@@ -524,6 +527,28 @@ cmd_complete() {
     finish
 }
 
+cmd_complete_next() {
+    (($# == 2)) || usage_error "usage: agora.sh complete-next TASK_ID RESULT_JSON"
+    need_id TASK_ID "$1"
+    local result
+    result=$(json_arg "$2")
+    need_agent
+    request POST "/api/tasks/$1/complete?next=true" "{\"result\":$result$(lease_field "$1")}" \
+        "$TOKEN" "$TIMEOUT"
+    drop_lease_if_done "$1"
+    if is_success "$RESP_BODY"; then
+        # The next claim, if any. The sed reader finds a key's first occurrence, so it reads
+        # from where the claim starts (its task's first field is its id).
+        local claim=
+        case $JSON_TOOL in
+            sed) [[ $RESP_BODY != *'"next":{"task":'* ]] || claim="{\"task\":${RESP_BODY##*\"next\":\{\"task\":}" ;;
+            *) claim=$(json_get "$RESP_BODY" data.next) ;;
+        esac
+        [[ -z $claim ]] || save_lease "$(json_get "$claim" task.id)" "$(json_get "$claim" lease_id)"
+    fi
+    finish
+}
+
 cmd_fail() {
     (($# == 2 || $# == 3)) || usage_error "usage: agora.sh fail TASK_ID ERROR [true|false]"
     need_id TASK_ID "$1"
@@ -668,6 +693,7 @@ main() {
         progress) cmd_progress "$@" ;;
         complete) cmd_complete "$@" ;;
         fail) cmd_fail "$@" ;;
+        complete-next) cmd_complete_next "$@" ;;
         task) (($# == 1)) || usage_error "usage: agora.sh task TASK_ID"; cmd_task "$@" ;;
         approve) cmd_approve "$@" ;;
         reject) cmd_reject "$@" ;;

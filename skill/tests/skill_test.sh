@@ -290,15 +290,16 @@ second line"
         || fail "complete from stdin: $(<"$ROOT/stderr")"
     expect "task 1 status" completed "$(get data.status)"
 
-    step "12. agent 2 completes its task (result from a file)"
+    step "12. agent 2 completes its task (result from a file) and asks for its next: none"
     printf '{"file": "b.txt", "bytes": 7}' >"$ROOT/$MODE/result.json"
     ag 2 progress "$t2" 10
     ok "progress (starts a claimed task)"
     expect "task 2 status" running "$(get data.status)"
-    ag 2 complete "$t2" "@$ROOT/$MODE/result.json"
-    ok "complete from file"
-    expect "task 2 status" completed "$(get data.status)"
-    expect "task 2 result" 7 "$(get data.result.bytes)"
+    ag 2 complete-next "$t2" "@$ROOT/$MODE/result.json"
+    ok "complete-next from file"
+    expect "task 2 status" completed "$(get data.task.status)"
+    expect "task 2 result" 7 "$(get data.task.result.bytes)"
+    expect "no next task (none pending)" "" "$(get data.next)"
 
     step "13. nothing is pending: claim prints nothing and exits 4"
     ag 4 claim 1

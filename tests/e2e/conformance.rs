@@ -171,6 +171,7 @@ impl Subject {
                 task_id: c.task.id,
                 result,
                 lease_id: Some(c.lease_id),
+                next: None,
             })
             .await
             .expect("complete");
@@ -184,9 +185,11 @@ impl Subject {
                 error: "it broke".into(),
                 retryable: true,
                 lease_id: Some(c.lease_id),
+                next: None,
             })
             .await
             .expect("fail")
+            .task
     }
 
     /// Jobs in the given order (so of increasing age), each approved and planned into its
@@ -258,9 +261,14 @@ async fn racing_claims_hand_out_each_task_exactly_once() {
     for i in 0..12 {
         agents.push(s.agent(&format!("racer{i}")).await);
     }
-    // 60 claims at once from 12 agents, beside two batch claims (the dispatcher's path).
+    // 60 claims at once from 12 agents, beside two batch claims (the dispatcher's path; half
+    // the agents take their tasks started, as with `auto_start`).
     let singles = join_all((0..60).map(|i| s.claim(agents[i % agents.len()])));
-    let batches = join_all((0..2).map(|_| s.store.task_claim_many(agents[..6].to_vec())));
+    let batch: Vec<(Uuid, bool)> = agents[..6]
+        .iter()
+        .map(|a| (*a, a.as_u128() % 2 == 0))
+        .collect();
+    let batches = join_all((0..2).map(|_| s.store.task_claim_many(batch.clone())));
     let (singles, batches) = tokio::join!(singles, batches);
     let mut ids: Vec<Uuid> = singles.into_iter().flatten().map(|c| c.task.id).collect();
     for batch in batches {
@@ -288,7 +296,7 @@ async fn a_batch_claim_stops_at_an_empty_queue() {
     }
     let batch = s
         .store
-        .task_claim_many(agents.clone())
+        .task_claim_many(agents.iter().map(|a| (*a, false)).collect())
         .await
         .expect("batch");
     let got: Vec<_> = batch.claimed.iter().map(Option::is_some).collect();

@@ -30,6 +30,7 @@ mod push;
 mod push_helpers;
 mod recovery;
 mod replicas;
+mod round_trip;
 mod safety;
 mod sdk;
 mod skill;

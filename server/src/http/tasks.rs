@@ -1,8 +1,8 @@
 //! `/api/tasks`: list, claim (with long-poll), get, start, progress, complete, fail.
 
 use agora_shared::{
-    ClaimTask, ClaimedTask, CompleteTask, Envelope, ErrorEnvelope, FailTask, Page, ProgressTask,
-    StartTask, Task, TaskListQuery,
+    ClaimTask, ClaimedTask, CompleteTask, Envelope, ErrorEnvelope, FailTask, FinishedWithNext,
+    NextQuery, Page, ProgressTask, StartTask, Task, TaskListQuery,
 };
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -106,32 +106,55 @@ pub async fn progress_task(
 }
 
 /// Complete the task with its result. A plan task's result must be `{"task_specs": [...]}`
-/// (422 otherwise, and the task stays running).
-#[utoipa::path(post, path = "/api/tasks/{id}/complete", tag = "tasks", params(("id" = Uuid, Path)), request_body = CompleteTask,
+/// (422 otherwise, and the task stays running). With `?next=true` the answer is `{task, next}`:
+/// the agent's next task claimed in the same commit (`null` when none is pending).
+#[utoipa::path(post, path = "/api/tasks/{id}/complete", tag = "tasks", params(("id" = Uuid, Path), NextQuery), request_body = CompleteTask,
     security(("agent_token" = [])),
-    responses((status = 200, body = Envelope<Task>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+    responses((status = 200, body = Envelope<Finished>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
               (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
               (status = 413, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
 pub async fn complete_task(
     State(state): State<AppState>,
     auth: AgentAuth,
     AppPath(id): AppPath<Uuid>,
+    AppQuery(q): AppQuery<NextQuery>,
     OptionalJson(body): OptionalJson<CompleteTask>,
-) -> Result<Json<Envelope<Task>>> {
-    Ok(ok(ops::tasks::complete(&state, auth, id, body).await?))
+) -> Result<Json<Envelope<Finished>>> {
+    let done = ops::tasks::complete(&state, auth, id, body, q.next).await?;
+    Ok(ok(Finished::answer(done, q)))
 }
 
 /// Report a failed attempt. It is retried while attempts ≤ max_retries, unless
-/// `retryable: false`.
-#[utoipa::path(post, path = "/api/tasks/{id}/fail", tag = "tasks", params(("id" = Uuid, Path)), request_body = FailTask,
+/// `retryable: false`. With `?next=true` the answer is `{task, next}`, as for complete.
+#[utoipa::path(post, path = "/api/tasks/{id}/fail", tag = "tasks", params(("id" = Uuid, Path), NextQuery), request_body = FailTask,
     security(("agent_token" = [])),
-    responses((status = 200, body = Envelope<Task>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+    responses((status = 200, body = Envelope<Finished>), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
               (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
 pub async fn fail_task(
     State(state): State<AppState>,
     auth: AgentAuth,
     AppPath(id): AppPath<Uuid>,
+    AppQuery(q): AppQuery<NextQuery>,
     AppJson(body): AppJson<FailTask>,
-) -> Result<Json<Envelope<Task>>> {
-    Ok(ok(ops::tasks::fail(&state, auth, id, body).await?))
+) -> Result<Json<Envelope<Finished>>> {
+    let done = ops::tasks::fail(&state, auth, id, body, q.next).await?;
+    Ok(ok(Finished::answer(done, q)))
+}
+
+/// What complete and fail answer: the task, or with `?next=true` the task and the agent's next
+/// claim (`{task, next}`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Finished {
+    Task(Box<Task>),
+    WithNext(Box<FinishedWithNext>),
+}
+
+impl Finished {
+    fn answer(done: FinishedWithNext, q: NextQuery) -> Finished {
+        match q.next {
+            true => Finished::WithNext(Box::new(done)),
+            false => Finished::Task(Box::new(done.task)),
+        }
+    }
 }

@@ -21,6 +21,8 @@ const SAFETY_RECHECK: Duration = Duration::from_secs(5);
 
 struct Slotted {
     agent_id: Uuid,
+    /// The agent asked for offers that start at once.
+    auto_start: bool,
     free: i64,
     inbox: mpsc::Sender<ConnCmd>,
 }
@@ -41,14 +43,17 @@ impl Slots {
             DispatchMsg::Capacity {
                 conn_id,
                 agent_id,
+                auto_start,
                 delta,
                 inbox,
             } => {
                 let entry = self.conns.entry(conn_id).or_insert_with(|| Slotted {
                     agent_id,
+                    auto_start,
                     free: 0,
                     inbox,
                 });
+                entry.auto_start = auto_start;
                 entry.free += delta;
                 self.requeue(conn_id);
                 delta > 0
@@ -72,7 +77,7 @@ impl Slots {
 
     /// Up to `n` free slots, round-robin: an agent with several free slots comes round again
     /// after every other agent had its turn. The caller delivers, then requeues the picks.
-    fn take(&mut self, n: usize) -> Vec<(u64, Uuid)> {
+    fn take(&mut self, n: usize) -> Vec<(u64, (Uuid, bool))> {
         let mut picked = Vec::new();
         let mut used: HashMap<u64, i64> = HashMap::new();
         while picked.len() < n {
@@ -86,7 +91,7 @@ impl Slots {
             let u = used.entry(conn_id).or_default();
             if entry.free - *u > 0 {
                 *u += 1;
-                picked.push((conn_id, entry.agent_id));
+                picked.push((conn_id, (entry.agent_id, entry.auto_start)));
                 if entry.free - *u > 0 && self.in_ring.insert(conn_id) {
                     self.ring.push_back(conn_id);
                 }
@@ -125,13 +130,13 @@ pub async fn run(
         if !queue_empty {
             let picked = slots.take(BATCH);
             if !picked.is_empty() {
-                let agents: Vec<Uuid> = picked.iter().map(|(_, a)| *a).collect();
+                let agents: Vec<(Uuid, bool)> = picked.iter().map(|(_, a)| *a).collect();
                 match store.task_claim_many(agents).await {
                     Ok(batch) => {
                         let n = batch.claimed.iter().flatten().count();
                         crate::telemetry::claimed("push", n);
                         queue_empty = batch.queue_empty;
-                        for ((conn_id, agent_id), task) in picked.iter().zip(batch.claimed) {
+                        for ((conn_id, (agent_id, _)), task) in picked.iter().zip(batch.claimed) {
                             if let Some(task) = task {
                                 deliver(&store, &mut slots, *conn_id, *agent_id, task).await;
                                 crate::telemetry::offered(woke_at.elapsed());
@@ -188,10 +193,7 @@ async fn deliver(
     task: agora_shared::ClaimedTask,
 ) {
     let task_id = task.task.id;
-    let held = crate::store::Held {
-        task_id,
-        lease_id: task.lease_id,
-    };
+    let held = crate::store::Held::of(&task);
     if let Some(entry) = slots.conns.get_mut(&conn_id) {
         entry.free -= 1;
         if entry.inbox.try_send(ConnCmd::Offer(Box::new(task))).is_ok() {
@@ -203,7 +205,7 @@ async fn deliver(
             agent_id,
             vec![held],
             "its agent disconnected before the offer".into(),
-            true,
+            false,
         )
         .await
     {
@@ -220,6 +222,7 @@ mod tests {
         slots.apply(DispatchMsg::Capacity {
             conn_id,
             agent_id: Uuid::from_u128(conn_id as u128),
+            auto_start: false,
             delta,
             inbox: tx,
         });

@@ -46,6 +46,8 @@ pub enum DispatchMsg {
     Capacity {
         conn_id: u64,
         agent_id: Uuid,
+        /// Whether the agent asked for offers that start at once (its latest `ready`).
+        auto_start: bool,
         delta: i64,
         inbox: mpsc::Sender<ConnCmd>,
     },

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_shared::ws::{ClientFrame, ClientMsg, ServerMsg, PROTOCOL_VERSION};
-use agora_shared::{FailTask, ProgressTask, Task};
+use agora_shared::{ClaimedTask, FailTask, FinishedWithNext, ProgressTask, Task, TaskStatus};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use chrono::Utc;
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::parse_json;
 use crate::store::{
-    Held, Store, TaskCompleteParams, TaskFailParams, TaskProgressParams, TaskStartParams,
+    Held, NextTask, Store, TaskCompleteParams, TaskFailParams, TaskProgressParams, TaskStartParams,
 };
 
 /// Frames waiting to be written before the client counts as not reading (the byte budget,
@@ -103,10 +103,17 @@ struct Conn {
     out: Outbox,
     inbox: mpsc::Sender<ConnCmd>,
     slots: u32,
+    /// The agent asked for offers that start at once (and its next task with each report).
+    auto_start: bool,
+    /// A started task taken with the report just answered: offered right after the ack.
+    next_offer: Option<Box<ClaimedTask>>,
     /// Offer id → the delivery offered, until accepted, declined or expired.
     offers: HashMap<Uuid, Offer>,
     /// Task id → the lease of the accepted delivery this socket holds.
     held: HashMap<Uuid, Uuid>,
+    /// Offer id → the delivery of a started offer (`auto_start`), which may still be declined
+    /// while it is held.
+    started: HashMap<Uuid, Held>,
     /// The event feed, only once the agent subscribed to events.
     events: Option<broadcast::Receiver<crate::frames::Live>>,
     subscribed_all: bool,
@@ -148,8 +155,11 @@ where
         out,
         inbox,
         slots: 0,
+        auto_start: false,
+        next_offer: None,
         offers: HashMap::new(),
         held,
+        started: HashMap::new(),
         events: None,
         subscribed_all: false,
         subscribed_jobs: HashSet::new(),
@@ -191,20 +201,29 @@ where
             }
         },
     };
-    // Offers that reached the inbox but were never shown are let go as well.
+    // Offers that reached the inbox but were never shown go back, no attempt counted (even a
+    // started one: the agent never saw it).
     inbox_rx.close();
+    let mut unshown: Vec<Held> = conn
+        .next_offer
+        .take()
+        .map(|c| Held::of(&c))
+        .into_iter()
+        .collect();
     while let Ok(cmd) = inbox_rx.try_recv() {
         if let ConnCmd::Offer(c) = cmd {
-            conn.offers.insert(
-                Uuid::new_v4(),
-                Offer {
-                    held: Held {
-                        task_id: c.task.id,
-                        lease_id: c.lease_id,
-                    },
-                    expires_at: Instant::now(),
-                },
-            );
+            unshown.push(Held::of(&c));
+        }
+    }
+    if !unshown.is_empty() {
+        let reason = "its agent disconnected before the offer".to_string();
+        if let Err(e) = conn
+            .ctx
+            .store
+            .tasks_abandon(agent_id, unshown, reason, false)
+            .await
+        {
+            tracing::warn!(error = %e, %agent_id, "could not release offers never shown");
         }
     }
     conn.finish(end, writer).await;
@@ -248,13 +267,19 @@ impl Conn {
 
     fn capacity(&self, delta: i64) {
         if delta != 0 {
-            self.ctx.hub.dispatch(DispatchMsg::Capacity {
-                conn_id: self.conn_id,
-                agent_id: self.agent(),
-                delta,
-                inbox: self.inbox.clone(),
-            });
+            self.announce(delta);
         }
+    }
+
+    /// Tells the dispatcher the free slots changed by `delta` (and whether offers start).
+    fn announce(&self, delta: i64) {
+        self.ctx.hub.dispatch(DispatchMsg::Capacity {
+            conn_id: self.conn_id,
+            agent_id: self.agent(),
+            auto_start: self.auto_start,
+            delta,
+            inbox: self.inbox.clone(),
+        });
     }
 
     fn ack(
@@ -327,17 +352,26 @@ impl Conn {
         }
         let kind = frame.msg.kind();
         let result = self.handle(frame.msg).await;
-        self.ack(frame.reference, kind, result)
+        self.ack(frame.reference, kind, result)?;
+        // The next task taken with a report follows its ack at once.
+        match self.next_offer.take() {
+            Some(next) => self.offer(next),
+            None => Ok(()),
+        }
     }
 
     /// Answers one message: the task it changed, if any.
     async fn handle(&mut self, msg: ClientMsg) -> Result<Option<Task>, ApiError> {
         match msg {
-            ClientMsg::Ready { slots } => {
+            ClientMsg::Ready { slots, auto_start } => {
                 agora_shared::validate::range("slots", slots, 0, MAX_SLOTS)?;
                 let delta = i64::from(slots) - i64::from(self.slots);
+                let changed = auto_start != self.auto_start;
                 self.slots = slots;
-                self.capacity(delta);
+                self.auto_start = auto_start;
+                if delta != 0 || changed {
+                    self.announce(delta);
+                }
                 Ok(None)
             }
             ClientMsg::Accept { offer_id } => self.accept(offer_id).await.map(Some),
@@ -412,14 +446,41 @@ impl Conn {
             reason.as_deref(),
             agora_shared::MAX_MESSAGE,
         )?;
+        let reason = reason.unwrap_or_else(|| "declined".into());
+        if let Some(held) = self.started.remove(&offer_id) {
+            return self.decline_started(held, reason).await;
+        }
         let offer = self.take_offer(offer_id)?;
         self.capacity(1);
-        let reason = reason.unwrap_or_else(|| "declined".into());
         Ok(self
             .ctx
             .store
             .task_decline(self.agent(), offer.held, reason)
             .await?)
+    }
+
+    /// A started offer declined (say, a plan task for a worker that cannot plan): it goes back
+    /// to pending with no attempt counted, as an offer would.
+    async fn decline_started(&mut self, held: Held, reason: String) -> Result<Task, ApiError> {
+        if self.held.get(&held.task_id) != Some(&held.lease_id) {
+            return Err(ApiError::NotFound(format!(
+                "task {} of that offer is no longer this agent's",
+                held.task_id
+            )));
+        }
+        let released = self
+            .ctx
+            .store
+            .tasks_abandon(self.agent(), vec![held], reason, false)
+            .await?;
+        self.let_go(held.task_id, Some(held.lease_id));
+        if released == 0 {
+            return Err(ApiError::NotFound(format!(
+                "task {} of that offer is no longer this agent's",
+                held.task_id
+            )));
+        }
+        Ok(self.ctx.store.task_get(held.task_id).await?)
     }
 
     fn take_offer(&mut self, offer_id: Uuid) -> Result<Offer, ApiError> {
@@ -455,10 +516,10 @@ impl Conn {
             task_id,
             result,
             lease_id,
+            next: self.wants_next(task_id),
         };
-        let task = self.ctx.store.task_complete(params).await?;
-        self.let_go(task_id, None);
-        Ok(task)
+        let done = self.ctx.store.task_complete(params).await?;
+        Ok(self.finished(done))
     }
 
     async fn fail(&mut self, task_id: Uuid, body: FailTask) -> Result<Task, ApiError> {
@@ -469,10 +530,37 @@ impl Conn {
             error: body.error,
             retryable: body.retryable.unwrap_or(true),
             lease_id: body.lease_id,
+            next: self.wants_next(task_id),
         };
-        let task = self.ctx.store.task_fail(params).await?;
-        self.let_go(task_id, None);
-        Ok(task)
+        let done = self.ctx.store.task_fail(params).await?;
+        Ok(self.finished(done))
+    }
+
+    /// With `auto_start`, a report takes the agent's next task in its commit, when the slot it
+    /// frees is the agent's to fill (slots not lowered meanwhile, the server not draining).
+    fn wants_next(&self, task_id: Uuid) -> Option<NextTask> {
+        let used =
+            self.offers.len() + self.held.len() - usize::from(self.held.contains_key(&task_id));
+        let room = used < self.slots as usize && !*self.ctx.draining.borrow();
+        (self.auto_start && room).then_some(NextTask::Start)
+    }
+
+    /// The task is no longer this agent's; a next task taken with the report keeps the slot
+    /// (it is offered after the ack), else the slot is free again.
+    fn finished(&mut self, done: FinishedWithNext) -> Task {
+        let task_id = done.task.id;
+        match done.next {
+            Some(next) => {
+                crate::telemetry::claimed("push", 1);
+                self.held.remove(&task_id);
+                self.started.retain(|_, h| h.task_id != task_id);
+                self.next_offer = Some(Box::new(next));
+            }
+            None => {
+                self.let_go(task_id, None);
+            }
+        }
+        done.task
     }
 
     /// Events of one job, or of all, from now on.
@@ -498,6 +586,9 @@ impl Conn {
             Some(l) if matches(*l) => self.held.remove(&task_id).is_some(),
             _ => false,
         };
+        if was_held && !self.started.is_empty() {
+            self.started.retain(|_, h| h.task_id != task_id);
+        }
         let offer = self
             .offers
             .iter()
@@ -533,22 +624,19 @@ impl Conn {
             }
         };
         let task_id = claimed.task.id;
-        let held = Held {
-            task_id,
-            lease_id: claimed.lease_id,
-        };
         let used = self.offers.len() + self.held.len();
         if used >= self.slots as usize || *self.ctx.draining.borrow() {
-            // Offered after the agent lowered its slots: hand it back (the slot count evens out).
+            // Offered after the agent lowered its slots: hand it back, no attempt counted (the
+            // slot count evens out).
             self.capacity(1);
             if let Err(e) = self
                 .ctx
                 .store
                 .tasks_abandon(
                     self.agent(),
-                    vec![held],
+                    vec![Held::of(&claimed)],
                     "over the agent's slots".into(),
-                    true,
+                    false,
                 )
                 .await
             {
@@ -556,17 +644,31 @@ impl Conn {
             }
             return Ok(());
         }
+        self.offer(claimed)
+    }
+
+    /// Shows the agent a task claimed for it: an offer to accept, or with `auto_start` a task
+    /// already started (held from now on, its deadline as `expires_at`).
+    fn offer(&mut self, claimed: Box<ClaimedTask>) -> Result<(), End> {
+        let held = Held::of(&claimed);
         let offer_id = Uuid::new_v4();
-        let ttl = self.ctx.config.offer_ttl();
-        self.offers.insert(
-            offer_id,
-            Offer {
-                held,
-                expires_at: Instant::now() + ttl,
-            },
-        );
-        let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
-        let agora_shared::ClaimedTask {
+        let started = claimed.task.status == TaskStatus::Running;
+        let expires_at = if started {
+            self.held.insert(held.task_id, held.lease_id);
+            self.started.insert(offer_id, held);
+            claimed.task.deadline.unwrap_or_else(Utc::now)
+        } else {
+            let ttl = self.ctx.config.offer_ttl();
+            self.offers.insert(
+                offer_id,
+                Offer {
+                    held,
+                    expires_at: Instant::now() + ttl,
+                },
+            );
+            Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default()
+        };
+        let ClaimedTask {
             task,
             job,
             lease_id,
@@ -581,6 +683,7 @@ impl Conn {
             lease_id,
             inputs,
             inputs_omitted,
+            started,
         })
     }
 

@@ -278,11 +278,19 @@ async fn run(
         }
         "complete_task" => {
             let a: CompleteArgs = args::parse(arguments)?;
-            to_value(ops::tasks::complete(state, me, a.task_id, a.body).await?)
+            to_value(
+                ops::tasks::complete(state, me, a.task_id, a.body, false)
+                    .await?
+                    .task,
+            )
         }
         "fail_task" => {
             let a: FailArgs = args::parse(arguments)?;
-            to_value(ops::tasks::fail(state, me, a.task_id, a.body).await?)
+            to_value(
+                ops::tasks::fail(state, me, a.task_id, a.body, false)
+                    .await?
+                    .task,
+            )
         }
         "submit_plan" => submit_plan(state, me, args::parse(arguments)?).await,
         other => Err(ApiError::NotFound(format!("no tool {other}"))),
@@ -410,7 +418,9 @@ async fn submit_plan(state: &AppState, me: AgentAuth, a: SubmitPlanArgs) -> Resu
         result: json!({ "task_specs": a.task_specs }),
         lease_id: a.lease_id,
     };
-    let task = ops::tasks::complete(state, me, a.task_id, body).await?;
+    let task = ops::tasks::complete(state, me, a.task_id, body, false)
+        .await?
+        .task;
     let job = state.store.job_get(task.job_id).await?;
     Ok(json!({ "task": task, "job": job }))
 }

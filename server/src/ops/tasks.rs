@@ -2,14 +2,17 @@
 
 use std::time::Duration;
 
-use agora_shared::{ClaimTask, ClaimedTask, CompleteTask, FailTask, ProgressTask, StartTask, Task};
+use agora_shared::{
+    ClaimTask, ClaimedTask, CompleteTask, FailTask, FinishedWithNext, ProgressTask, StartTask, Task,
+};
 use uuid::Uuid;
 
 use super::AgentAuth;
 use crate::error::{ApiError, Result};
 use crate::state::AppState;
 use crate::store::{
-    TaskClaimParams, TaskCompleteParams, TaskFailParams, TaskProgressParams, TaskStartParams,
+    NextTask, TaskClaimParams, TaskCompleteParams, TaskFailParams, TaskProgressParams,
+    TaskStartParams,
 };
 
 /// How often a long-poll re-checks even without a wake-up: a safety net, not the hot path.
@@ -102,30 +105,37 @@ pub async fn progress(
     Ok(state.store.task_progress(params).await?)
 }
 
-/// Complete with a result (a plan task's is `{"task_specs": [...]}`, checked by the store).
+/// Complete with a result (a plan task's is `{"task_specs": [...]}`, checked by the store);
+/// with `next`, the agent's next task is claimed in the same commit.
 pub async fn complete(
     state: &AppState,
     caller: AgentAuth,
     task_id: Uuid,
     body: CompleteTask,
-) -> Result<Task> {
+    next: bool,
+) -> Result<FinishedWithNext> {
     agora_shared::validate::json_size("result", &body.result, state.config.max_spec_bytes)?;
     let params = TaskCompleteParams {
         agent_id: caller.0,
         task_id,
         result: body.result,
         lease_id: body.lease_id,
+        next: next_claim(state, next),
     };
-    Ok(state.store.task_complete(params).await?)
+    let done = state.store.task_complete(params).await?;
+    count_next(&done);
+    Ok(done)
 }
 
-/// A failed attempt: retried while attempts ≤ max_retries, unless `retryable: false`.
+/// A failed attempt: retried while attempts ≤ max_retries, unless `retryable: false`; with
+/// `next`, the agent's next task is claimed in the same commit.
 pub async fn fail(
     state: &AppState,
     caller: AgentAuth,
     task_id: Uuid,
     body: FailTask,
-) -> Result<Task> {
+    next: bool,
+) -> Result<FinishedWithNext> {
     body.validate()?;
     let params = TaskFailParams {
         agent_id: caller.0,
@@ -133,6 +143,20 @@ pub async fn fail(
         error: body.error,
         retryable: body.retryable.unwrap_or(true),
         lease_id: body.lease_id,
+        next: next_claim(state, next),
     };
-    Ok(state.store.task_fail(params).await?)
+    let done = state.store.task_fail(params).await?;
+    count_next(&done);
+    Ok(done)
+}
+
+/// A draining server claims nothing: the report is taken, `next` is `null`.
+fn next_claim(state: &AppState, next: bool) -> Option<NextTask> {
+    (next && !*state.draining.borrow()).then_some(NextTask::Claim)
+}
+
+fn count_next(done: &FinishedWithNext) {
+    if done.next.is_some() {
+        crate::telemetry::claimed("rest", 1);
+    }
 }

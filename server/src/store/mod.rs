@@ -54,7 +54,7 @@ pub use error::StoreError;
 pub use events::EventListParams;
 pub use jobs::{JobInsertParams, JobListParams, Submitted};
 pub use tasks::{
-    ClaimBatch, ExpirySweep, Held, TaskClaimParams, TaskCompleteParams, TaskFailParams,
+    ClaimBatch, ExpirySweep, Held, NextTask, TaskClaimParams, TaskCompleteParams, TaskFailParams,
     TaskListParams, TaskProgressParams, TaskStartParams,
 };
 pub use votes::{GateRules, VoteParams};
@@ -449,7 +449,8 @@ impl Store {
 
     /// Claims for several agents in one transaction, each a delivery over WebSocket; stops when
     /// nothing is available, and skips agents unregistered meanwhile.
-    pub async fn task_claim_many(&self, agents: Vec<uuid::Uuid>) -> Result<ClaimBatch> {
+    /// Each agent with whether it asked for `auto_start` (its task is started in the batch).
+    pub async fn task_claim_many(&self, agents: Vec<(uuid::Uuid, bool)>) -> Result<ClaimBatch> {
         self.write(move |ctx| Box::pin(tasks::task_claim_many(ctx, agents)))
             .await
     }
@@ -494,12 +495,15 @@ impl Store {
             .await
     }
 
-    pub async fn task_complete(&self, p: TaskCompleteParams) -> Result<agora_shared::Task> {
+    pub async fn task_complete(
+        &self,
+        p: TaskCompleteParams,
+    ) -> Result<agora_shared::FinishedWithNext> {
         self.write(move |ctx| Box::pin(tasks::task_complete(ctx, p)))
             .await
     }
 
-    pub async fn task_fail(&self, p: TaskFailParams) -> Result<agora_shared::Task> {
+    pub async fn task_fail(&self, p: TaskFailParams) -> Result<agora_shared::FinishedWithNext> {
         self.write(move |ctx| Box::pin(tasks::task_fail(ctx, p)))
             .await
     }

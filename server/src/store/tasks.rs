@@ -7,8 +7,9 @@
 //! functions of `agora_shared::lease`; this file and its steps apply them in SQL.
 
 use agora_shared::{
-    parse_plan, running_lease_expiry, ClaimedTask, EventData, JobEvent, JobStatus, PlanProposed,
-    PlannedTask, Task, TaskAction, TaskClaimed, TaskProgressed, TaskStarted, TaskStatus, TaskType,
+    parse_plan, running_lease_expiry, ClaimedTask, EventData, FinishedWithNext, JobEvent,
+    JobStatus, PlanProposed, PlannedTask, Task, TaskAction, TaskClaimed, TaskProgressed,
+    TaskStarted, TaskStatus, TaskType,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -76,6 +77,7 @@ pub struct TaskCompleteParams {
     pub task_id: Uuid,
     pub result: Value,
     pub lease_id: Option<Uuid>,
+    pub next: Option<NextTask>,
 }
 
 pub struct TaskFailParams {
@@ -84,6 +86,19 @@ pub struct TaskFailParams {
     pub error: String,
     pub retryable: bool,
     pub lease_id: Option<Uuid>,
+    pub next: Option<NextTask>,
+}
+
+/// The agent's next task, taken in the same commit as the report that finished its last one:
+/// one round trip per task for a busy agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextTask {
+    /// A REST claim (`?next=true`), as `POST /api/tasks/claim` would make it.
+    Claim,
+    /// A WebSocket offer, to be accepted (the dispatcher's, for agents without `auto_start`).
+    Offer,
+    /// A WebSocket offer for an agent that asked for `auto_start`: claimed and started.
+    Start,
 }
 
 /// A task an agent lets go of, named by the delivery it ends: a release meant for an earlier
@@ -92,6 +107,16 @@ pub struct TaskFailParams {
 pub struct Held {
     pub task_id: Uuid,
     pub lease_id: Uuid,
+}
+
+impl Held {
+    /// The delivery a claim made.
+    pub fn of(claimed: &ClaimedTask) -> Held {
+        Held {
+            task_id: claimed.task.id,
+            lease_id: claimed.lease_id,
+        }
+    }
 }
 
 /// A REST claim: the agent's earlier delivery when `request_id` names one whose lease lives,
@@ -158,16 +183,20 @@ pub struct ClaimBatch {
 /// another may (capabilities), so an empty answer ends the batch only for agents with the same
 /// capabilities; the queue counts as empty when a claim found nothing and none after it found
 /// anything.
-pub(crate) async fn task_claim_many(ctx: &mut WriteCtx, agents: Vec<Uuid>) -> Result<ClaimBatch> {
+pub(crate) async fn task_claim_many(
+    ctx: &mut WriteCtx,
+    agents: Vec<(Uuid, bool)>,
+) -> Result<ClaimBatch> {
     claims_lock(ctx).await?;
     let mut batch = ClaimBatch {
         claimed: Vec::with_capacity(agents.len()),
         queue_empty: false,
     };
     // Every agent's row before any task or job row: the lock order of unregistering too.
-    let registered = agents_registered(ctx, &agents).await?;
+    let ids: Vec<Uuid> = agents.iter().map(|(a, _)| *a).collect();
+    let registered = agents_registered(ctx, &ids).await?;
     let mut starved: std::collections::HashSet<&str> = std::collections::HashSet::new();
-    for agent in &agents {
+    for (agent, auto_start) in &agents {
         let Some(caps) = registered.get(agent) else {
             batch.claimed.push(None);
             continue;
@@ -176,7 +205,11 @@ pub(crate) async fn task_claim_many(ctx: &mut WriteCtx, agents: Vec<Uuid>) -> Re
             batch.claimed.push(None);
             continue;
         }
-        let claimed = task_claim_next(ctx, *agent, Via::Offer, None).await?;
+        let next = match auto_start {
+            true => NextTask::Start,
+            false => NextTask::Offer,
+        };
+        let claimed = task_take(ctx, *agent, next).await?;
         match claimed {
             None => {
                 starved.insert(caps.as_str());
@@ -188,6 +221,27 @@ pub(crate) async fn task_claim_many(ctx: &mut WriteCtx, agents: Vec<Uuid>) -> Re
         batch.claimed.push(claimed);
     }
     Ok(batch)
+}
+
+/// The agent's next task, as it asked for it.
+async fn task_take(ctx: &mut WriteCtx, agent: Uuid, next: NextTask) -> Result<Option<ClaimedTask>> {
+    let via = match next {
+        NextTask::Claim => Via::Claim,
+        NextTask::Offer | NextTask::Start => Via::Offer,
+    };
+    let Some(mut claimed) = task_claim_next(ctx, agent, via, None).await? else {
+        return Ok(None);
+    };
+    if next == NextTask::Start {
+        let start = TaskStartParams {
+            agent_id: agent,
+            task_id: claimed.task.id,
+            lease_id: Some(claimed.lease_id),
+            heartbeat_secs: None,
+        };
+        claimed.task = task_start(ctx, start).await?;
+    }
+    Ok(Some(claimed))
 }
 
 /// The claim itself: the same statement for REST, long-poll and WebSocket dispatch. Each call
@@ -362,12 +416,41 @@ pub(crate) async fn task_progress(ctx: &mut WriteCtx, p: TaskProgressParams) -> 
 const FINISH_SET: &str = "result = $3, progress = 100, finished_at = $4, updated_at = $4, \
     lease_expires_at = NULL, claim_request_id = NULL";
 
-pub(crate) async fn task_complete(ctx: &mut WriteCtx, p: TaskCompleteParams) -> Result<Task> {
+/// Completes the task and, when the agent asked for it, takes its next in the same commit.
+pub(crate) async fn task_complete(
+    ctx: &mut WriteCtx,
+    p: TaskCompleteParams,
+) -> Result<FinishedWithNext> {
+    let (agent, next) = (p.agent_id, p.next);
+    if next.is_some() {
+        // Before any row lock, as every claim takes it (`claims_lock`).
+        claims_lock(ctx).await?;
+    }
+    let task = task_complete_only(ctx, p).await?;
+    task_then(ctx, agent, task, next).await
+}
+
+/// The report is written; the agent's next task, if it asked for one.
+async fn task_then(
+    ctx: &mut WriteCtx,
+    agent: Uuid,
+    task: Task,
+    next: Option<NextTask>,
+) -> Result<FinishedWithNext> {
+    let next = match next {
+        Some(next) => task_take(ctx, agent, next).await?,
+        None => None,
+    };
+    Ok(FinishedWithNext { task, next })
+}
+
+async fn task_complete_only(ctx: &mut WriteCtx, p: TaskCompleteParams) -> Result<Task> {
     let TaskCompleteParams {
         agent_id: agent,
         task_id: id,
         result,
         lease_id,
+        next: _,
     } = p;
     // The hot path, a work task: one statement whose conditions are the checks.
     let done: Option<TaskRow> = ctx
@@ -466,14 +549,19 @@ async fn plan_land(
     Ok(())
 }
 
-pub(crate) async fn task_fail(ctx: &mut WriteCtx, p: TaskFailParams) -> Result<Task> {
+/// A failed attempt and, when the agent asked for it, its next task in the same commit.
+pub(crate) async fn task_fail(ctx: &mut WriteCtx, p: TaskFailParams) -> Result<FinishedWithNext> {
+    if p.next.is_some() {
+        claims_lock(ctx).await?;
+    }
     let (row, _) = task_for_agent(ctx, p.task_id, p.agent_id, TaskAction::Fail, p.lease_id).await?;
     agent_seen(ctx, p.agent_id).await?;
     let cause = FailCause::Reported {
         error: p.error,
         retryable: p.retryable,
     };
-    task_fail_attempt(ctx, row, cause).await
+    let task = task_fail_attempt(ctx, row, cause).await?;
+    task_then(ctx, p.agent_id, task, p.next).await
 }
 
 /// A WebSocket agent lets go of deliveries: offers (still `claimed`) go back to pending with no
