@@ -39,6 +39,62 @@ struct Dirty {
     full: bool,
 }
 
+/// Marks jobs dirty from the event feed: every job in full at start-up and after missed
+/// events, else the tasks whose end was announced.
+async fn read_events(store: Store, dirty: Arc<std::sync::Mutex<HashMap<Uuid, Dirty>>>) {
+    let mut events = store.subscribe();
+    let all_jobs = |ids: Vec<Uuid>| {
+        if let Ok(mut d) = dirty.lock() {
+            for id in ids {
+                d.entry(id).or_default().full = true;
+            }
+        }
+    };
+    match store.job_ids().await {
+        Ok(ids) => all_jobs(ids),
+        Err(e) => tracing::warn!(error = %e, "git: could not list jobs at start-up"),
+    }
+    loop {
+        match events.recv().await {
+            Ok(e) => {
+                let Some(job) = e.job_id else { continue };
+                let Ok(mut d) = dirty.lock() else { return };
+                match e.kind() {
+                    _ if e.payload.ends_task() => {
+                        if let Some(t) = e.task_id {
+                            d.entry(job).or_default().tasks.insert(t);
+                        }
+                    }
+                    EventKind::JobCommitted => {
+                        d.entry(job).or_default();
+                    }
+                    EventKind::JobFailed => d.entry(job).or_default().full = true,
+                    _ => {}
+                }
+            }
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    skipped = n,
+                    "git: the event reader fell behind; comparing every job"
+                );
+                if let Ok(ids) = store.job_ids().await {
+                    all_jobs(ids);
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Aborts the task when dropped (the flusher's reader goes with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What is already in a job's repository.
 #[derive(Default)]
 struct Recorded {
@@ -47,6 +103,17 @@ struct Recorded {
     /// another plan task, whose plan replaces it).
     plan: Option<u32>,
     tasks: HashSet<u32>,
+}
+
+impl Recorded {
+    /// Whether the repository lacks this finished task: a plan newer than the one it holds, or
+    /// a task (a work task, or a failed plan task) it has no directory for.
+    fn lacks(&self, index: u32, task_type: TaskType, status: TaskStatus) -> bool {
+        match (task_type, status) {
+            (TaskType::Plan, TaskStatus::Completed) => self.plan.is_none_or(|p| index > p),
+            _ => !self.tasks.contains(&index),
+        }
+    }
 }
 
 /// Handle to the git history; cheap to clone.
@@ -86,67 +153,44 @@ impl GitHistory {
     }
 
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut events = self.store.subscribe();
-        let mut dirty: HashMap<Uuid, Dirty> = HashMap::new();
-        match self.store.job_ids().await {
-            Ok(ids) => {
-                for id in ids {
-                    dirty.entry(id).or_default().full = true;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "git: could not list jobs at start-up"),
-        }
+        let dirty: Arc<std::sync::Mutex<HashMap<Uuid, Dirty>>> = Default::default();
+        // The event feed is read by a task of its own, so that a long flush never makes the
+        // reader fall behind the feed (which would force a full comparison of every job).
+        let reader = tokio::spawn(read_events(self.store.clone(), dirty.clone()));
+        let _stop_reader = AbortOnDrop(reader);
         // The next flush; after a long one, the writer waits proportionally longer, so git never
         // takes more than about a tenth of a core from the agents under load (it catches up
         // with larger commits instead).
         let mut next = tokio::time::Instant::now() + FLUSH;
         loop {
-            tokio::select! {
-                ev = events.recv() => match ev {
-                                        Ok(e) => {
-                        let Some(job) = e.job_id else { continue };
-                        match e.kind() {
-                            _ if e.payload.ends_task() => {
-                                if let Some(t) = e.task_id {
-                                    dirty.entry(job).or_default().tasks.insert(t);
-                                }
-                            }
-                            EventKind::JobCommitted => {
-                                dirty.entry(job).or_default();
-                            }
-                            EventKind::JobFailed => dirty.entry(job).or_default().full = true,
-                            _ => {}
-                        }
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep_until(next) => false,
+                _ = shutdown.changed() => true,
+            };
+            let started = tokio::time::Instant::now();
+            let todo = dirty
+                .lock()
+                .map(|mut d| std::mem::take(&mut *d))
+                .unwrap_or_default();
+            for (job, d) in todo {
+                let ids = (!d.full).then(|| d.tasks.iter().copied().collect::<Vec<_>>());
+                if let Err(e) = self.sync_tasks(job, ids).await {
+                    if stopping {
+                        continue;
                     }
-                    Err(RecvError::Lagged(_)) => {
-                        if let Ok(ids) = self.store.job_ids().await {
-                            for id in ids {
-                                dirty.entry(id).or_default().full = true;
-                            }
-                        }
+                    tracing::warn!(error = ?e, %job, "git: sync failed; will retry");
+                    if let Ok(mut all) = dirty.lock() {
+                        let again = all.entry(job).or_default();
+                        again.full |= d.full;
+                        again.tasks.extend(d.tasks);
                     }
-                    Err(RecvError::Closed) => return,
-                },
-                                _ = tokio::time::sleep_until(next) => {
-                    let started = tokio::time::Instant::now();
-                    for (job, d) in std::mem::take(&mut dirty) {
-                        let ids = (!d.full).then(|| d.tasks.iter().copied().collect::<Vec<_>>());
-                        if let Err(e) = self.sync_tasks(job, ids).await {
-                            tracing::warn!(error = ?e, %job, "git: sync failed; will retry");
-                            dirty.insert(job, d);
-                        }
-                    }
-                    let took = started.elapsed();
-                    next = tokio::time::Instant::now() + FLUSH.max(took * 9).min(Duration::from_secs(10));
-                }
-                _ = shutdown.changed() => {
-                    for (job, d) in std::mem::take(&mut dirty) {
-                        let ids = (!d.full).then(|| d.tasks.iter().copied().collect::<Vec<_>>());
-                        let _ = self.sync_tasks(job, ids).await;
-                    }
-                    return;
                 }
             }
+            if stopping {
+                return;
+            }
+            let took = started.elapsed();
+            next = tokio::time::Instant::now() + FLUSH.max(took * 9).min(Duration::from_secs(10));
         }
     }
 
@@ -190,21 +234,36 @@ impl GitHistory {
         if !rec.job {
             commits.push(self.job_commit(&job).await);
         }
-        let finished = match ids {
-            Some(ids) if ids.is_empty() => Ok(Vec::new()),
-            Some(ids) => self.store.tasks_finished_by_id(job_id, &ids).await,
-            None => self.store.tasks_finished(job_id).await,
-        }
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ids = match ids {
+            Some(ids) => ids,
+            // A full comparison reads every finished task's marks, then in full only those the
+            // repository lacks: a job of 100,000 tasks is not read whole on each lag or restart.
+            None => self
+                .store
+                .tasks_finished_marks(job_id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .into_iter()
+                .filter(|(_, index, task_type, status)| rec.lacks(*index, *task_type, *status))
+                .map(|(id, ..)| id)
+                .collect(),
+        };
+        let finished = match ids.is_empty() {
+            true => Vec::new(),
+            false => self
+                .store
+                .tasks_finished_by_id(job_id, &ids)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        };
         let mut new_plans = Vec::new();
         let mut new_tasks = Vec::new();
         for t in finished {
+            if !rec.lacks(t.index, t.task_type, t.status) {
+                continue;
+            }
             match (t.task_type, t.status) {
-                (TaskType::Plan, TaskStatus::Completed) if rec.plan.is_none_or(|p| t.index > p) => {
-                    new_plans.push(t)
-                }
-                (TaskType::Plan, TaskStatus::Completed) => {}
-                _ if rec.tasks.contains(&t.index) => {}
+                (TaskType::Plan, TaskStatus::Completed) => new_plans.push(t),
                 _ => new_tasks.push(t),
             }
         }

@@ -320,7 +320,7 @@ impl SqliteExec {
         let mut stmt = self.conn.prepare_cached(sql)?;
         let names: Arc<Vec<String>> =
             Arc::new(stmt.column_names().iter().map(|s| s.to_string()).collect());
-        bind_numbered(&mut stmt, args)?;
+        bind_numbered(&mut stmt, sql, args)?;
         let mut rows = stmt.raw_query();
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
@@ -359,23 +359,69 @@ impl SqliteExec {
 }
 
 /// SQLite numbers named parameters (`$2`) by first appearance, not by name: bind each by the
-/// number in its name, as sqlx does, so `$N` means the N-th argument on both backends.
-fn bind_numbered(stmt: &mut rusqlite::CachedStatement<'_>, args: &[Value]) -> Result<(), DbError> {
-    for i in 1..=stmt.parameter_count() {
-        let n = stmt
-            .parameter_name(i)
-            .and_then(|name| name.strip_prefix('$'))
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|n| (1..=args.len()).contains(n))
-            .ok_or_else(|| {
-                DbError::Decode(
-                    format!("parameter {i}"),
-                    "a $N placeholder with an argument",
-                )
-            })?;
+/// number in its name, as sqlx does, so `$N` means the N-th argument on both backends. The
+/// numbers are read from the SQL text ([`placeholders`]); SQLite's own
+/// `sqlite3_bind_parameter_name` scans a list on each call, which made a multi-row INSERT of
+/// thousands of parameters quadratic. It is the fallback when the text's count disagrees.
+fn bind_numbered(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    sql: &str,
+    args: &[Value],
+) -> Result<(), DbError> {
+    let bad = |i: usize| {
+        DbError::Decode(
+            format!("parameter {i}"),
+            "a $N placeholder with an argument",
+        )
+    };
+    let count = stmt.parameter_count();
+    let numbers = placeholders(sql);
+    for i in 1..=count {
+        let n = match numbers.len() == count {
+            true => Some(numbers[i - 1]),
+            false => stmt
+                .parameter_name(i)
+                .and_then(|name| name.strip_prefix('$'))
+                .and_then(|n| n.parse::<usize>().ok()),
+        }
+        .filter(|n| (1..=args.len()).contains(n))
+        .ok_or_else(|| bad(i))?;
         stmt.raw_bind_parameter(i, to_sqlite(&args[n - 1]))?;
     }
     Ok(())
+}
+
+/// The numbers of the `$N` placeholders of `sql` in order of first appearance (SQLite's
+/// parameter order), outside quoted strings and identifiers.
+fn placeholders(sql: &str) -> Vec<usize> {
+    let bytes = sql.as_bytes();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'\'' || b == b'"' => quote = Some(b),
+            None if b == b'$' => {
+                let digits = bytes[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .count();
+                if let Ok(n) = sql[i + 1..i + 1 + digits].parse::<usize>() {
+                    if seen.insert(n) {
+                        out.push(n);
+                    }
+                }
+                i += digits;
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    out
 }
 
 fn to_sqlite(v: &Value) -> rusqlite::types::Value {
@@ -402,7 +448,7 @@ impl Exec for SqliteExec {
         }
         let before = self.conn.total_changes();
         let mut stmt = self.conn.prepare_cached(sql)?;
-        bind_numbered(&mut stmt, args)?;
+        bind_numbered(&mut stmt, sql, args)?;
         let n = stmt.raw_execute()? as u64;
         drop(stmt);
         self.count_write(before);
@@ -489,6 +535,29 @@ mod tests {
 
     crate::db_row! {
         struct Pair { id: String, n: Option<i64> }
+    }
+
+    /// The placeholder numbers read from the text are SQLite's own parameter order.
+    #[test]
+    fn placeholders_follow_sqlites_parameter_order() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (a TEXT, b TEXT, c TEXT)")
+            .unwrap();
+        let many: Vec<String> = (0..300)
+            .map(|i| format!("(${}, '$9', ${})", 2 * i + 2, 2 * i + 1))
+            .collect();
+        for sql in [
+            "SELECT $1".to_string(),
+            "SELECT $2, $1, $2, '$7', \"$8\"".to_string(),
+            "SELECT a FROM t WHERE a = $3 AND (b = $1 OR $3 IS NULL) AND c = $2".to_string(),
+            format!("INSERT INTO t (a, b, c) VALUES {}", many.join(", ")),
+        ] {
+            let stmt = conn.prepare(&sql).unwrap();
+            let sqlite: Vec<usize> = (1..=stmt.parameter_count())
+                .map(|i| stmt.parameter_name(i).unwrap()[1..].parse().unwrap())
+                .collect();
+            assert_eq!(placeholders(&sql), sqlite, "{sql}");
+        }
     }
 
     #[tokio::test]

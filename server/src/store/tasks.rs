@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::db::{ExecExt, Value as DbValue};
 use super::error::{Result, StoreError};
 use super::events::{event_insert, EventDraft};
-use super::rows::{u32_of, uuid, JobRow, TaskRow};
+use super::rows::{parse, u32_of, uuid, JobRow, TaskRow};
 use super::sql::{self, ACTIVE_TASKS, FINISHED_TASKS, TASK_COLUMNS};
 use super::steps::agents::{agent_name, agent_registered, agent_seen, agents_registered};
 use super::steps::graph::{claim_inputs, claims_lock, deps_completed};
@@ -888,18 +888,30 @@ impl Store {
 }
 
 impl Store {
-    /// Every terminal task of a job, oldest first (the git history's full comparison).
-    pub async fn tasks_finished(&self, job_id: Uuid) -> Result<Vec<Task>> {
-        let rows: Vec<TaskRow> = self
+    /// The finished tasks of a job without their specs and results: `(id, index, type,
+    /// status)`, for the git writer to read in full only what its repository lacks.
+    pub async fn tasks_finished_marks(
+        &self,
+        job_id: Uuid,
+    ) -> Result<Vec<(Uuid, u32, TaskType, TaskStatus)>> {
+        let rows: Vec<(String, i64, String, String)> = self
             .read_all(
                 &format!(
-                    "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 AND status IN {FINISHED_TASKS} \
-                     ORDER BY finished_at, idx"
+                    "SELECT id, idx, task_type, status FROM tasks WHERE job_id = $1 AND status IN {FINISHED_TASKS}"
                 ),
                 args![job_id],
             )
             .await?;
-        rows.into_iter().map(TaskRow::into_task).collect()
+        rows.into_iter()
+            .map(|(id, idx, task_type, status)| {
+                Ok((
+                    uuid(&id)?,
+                    u32_of(idx),
+                    parse("task type", &task_type)?,
+                    parse("task status", &status)?,
+                ))
+            })
+            .collect()
     }
 
     /// An agent's name, registered or not (for commit authors).
