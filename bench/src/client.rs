@@ -264,13 +264,14 @@ impl Bench {
     /// `agents` WebSocket agents drain a job of `tasks` pending tasks; the time from their
     /// first `ready` to the last completion. With `auto_start` the agents take offers started
     /// and their next task with each completion (one round trip per task); without, they
-    /// accept each offer (three).
+    /// accept each offer (three). Also the server CPU seconds (`cpu`) the run took.
     pub async fn throughput(
         &self,
         agents: usize,
         tasks: usize,
         auto_start: bool,
-    ) -> anyhow::Result<Duration> {
+        cpu: &dyn Fn() -> f64,
+    ) -> anyhow::Result<(Duration, f64)> {
         let planner = agent(&self.api, "planner").await?;
         planned_job(&planner, tasks, json!({})).await?;
         let mut sockets = Vec::new();
@@ -281,6 +282,7 @@ impl Bench {
         }
         let done = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
+        let cpu_before = cpu();
         let mut workers = Vec::new();
         for mut ws in sockets {
             let done = done.clone();
@@ -331,7 +333,7 @@ impl Bench {
             last = last.max(w.await??);
         }
         let last = last.context("the run did not finish")?;
-        Ok(last.duration_since(started))
+        Ok((last.duration_since(started), cpu() - cpu_before))
     }
 
     /// The mean time of a REST claim (then completed) on a job with `spec`, over `n` tasks.

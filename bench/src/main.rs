@@ -152,12 +152,16 @@ async fn main() -> anyhow::Result<()> {
                     args.tasks
                 };
                 let started = Instant::now();
-                let elapsed = bench.throughput(agents, tasks, auto_start).await?;
+                let server_cpu = || servers.iter().map(|s| s.cpu_secs()).sum::<f64>();
+                let (elapsed, cpu) = bench
+                    .throughput(agents, tasks, auto_start, &server_cpu)
+                    .await?;
                 println!(
-                    "  {agents:>3} agents: {tasks:>6} tasks in {:>7.3} s = {:>8.0} tasks/s   (run took {:.1} s)",
+                    "  {agents:>3} agents: {tasks:>6} tasks in {:>7.3} s = {:>8.0} tasks/s   (run took {:.1} s; server CPU {:.0} µs a task)",
                     elapsed.as_secs_f64(),
                     tasks as f64 / elapsed.as_secs_f64(),
-                    started.elapsed().as_secs_f64()
+                    started.elapsed().as_secs_f64(),
+                    cpu * 1e6 / tasks as f64
                 );
             }
         }

@@ -95,6 +95,24 @@ impl Server {
             .unwrap_or(f64::NAN)
     }
 
+    /// CPU time the server process has used (user + system), from /proc: a figure that does
+    /// not depend on what else the machine is doing, unlike wall-clock throughput.
+    pub fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // The fields after the command name (which may hold spaces), from field 3 on.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15 (1-based), in clock ticks of 1/100 s.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     pub async fn stop(mut self) {
         let _ = Command::new("kill")
             .arg("-TERM")

@@ -152,13 +152,25 @@ pub fn commit_packed(dir: &Path, commits: &[NewCommit]) -> Result<Option<Oid>, g
             .to_string();
         repo.reference(&branch, oid, true, "agora")?;
     }
-    repack_if_more_than(repo, MAX_PACKS)?;
+    repack_if_due(repo)?;
     Ok(last)
 }
 
 /// Packs a repository may hold before they are merged into one: each flush writes a pack, and
 /// libgit2 never repacks on its own (400 tasks trickled in used to leave 43 packs).
 pub const MAX_PACKS: usize = 6;
+/// Past [`MAX_PACKS`], the packs are merged once the newer ones together are as large as the
+/// largest (so each object is rewritten a logarithmic number of times, not once every few
+/// flushes: merging a 40,000-task job's whole history every seventh flush cost a third of the
+/// server's CPU under load), and at the latest past this many.
+pub const MOST_PACKS: usize = 48;
+
+/// Whether packs of these sizes are due to be merged.
+fn due_for_repack(sizes: &[u64]) -> bool {
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    let rest: u64 = sizes.iter().sum::<u64>() - largest;
+    sizes.len() > MOST_PACKS || (sizes.len() > MAX_PACKS && rest >= largest)
+}
 
 /// The pack files (`objects/pack/*.pack`) of a repository.
 fn pack_files(repo: &Repository) -> Vec<std::path::PathBuf> {
@@ -172,13 +184,17 @@ fn pack_files(repo: &Repository) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-/// When the repository holds more than `max` packs, writes everything reachable from HEAD as
-/// one pack and removes the others (new pack first, old ones after, so every object stays
-/// readable; a reader that races the removal retries). Whether it repacked.
-pub fn repack_if_more_than(repo: &Repository, max: usize) -> Result<bool, git2::Error> {
+/// When the repository's packs are due ([`due_for_repack`]), writes everything reachable from
+/// HEAD as one pack and removes the others (new pack first, old ones after, so every object
+/// stays readable; a reader that races the removal retries). Whether it repacked.
+pub fn repack_if_due(repo: &Repository) -> Result<bool, git2::Error> {
     use std::io::Write;
     let before = pack_files(repo);
-    if before.len() <= max || repo.head().is_err() {
+    let sizes: Vec<u64> = before
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .collect();
+    if !due_for_repack(&sizes) || repo.head().is_err() {
         return Ok(false);
     }
     let mut pb = repo.packbuilder()?;
@@ -366,6 +382,20 @@ mod tests {
     }
 
     #[test]
+    fn packs_are_merged_when_the_newer_ones_add_up_to_the_largest() {
+        assert!(!due_for_repack(&[100; 6]), "six packs stay");
+        assert!(due_for_repack(&[100; 7]), "seven equal packs merge");
+        assert!(!due_for_repack(&[1000, 10, 10, 10, 10, 10, 10]));
+        assert!(due_for_repack(&[60, 10, 10, 10, 10, 10, 10]));
+        let mut many = vec![1_000_000];
+        many.extend([1; 48]);
+        assert!(
+            due_for_repack(&many),
+            "at most 48 packs, whatever their sizes"
+        );
+    }
+
+    #[test]
     fn packs_stay_few_and_every_commit_stays_readable() {
         let dir = tempfile::tempdir().unwrap();
         let repo = open_or_init(dir.path()).unwrap();
@@ -380,8 +410,12 @@ mod tests {
                 at: chrono::Utc::now(),
             };
             commit_packed(dir.path(), &[c]).unwrap();
-            assert!(pack_files(&repo).len() <= MAX_PACKS, "after {i}");
+            assert!(pack_files(&repo).len() <= MOST_PACKS, "after {i}");
         }
+        assert!(
+            pack_files(&repo).len() < 40,
+            "trickled commits were merged along the way"
+        );
         let fresh = Repository::open_bare(dir.path()).unwrap();
         assert_eq!(commits(&fresh, 0, 100).unwrap().1, 40);
         for i in 0..40 {
