@@ -274,7 +274,22 @@ async fn slots_and_auto_start_can_change_and_a_started_task_dies_with_its_socket
     ws.send(json!({ "type": "ready", "slots": 1, "auto_start": true }))
         .await;
     assert!(ws.ack("ready").await.0);
+    // A started offer may be declined: back to pending, no attempt, and offered again.
+    let (offer_id, declined) = started_offer(ws.recv().await);
+    let released = |kinds: Vec<String>| kinds.iter().filter(|k| *k == "task.released").count();
+    let before = released(app.event_kinds(job).await);
+    ws.send(json!({ "type": "decline", "offer_id": offer_id, "reason": "cannot plan" }))
+        .await;
+    assert!(ws.ack("decline").await.0);
+    let t = app.get(&format!("/tasks/{}", declined.id)).await.ok();
+    // Pending again, or already offered again (the dispatcher is quick): no attempt either way.
+    assert_eq!(t["attempts"], 0, "{t}");
+    assert_ne!(t["status"], "failed");
+    assert_eq!(released(app.event_kinds(job).await), before + 1);
     let (_, held) = started_offer(ws.recv().await);
+    ws.send(json!({ "type": "decline", "offer_id": offer_id }))
+        .await;
+    assert!(!ws.ack("decline").await.0, "declined once only");
     drop(ws);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
