@@ -516,26 +516,25 @@ cmd_progress() {
     finish_task
 }
 
+# Completes task $2 with result $3 ($1: the query, "" or "?next=true").
+complete_request() {
+    need_id TASK_ID "$2"
+    local result
+    result=$(json_arg "$3")
+    need_agent
+    request POST "/api/tasks/$2/complete$1" "{\"result\":$result$(lease_field "$2")}" "$TOKEN" "$TIMEOUT"
+    drop_lease_if_done "$2"
+}
+
 cmd_complete() {
     (($# == 2)) || usage_error "usage: agora.sh complete TASK_ID RESULT_JSON"
-    need_id TASK_ID "$1"
-    local result
-    result=$(json_arg "$2")
-    need_agent
-    request POST "/api/tasks/$1/complete" "{\"result\":$result$(lease_field "$1")}" "$TOKEN" "$TIMEOUT"
-    drop_lease_if_done "$1"
+    complete_request "" "$@"
     finish
 }
 
 cmd_complete_next() {
     (($# == 2)) || usage_error "usage: agora.sh complete-next TASK_ID RESULT_JSON"
-    need_id TASK_ID "$1"
-    local result
-    result=$(json_arg "$2")
-    need_agent
-    request POST "/api/tasks/$1/complete?next=true" "{\"result\":$result$(lease_field "$1")}" \
-        "$TOKEN" "$TIMEOUT"
-    drop_lease_if_done "$1"
+    complete_request "?next=true" "$@"
     if is_success "$RESP_BODY"; then
         # The next claim, if any. The sed reader finds a key's first occurrence, so it reads
         # from where the claim starts (its task's first field is its id).
