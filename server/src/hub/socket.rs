@@ -271,6 +271,11 @@ impl Conn {
         }
     }
 
+    /// Slots taken: offers waiting for an answer and tasks held.
+    fn used(&self) -> usize {
+        self.offers.len() + self.held.len()
+    }
+
     /// Tells the dispatcher the free slots changed by `delta` (and whether offers start).
     fn announce(&self, delta: i64) {
         self.ctx.hub.dispatch(DispatchMsg::Capacity {
@@ -539,8 +544,7 @@ impl Conn {
     /// With `auto_start`, a report takes the agent's next task in its commit, when the slot it
     /// frees is the agent's to fill (slots not lowered meanwhile, the server not draining).
     fn wants_next(&self, task_id: Uuid) -> Option<NextTask> {
-        let used =
-            self.offers.len() + self.held.len() - usize::from(self.held.contains_key(&task_id));
+        let used = self.used() - usize::from(self.held.contains_key(&task_id));
         let room = used < self.slots as usize && !*self.ctx.draining.borrow();
         (self.auto_start && room).then_some(NextTask::Start)
     }
@@ -624,7 +628,7 @@ impl Conn {
             }
         };
         let task_id = claimed.task.id;
-        let used = self.offers.len() + self.held.len();
+        let used = self.used();
         if used >= self.slots as usize || *self.ctx.draining.borrow() {
             // Offered after the agent lowered its slots: hand it back, no attempt counted (the
             // slot count evens out).
