@@ -308,19 +308,63 @@ impl<E: Exec + ?Sized> ExecExt for E {}
 
 /// The SQLite writer's connection: statements run synchronously on the writer's own thread.
 pub struct SqliteExec {
-    pub conn: rusqlite::Connection,
+    conn: rusqlite::Connection,
     /// Statements that changed rows so far, so the writer can tell whether a failed operation
     /// wrote anything.
-    pub writes: u64,
+    writes: u64,
+    /// Each statement's shape, read once per SQL text (the writer runs the same few dozen
+    /// statements thousands of times a second).
+    shapes: std::collections::HashMap<String, Shape>,
 }
 
+/// What a statement's text fixes: its result's column names and, for each SQLite parameter
+/// position, the number of the argument bound there.
+struct Shape {
+    names: Arc<Vec<String>>,
+    args: Vec<usize>,
+}
+
+/// Most statement shapes kept (statements whose text varies, such as multi-row INSERTs of a
+/// plan, would otherwise pile up): past it the map starts afresh.
+const MOST_SHAPES: usize = 1024;
+
 impl SqliteExec {
+    pub fn new(conn: rusqlite::Connection) -> SqliteExec {
+        SqliteExec {
+            conn,
+            writes: 0,
+            shapes: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The statement, prepared (cached), with its arguments bound, and its column names.
+    fn prepare(
+        &mut self,
+        sql: &str,
+        args: &[Value],
+    ) -> Result<(rusqlite::CachedStatement<'_>, Arc<Vec<String>>), DbError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        if !self.shapes.contains_key(sql) {
+            if self.shapes.len() >= MOST_SHAPES {
+                self.shapes.clear();
+            }
+            let shape = Shape {
+                names: Arc::new(stmt.column_names().iter().map(|s| s.to_string()).collect()),
+                args: argument_order(&stmt, sql)?,
+            };
+            self.shapes.insert(sql.to_string(), shape);
+        }
+        let shape = &self.shapes[sql];
+        for (i, n) in shape.args.iter().enumerate() {
+            let arg = args.get(n - 1).ok_or_else(|| bad_parameter(i + 1))?;
+            stmt.raw_bind_parameter(i + 1, Bound(arg))?;
+        }
+        Ok((stmt, shape.names.clone()))
+    }
+
     fn run(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
         let before = self.conn.total_changes();
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let names: Arc<Vec<String>> =
-            Arc::new(stmt.column_names().iter().map(|s| s.to_string()).collect());
-        bind_numbered(&mut stmt, sql, args)?;
+        let (mut stmt, names) = self.prepare(sql, args)?;
         let mut rows = stmt.raw_query();
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
@@ -358,37 +402,34 @@ impl SqliteExec {
     }
 }
 
-/// SQLite numbers named parameters (`$2`) by first appearance, not by name: bind each by the
-/// number in its name, as sqlx does, so `$N` means the N-th argument on both backends. The
+fn bad_parameter(i: usize) -> DbError {
+    DbError::Decode(
+        format!("parameter {i}"),
+        "a $N placeholder with an argument",
+    )
+}
+
+/// SQLite numbers named parameters (`$2`) by first appearance, not by name: each is bound by
+/// the number in its name, as sqlx does, so `$N` means the N-th argument on both backends. The
 /// numbers are read from the SQL text ([`placeholders`]); SQLite's own
 /// `sqlite3_bind_parameter_name` scans a list on each call, which made a multi-row INSERT of
 /// thousands of parameters quadratic. It is the fallback when the text's count disagrees.
-fn bind_numbered(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    sql: &str,
-    args: &[Value],
-) -> Result<(), DbError> {
-    let bad = |i: usize| {
-        DbError::Decode(
-            format!("parameter {i}"),
-            "a $N placeholder with an argument",
-        )
-    };
+fn argument_order(stmt: &rusqlite::Statement<'_>, sql: &str) -> Result<Vec<usize>, DbError> {
     let count = stmt.parameter_count();
     let numbers = placeholders(sql);
-    for i in 1..=count {
-        let n = match numbers.len() == count {
-            true => Some(numbers[i - 1]),
-            false => stmt
-                .parameter_name(i)
-                .and_then(|name| name.strip_prefix('$'))
-                .and_then(|n| n.parse::<usize>().ok()),
-        }
-        .filter(|n| (1..=args.len()).contains(n))
-        .ok_or_else(|| bad(i))?;
-        stmt.raw_bind_parameter(i, to_sqlite(&args[n - 1]))?;
-    }
-    Ok(())
+    (1..=count)
+        .map(|i| {
+            match numbers.len() == count {
+                true => Some(numbers[i - 1]),
+                false => stmt
+                    .parameter_name(i)
+                    .and_then(|name| name.strip_prefix('$'))
+                    .and_then(|n| n.parse::<usize>().ok()),
+            }
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| bad_parameter(i))
+        })
+        .collect()
 }
 
 /// The numbers of the `$N` placeholders of `sql` in order of first appearance (SQLite's
@@ -424,13 +465,18 @@ fn placeholders(sql: &str) -> Vec<usize> {
     out
 }
 
-fn to_sqlite(v: &Value) -> rusqlite::types::Value {
-    use rusqlite::types::Value as V;
-    match v {
-        Value::Int(Some(i)) => V::Integer(*i),
-        Value::Text(Some(t)) => V::Text(t.clone()),
-        Value::Real(Some(f)) => V::Real(*f),
-        _ => V::Null,
+/// An argument as SQLite binds it, borrowed (no copy of its text).
+struct Bound<'a>(&'a Value);
+
+impl rusqlite::ToSql for Bound<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Value::Int(Some(i)) => ValueRef::Integer(*i),
+            Value::Text(Some(t)) => ValueRef::Text(t.as_bytes()),
+            Value::Real(Some(f)) => ValueRef::Real(*f),
+            _ => ValueRef::Null,
+        }))
     }
 }
 
@@ -447,8 +493,7 @@ impl Exec for SqliteExec {
             return Ok(0);
         }
         let before = self.conn.total_changes();
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        bind_numbered(&mut stmt, sql, args)?;
+        let (mut stmt, _) = self.prepare(sql, args)?;
         let n = stmt.raw_execute()? as u64;
         drop(stmt);
         self.count_write(before);
@@ -562,10 +607,7 @@ mod tests {
 
     #[tokio::test]
     async fn sqlite_exec_round_trips_values() {
-        let mut db = SqliteExec {
-            conn: rusqlite::Connection::open_in_memory().unwrap(),
-            writes: 0,
-        };
+        let mut db = SqliteExec::new(rusqlite::Connection::open_in_memory().unwrap());
         db.execute("CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT)", &[])
             .await
             .unwrap();

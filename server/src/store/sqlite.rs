@@ -80,7 +80,7 @@ fn start_writer(
         .spawn(move || {
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 runtime.block_on(run_writer(
-                    SqliteExec { conn, writes: 0 },
+                    SqliteExec::new(conn),
                     rx,
                     publisher,
                     rules,
