@@ -6,6 +6,10 @@ use clap::{Parser, Subcommand};
 
 use agora_server::{startup, Application, Config};
 
+/// mimalloc for every allocation of the process: see `agora_server::memory`.
+#[global_allocator]
+static ALLOCATOR: agora_server::memory::Allocator = agora_server::memory::Allocator {};
+
 #[derive(Parser)]
 #[command(
     name = "agora",

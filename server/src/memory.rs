@@ -1,22 +1,41 @@
-//! Memory given back after bursts. glibc's malloc keeps what a burst freed (heaptrack showed
-//! 18.5 MB still allocated in a server holding 100 to 200 MB after the throughput runs), so
-//! once the server goes quiet the scheduler asks it to return its free pages to the system.
-//! Trimming walks every heap under its lock; done only when no event happened for a whole
-//! scheduler interval, it costs agents nothing. Background work that makes no event (the git
-//! writer catching up) can free more meanwhile, so the trim repeats each quiet interval until
-//! there is nothing left to give back.
+//! Memory given back after bursts. The whole process allocates through mimalloc ([`Allocator`],
+//! declared by the binary; `override` makes SQLite's and libgit2's mallocs use it too): glibc's
+//! malloc cost the SQLite writer a fifth of its time under load, and kept what a burst freed
+//! (100 to 200 MB after the throughput runs). mimalloc returns freed pages to the system on its
+//! own after a short delay, built without transparent huge pages (`no_thp`: with them a fresh
+//! server held 38 MB instead of 20, whole 2 MiB pages resident for a few live objects). Once the server goes quiet the scheduler also collects ([`give_back`]),
+//! so pages freed by threads that went idle are returned too; it repeats each quiet interval
+//! while that gives something back.
 
-/// Hands free heap memory back to the system (glibc); whether there was any. Nothing to do
-/// elsewhere.
-pub fn give_back() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases pages that malloc holds free; it touches no live
-    // allocation.
+/// The allocator the `agora` binary installs (`#[global_allocator]`).
+pub type Allocator = mimalloc::MiMalloc;
+
+/// Memory the allocator holds committed, in bytes.
+fn committed() -> usize {
+    let (mut elapsed, mut user, mut system) = (0, 0, 0);
+    let (mut rss, mut peak_rss, mut commit, mut peak_commit, mut faults) = (0, 0, 0, 0, 0);
+    // SAFETY: mi_process_info writes the counters it is given pointers to, nothing else.
     unsafe {
-        libc::malloc_trim(0) == 1
+        libmimalloc_sys::mi_process_info(
+            &mut elapsed,
+            &mut user,
+            &mut system,
+            &mut rss,
+            &mut peak_rss,
+            &mut commit,
+            &mut peak_commit,
+            &mut faults,
+        );
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    false
+    commit
+}
+
+/// Hands free memory back to the system; whether there was any.
+pub fn give_back() -> bool {
+    let before = committed();
+    // SAFETY: mi_collect frees only what the allocator holds free.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+    committed() < before
 }
 
 /// Decides when to trim: at each tick where the newest event id has not moved since the tick
