@@ -1,11 +1,12 @@
-//! Memory given back after bursts. The whole process allocates through mimalloc ([`Allocator`],
-//! declared by the binary; `override` makes SQLite's and libgit2's mallocs use it too): glibc's
-//! malloc cost the SQLite writer a fifth of its time under load, and kept what a burst freed
-//! (100 to 200 MB after the throughput runs). mimalloc returns freed pages to the system on its
-//! own after a short delay, built without transparent huge pages (`no_thp`: with them a fresh
-//! server held 38 MB instead of 20, whole 2 MiB pages resident for a few live objects). Once the server goes quiet the scheduler also collects ([`give_back`]),
-//! so pages freed by threads that went idle are returned too; it repeats each quiet interval
-//! while that gives something back.
+//! Memory given back after bursts. The whole process allocates through mimalloc
+//! ([`Allocator`], declared by the binary; `override` makes SQLite's and libgit2's mallocs use it
+//! too): glibc's malloc cost the SQLite writer a fifth of its time under load, and kept what a
+//! burst freed (100 to 200 MB after the throughput runs). mimalloc returns freed pages to the
+//! system on its own after a short delay. It is built without transparent huge pages (`no_thp`:
+//! with them a fresh server held 38 MB instead of 20, whole 2 MiB pages resident for a few live
+//! objects). Once the server goes quiet the scheduler also collects ([`give_back`]), so pages
+//! freed by threads that went idle are returned too; it repeats each quiet interval while that
+//! gives something back.
 
 /// The allocator the `agora` binary installs (`#[global_allocator]`).
 pub type Allocator = mimalloc::MiMalloc;
