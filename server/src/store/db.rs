@@ -344,17 +344,20 @@ impl SqliteExec {
         args: &[Value],
     ) -> Result<(rusqlite::CachedStatement<'_>, Arc<Vec<String>>), DbError> {
         let mut stmt = self.conn.prepare_cached(sql)?;
-        if !self.shapes.contains_key(sql) {
-            if self.shapes.len() >= MOST_SHAPES {
-                self.shapes.clear();
+        // One lookup (the SQL text hashed once) on the hot path, where the shape is known.
+        let shape = match self.shapes.get(sql) {
+            Some(shape) => shape,
+            None => {
+                if self.shapes.len() >= MOST_SHAPES {
+                    self.shapes.clear();
+                }
+                let shape = Shape {
+                    names: Arc::new(stmt.column_names().iter().map(|s| s.to_string()).collect()),
+                    args: argument_order(&stmt, sql)?,
+                };
+                self.shapes.entry(sql.to_string()).or_insert(shape)
             }
-            let shape = Shape {
-                names: Arc::new(stmt.column_names().iter().map(|s| s.to_string()).collect()),
-                args: argument_order(&stmt, sql)?,
-            };
-            self.shapes.insert(sql.to_string(), shape);
-        }
-        let shape = &self.shapes[sql];
+        };
         for (i, n) in shape.args.iter().enumerate() {
             let arg = args.get(n - 1).ok_or_else(|| bad_parameter(i + 1))?;
             stmt.raw_bind_parameter(i + 1, Bound(arg))?;
