@@ -90,10 +90,10 @@ fn sse_reader(base: String, seen: Arc<AtomicU64>) {
         };
         let mut body = res.bytes_stream();
         while let Some(Ok(chunk)) = body.next().await {
-            let n = chunk
-                .windows(4)
-                .filter(|w| w == b"id: " || w == b"\nid:")
-                .count();
+            // `id: ` starts each message's id line; compact JSON never holds it (`"id":1`).
+            // A SIMD search: a byte-by-byte scan of 500 readers' streams took a quarter of
+            // both cores during the burst, the server's time as much as the bench's.
+            let n = memchr::memmem::find_iter(&chunk, b"id: ").count();
             seen.fetch_add(n as u64, Ordering::Relaxed);
         }
     });

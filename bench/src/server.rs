@@ -46,6 +46,9 @@ impl Server {
             // A plan of 100,000 tasks (the graph part) is a result of a few MB.
             .env("MAX_SPEC_BYTES", "8388608")
             .env("RUST_LOG", "warn")
+            // The load part holds 10,000 WebSocket agents and 500 SSE readers at once, past the
+            // safe default (10,000 connections); its REST calls need room beside them.
+            .env("MAX_CONNECTIONS", "20000")
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
             .kill_on_drop(true);

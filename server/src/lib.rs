@@ -29,6 +29,7 @@ pub mod mcp;
 pub mod memory;
 pub mod ops;
 pub mod scheduler;
+pub mod segments;
 pub mod serve;
 pub mod startup;
 pub mod state;

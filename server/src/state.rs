@@ -21,6 +21,8 @@ pub struct AppState {
     pub git: Option<crate::git::GitHistory>,
     /// Token hash → agent id, so authenticating a hot agent costs no query.
     pub tokens: Arc<TokenCache>,
+    /// The live events joined for SSE readers.
+    pub sse: crate::segments::Segments,
     /// Per-client rate limits.
     pub limits: Arc<crate::http::limits::Limits>,
     /// Flips to `true` when a stop signal arrives: no more offers or claims, readiness fails,

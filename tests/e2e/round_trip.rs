@@ -277,6 +277,16 @@ async fn slots_and_auto_start_can_change_and_a_started_task_dies_with_its_socket
     // A started offer may be declined: back to pending, no attempt, and offered again.
     let (offer_id, declined) = started_offer(ws.recv().await);
     let released = |kinds: Vec<String>| kinds.iter().filter(|k| *k == "task.released").count();
+    // The closed socket's offer is released by the server on its own time: this offer may be
+    // another pending task's, taken before that release was written.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while released(app.event_kinds(job).await) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed socket's offer was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let before = released(app.event_kinds(job).await);
     ws.send(json!({ "type": "decline", "offer_id": offer_id, "reason": "cannot plan" }))
         .await;

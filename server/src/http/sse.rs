@@ -4,8 +4,9 @@
 //! no gap and no duplicate at the seam. A client that falls too far behind gets a `resync`
 //! message and the stream ends; reconnecting with its last id repairs it from the table.
 //!
-//! Live events are written as the bytes their first reader had encoded (`frames::Published`):
-//! every reader writes the same buffer. A comment line keeps an idle stream open.
+//! Live events are written as segments (`crate::segments`): the events of a short stretch,
+//! encoded and joined once, written by every reader as the same bytes. A comment line keeps an
+//! idle stream open.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -35,8 +36,6 @@ const CLIENT_BUFFER: usize = 256;
 const SLOW_CLIENT: Duration = Duration::from_secs(5);
 /// Rows per replay query.
 const REPLAY_PAGE: u32 = 1000;
-/// Most bytes of waiting events joined into one write.
-const COALESCE_BYTES: usize = 64 * 1024;
 /// An idle stream gets a comment this often.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -129,7 +128,7 @@ async fn start(state: AppState, job: Option<Uuid>, after: Option<i64>) -> Result
         None => state.store.event_last_id().await?,
     };
     // Subscribe before reading the table, so nothing committed in between is missed.
-    let live = state.store.subscribe();
+    let live = state.sse.subscribe();
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     tokio::spawn(feed(
         state.store.clone(),
@@ -145,7 +144,7 @@ async fn start(state: AppState, job: Option<Uuid>, after: Option<i64>) -> Result
 async fn feed(
     store: Store,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-    mut live: broadcast::Receiver<crate::frames::Live>,
+    mut live: broadcast::Receiver<std::sync::Arc<crate::segments::Segment>>,
     tx: mpsc::Sender<Bytes>,
     job: Option<Uuid>,
     after: i64,
@@ -200,37 +199,16 @@ async fn feed(
             _ = shutdown.changed() => return,
         };
         match received {
-            Ok(e) => {
-                let wanted = |e: &frames::Published, last: i64| {
-                    e.id > last && (job.is_none() || e.job_id == job)
-                };
-                if !wanted(&e, last) {
+            Ok(segment) if segment.gap => {
+                resync(&tx, last);
+                return;
+            }
+            Ok(segment) => {
+                let upto = last.max(segment.last_id());
+                let Some(chunk) = segment.after(last, job) else {
+                    last = upto;
                     continue;
-                }
-                // Events already waiting go in the same write: one wake-up and one write for a
-                // burst instead of one per event. A lone event is the shared buffer itself.
-                let (mut chunk, mut upto) = (e.sse(), e.id);
-                let mut joined: Option<Vec<u8>> = None;
-                let mut lagged = false;
-                while joined.as_ref().map_or(chunk.len(), Vec::len) < COALESCE_BYTES {
-                    match live.try_recv() {
-                        Ok(next) if wanted(&next, upto) => {
-                            joined
-                                .get_or_insert_with(|| chunk.to_vec())
-                                .extend_from_slice(&next.sse());
-                            upto = next.id;
-                        }
-                        Ok(_) => {}
-                        Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                            lagged = true;
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                if let Some(j) = joined {
-                    chunk = Bytes::from(j);
-                }
+                };
                 // A client that does not drain its buffer in time is told to resync rather
                 // than queued for without bound.
                 if tx.send_timeout(chunk, SLOW_CLIENT).await.is_err() {
@@ -239,10 +217,6 @@ async fn feed(
                 }
                 last = upto;
                 keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
-                if lagged {
-                    resync(&tx, last);
-                    return;
-                }
             }
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 resync(&tx, last);

@@ -103,6 +103,16 @@ pub fn for_update_skip_locked(backend: Backend) -> &'static str {
     }
 }
 
+/// The claim ([`task_claim_sql`]), rendered once per backend and form: a claim, or (`started`)
+/// a claim that starts the task in the same statement (`auto_start`: `running`, started at
+/// `$2`; as after a separate start, the row keeps the claim's lease until the sweep sets it to
+/// the deadline, see `agora_shared::effective_lease_expiry`).
+pub fn task_claim(backend: Backend, started: bool) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; 4] = [const { std::sync::OnceLock::new() }; 4];
+    let i = usize::from(backend == Backend::Postgres) * 2 + usize::from(started);
+    SQL[i].get_or_init(|| task_claim_sql(backend, started))
+}
+
 /// The claim: the next ready task (pending, every dependency completed, not waiting out a
 /// retry backoff) that agent `$1` may take (it has every capability the task `requires`) and
 /// whose exclusive key is free (fewer holders than its `key_limit`), by job priority desc, job
@@ -118,7 +128,7 @@ pub fn for_update_skip_locked(backend: Backend) -> &'static str {
 /// unary `+` keeps `available_at` such a filter too, never an index range of its own (which
 /// would sort every pending task). On PostgreSQL claims take one lock first
 /// (`steps::graph::claims_lock`), so that the count of a key's holders is exact.
-pub fn task_claim(backend: Backend) -> String {
+fn task_claim_sql(backend: Backend, started: bool) -> String {
     let (lock, routed) = match backend {
         Backend::Sqlite => (
             "",
@@ -131,8 +141,12 @@ pub fn task_claim(backend: Backend) -> String {
         ),
     };
     let held = key_holders_of_t();
+    let (status, started_at) = match started {
+        false => ("claimed", "NULL"),
+        true => ("running", "$2"),
+    };
     format!(
-        "UPDATE tasks SET status = 'claimed', agent_id = $1, claimed_at = $2, started_at = NULL, \
+        "UPDATE tasks SET status = '{status}', agent_id = $1, claimed_at = $2, started_at = {started_at}, \
          deadline = $2 + timeout_secs * 1000, lease_id = $3, \
          lease_expires_at = $2 + CASE WHEN timeout_secs * 1000 < $4 THEN timeout_secs * 1000 ELSE $4 END, \
          via = $5, claim_request_id = $6, heartbeat_secs = NULL, deliveries = deliveries + 1, \

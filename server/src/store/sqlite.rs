@@ -20,6 +20,8 @@ use super::{Backend, Opened, QueueRules};
 const MAX_BATCH: usize = 512;
 /// Operations that may wait for the writer before callers feel back-pressure.
 const QUEUE: usize = 16_384;
+/// A read connection unused this long is closed.
+const READER_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Opens (and creates) the database file, runs the migrations and starts the writer.
 pub(super) async fn open(
@@ -48,8 +50,13 @@ pub(super) async fn open(
     let conn = writer_connection(db_path).context("opening the SQLite writer")?;
     let writer =
         start_writer(conn, publisher, rules, clock).context("starting the SQLite writer")?;
+    // A reader connection keeps a page cache of up to 2 MB: those a burst opened are closed
+    // once quiet for a while, and their memory goes back (the busy path reopens one in a
+    // millisecond).
     let reader = AnyPoolOptions::new()
         .max_connections(8)
+        .min_connections(1)
+        .idle_timeout(READER_IDLE)
         .after_connect(|conn, _| Box::pin(async move { reader_pragmas(conn).await }))
         .connect_with(options)
         .await
