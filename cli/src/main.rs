@@ -48,8 +48,18 @@ enum RepoCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Each thread gives its free memory back when it idles after a quiet-time trim
+    // (`agora_server::memory`).
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(agora_server::memory::collect_if_asked)
+        .on_thread_stop(agora_server::memory::collect_if_asked)
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = match cli.command {
         Some(Command::Serve(c)) => c,

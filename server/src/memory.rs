@@ -8,6 +8,9 @@
 //! freed by threads that went idle are returned too; it repeats each quiet interval while that
 //! gives something back.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 /// The allocator the `agora` binary installs (`#[global_allocator]`).
 pub type Allocator = mimalloc::MiMalloc;
 
@@ -31,12 +34,34 @@ fn committed() -> usize {
     commit
 }
 
-/// Hands free memory back to the system; whether there was any.
+/// Bumped by [`give_back`]: every thread collects its own free pages the next time it idles.
+static ASKED: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The last [`ASKED`] this thread collected for.
+    static COLLECTED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Hands free memory back to the system; whether there was any. This thread's free pages go at
+/// once; every other thread's when it next idles ([`collect_if_asked`]): an allocator thread
+/// keeps the pages it freed until it collects them itself, and a tokio worker or the SQLite
+/// writer that went quiet after a burst would keep them for good.
 pub fn give_back() -> bool {
     let before = committed();
-    // SAFETY: mi_collect frees only what the allocator holds free.
-    unsafe { libmimalloc_sys::mi_collect(true) };
+    ASKED.fetch_add(1, Ordering::Relaxed);
+    collect_if_asked();
     committed() < before
+}
+
+/// Collects this thread's free pages if [`give_back`] asked since it last did: the runtimes'
+/// idle hook (`on_thread_park`) and a blocking thread's last act. Costs an atomic load when
+/// nothing was asked.
+pub fn collect_if_asked() {
+    let asked = ASKED.load(Ordering::Relaxed);
+    if COLLECTED.with(|c| c.replace(asked)) != asked {
+        // SAFETY: mi_collect frees only what the allocator holds free.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+    }
 }
 
 /// Decides when to trim: at each tick where the newest event id has not moved since the tick

@@ -30,8 +30,10 @@ use crate::error::{ApiError, Result};
 use crate::state::AppState;
 use crate::store::{EventListParams, Store};
 
-/// Messages buffered per client before it counts as slow.
-const CLIENT_BUFFER: usize = 256;
+/// Messages buffered per client before it counts as slow: live ones are segments of up to
+/// 64 KB (shared with the other readers), so at most 4 MB, and at least 1.6 s of the busiest
+/// feed (a segment per 25 ms).
+const CLIENT_BUFFER: usize = 64;
 /// How long a client may leave its buffer full before it is cut off.
 const SLOW_CLIENT: Duration = Duration::from_secs(5);
 /// Rows per replay query.

@@ -3,7 +3,7 @@
 use agora_shared::{Event, EventData};
 use uuid::Uuid;
 
-use super::db::ExecExt;
+use super::db::{ExecExt, Value};
 use super::error::Result;
 use super::rows::{ts, EventRow};
 use super::sql::EVENT_COLUMNS;
@@ -51,6 +51,29 @@ pub async fn event_insert(ctx: &mut WriteCtx, draft: EventDraft) -> Result<()> {
     Ok(())
 }
 
+/// Most events in one INSERT (six arguments each).
+const INSERT_ROWS: usize = 64;
+
+/// `INSERT INTO events … VALUES (…), (…) RETURNING id` for `n` events (1 to [`INSERT_ROWS`]),
+/// rendered once per count: an operation's events go in one statement (one round trip on
+/// PostgreSQL, one statement for the SQLite writer).
+fn insert_sql(n: usize) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; INSERT_ROWS] =
+        [const { std::sync::OnceLock::new() }; INSERT_ROWS];
+    SQL[n.clamp(1, INSERT_ROWS) - 1].get_or_init(|| {
+        let rows: Vec<String> = (0..n)
+            .map(|r| {
+                let m: Vec<String> = (1..=6).map(|c| format!("${}", r * 6 + c)).collect();
+                format!("({})", m.join(", "))
+            })
+            .collect();
+        format!(
+            "INSERT INTO events (job_id, task_id, agent_id, kind, data, at) VALUES {} RETURNING id",
+            rows.join(", ")
+        )
+    })
+}
+
 /// The advisory lock that orders event appends on PostgreSQL (an arbitrary constant).
 const EVENT_APPEND_LOCK: i64 = 0x4147_4f52_4145_5654;
 
@@ -73,31 +96,41 @@ pub(crate) async fn events_flush(
             .await?;
     }
     let mut last = 0;
-    for (draft, at) in drafts {
-        let (id,): (i64,) = ctx
-            .db
-            .one(
-                "INSERT INTO events (job_id, task_id, agent_id, kind, data, at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                args![
-                    draft.job_id,
-                    draft.task_id,
-                    draft.agent_id,
-                    draft.payload.kind().as_str(),
-                    draft.payload.data_json(),
-                    at
-                ],
-            )
-            .await?;
-        last = id;
-        ctx.emitted(Event {
-            id,
-            job_id: draft.job_id,
-            task_id: draft.task_id,
-            agent_id: draft.agent_id,
-            payload: draft.payload,
-            at: ts(at),
-        });
+    let mut drafts = drafts.into_iter().peekable();
+    while drafts.peek().is_some() {
+        let rows: Vec<(EventDraft, i64)> = drafts.by_ref().take(INSERT_ROWS).collect();
+        let mut args = Vec::with_capacity(rows.len() * 6);
+        for (draft, at) in &rows {
+            args.extend([
+                Value::from(draft.job_id),
+                Value::from(draft.task_id),
+                Value::from(draft.agent_id),
+                Value::from(draft.payload.kind().as_str()),
+                Value::from(draft.payload.data_json()),
+                Value::from(*at),
+            ]);
+        }
+        let mut ids: Vec<(i64,)> = ctx.db.all(insert_sql(rows.len()), &args).await?;
+        if ids.len() != rows.len() {
+            return Err(super::db::DbError::Decode(
+                format!("{} ids for {} events", ids.len(), rows.len()),
+                "one id per inserted event",
+            ));
+        }
+        // Ids are handed out in row order (under the append lock on PostgreSQL; by the one
+        // writer on SQLite), whatever order RETURNING lists them in.
+        ids.sort_unstable();
+        for ((draft, at), (id,)) in rows.into_iter().zip(ids) {
+            last = id;
+            ctx.emitted(Event {
+                id,
+                job_id: draft.job_id,
+                task_id: draft.task_id,
+                agent_id: draft.agent_id,
+                payload: draft.payload,
+                at: ts(at),
+            });
+        }
     }
     if postgres {
         let payload = format!("{last}{}", if ctx.is_work_added() { " work" } else { "" });

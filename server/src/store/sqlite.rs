@@ -81,6 +81,7 @@ fn start_writer(
     let (ended_tx, ended) = watch::channel(None);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
+        .on_thread_park(crate::memory::collect_if_asked)
         .build()?;
     std::thread::Builder::new()
         .name("agora-sqlite-writer".into())
