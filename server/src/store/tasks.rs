@@ -964,23 +964,27 @@ fn finished_by_id_sql(n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::db::Value;
     use crate::store::Store;
 
-    /// The git writer's read of the tasks a flush names looks each up by its id.
-    #[tokio::test]
-    async fn finished_tasks_are_read_by_id_not_by_job() {
+    /// SQLite's plan for `sql` on a fresh database: one line per step.
+    async fn query_plan(sql: &str, args: &[Value]) -> Vec<String> {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::connect(None, &dir.path().join("t.db"))
             .await
             .unwrap();
         let plan: Vec<(i64, i64, i64, String)> = store
-            .read_all(
-                &format!("EXPLAIN QUERY PLAN {}", super::finished_by_id_sql(2)),
-                crate::args!["job", "a", "b"],
-            )
+            .read_all(&format!("EXPLAIN QUERY PLAN {sql}"), args)
             .await
             .unwrap();
-        let plan: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+        plan.into_iter().map(|r| r.3).collect()
+    }
+
+    /// The git writer's read of the tasks a flush names looks each up by its id.
+    #[tokio::test]
+    async fn finished_tasks_are_read_by_id_not_by_job() {
+        let sql = super::finished_by_id_sql(2);
+        let plan = query_plan(&sql, crate::args!["job", "a", "b"]).await;
         assert!(
             plan.iter()
                 .any(|p| p.contains("sqlite_autoindex_tasks_1 (id=?)")),
@@ -992,10 +996,6 @@ mod tests {
     /// index, not by scanning every task ever created.
     #[tokio::test]
     async fn per_agent_statements_use_the_agent_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(None, &dir.path().join("t.db"))
-            .await
-            .unwrap();
         let running = format!(
             "SELECT id FROM tasks WHERE agent_id = $1 \
              AND status IN {} AND status = 'running'",
@@ -1005,11 +1005,7 @@ mod tests {
             (super::heartbeat_sql(), crate::args!["agent", 0i64]),
             (running, crate::args!["agent"]),
         ] {
-            let plan: Vec<(i64, i64, i64, String)> = store
-                .read_all(&format!("EXPLAIN QUERY PLAN {sql}"), args)
-                .await
-                .unwrap();
-            let plan: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+            let plan = query_plan(&sql, args).await;
             assert!(
                 plan.iter().any(|p| p.contains("USING INDEX tasks_agent")),
                 "{sql}: {plan:?}"
@@ -1019,30 +1015,23 @@ mod tests {
 
     /// The claim walks the index of ready tasks in queue order (no sort, no scan of the tasks
     /// waiting for dependencies), and counts a key's holders through the index of held keys.
+    /// The same for the claim that starts its task.
     #[tokio::test]
     async fn the_claim_is_one_walk_of_the_ready_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(None, &dir.path().join("t.db"))
-            .await
-            .unwrap();
-        let claim = crate::store::sql::task_claim(crate::store::Backend::Sqlite, false);
-        let plan: Vec<(i64, i64, i64, String)> = store
-            .read_all(
-                &format!("EXPLAIN QUERY PLAN {claim}"),
-                crate::args!["agent", 0i64, "lease", 1000i64, "claim", None::<String>],
-            )
-            .await
-            .unwrap();
-        let plan: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
-        assert!(
-            plan.iter().any(|p| p.contains("USING INDEX tasks_claim")),
-            "{plan:?}"
-        );
-        assert!(
-            plan.iter()
-                .any(|p| p.contains("USING INDEX tasks_key_held")),
-            "{plan:?}"
-        );
-        assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
+        for started in [false, true] {
+            let claim = crate::store::sql::task_claim(crate::store::Backend::Sqlite, started);
+            let args = crate::args!["agent", 0i64, "lease", 1000i64, "claim", None::<String>];
+            let plan = query_plan(claim, args).await;
+            assert!(
+                plan.iter().any(|p| p.contains("USING INDEX tasks_claim")),
+                "{plan:?}"
+            );
+            assert!(
+                plan.iter()
+                    .any(|p| p.contains("USING INDEX tasks_key_held")),
+                "{plan:?}"
+            );
+            assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
+        }
     }
 }
