@@ -57,7 +57,11 @@ impl Application {
         let (drain, draining) = watch::channel(false);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let supervisor = Supervisor::new(shutdown_rx.clone());
-        supervisor.watch_end("the SQLite writer", store.writer_ended());
+        let writer = match store.backend() {
+            crate::store::Backend::Sqlite => "the SQLite writer",
+            crate::store::Backend::Postgres => "the PostgreSQL writer",
+        };
+        supervisor.watch_end(writer, store.writer_ended());
         supervisor.watch_end("the PostgreSQL event pump", store.pump_ended());
         let hub = Hub::start(
             store.clone(),

@@ -1,6 +1,6 @@
-//! Supervision of the parts the server cannot run without: the SQLite writer thread (or
-//! PostgreSQL's event pump), the dispatcher, the revocation router, the token evictor, the
-//! scheduler and the git writer. Each runs until the server stops; one that ends before (a
+//! Supervision of the parts the server cannot run without: the writer (SQLite's thread or
+//! PostgreSQL's task), PostgreSQL's event pump, the SSE segment joiner, the dispatcher, the
+//! revocation router, the token evictor, the scheduler and the git writer. Each runs until the server stops; one that ends before (a
 //! panic, or a loop that returned) fails the server: readiness and health answer 503 naming
 //! it, the server drains and stops, and the process exits non-zero with the cause in the log.
 //! Crash recovery is proven elsewhere (the crash tests), so a restart is the cure; limping on

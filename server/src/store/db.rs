@@ -278,6 +278,73 @@ pub trait Exec: Send {
     fn in_transaction(&self) -> bool {
         true
     }
+    /// How many statements failed so far (where a failure spoils the transaction: PostgreSQL).
+    fn errors(&self) -> u64 {
+        0
+    }
+}
+
+/// A connection that counts its writing statements and its failed ones: PostgreSQL's, for the
+/// batch runner's checks (`batch::run_batch`).
+pub struct Counted<E> {
+    inner: E,
+    writes: u64,
+    errors: u64,
+}
+
+impl<E> Counted<E> {
+    pub fn new(inner: E) -> Counted<E> {
+        Counted {
+            inner,
+            writes: 0,
+            errors: 0,
+        }
+    }
+
+    fn count<T>(&mut self, sql: &str, r: &Result<T, DbError>) {
+        if r.is_err() {
+            self.errors += 1;
+        }
+        if is_write(sql) {
+            self.writes += 1;
+        }
+    }
+}
+
+/// Whether a statement may write: anything but a plain SELECT and the transaction's own
+/// statements.
+fn is_write(sql: &str) -> bool {
+    let word = sql
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    ["INSERT", "UPDATE", "DELETE", "WITH"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+}
+
+#[async_trait]
+impl<E: Exec> Exec for Counted<E> {
+    async fn fetch(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
+        let r = self.inner.fetch(sql, args).await;
+        self.count(sql, &r);
+        r
+    }
+
+    async fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, DbError> {
+        let r = self.inner.execute(sql, args).await;
+        self.count(sql, &r);
+        r
+    }
+
+    fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    fn errors(&self) -> u64 {
+        self.errors
+    }
 }
 
 /// Typed helpers over any [`Exec`].

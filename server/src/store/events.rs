@@ -77,11 +77,12 @@ fn insert_sql(n: usize) -> &'static str {
 /// The advisory lock that orders event appends on PostgreSQL (an arbitrary constant).
 const EVENT_APPEND_LOCK: i64 = 0x4147_4f52_4145_5654;
 
-/// Writes the operation's events, last in its transaction. On PostgreSQL the appends of all
-/// transactions are serialised by a transaction-level advisory lock, taken after every row lock
-/// the operation needs: ids then become visible in id order (a reader that has seen id 11 can
-/// never later find a 10), and waiting for the lock can never close a cycle with row locks.
-/// A `pg_notify` in the same transaction tells every replica after the commit.
+/// Writes the operation's events, when it has finished. On PostgreSQL the appends of all
+/// transactions are serialised by a transaction-level advisory lock, taken by a batch's first
+/// events and held until its commit: ids then become visible in id order (a reader that has
+/// seen id 11 can never later find a 10). Waiting for it cannot close a cycle with row locks:
+/// only batches take it, and every batch holds the claims lock first (`batch::run_batch`).
+/// The batch's one `pg_notify` tells every replica after the commit.
 pub(crate) async fn events_flush(
     ctx: &mut WriteCtx,
 ) -> std::result::Result<(), super::db::DbError> {
@@ -90,12 +91,12 @@ pub(crate) async fn events_flush(
         return Ok(());
     }
     let postgres = ctx.backend == super::Backend::Postgres;
-    if postgres {
+    if postgres && !ctx.events_locked {
         ctx.db
             .execute("SELECT pg_advisory_xact_lock($1)", args![EVENT_APPEND_LOCK])
             .await?;
+        ctx.events_locked = true;
     }
-    let mut last = 0;
     let mut drafts = drafts.into_iter().peekable();
     while drafts.peek().is_some() {
         let rows: Vec<(EventDraft, i64)> = drafts.by_ref().take(INSERT_ROWS).collect();
@@ -121,7 +122,6 @@ pub(crate) async fn events_flush(
         // writer on SQLite), whatever order RETURNING lists them in.
         ids.sort_unstable();
         for ((draft, at), (id,)) in rows.into_iter().zip(ids) {
-            last = id;
             ctx.emitted(Event {
                 id,
                 job_id: draft.job_id,
@@ -131,12 +131,6 @@ pub(crate) async fn events_flush(
                 at: ts(at),
             });
         }
-    }
-    if postgres {
-        let payload = format!("{last}{}", if ctx.is_work_added() { " work" } else { "" });
-        ctx.db
-            .execute("SELECT pg_notify('agora_events', $1)", args![payload])
-            .await?;
     }
     Ok(())
 }

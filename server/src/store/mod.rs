@@ -10,9 +10,9 @@
 //!   its lifecycle, end a task's delivery), on the open transaction;
 //! - `rows.rs` (rows to shared types), `sql.rs` (shared SQL fragments), `db.rs` (one
 //!   interface over rusqlite and sqlx), `error.rs` ([`StoreError`]), `clock.rs` ([`Clock`]);
-//! - the backends: `sqlite.rs` (the file, its lock, the group-commit writer thread) and
-//!   `postgres.rs` (the pool, one transaction per operation, the event pump and `LISTEN`),
-//!   sharing the write path of `writer.rs`.
+//! - the backends: `sqlite.rs` (the file, its lock, the writer thread) and `postgres.rs` (the
+//!   pool, the writer task, the event pump and `LISTEN`), sharing the write path of `writer.rs`
+//!   and the group commit of `batch.rs`.
 //!
 //! Writes go through [`Store::write`]: an operation is an async closure over a [`WriteCtx`].
 //! An operation checks before it writes, so a refused one has written nothing; its answer and
@@ -20,6 +20,7 @@
 //! databases and never wait for the writer.
 
 mod agents;
+mod batch;
 mod clock;
 pub mod db;
 pub mod error;
@@ -271,7 +272,7 @@ impl Store {
         &self.inner.work_available
     }
 
-    /// Resolves when the SQLite writer thread has ended, saying how (never on PostgreSQL).
+    /// Resolves when the writer (SQLite's thread, PostgreSQL's task) has ended, saying how.
     pub fn writer_ended(&self) -> impl std::future::Future<Output = String> + Send + 'static {
         self.inner.writer.ended()
     }

@@ -1,6 +1,6 @@
-//! The PostgreSQL store, for several replicas on one database. Writes: each operation runs in
-//! its own transaction on a pooled connection, concurrently; row locks and `SKIP LOCKED` do the
-//! serialising. Events: every replica publishes to its own WebSocket and SSE clients by reading
+//! The PostgreSQL store, for several replicas on one database. Writes: each replica's writer
+//! task runs the queued operations in batches, one transaction each (group commit, see
+//! `batch::run_batch`); row locks, `SKIP LOCKED` and the claims lock do the serialising. Events: every replica publishes to its own WebSocket and SSE clients by reading
 //! the events table in id order (the pump), woken by its own commits and by `LISTEN
 //! agora_events` for the other replicas' commits. The table is the source of truth: a lost
 //! notification is repaired by the next read (and a read every second as a safety net).
@@ -13,23 +13,14 @@ use futures::FutureExt;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::postgres::PgListener;
 use sqlx::AnyPool;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, mpsc, Notify};
 
+use super::batch::{next_batch, run_batch};
 use super::clock::Clock;
-use super::error::Result;
-use super::events::{events_flush, read_events_after};
-use super::writer::{Job, Publisher, Seen, WriteCtx, WriterHandle};
+use super::db::Counted;
+use super::events::read_events_after;
+use super::writer::{Msg, Publisher, Seen, WriteCtx, WriterHandle};
 use super::{Backend, Opened, QueueRules};
-
-/// What every write of this replica shares.
-struct Writes {
-    pool: AnyPool,
-    publisher: Publisher,
-    /// Heartbeat writes skipped within a second, across this replica's operations.
-    seen: Seen,
-    rules: QueueRules,
-    clock: Clock,
-}
 
 /// Connects, runs the migrations and starts the pump. `publisher.pump` is the pump's wake-up.
 pub(super) async fn open(
@@ -68,14 +59,17 @@ pub(super) async fn open(
         let run = std::panic::AssertUnwindSafe(run).catch_unwind().await;
         let _ = ended_tx.send(Some(crate::supervise::how_it_ended(run)));
     });
-    let writes = Arc::new(Writes {
-        pool: pool.clone(),
-        publisher,
-        seen: Seen::default(),
-        rules,
-        clock,
+    let (queue, rx) = mpsc::channel(QUEUE);
+    let (ended_tx, writer_ended) = tokio::sync::watch::channel(None);
+    let run = run_writer(pool.clone(), rx, publisher, rules, clock);
+    tokio::spawn(async move {
+        let run = std::panic::AssertUnwindSafe(run).catch_unwind().await;
+        let _ = ended_tx.send(Some(crate::supervise::how_it_ended(run)));
     });
-    let writer = WriterHandle::Direct(Arc::new(move |job| Box::pin(run_one(writes.clone(), job))));
+    let writer = WriterHandle {
+        queue,
+        ended: writer_ended,
+    };
     Ok(Opened {
         backend: Backend::Postgres,
         reader: pool,
@@ -85,56 +79,57 @@ pub(super) async fn open(
     })
 }
 
-/// One operation in its own transaction.
-async fn run_one(writes: Arc<Writes>, job: Job) -> Result<()> {
-    let Writes {
-        pool,
-        publisher,
-        seen,
-        rules,
-        clock,
-    } = &*writes;
-    let conn = pool.acquire().await?;
-    let mut ctx = WriteCtx::new(
-        Box::new(conn),
-        Backend::Postgres,
-        seen.clone(),
-        rules.clone(),
-        clock.clone(),
-    );
-    ctx.db.execute("BEGIN", &[]).await?;
-    let finish = match std::panic::AssertUnwindSafe(job(&mut ctx))
-        .catch_unwind()
-        .await
-    {
-        Ok(finish) => finish,
-        Err(panic) => {
-            // Not back to the pool with the transaction open: the next user would commit it.
-            let _ = ctx.db.execute("ROLLBACK", &[]).await;
-            std::panic::resume_unwind(panic);
+/// Operations that may wait for the writer before callers feel back-pressure.
+const QUEUE: usize = 16_384;
+
+/// The replica's writer: takes every queued operation (up to `batch::MAX_BATCH`) and runs them
+/// in one transaction on its connection (group commit, as SQLite's writer thread does), so
+/// that a job's row, which every task operation updates, is locked once per batch instead of
+/// once per operation. A batch whose connection failed gets a fresh one for the next.
+async fn run_writer(
+    pool: AnyPool,
+    mut rx: mpsc::Receiver<Msg>,
+    publisher: Publisher,
+    rules: QueueRules,
+    clock: Clock,
+) {
+    let seen = Seen::default();
+    let mut ctx: Option<WriteCtx> = None;
+    let mut closing = None;
+    while closing.is_none() {
+        let Some(first) = rx.recv().await else { break };
+        let batch = next_batch(first, &mut rx, &mut closing);
+        if batch.is_empty() {
+            continue;
         }
-    };
-    let flushed = if finish.ok {
-        events_flush(&mut ctx).await
-    } else {
-        Ok(())
-    };
-    if let Err(e) = flushed {
-        ctx.db.execute("ROLLBACK", &[]).await?;
-        (finish.reply)(Some(&e));
-    } else if finish.ok {
-        match ctx.db.execute("COMMIT", &[]).await {
-            Ok(_) => {
-                (finish.reply)(None);
-                publisher.publish(std::mem::take(&mut ctx.events), ctx.work_added);
-            }
-            Err(e) => (finish.reply)(Some(&e)),
+        let ready = match ctx.as_mut() {
+            Some(ctx) => ctx,
+            None => match pool.acquire().await {
+                Ok(conn) => ctx.insert(WriteCtx::new(
+                    Box::new(Counted::new(conn)),
+                    Backend::Postgres,
+                    seen.clone(),
+                    rules.clone(),
+                    clock.clone(),
+                )),
+                Err(e) => {
+                    // Dropping the jobs answers their callers "unavailable, retry".
+                    tracing::warn!(error = %e, "the PostgreSQL writer has no connection");
+                    drop(batch);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = run_batch(ready, batch, &publisher).await {
+            tracing::error!(error = ?e, "write batch failed and was rolled back");
+            ctx = None;
         }
-    } else {
-        ctx.db.execute("ROLLBACK", &[]).await?;
-        (finish.reply)(None);
     }
-    Ok(())
+    drop(ctx);
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
 }
 
 /// Channel name of the notifications (payload: the newest event id, and ` work` when a task

@@ -1,23 +1,21 @@
 //! The SQLite store: one file in WAL mode, an exclusive lock beside it (one server per file), a
 //! read pool that never waits for the writer, and the group-commit writer. A single thread owns
 //! the only write connection (rusqlite): it takes every queued operation (up to
-//! [`MAX_BATCH`]), runs them in one transaction, commits once, and only then answers the callers
+//! `batch::MAX_BATCH`), runs them in one transaction, commits once, and only then answers the callers
 //! and publishes their events. One fsync serves the whole batch, and every operation is still
-//! all-or-nothing (see [`run_batch`]).
+//! all-or-nothing (see `batch::run_batch`).
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::Executor;
 use tokio::sync::{mpsc, watch};
 
+use super::batch::{next_batch, run_batch};
 use super::clock::Clock;
-use super::db::{DbError, SqliteExec};
-use super::events::events_flush;
-use super::writer::{Job, Msg, Publisher, Reply, Seen, WriteCtx, WriterHandle};
+use super::db::SqliteExec;
+use super::writer::{Msg, Publisher, Seen, WriteCtx, WriterHandle};
 use super::{Backend, Opened, QueueRules};
 
-/// Most operations in one transaction.
-const MAX_BATCH: usize = 512;
 /// Operations that may wait for the writer before callers feel back-pressure.
 const QUEUE: usize = 16_384;
 /// A read connection unused this long is closed.
@@ -97,7 +95,7 @@ fn start_writer(
             }));
             let _ = ended_tx.send(Some(crate::supervise::how_it_ended(run)));
         })?;
-    Ok(WriterHandle::Queue { queue: tx, ended })
+    Ok(WriterHandle { queue: tx, ended })
 }
 
 async fn run_writer(
@@ -116,18 +114,7 @@ async fn run_writer(
             _ = crate::fault::at(death) => panic!("fault hook: the writer thread was told to die"),
         };
         let Some(first) = received else { break };
-        let mut batch = Vec::new();
-        match first {
-            Msg::Job(j) => batch.push(j),
-            Msg::Close(done) => closing = Some(done),
-        }
-        while closing.is_none() && batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Msg::Job(j)) => batch.push(j),
-                Ok(Msg::Close(done)) => closing = Some(done),
-                Err(_) => break,
-            }
-        }
+        let batch = next_batch(first, &mut rx, &mut closing);
         if batch.is_empty() {
             continue;
         }
@@ -138,88 +125,6 @@ async fn run_writer(
     drop(ctx);
     if let Some(done) = closing {
         let _ = done.send(());
-    }
-}
-
-/// Runs a batch in one transaction. Operations check before they write (a refused operation
-/// writes nothing), so no savepoint is needed per operation; savepoints would copy every page
-/// an operation touches into a sub-journal. If an operation fails after writing anyway (a
-/// database error, or a bug), the whole transaction is rolled back: the operations before it
-/// are answered "rolled back, retry" and the ones after it run in a fresh transaction.
-async fn run_batch(
-    ctx: &mut WriteCtx,
-    batch: Vec<Job>,
-    publisher: &Publisher,
-) -> std::result::Result<(), DbError> {
-    let mut pending = batch.into_iter();
-    loop {
-        if let Err(e) = ctx.db.execute("BEGIN IMMEDIATE", &[]).await {
-            // Dropping the jobs answers their callers with "the writer stopped before answering".
-            drop(pending);
-            return Err(e);
-        }
-        let mut replies: Vec<Reply> = Vec::new();
-        let mut events = Vec::new();
-        let mut work_added = false;
-        let mut broken = false;
-        for job in pending.by_ref() {
-            ctx.now = ctx.clock.now_ms();
-            ctx.events.clear();
-            ctx.drafts.clear();
-            ctx.work_added = false;
-            let writes_before = ctx.db.writes();
-            let finish = job(ctx).await;
-            let flushed = if finish.ok {
-                events_flush(ctx).await
-            } else {
-                Ok(())
-            };
-            if !ctx.db.in_transaction() {
-                // SQLite rolled the transaction back itself (SQLITE_FULL, IOERR, ...): what
-                // ran in it is gone, and what follows must not run in autocommit.
-                tracing::error!("the database ended the batch's transaction itself; its operations are answered 503");
-                (finish.reply)(Some(&DbError::RolledBack));
-                for r in replies.drain(..) {
-                    r(Some(&DbError::RolledBack));
-                }
-                broken = true;
-                break;
-            }
-            if flushed.is_err() || (!finish.ok && ctx.db.writes() != writes_before) {
-                tracing::error!("an operation failed after writing; rolling back its batch");
-                let _ = ctx.db.execute("ROLLBACK", &[]).await;
-                (finish.reply)(flushed.err().as_ref());
-                for r in replies.drain(..) {
-                    r(Some(&DbError::RolledBack));
-                }
-                broken = true;
-                break;
-            }
-            if finish.ok {
-                events.append(&mut ctx.events);
-                work_added |= ctx.work_added;
-            }
-            replies.push(finish.reply);
-        }
-        if broken {
-            continue;
-        }
-        return match ctx.db.execute("COMMIT", &[]).await {
-            Ok(_) => {
-                for r in replies {
-                    r(None);
-                }
-                publisher.publish(events, work_added);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = ctx.db.execute("ROLLBACK", &[]).await;
-                for r in replies {
-                    r(Some(&e));
-                }
-                Err(e)
-            }
-        };
     }
 }
 

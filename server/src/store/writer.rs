@@ -1,8 +1,8 @@
 //! The write path both stores share: what an operation sees ([`WriteCtx`]), how its answer
-//! waits for the commit, and where committed effects go ([`Publisher`]). How operations reach
-//! the database is each store's own: SQLite queues them to one writer thread that commits them
-//! in batches (`sqlite.rs`); PostgreSQL runs each in its own transaction on a pooled connection,
-//! concurrently (`postgres.rs`).
+//! waits for the commit, and where committed effects go ([`Publisher`]). Both stores queue
+//! operations to one writer that commits them in batches (`batch.rs`): SQLite's thread owns the
+//! only write connection (`sqlite.rs`); each PostgreSQL replica has a writer task on a pooled
+//! connection (`postgres.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +28,10 @@ pub struct WriteCtx {
     /// Events recorded by the operation, written when it has finished.
     pub(crate) drafts: Vec<(super::events::EventDraft, i64)>,
     pub(crate) work_added: bool,
+    /// The transaction holds the claims lock (PostgreSQL; see `steps::graph::claims_lock`).
+    pub(crate) claims_locked: bool,
+    /// The transaction holds the event append lock (PostgreSQL; see `events::events_flush`).
+    pub(crate) events_locked: bool,
     /// When this server last wrote each agent's `last_seen_at`, shared by all operations.
     seen: Seen,
     /// The queue's clocks and limits.
@@ -57,10 +61,18 @@ impl WriteCtx {
             events: Vec::new(),
             drafts: Vec::new(),
             work_added: false,
+            claims_locked: false,
+            events_locked: false,
             seen,
             rules,
             clock,
         }
+    }
+
+    /// A transaction began: it holds no lock yet.
+    pub(crate) fn begun(&mut self) {
+        self.claims_locked = false;
+        self.events_locked = false;
     }
 
     pub(crate) fn seen_recently(&self, agent: Uuid) -> bool {
@@ -93,10 +105,6 @@ impl WriteCtx {
 
     pub(crate) fn take_drafts(&mut self) -> Vec<(super::events::EventDraft, i64)> {
         std::mem::take(&mut self.drafts)
-    }
-
-    pub(crate) fn is_work_added(&self) -> bool {
-        self.work_added
     }
 
     /// Records an event written in this operation, to publish after the commit.
@@ -152,31 +160,19 @@ pub(crate) enum Msg {
     Close(oneshot::Sender<()>),
 }
 
-/// Runs one operation at once in its own transaction, answering through the job's reply.
-pub(crate) type RunOne = Arc<dyn Fn(Job) -> BoxFuture<'static, Result<()>> + Send + Sync>;
-
-pub(crate) enum WriterHandle {
-    /// A writer thread takes the operations from this queue (SQLite).
-    Queue {
-        queue: mpsc::Sender<Msg>,
-        /// Set when the writer thread has ended: how (stopped, or panicked and why).
-        ended: watch::Receiver<Option<String>>,
-    },
-    /// Each operation runs in a task of its own (PostgreSQL).
-    Direct(RunOne),
+/// Where operations go: a writer takes them from this queue and commits them in batches
+/// (SQLite's thread, or a PostgreSQL replica's task).
+pub(crate) struct WriterHandle {
+    pub queue: mpsc::Sender<Msg>,
+    /// Set when the writer has ended: how (stopped, or panicked and why).
+    pub ended: watch::Receiver<Option<String>>,
 }
 
 impl WriterHandle {
-    /// Resolves when the writer thread has ended, saying how; never on PostgreSQL (no thread).
+    /// Resolves when the writer has ended, saying how.
     pub fn ended(&self) -> impl std::future::Future<Output = String> + Send + 'static {
-        let ended = match self {
-            WriterHandle::Queue { ended, .. } => Some(ended.clone()),
-            WriterHandle::Direct(_) => None,
-        };
+        let ended = self.ended.clone();
         async move {
-            let Some(ended) = ended else {
-                return std::future::pending().await;
-            };
             crate::supervise::first_some(ended)
                 .await
                 .unwrap_or_else(|| "stopped".to_string())
@@ -210,30 +206,18 @@ impl WriterHandle {
                 Finish { ok, reply }
             })
         });
-        match self {
-            WriterHandle::Queue { queue, .. } => {
-                queue.send(Msg::Job(job)).await.map_err(|_| {
-                    StoreError::Unavailable("the database writer has stopped".into())
-                })?;
-            }
-            WriterHandle::Direct(run_one) => {
-                // Its own task: a caller that goes away (a client disconnect drops its
-                // handler) cannot stop the transaction halfway, open on a pooled connection.
-                tokio::spawn(run_one(job))
-                    .await
-                    .map_err(|e| StoreError::Internal(anyhow::anyhow!("a write panicked: {e}")))??
-            }
-        }
+        self.queue
+            .send(Msg::Job(job))
+            .await
+            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("the writer stopped before answering".into()))?
     }
 
     pub async fn close(&self) {
-        if let WriterHandle::Queue { queue, .. } = self {
-            let (tx, rx) = oneshot::channel();
-            if queue.send(Msg::Close(tx)).await.is_ok() {
-                let _ = rx.await;
-            }
+        let (tx, rx) = oneshot::channel();
+        if self.queue.send(Msg::Close(tx)).await.is_ok() {
+            let _ = rx.await;
         }
     }
 }

@@ -186,10 +186,18 @@ const CLAIM_LOCK: i64 = 0x4147_4f52_434c_4d4b;
 /// (two concurrent claims could otherwise both see a key free). Taken first, it can never close
 /// a cycle with row locks, and a batch of claims takes it once. SQLite's one writer needs none.
 pub(crate) async fn claims_lock(ctx: &mut WriteCtx) -> Result<()> {
-    if ctx.backend == Backend::Postgres {
+    Ok(take_claims_lock(ctx).await?)
+}
+
+/// [`claims_lock`], once per transaction.
+pub(crate) async fn take_claims_lock(
+    ctx: &mut WriteCtx,
+) -> std::result::Result<(), crate::store::db::DbError> {
+    if ctx.backend == Backend::Postgres && !ctx.claims_locked {
         ctx.db
             .execute("SELECT pg_advisory_xact_lock($1)", args![CLAIM_LOCK])
             .await?;
+        ctx.claims_locked = true;
     }
     Ok(())
 }

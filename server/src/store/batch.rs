@@ -1,0 +1,185 @@
+//! The group commit both stores share: a batch of queued operations in one transaction,
+//! answered after the commit. SQLite's writer thread and PostgreSQL's writer task each take
+//! every operation queued (up to [`MAX_BATCH`]) and run them here.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::db::DbError;
+use super::events::events_flush;
+use super::writer::{Job, Msg, Publisher, Reply, WriteCtx};
+use super::Backend;
+use crate::args;
+
+/// Most operations in one transaction.
+pub(crate) const MAX_BATCH: usize = 512;
+
+/// The batch that starts with `first`: it and whatever is queued already, up to [`MAX_BATCH`].
+/// A close request ends it and is left in `closing`.
+pub(crate) fn next_batch(
+    first: Msg,
+    rx: &mut mpsc::Receiver<Msg>,
+    closing: &mut Option<oneshot::Sender<()>>,
+) -> Vec<Job> {
+    let mut batch = Vec::new();
+    match first {
+        Msg::Job(j) => batch.push(j),
+        Msg::Close(done) => *closing = Some(done),
+    }
+    while closing.is_none() && batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(Msg::Job(j)) => batch.push(j),
+            Ok(Msg::Close(done)) => *closing = Some(done),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// `BEGIN`, then the claims lock (see [`run_batch`]).
+async fn begin_postgres(ctx: &mut WriteCtx) -> Result<(), DbError> {
+    ctx.db.execute("BEGIN", &[]).await?;
+    ctx.begun();
+    super::steps::graph::take_claims_lock(ctx).await
+}
+
+/// One notification for the batch (PostgreSQL): the newest event id, and ` work` when a task
+/// became pending, for every replica's pump and dispatcher.
+async fn notify(
+    ctx: &mut WriteCtx,
+    events: &[agora_shared::Event],
+    work_added: bool,
+) -> Result<(), DbError> {
+    let Some(last) = events.last().map(|e| e.id) else {
+        if !work_added {
+            return Ok(());
+        }
+        ctx.db
+            .execute("SELECT pg_notify('agora_events', $1)", args!["0 work"])
+            .await?;
+        return Ok(());
+    };
+    let payload = format!("{last}{}", if work_added { " work" } else { "" });
+    ctx.db
+        .execute("SELECT pg_notify('agora_events', $1)", args![payload])
+        .await?;
+    Ok(())
+}
+
+/// Runs a batch in one transaction. Operations check before they write (a refused operation
+/// writes nothing), so no savepoint is needed per operation; savepoints would copy every page
+/// an operation touches into a sub-journal (SQLite) or open a subtransaction each
+/// (PostgreSQL). If an operation fails after writing anyway (a database error, or a bug), the
+/// whole transaction is rolled back: the operations before it are answered "rolled back,
+/// retry" and the ones after it run in a fresh transaction. On PostgreSQL a statement that
+/// fails ends the transaction's usefulness (every later statement fails), so a failed statement
+/// counts as breaking the batch as well, written or not.
+///
+/// On PostgreSQL each batch first takes the claims lock (`claims_lock`): every batch of every
+/// replica then takes its row locks in one order after it, so batches can never deadlock
+/// (one batch at a time across replicas; each batch is many operations). The events of the
+/// batch's operations are written at its end, under the append lock, in one statement per 64,
+/// with one notification for the other replicas.
+pub(crate) async fn run_batch(
+    ctx: &mut WriteCtx,
+    batch: Vec<Job>,
+    publisher: &Publisher,
+) -> std::result::Result<(), DbError> {
+    let mut pending = batch.into_iter();
+    loop {
+        let begun = match ctx.backend {
+            Backend::Sqlite => ctx.db.execute("BEGIN IMMEDIATE", &[]).await.map(|_| ()),
+            Backend::Postgres => begin_postgres(ctx).await,
+        };
+        if let Err(e) = begun {
+            // Dropping the jobs answers their callers with "the writer stopped before answering".
+            drop(pending);
+            let _ = ctx.db.execute("ROLLBACK", &[]).await;
+            return Err(e);
+        }
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut events = Vec::new();
+        let mut work_added = false;
+        let mut broken = false;
+        ctx.drafts.clear();
+        for job in pending.by_ref() {
+            ctx.now = ctx.clock.now_ms();
+            ctx.events.clear();
+            ctx.work_added = false;
+            let (writes_before, errors_before) = (ctx.db.writes(), ctx.db.errors());
+            let drafts_before = ctx.drafts.len();
+            let finish = job(ctx).await;
+            if !finish.ok {
+                ctx.drafts.truncate(drafts_before);
+            }
+            // SQLite writes each operation's events as it finishes (a statement there costs
+            // no round trip); PostgreSQL writes the whole batch's in one go at its end.
+            let flushed = match (finish.ok, ctx.backend) {
+                (true, Backend::Sqlite) => events_flush(ctx).await,
+                _ => Ok(()),
+            };
+            if !ctx.db.in_transaction() {
+                // SQLite rolled the transaction back itself (SQLITE_FULL, IOERR, ...): what
+                // ran in it is gone, and what follows must not run in autocommit.
+                tracing::error!("the database ended the batch's transaction itself; its operations are answered 503");
+                (finish.reply)(Some(&DbError::RolledBack));
+                for r in replies.drain(..) {
+                    r(Some(&DbError::RolledBack));
+                }
+                broken = true;
+                break;
+            }
+            let wrote = ctx.db.writes() != writes_before;
+            if flushed.is_err() || (!finish.ok && wrote) || ctx.db.errors() != errors_before {
+                tracing::error!("an operation failed after writing; rolling back its batch");
+                let _ = ctx.db.execute("ROLLBACK", &[]).await;
+                (finish.reply)(flushed.err().as_ref());
+                for r in replies.drain(..) {
+                    r(Some(&DbError::RolledBack));
+                }
+                broken = true;
+                break;
+            }
+            if finish.ok {
+                events.append(&mut ctx.events);
+                work_added |= ctx.work_added;
+            }
+            replies.push(finish.reply);
+        }
+        if broken {
+            continue;
+        }
+        if ctx.backend == Backend::Postgres {
+            ctx.events.clear();
+            let flushed = match events_flush(ctx).await {
+                Ok(()) => {
+                    events.append(&mut ctx.events);
+                    notify(ctx, &events, work_added).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = flushed {
+                let _ = ctx.db.execute("ROLLBACK", &[]).await;
+                for r in replies {
+                    r(Some(&e));
+                }
+                return Err(e);
+            }
+        }
+        return match ctx.db.execute("COMMIT", &[]).await {
+            Ok(_) => {
+                for r in replies {
+                    r(None);
+                }
+                publisher.publish(events, work_added);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = ctx.db.execute("ROLLBACK", &[]).await;
+                for r in replies {
+                    r(Some(&e));
+                }
+                Err(e)
+            }
+        };
+    }
+}
