@@ -81,6 +81,20 @@ impl Supervisor {
     }
 }
 
+/// Spawns a part that reports how it ended (stopped, or panicked and why) on the returned
+/// watch, for [`Supervisor::watch_end`].
+pub fn spawn_reporting(
+    run: impl Future<Output = ()> + Send + 'static,
+) -> (JoinHandle<()>, watch::Receiver<Option<String>>) {
+    use futures::FutureExt;
+    let (ended_tx, ended) = watch::channel(None);
+    let task = tokio::spawn(async move {
+        let run = std::panic::AssertUnwindSafe(run).catch_unwind().await;
+        let _ = ended_tx.send(Some(how_it_ended(run)));
+    });
+    (task, ended)
+}
+
 /// How a part ended, from running it under `catch_unwind`: "stopped" or "panicked: …".
 pub fn how_it_ended(run: std::thread::Result<()>) -> String {
     match run {

@@ -12,6 +12,8 @@ use crate::args;
 
 /// Most operations in one transaction.
 pub(crate) const MAX_BATCH: usize = 512;
+/// Operations that may wait for a writer before callers feel back-pressure.
+pub(crate) const QUEUE: usize = 16_384;
 
 /// The batch that starts with `first`: it and whatever is queued already, up to [`MAX_BATCH`].
 /// A close request ends it and is left in `closing`.
@@ -39,7 +41,7 @@ pub(crate) fn next_batch(
 async fn begin_postgres(ctx: &mut WriteCtx) -> Result<(), DbError> {
     ctx.db.execute("BEGIN", &[]).await?;
     ctx.begun();
-    super::steps::graph::take_claims_lock(ctx).await
+    super::steps::graph::claims_lock(ctx).await
 }
 
 /// One notification for the batch (PostgreSQL): the newest event id, and ` work` when a task
@@ -49,15 +51,10 @@ async fn notify(
     events: &[agora_shared::Event],
     work_added: bool,
 ) -> Result<(), DbError> {
-    let Some(last) = events.last().map(|e| e.id) else {
-        if !work_added {
-            return Ok(());
-        }
-        ctx.db
-            .execute("SELECT pg_notify('agora_events', $1)", args!["0 work"])
-            .await?;
+    if events.is_empty() && !work_added {
         return Ok(());
-    };
+    }
+    let last = events.last().map_or(0, |e| e.id);
     let payload = format!("{last}{}", if work_added { " work" } else { "" });
     ctx.db
         .execute("SELECT pg_notify('agora_events', $1)", args![payload])
@@ -130,7 +127,9 @@ pub(crate) async fn run_batch(
             }
             let wrote = ctx.db.writes() != writes_before;
             if flushed.is_err() || (!finish.ok && wrote) || ctx.db.errors() != errors_before {
-                tracing::error!("an operation failed after writing; rolling back its batch");
+                tracing::error!(
+                    "an operation failed after writing (or a PostgreSQL statement failed); rolling back its batch"
+                );
                 let _ = ctx.db.execute("ROLLBACK", &[]).await;
                 (finish.reply)(flushed.err().as_ref());
                 for r in replies.drain(..) {

@@ -62,10 +62,7 @@ fn insert_sql(n: usize) -> &'static str {
         [const { std::sync::OnceLock::new() }; INSERT_ROWS];
     SQL[n.clamp(1, INSERT_ROWS) - 1].get_or_init(|| {
         let rows: Vec<String> = (0..n)
-            .map(|r| {
-                let m: Vec<String> = (1..=6).map(|c| format!("${}", r * 6 + c)).collect();
-                format!("({})", m.join(", "))
-            })
+            .map(|r| format!("({})", super::sql::placeholders(6, r * 6 + 1)))
             .collect();
         format!(
             "INSERT INTO events (job_id, task_id, agent_id, kind, data, at) VALUES {} RETURNING id",

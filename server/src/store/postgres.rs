@@ -1,21 +1,21 @@
 //! The PostgreSQL store, for several replicas on one database. Writes: each replica's writer
 //! task runs the queued operations in batches, one transaction each (group commit, see
-//! `batch::run_batch`); row locks, `SKIP LOCKED` and the claims lock do the serialising. Events: every replica publishes to its own WebSocket and SSE clients by reading
-//! the events table in id order (the pump), woken by its own commits and by `LISTEN
-//! agora_events` for the other replicas' commits. The table is the source of truth: a lost
-//! notification is repaired by the next read (and a read every second as a safety net).
+//! `batch::run_batch`); row locks, `SKIP LOCKED` and the claims lock do the serialising.
+//! Events: every replica publishes to its own WebSocket and SSE clients by reading the events
+//! table in id order (the pump), woken by its own commits and by `LISTEN agora_events` for the
+//! other replicas' commits. The table is the source of truth: a lost notification is repaired
+//! by the next read (and a read every second as a safety net).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::FutureExt;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::postgres::PgListener;
 use sqlx::AnyPool;
 use tokio::sync::{broadcast, mpsc, Notify};
 
-use super::batch::{next_batch, run_batch};
+use super::batch::{next_batch, run_batch, QUEUE};
 use super::clock::Clock;
 use super::db::Counted;
 use super::events::read_events_after;
@@ -54,18 +54,10 @@ pub(super) async fn open(
         publisher.work_available.clone(),
         wake,
     );
-    let (ended_tx, ended) = tokio::sync::watch::channel(None);
-    let task = tokio::spawn(async move {
-        let run = std::panic::AssertUnwindSafe(run).catch_unwind().await;
-        let _ = ended_tx.send(Some(crate::supervise::how_it_ended(run)));
-    });
+    let (task, ended) = crate::supervise::spawn_reporting(run);
     let (queue, rx) = mpsc::channel(QUEUE);
-    let (ended_tx, writer_ended) = tokio::sync::watch::channel(None);
-    let run = run_writer(pool.clone(), rx, publisher, rules, clock);
-    tokio::spawn(async move {
-        let run = std::panic::AssertUnwindSafe(run).catch_unwind().await;
-        let _ = ended_tx.send(Some(crate::supervise::how_it_ended(run)));
-    });
+    let (_, writer_ended) =
+        crate::supervise::spawn_reporting(run_writer(pool.clone(), rx, publisher, rules, clock));
     let writer = WriterHandle {
         queue,
         ended: writer_ended,
@@ -78,9 +70,6 @@ pub(super) async fn open(
         lock: None,
     })
 }
-
-/// Operations that may wait for the writer before callers feel back-pressure.
-const QUEUE: usize = 16_384;
 
 /// The replica's writer: takes every queued operation (up to `batch::MAX_BATCH`) and runs them
 /// in one transaction on its connection (group commit, as SQLite's writer thread does), so

@@ -55,6 +55,14 @@ pub const APPROVABLE_JOBS: In = In(&job_names(JobStatus::APPROVABLE));
 /// Jobs whose tasks may run: [`JobStatus::CLAIMABLE`].
 pub const CLAIMABLE_JOBS: In = In(&job_names(JobStatus::CLAIMABLE));
 
+/// `n` numbered placeholders from `$from`: `$2, $3, $4`.
+pub fn placeholders(n: usize, from: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub const AGENT_COLUMNS: &str =
     "id, name, status, capabilities, registered_at, last_seen_at, last_approved_at, roles";
 
@@ -189,6 +197,13 @@ pub fn for_key_update(backend: Backend) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_count_from_their_first_number() {
+        assert_eq!(placeholders(3, 2), "$2, $3, $4");
+        assert_eq!(placeholders(1, 7), "$7");
+        assert_eq!(placeholders(0, 1), "");
+    }
 
     #[test]
     fn status_sets_render_as_the_lists_the_indexes_use() {

@@ -10,14 +10,12 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::Executor;
 use tokio::sync::{mpsc, watch};
 
-use super::batch::{next_batch, run_batch};
+use super::batch::{next_batch, run_batch, QUEUE};
 use super::clock::Clock;
 use super::db::SqliteExec;
 use super::writer::{Msg, Publisher, Seen, WriteCtx, WriterHandle};
 use super::{Backend, Opened, QueueRules};
 
-/// Operations that may wait for the writer before callers feel back-pressure.
-const QUEUE: usize = 16_384;
 /// A read connection unused this long is closed.
 const READER_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
 

@@ -780,13 +780,12 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let args: Vec<DbValue> = ids.iter().map(|id| (*id).into()).collect();
         let rows: Vec<(String, String)> = self
             .read_all(
                 &format!(
                     "SELECT id, name FROM agents WHERE id IN ({})",
-                    marks.join(", ")
+                    sql::placeholders(ids.len(), 1)
                 ),
                 &args,
             )
@@ -954,11 +953,10 @@ impl Store {
 /// never walks every task of the job (which it chose for `job_id = $1`, reading a whole job of
 /// 20,000 tasks on each of the git writer's flushes).
 fn finished_by_id_sql(n: usize) -> String {
-    let marks: Vec<String> = (0..n).map(|i| format!("${}", i + 2)).collect();
     format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({}) AND (job_id || '') = $1 \
          AND status IN {FINISHED_TASKS}",
-        marks.join(", ")
+        sql::placeholders(n, 2)
     )
 }
 

@@ -81,14 +81,13 @@ pub(crate) async fn agents_registered(
     ids.sort_unstable();
     ids.dedup();
     for chunk in ids.chunks(500) {
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let params: Vec<crate::store::db::Value> = chunk.iter().map(|id| (*id).into()).collect();
         let rows: Vec<(String, String)> = ctx
             .db
             .all(
                 &format!(
                     "SELECT id, capabilities FROM agents WHERE id IN ({}) AND unregistered_at IS NULL ORDER BY id{}",
-                    marks.join(", "),
+                    crate::store::sql::placeholders(chunk.len(), 1),
                     for_key_share(ctx.backend)
                 ),
                 &params,

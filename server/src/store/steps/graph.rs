@@ -13,7 +13,7 @@ use crate::store::db::{ExecExt, Value as DbValue};
 use crate::store::error::Result;
 use crate::store::events::event_insert;
 use crate::store::rows::{json, task_label_at, TaskRow};
-use crate::store::sql::TASK_COLUMNS;
+use crate::store::sql::{placeholders, TASK_COLUMNS};
 use crate::store::{Backend, WriteCtx};
 
 /// The error of a task failed because a task it depends on failed for good.
@@ -106,7 +106,7 @@ pub(crate) async fn claim_inputs(
         .all(
             &format!(
                 "SELECT idx, name, LENGTH(result) FROM tasks WHERE job_id = $1 AND idx IN ({})",
-                marks(deps.len(), 2)
+                placeholders(deps.len(), 2)
             ),
             &dep_params(&row.job_id, &deps),
         )
@@ -141,7 +141,7 @@ pub(crate) async fn claim_inputs(
         .all(
             &format!(
                 "SELECT idx, result FROM tasks WHERE job_id = $1 AND idx IN ({})",
-                marks(idx.len(), 2)
+                placeholders(idx.len(), 2)
             ),
             &dep_params(&row.job_id, &idx),
         )
@@ -163,14 +163,6 @@ pub(crate) async fn claim_inputs(
     Ok((inputs, omitted))
 }
 
-/// `$from, $from+1, …`: `n` placeholders.
-fn marks(n: usize, from: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// A job id and task indexes as statement parameters.
 fn dep_params(job_id: &str, idx: &[u32]) -> Vec<DbValue> {
     let mut params = vec![DbValue::from(job_id)];
@@ -183,14 +175,10 @@ const CLAIM_LOCK: i64 = 0x4147_4f52_434c_4d4b;
 
 /// On PostgreSQL, claims take one lock before anything else, so they are serialised: a claim's
 /// statement then sees every earlier claim committed, and a key's holders are counted exactly
-/// (two concurrent claims could otherwise both see a key free). Taken first, it can never close
-/// a cycle with row locks, and a batch of claims takes it once. SQLite's one writer needs none.
-pub(crate) async fn claims_lock(ctx: &mut WriteCtx) -> Result<()> {
-    Ok(take_claims_lock(ctx).await?)
-}
-
-/// [`claims_lock`], once per transaction.
-pub(crate) async fn take_claims_lock(
+/// (two concurrent claims could otherwise both see a key free). Each batch takes it first
+/// (`batch::run_batch`), so it can never close a cycle with row locks, and the claims in the
+/// batch find it held (once per transaction). SQLite's one writer needs none.
+pub(crate) async fn claims_lock(
     ctx: &mut WriteCtx,
 ) -> std::result::Result<(), crate::store::db::DbError> {
     if ctx.backend == Backend::Postgres && !ctx.claims_locked {
