@@ -261,3 +261,219 @@ async fn two_replicas_drain_two_thousand_tasks_and_survive_losing_one() {
     );
     assert_eq!(ids.last().copied(), max);
 }
+
+/// A WebSocket agent with `auto_start` (its next task in each report's commit) until every task
+/// is done; the ids of the tasks it completed.
+async fn ws_auto_start_worker(
+    app: Arc<TestApp>,
+    agent: TestAgent,
+    done: Arc<AtomicUsize>,
+    total: usize,
+) -> Vec<String> {
+    use agora_shared::ws::ServerMsg;
+    let mut ws = app.connect(&agent).await;
+    ws.send(json!({ "type": "ready", "slots": 1, "auto_start": true }))
+        .await;
+    let mut mine = Vec::new();
+    while done.load(Ordering::SeqCst) < total {
+        let Some(msg) = ws.recv_within(Duration::from_millis(200)).await else {
+            continue;
+        };
+        match msg {
+            ServerMsg::TaskOffer { task, started, .. } => {
+                assert!(started, "auto_start offers are started");
+                ws.send(json!({ "type": "complete", "task_id": task.id, "result": { "by": agent.name } }))
+                    .await;
+            }
+            ServerMsg::Ack {
+                kind,
+                ok,
+                error,
+                task,
+                ..
+            } => {
+                assert!(ok, "{kind} refused: {error:?}");
+                if let (true, Some(t)) = (kind == "complete", task) {
+                    mine.push(t.id.to_string());
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            ServerMsg::TaskRevoked { task_id, reason } => panic!("{task_id} revoked: {reason}"),
+            _ => {}
+        }
+    }
+    mine
+}
+
+/// A REST agent that reports with `?next=true` (one round trip per task), long-polling when the
+/// queue is empty; the ids of the tasks it completed.
+async fn rest_next_worker(
+    app: Arc<TestApp>,
+    agent: TestAgent,
+    done: Arc<AtomicUsize>,
+    total: usize,
+) -> Vec<String> {
+    let client = app.as_agent(&agent);
+    let mut mine = Vec::new();
+    let mut task = None;
+    while done.load(Ordering::SeqCst) < total {
+        let c = match task.take() {
+            Some(c) => c,
+            None => match client.claim(Some(1)).await.expect("claim") {
+                Some(c) => c,
+                None => continue,
+            },
+        };
+        let finished = client
+            .complete_next(c.task.id, json!({ "by": agent.name }))
+            .await
+            .expect("complete");
+        mine.push(finished.task.id.to_string());
+        done.fetch_add(1, Ordering::SeqCst);
+        task = finished.next;
+    }
+    assert!(task.is_none(), "no task left claimed");
+    mine
+}
+
+/// Four replicas on one database, 200 agents spread over them (WebSocket agents with
+/// `auto_start` and REST agents with `?next=true`, half each), 5,000 tasks of five jobs
+/// submitted through different replicas: every task is completed exactly once, and every
+/// replica's `/events` feed, read from the start while the work runs, is the events table,
+/// in id order, with nothing missing or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_replicas_two_hundred_agents_five_thousand_tasks_every_feed_is_the_table() {
+    if test_backend() != "postgres" {
+        eprintln!("replicas: runs in the PostgreSQL pass (TEST_BACKEND=postgres)");
+        return;
+    }
+    const JOBS: usize = 5;
+    const PER_JOB: usize = 1000;
+    const AGENTS: usize = 200;
+    let total = JOBS * PER_JOB;
+    let (apps, _db) = spawn_replicas(4, |c| {
+        c.approvals_required = 1;
+        c.scheduler_interval_secs = 0.2;
+    })
+    .await;
+    let apps: Vec<Arc<TestApp>> = apps.into_iter().map(Arc::new).collect();
+
+    // Each replica's own feed, from the first event on, never reconnecting elsewhere.
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = apps
+        .iter()
+        .map(|app| {
+            tokio::spawn(sse_reader(
+                vec![(app.base.clone(), app.http.clone())],
+                "/events".into(),
+                usize::MAX,
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    // The jobs first, each planned through a replica of its own.
+    let mut jobs = Vec::new();
+    for j in 0..JOBS {
+        let app = &apps[j % apps.len()];
+        let planner = app.register(&format!("planner{j}")).await;
+        let specs: Vec<Value> = (0..PER_JOB).map(|i| json!({ "job": j, "i": i })).collect();
+        // Each job above the last, so that its plan comes before the earlier jobs' work.
+        let job: uuid::Uuid = app
+            .post(
+                "/jobs",
+                None,
+                json!({ "title": format!("job {j}"), "job_spec": {}, "priority": j }),
+            )
+            .await
+            .ok()["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("job id");
+        app.approve(job, &planner).await.ok();
+        let plan = app.claim(&planner).await.expect("the job's plan");
+        assert_eq!(plan["task"]["type"], "plan");
+        app.task_call(
+            &planner,
+            &id_of(&plan["task"]),
+            "complete",
+            json!({ "result": { "task_specs": specs } }),
+        )
+        .await
+        .ok();
+        jobs.push(job);
+    }
+
+    // Then the agents (after the plans: they would take plan tasks for work).
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for i in 0..AGENTS {
+        let app = apps[i % apps.len()].clone();
+        let agent = app.register(&format!("w{i}")).await;
+        let (done, app) = (done.clone(), app.clone());
+        workers.push(match i % 2 {
+            0 => tokio::spawn(ws_auto_start_worker(app, agent, done, total)),
+            _ => tokio::spawn(rest_next_worker(app, agent, done, total)),
+        });
+    }
+    let mut completed = Vec::new();
+    for w in workers {
+        completed.extend(w.await.expect("worker"));
+    }
+    let unique: std::collections::HashSet<&String> = completed.iter().collect();
+    assert_eq!(
+        (completed.len(), unique.len()),
+        (total, total),
+        "every task completed, none twice"
+    );
+    stop.store(true, Ordering::SeqCst);
+
+    let reader = apps[0].store.reader_for_tests();
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, attempts FROM tasks WHERE idx > 0")
+            .fetch_all(reader)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), total);
+    assert!(
+        rows.iter().all(|(s, a)| s == "completed" && *a == 0),
+        "every work task completed at its first attempt"
+    );
+    for job in &jobs {
+        assert_eq!(apps[0].job(*job).await["status"], "completed");
+    }
+
+    // Every replica's feed is the table: the same ids, kinds and tasks, in the same order.
+    let table: Vec<(i64, String, Option<String>)> =
+        sqlx::query_as("SELECT id, kind, task_id FROM events ORDER BY id")
+            .fetch_all(reader)
+            .await
+            .unwrap();
+    assert!(
+        table.len() > 2 * total,
+        "claims and completions are in the table"
+    );
+    for (r, feed) in readers.into_iter().enumerate() {
+        let feed = feed.await.expect("reader");
+        let streamed: Vec<(i64, String, Option<String>)> = feed
+            .iter()
+            .map(|e| {
+                (
+                    e["id"].as_i64().expect("id"),
+                    e["kind"].as_str().expect("kind").to_string(),
+                    e["task_id"].as_str().map(str::to_string),
+                )
+            })
+            .collect();
+        assert_eq!(
+            streamed.len(),
+            table.len(),
+            "replica {r}'s feed: every event of the table, none twice"
+        );
+        let first_difference = streamed.iter().zip(&table).position(|(s, t)| s != t);
+        assert_eq!(
+            first_difference, None,
+            "replica {r}'s feed is the events table in id order"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use agora_shared::{
 };
 use uuid::Uuid;
 
-use super::db::ExecExt;
+use super::db::{Exec, ExecExt};
 use super::error::{Result, StoreError};
 use super::events::{event_insert, EventDraft};
 use super::rows::AgentRow;

@@ -4,11 +4,10 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::db::DbError;
+use super::db::{DbError, Exec};
 use super::events::events_flush;
 use super::writer::{Job, Msg, Publisher, Reply, WriteCtx};
 use super::Backend;
-use crate::args;
 
 /// Most operations in one transaction.
 pub(crate) const MAX_BATCH: usize = 512;
@@ -37,29 +36,36 @@ pub(crate) fn next_batch(
     batch
 }
 
-/// `BEGIN`, then the claims lock (see [`run_batch`]).
+/// `BEGIN`, then the claims lock (see [`run_batch`]), in one round trip.
 async fn begin_postgres(ctx: &mut WriteCtx) -> Result<(), DbError> {
-    ctx.db.execute("BEGIN", &[]).await?;
+    ctx.db
+        .execute(super::steps::graph::BEGIN_AND_CLAIMS_LOCK, &[])
+        .await?;
     ctx.begun();
-    super::steps::graph::claims_lock(ctx).await
+    ctx.claims_locked = true;
+    Ok(())
 }
 
-/// One notification for the batch (PostgreSQL): the newest event id, and ` work` when a task
-/// became pending, for every replica's pump and dispatcher.
-async fn notify(
-    ctx: &mut WriteCtx,
+/// The statement that ends a batch: `COMMIT`, after one notification on PostgreSQL (see
+/// `postgres::notification`) for every other replica's pump and dispatcher. Both in one round
+/// trip (the payload is digits and a word: nothing to quote).
+fn commit_sql(
+    publisher: &Publisher,
     events: &[agora_shared::Event],
     work_added: bool,
-) -> Result<(), DbError> {
+) -> std::borrow::Cow<'static, str> {
+    let Some(feed) = publisher.pump.as_ref() else {
+        return "COMMIT".into();
+    };
     if events.is_empty() && !work_added {
-        return Ok(());
+        return "COMMIT".into();
     }
-    let last = events.last().map_or(0, |e| e.id);
-    let payload = format!("{last}{}", if work_added { " work" } else { "" });
-    ctx.db
-        .execute("SELECT pg_notify('agora_events', $1)", args![payload])
-        .await?;
-    Ok(())
+    let payload = super::postgres::notification(events, feed.origin, work_added);
+    format!(
+        "SELECT pg_notify('{}', '{payload}'); COMMIT",
+        super::postgres::CHANNEL
+    )
+    .into()
 }
 
 /// Runs a batch in one transaction. Operations check before they write (a refused operation
@@ -147,24 +153,25 @@ pub(crate) async fn run_batch(
         if broken {
             continue;
         }
-        if ctx.backend == Backend::Postgres {
+        // The jobs' counters kept in memory (`counters.rs`), then, on PostgreSQL, the events.
+        let mut flushed = ctx.db.write_back().await;
+        if flushed.is_ok() && ctx.backend == Backend::Postgres {
             ctx.events.clear();
-            let flushed = match events_flush(ctx).await {
-                Ok(()) => {
-                    events.append(&mut ctx.events);
-                    notify(ctx, &events, work_added).await
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = flushed {
-                let _ = ctx.db.execute("ROLLBACK", &[]).await;
-                for r in replies {
-                    r(Some(&e));
-                }
-                return Err(e);
-            }
+            flushed = events_flush(ctx).await;
+            events.append(&mut ctx.events);
         }
-        return match ctx.db.execute("COMMIT", &[]).await {
+        if let Err(e) = flushed {
+            let _ = ctx.db.execute("ROLLBACK", &[]).await;
+            for r in replies {
+                r(Some(&e));
+            }
+            return Err(e);
+        }
+        return match ctx
+            .db
+            .execute(&commit_sql(publisher, &events, work_added), &[])
+            .await
+        {
             Ok(_) => {
                 for r in replies {
                     r(None);

@@ -3,7 +3,7 @@
 use agora_shared::{Event, EventData};
 use uuid::Uuid;
 
-use super::db::{ExecExt, Value};
+use super::db::{Exec, ExecExt, Value};
 use super::error::Result;
 use super::rows::{ts, EventRow};
 use super::sql::EVENT_COLUMNS;

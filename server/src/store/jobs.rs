@@ -8,7 +8,7 @@ use agora_shared::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::db::ExecExt;
+use super::db::{Exec, ExecExt};
 use super::error::{Result, StoreError};
 use super::events::{event_insert, EventDraft};
 use super::rows::{ts, JobRow, TaskRow};

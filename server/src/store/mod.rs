@@ -22,6 +22,7 @@
 mod agents;
 mod batch;
 mod clock;
+mod counters;
 pub mod db;
 pub mod error;
 mod events;
@@ -47,6 +48,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, ConnectOptions};
 use tokio::sync::{broadcast, Notify};
 
+use db::Exec;
 use error::Result;
 
 pub use agents::{AgentRegisterParams, StaleSweep};
@@ -211,9 +213,17 @@ impl Store {
         };
         let opened = match database_url {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                let publisher = publisher(Some(Arc::new(Notify::new())));
+                let (feed, own) = writer::PumpFeed::new();
                 let options = connect_options(url, Backend::Postgres)?;
-                postgres::open(url, options, publisher, rules, clock.clone()).await?
+                postgres::open(
+                    url,
+                    options,
+                    publisher(Some(feed)),
+                    own,
+                    rules,
+                    clock.clone(),
+                )
+                .await?
             }
             Some(url) => anyhow::bail!(
                 "DATABASE_URL must start with postgres:// (got {url:?}); leave it unset for SQLite"

@@ -1,14 +1,17 @@
 //! The PostgreSQL store, for several replicas on one database. Writes: each replica's writer
 //! task runs the queued operations in batches, one transaction each (group commit, see
 //! `batch::run_batch`); row locks, `SKIP LOCKED` and the claims lock do the serialising.
-//! Events: every replica publishes to its own WebSocket and SSE clients by reading the events
-//! table in id order (the pump), woken by its own commits and by `LISTEN agora_events` for the
-//! other replicas' commits. The table is the source of truth: a lost notification is repaired
-//! by the next read (and a read every second as a safety net).
+//! Events: every replica publishes to its own WebSocket and SSE clients in id order (the pump):
+//! its own batches as the writer hands them over when they follow the last event published,
+//! the other replicas' by reading the events table when `LISTEN agora_events` announces a newer
+//! event. The table is the source of truth: a lost notification is repaired by the next read
+//! (and a read every second as a safety net).
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_shared::Event;
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::postgres::PgListener;
@@ -19,20 +22,29 @@ use super::batch::{next_batch, run_batch, QUEUE};
 use super::clock::Clock;
 use super::db::Counted;
 use super::events::read_events_after;
-use super::writer::{Msg, Publisher, Seen, WriteCtx, WriterHandle};
+use super::writer::{Msg, Publisher, PumpFeed, Seen, WriteCtx, WriterHandle};
 use super::{Backend, Opened, QueueRules};
 
-/// Connects, runs the migrations and starts the pump. `publisher.pump` is the pump's wake-up.
+/// Connects, runs the migrations and starts the pump, which gets the writer's committed events
+/// through `own` (and `publisher.pump`'s wake-up from `LISTEN`).
 pub(super) async fn open(
     url: &str,
     options: AnyConnectOptions,
     publisher: Publisher,
+    own: mpsc::UnboundedReceiver<Vec<Event>>,
     rules: QueueRules,
     clock: Clock,
 ) -> anyhow::Result<Opened> {
+    let feed = publisher
+        .pump
+        .clone()
+        .context("a PostgreSQL store publishes through its pump")?;
     let pool = AnyPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(10))
+        // No ping before each use (a round trip per read): a connection that broke fails its
+        // statement, and the pool drops it.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .context("connecting to PostgreSQL")?;
@@ -40,7 +52,6 @@ pub(super) async fn open(
         .run(&pool)
         .await
         .context("running the PostgreSQL migrations")?;
-    let wake = publisher.pump.clone().unwrap_or_default();
     // Where publishing starts, read before the store is handed out: an event committed by the
     // first caller is after it, so it is published (read later, it could be skipped).
     let last = read_last_id(&pool)
@@ -50,9 +61,10 @@ pub(super) async fn open(
         pool.clone(),
         last,
         url.to_string(),
+        own,
+        feed,
         publisher.events.clone(),
         publisher.work_available.clone(),
-        wake,
     );
     let (task, ended) = crate::supervise::spawn_reporting(run);
     let (queue, rx) = mpsc::channel(QUEUE);
@@ -121,32 +133,103 @@ async fn run_writer(
     }
 }
 
-/// Channel name of the notifications (payload: the newest event id, and ` work` when a task
-/// became pending).
-const CHANNEL: &str = "agora_events";
+/// Channel name of the notifications.
+pub(super) const CHANNEL: &str = "agora_events";
 
-/// Publishes events from the table in id order; runs until the store closes (the task is
-/// aborted).
+/// A batch's notification: the newest event id it committed (0 when none), the replica's
+/// origin, and ` work` when a task became pending.
+pub(super) fn notification(events: &[Event], origin: u64, work_added: bool) -> String {
+    let last = events.last().map_or(0, |e| e.id);
+    let work = if work_added { " work" } else { "" };
+    format!("{last} {origin}{work}")
+}
+
+/// A notification read back: (newest event id, origin, work added); `None` when malformed.
+fn parse_notification(payload: &str) -> Option<(i64, u64, bool)> {
+    let mut words = payload.split(' ');
+    let last = words.next()?.parse().ok()?;
+    let origin = words.next()?.parse().ok()?;
+    let work = match words.next() {
+        None => false,
+        Some("work") => true,
+        Some(_) => return None,
+    };
+    Some((last, origin, work))
+}
+
+/// What `LISTEN` heard, for the pump: the newest event id another replica announced, and
+/// whether the table must be read whatever that id (the connection was lost, or a payload was
+/// not understood).
+#[derive(Default)]
+struct Heard {
+    newest: AtomicI64,
+    read_anyway: AtomicBool,
+}
+
+/// Publishes events in id order; runs until the store closes (the task is aborted). This
+/// replica's own batches are published as they come from the writer when they follow the
+/// last published event: their ids were handed out under the append lock, which every batch
+/// holds until it commits, so every smaller id was committed (or rolled back) before. When they
+/// do not follow (another replica committed in between, or a rolled-back batch left a hole),
+/// and when another replica announces a newer event, the table is read; and once a second
+/// anyway, as a safety net.
 async fn pump(
     reader: AnyPool,
     mut last: i64,
     url: String,
+    mut own: mpsc::UnboundedReceiver<Vec<Event>>,
+    feed: PumpFeed,
     events: broadcast::Sender<crate::frames::Live>,
     work_available: Arc<Notify>,
-    wake: Arc<Notify>,
 ) {
-    tokio::spawn(listen(url, work_available, wake.clone()));
+    let heard = Arc::new(Heard::default());
+    tokio::spawn(listen(
+        url,
+        feed.origin,
+        work_available,
+        feed.wake.clone(),
+        heard.clone(),
+    ));
     loop {
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        let read = tokio::select! {
+            batch = own.recv() => match batch {
+                Some(batch) => {
+                    let fresh: Vec<Event> = batch.into_iter().filter(|e| e.id > last).collect();
+                    match fresh.first() {
+                        Some(first) if first.id == last + 1 => {
+                            for e in fresh {
+                                last = e.id;
+                                let _ = events.send(crate::frames::Published::new(e));
+                            }
+                            false
+                        }
+                        Some(_) => true,
+                        None => false,
+                    }
+                }
+                // The writer is gone (closing): the table still has the others' events.
+                None => {
+                    feed.wake.notified().await;
+                    true
+                }
+            },
+            _ = feed.wake.notified() => {
+                heard.read_anyway.swap(false, Ordering::SeqCst)
+                    || heard.newest.load(Ordering::SeqCst) > last
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => true,
+        };
+        if !read {
+            continue;
         }
         loop {
             let page = match read_events_after(&reader, last, 1000).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(error = %e, "event pump read failed; retrying");
+                    heard.read_anyway.store(true, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    feed.wake.notify_one();
                     break;
                 }
             };
@@ -170,9 +253,22 @@ async fn read_last_id(reader: &AnyPool) -> std::result::Result<i64, sqlx::Error>
     Ok(id.unwrap_or(0))
 }
 
-/// Relays notifications: other replicas' commits wake the pump, and their new pending tasks wake
-/// this replica's long-polls and dispatcher.
-async fn listen(url: String, work_available: Arc<Notify>, wake: Arc<Notify>) {
+/// Relays the other replicas' notifications (this replica's own are skipped: its pump has its
+/// events from the writer): their commits wake the pump, and their new pending tasks wake this
+/// replica's long-polls and dispatcher.
+async fn listen(
+    url: String,
+    origin: u64,
+    work_available: Arc<Notify>,
+    wake: Arc<Notify>,
+    heard: Arc<Heard>,
+) {
+    // Anything committed while no connection listened is found by reading the table.
+    let missed = || {
+        heard.read_anyway.store(true, Ordering::SeqCst);
+        wake.notify_one();
+        work_available.notify_waiters();
+    };
     loop {
         let mut listener = match PgListener::connect(&url).await {
             Ok(l) => l,
@@ -187,26 +283,56 @@ async fn listen(url: String, work_available: Arc<Notify>, wake: Arc<Notify>) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        // Anything committed while we were not listening is picked up by this read.
-        wake.notify_one();
+        missed();
         loop {
             match listener.try_recv().await {
-                Ok(Some(n)) => {
-                    if n.payload().ends_with(" work") {
-                        work_available.notify_waiters();
+                Ok(Some(n)) => match parse_notification(n.payload()) {
+                    Some((_, from, _)) if from == origin => {}
+                    Some((newest, _, work)) => {
+                        heard.newest.fetch_max(newest, Ordering::SeqCst);
+                        if work {
+                            work_available.notify_waiters();
+                        }
+                        wake.notify_one();
                     }
-                    wake.notify_one();
-                }
+                    None => {
+                        tracing::warn!(payload = n.payload(), "a notification not understood");
+                        missed();
+                    }
+                },
                 // The connection dropped; `try_recv` reconnects on the next call.
-                Ok(None) => {
-                    wake.notify_one();
-                    work_available.notify_waiters();
-                }
+                Ok(None) => missed(),
                 Err(e) => {
                     tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
                     break;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_reads_back_as_written() {
+        let event = |id| Event {
+            id,
+            job_id: None,
+            task_id: None,
+            agent_id: None,
+            payload: agora_shared::EventData::AgentOnline(agora_shared::AgentNamed {
+                name: "a".into(),
+            }),
+            at: chrono::Utc::now(),
+        };
+        let written = notification(&[event(7), event(9)], 42, true);
+        assert_eq!(parse_notification(&written), Some((9, 42, true)));
+        let written = notification(&[], u64::MAX, false);
+        assert_eq!(parse_notification(&written), Some((0, u64::MAX, false)));
+        assert_eq!(parse_notification("9 work"), None);
+        assert_eq!(parse_notification("9 1 play"), None);
+        assert_eq!(parse_notification(""), None);
     }
 }

@@ -88,8 +88,10 @@ impl AgentRow {
     }
 }
 
-// `job_spec` is `None` when read with `JOB_STATE_COLUMNS` (the write paths).
+// `job_spec` is `None` when read with `JOB_STATE_COLUMNS` (the write paths). `has_deps`: 1 when
+// a task of the job depends on another.
 crate::db_row! {
+#[derive(Clone)]
 pub struct JobRow {
     pub id: String,
     pub title: String,
@@ -111,6 +113,7 @@ pub struct JobRow {
     pub plan_approvals_required: i64,
     pub plan_approvals: i64,
     pub plans_rejected: i64,
+    pub has_deps: i64,
 }
 }
 

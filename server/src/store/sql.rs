@@ -73,14 +73,14 @@ pub const JOBS_WITH_SPECS: &str = "jobs JOIN job_specs ON job_specs.job_id = job
 pub const JOB_COLUMNS: &str =
     "id, title, job_spec, status, submitted_by, approvals_required, approvals, \
      priority, tasks_total, tasks_completed, tasks_failed, tasks_running, created_at, updated_at, \
-     finished_at, error, approval_expires_at, plan_approvals_required, plan_approvals, plans_rejected";
+     finished_at, error, approval_expires_at, plan_approvals_required, plan_approvals, plans_rejected, has_deps";
 
 /// A job row as the write paths need it: everything but the spec, which they never read back
 /// (a claim must cost the same whatever the size of the job's spec).
 pub const JOB_STATE_COLUMNS: &str =
     "id, title, CAST(NULL AS TEXT) AS job_spec, status, submitted_by, approvals_required, approvals, \
      priority, tasks_total, tasks_completed, tasks_failed, tasks_running, created_at, updated_at, \
-     finished_at, error, approval_expires_at, plan_approvals_required, plan_approvals, plans_rejected";
+     finished_at, error, approval_expires_at, plan_approvals_required, plan_approvals, plans_rejected, has_deps";
 
 pub const TASK_COLUMNS: &str =
     "id, job_id, idx, task_type, task_spec, status, attempts, max_retries, \

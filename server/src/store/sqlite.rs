@@ -176,6 +176,7 @@ async fn reader_pragmas(conn: &mut sqlx::AnyConnection) -> std::result::Result<(
 #[cfg(test)]
 mod tests {
     use crate::args;
+    use crate::store::db::Exec;
     use crate::store::Store;
     use crate::store::StoreError;
 

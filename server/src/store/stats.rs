@@ -8,6 +8,7 @@ use agora_shared::{
 };
 
 use super::clock::MINUTE_MS;
+use super::db::Exec;
 use super::error::Result;
 use super::writer::WriteCtx;
 use super::Store;

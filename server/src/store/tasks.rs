@@ -14,7 +14,7 @@ use agora_shared::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::db::{ExecExt, Value as DbValue};
+use super::db::{Exec, ExecExt, Value as DbValue};
 use super::error::{Result, StoreError};
 use super::events::{event_insert, EventDraft};
 use super::rows::{parse, u32_of, uuid, JobRow, TaskRow};
@@ -471,9 +471,8 @@ async fn task_complete_only(ctx: &mut WriteCtx, p: TaskCompleteParams) -> Result
             // Its key is free for the next holder.
             ctx.work_added();
         }
-        deps_completed(ctx, &row).await?;
         // Claimed and running count alike, so either is the right "from".
-        job_task_changed(
+        let job = job_task_changed(
             ctx,
             &row.job_id,
             TaskType::Work,
@@ -482,6 +481,7 @@ async fn task_complete_only(ctx: &mut WriteCtx, p: TaskCompleteParams) -> Result
             None,
         )
         .await?;
+        deps_completed(ctx, &job, &row).await?;
         return row.into_task();
     }
     // A plan task (its result must be validated before anything is written), or a refusal.

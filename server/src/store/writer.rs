@@ -20,7 +20,7 @@ use super::Backend;
 /// What an operation sees: the connection inside the open transaction, the time of the
 /// operation, and a place to leave the events it wrote.
 pub struct WriteCtx {
-    pub(crate) db: Box<dyn Exec>,
+    pub(crate) db: super::counters::Counters,
     pub backend: Backend,
     /// Milliseconds since the epoch when the operation started.
     pub now: i64,
@@ -55,7 +55,7 @@ impl WriteCtx {
         clock: Clock,
     ) -> Self {
         WriteCtx {
-            db,
+            db: super::counters::Counters::new(db),
             backend,
             now: clock.now_ms(),
             events: Vec::new(),
@@ -124,14 +124,43 @@ pub(crate) struct Publisher {
     pub events: broadcast::Sender<crate::frames::Live>,
     pub work_available: Arc<Notify>,
     /// On PostgreSQL events reach the broadcast through the pump (in id order across
-    /// replicas); a commit only wakes it.
-    pub pump: Option<Arc<Notify>>,
+    /// replicas); a commit hands it the batch's events.
+    pub pump: Option<PumpFeed>,
+}
+
+/// What a PostgreSQL replica's writer and `LISTEN` tell its event pump (`postgres::pump`).
+#[derive(Clone)]
+pub(crate) struct PumpFeed {
+    /// Read the table: another replica committed, or a notification may have been lost.
+    pub wake: Arc<Notify>,
+    /// This replica's committed events, batch by batch, in id order: published as they are
+    /// when they follow the last published event, else read from the table.
+    pub own: mpsc::UnboundedSender<Vec<Event>>,
+    /// This replica's mark in its notifications, so that its `LISTEN` skips its own.
+    pub origin: u64,
+}
+
+impl PumpFeed {
+    pub(crate) fn new() -> (PumpFeed, mpsc::UnboundedReceiver<Vec<Event>>) {
+        let (own, rx) = mpsc::unbounded_channel();
+        let feed = PumpFeed {
+            wake: Arc::new(Notify::new()),
+            own,
+            origin: rand::random(),
+        };
+        (feed, rx)
+    }
 }
 
 impl Publisher {
     pub(crate) fn publish(&self, events: Vec<Event>, work_added: bool) {
         match &self.pump {
-            Some(pump) => pump.notify_one(),
+            Some(pump) => {
+                if !events.is_empty() {
+                    // The pump may be gone only when the store is closing.
+                    let _ = pump.own.send(events);
+                }
+            }
             None => {
                 for e in events {
                     // No subscriber is fine: the table has it.

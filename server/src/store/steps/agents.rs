@@ -4,7 +4,7 @@ use agora_shared::{AgentNamed, AgentStatus, EventData};
 use uuid::Uuid;
 
 use crate::args;
-use crate::store::db::ExecExt;
+use crate::store::db::{Exec, ExecExt};
 use crate::store::error::{Result, StoreError};
 use crate::store::events::{event_insert, EventDraft};
 use crate::store::rows::AgentRow;

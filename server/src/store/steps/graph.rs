@@ -9,10 +9,10 @@ use serde_json::{Map, Value};
 use super::jobs::job_task_changed;
 use super::tasks::event_for;
 use crate::args;
-use crate::store::db::{ExecExt, Value as DbValue};
+use crate::store::db::{Exec, ExecExt, Value as DbValue};
 use crate::store::error::Result;
 use crate::store::events::event_insert;
-use crate::store::rows::{json, task_label_at, TaskRow};
+use crate::store::rows::{json, task_label_at, JobRow, TaskRow};
 use crate::store::sql::{placeholders, TASK_COLUMNS};
 use crate::store::{Backend, WriteCtx};
 
@@ -22,8 +22,12 @@ pub(crate) fn dependency_failed(label: &str) -> String {
 }
 
 /// `done` completed: each of its dependents has one unmet dependency fewer, and those with none
-/// left join the claim index. Wakes the claimers when any did.
-pub(crate) async fn deps_completed(ctx: &mut WriteCtx, done: &TaskRow) -> Result<()> {
+/// left join the claim index. Wakes the claimers when any did. Nothing to do in a `job` without
+/// edges (read in this transaction, after its row was locked: no edge can appear meanwhile).
+pub(crate) async fn deps_completed(ctx: &mut WriteCtx, job: &JobRow, done: &TaskRow) -> Result<()> {
+    if job.has_deps == 0 {
+        return Ok(());
+    }
     let unblocked = ctx
         .db
         .execute(
@@ -173,6 +177,11 @@ fn dep_params(job_id: &str, idx: &[u32]) -> Vec<DbValue> {
 /// The advisory lock every claim takes first on PostgreSQL (an arbitrary constant).
 const CLAIM_LOCK: i64 = 0x4147_4f52_434c_4d4b;
 
+/// A PostgreSQL batch's first round trip: its transaction, and the claims lock in it
+/// ([`claims_lock`]; `4703815550546758987` is `CLAIM_LOCK`).
+pub(crate) const BEGIN_AND_CLAIMS_LOCK: &str =
+    "BEGIN; SELECT pg_advisory_xact_lock(4703815550546758987)";
+
 /// On PostgreSQL, claims take one lock before anything else, so they are serialised: a claim's
 /// statement then sees every earlier claim committed, and a key's holders are counted exactly
 /// (two concurrent claims could otherwise both see a key free). Each batch takes it first
@@ -188,4 +197,17 @@ pub(crate) async fn claims_lock(
         ctx.claims_locked = true;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_takes_the_same_claims_lock_as_a_lone_claim() {
+        assert_eq!(
+            BEGIN_AND_CLAIMS_LOCK,
+            format!("BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK})")
+        );
+    }
 }

@@ -39,6 +39,7 @@ pub(crate) async fn job_transition(
          WHERE id = $1 RETURNING {JOB_STATE_COLUMNS}"
     ), args![&job.id, to.as_str(), ctx.now, finished, error.clone()])
     .await?;
+    ctx.db.keep(&row);
     let id = crate::store::rows::uuid(&job.id)?;
     let data = EventData::job(JobChanged {
         from: Some(from),
@@ -73,18 +74,28 @@ pub(crate) async fn job_task_changed(
 ) -> Result<JobRow> {
     let [c0, f0, r0] = from.map(bucket).unwrap_or([0, 0, 0]);
     let [c1, f1, r1] = bucket(to);
-    let added = i64::from(from.is_none());
-    let job: JobRow = ctx
-        .db
-        .one(
-            &format!(
+    let deltas = [i64::from(from.is_none()), c1 - c0, f1 - f0, r1 - r0];
+    // The first change of the job in this transaction updates its row; later ones, its copy
+    // (see `store::counters`).
+    let job = match ctx.db.apply(job_id, deltas, ctx.now) {
+        Some(job) => job,
+        None => {
+            let [added, completed, failed, running] = deltas;
+            let job: JobRow = ctx
+                .db
+                .one(
+                    &format!(
         "UPDATE jobs SET tasks_total = tasks_total + $2, tasks_completed = tasks_completed + $3, \
          tasks_failed = tasks_failed + $4, tasks_running = tasks_running + $5, updated_at = $6 \
          WHERE id = $1 RETURNING {JOB_STATE_COLUMNS}"
     ),
-            args![job_id, added, c1 - c0, f1 - f0, r1 - r0, ctx.now],
-        )
-        .await?;
+                    args![job_id, added, completed, failed, running, ctx.now],
+                )
+                .await?;
+            ctx.db.keep(&job);
+            job
+        }
+    };
     let status = job.status()?;
     match (task_type, to) {
         (TaskType::Plan, TaskStatus::Claimed) if status == JobStatus::Accepted => {

@@ -13,7 +13,7 @@ use rand::Rng;
 use super::graph::deps_fail;
 use super::jobs::{job_fetch, job_task_changed};
 use crate::args;
-use crate::store::db::{ExecExt, Value as DbValue};
+use crate::store::db::{Exec, ExecExt, Value as DbValue};
 use crate::store::error::{Result, StoreError};
 use crate::store::events::{event_insert, EventDraft};
 use crate::store::rows::{uuid, JobRow, TaskRow};
@@ -168,6 +168,14 @@ async fn deps_insert(ctx: &mut WriteCtx, job_id: &str, tasks: &[NewTask]) -> Res
                     marks.join(", ")
                 ),
                 &params,
+            )
+            .await?;
+    }
+    if !edges.is_empty() {
+        ctx.db
+            .execute(
+                "UPDATE jobs SET has_deps = 1 WHERE id = $1 AND has_deps = 0",
+                args![job_id],
             )
             .await?;
     }

@@ -1,0 +1,161 @@
+//! A job's task counters, kept in memory for the rest of a batch. Every task operation moves
+//! its job's counters (`steps::jobs::job_task_changed`), and a batch of claims and completions
+//! of one job would otherwise update the job's row once per operation (a round trip each on
+//! PostgreSQL). The first change in a transaction updates the row as before (`RETURNING` it,
+//! which also locks it on PostgreSQL until the commit); later changes in the same transaction
+//! are applied to that copy, and the copy is written once, before the commit.
+//!
+//! The copy stays right without any caller's help: every other statement that names the
+//! `jobs` table writes the pending counters first and drops the copies (so it reads and
+//! changes the row as it is), `COMMIT` writes them first, and `BEGIN` and `ROLLBACK` drop them
+//! unwritten. Applying a change counts as a write, so an operation refused after it rolls its
+//! batch back (`batch::run_batch`).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use super::db::{DbError, Exec, Row, Value};
+use super::rows::JobRow;
+use crate::args;
+
+/// The writer's connection with its jobs' counters.
+pub struct Counters {
+    inner: Box<dyn Exec>,
+    /// Job id → its row as this transaction has made it, and whether the row in the database
+    /// is behind it.
+    jobs: HashMap<String, (JobRow, bool)>,
+    /// Changes applied in memory so far (counted as writes).
+    applied: u64,
+}
+
+/// The counters' deltas of one task's move: total, completed, failed, running.
+pub type Deltas = [i64; 4];
+
+impl Counters {
+    pub fn new(inner: Box<dyn Exec>) -> Counters {
+        Counters {
+            inner,
+            jobs: HashMap::new(),
+            applied: 0,
+        }
+    }
+
+    /// Applies `deltas` to the job's copy, if this transaction has one; the row as it now is.
+    pub fn apply(&mut self, job_id: &str, deltas: Deltas, now: i64) -> Option<JobRow> {
+        let (row, behind) = self.jobs.get_mut(job_id)?;
+        let [total, completed, failed, running] = deltas;
+        row.tasks_total += total;
+        row.tasks_completed += completed;
+        row.tasks_failed += failed;
+        row.tasks_running += running;
+        row.updated_at = now;
+        *behind = true;
+        self.applied += 1;
+        Some(row.clone())
+    }
+
+    /// Keeps the job's row as a statement of this transaction returned it.
+    pub fn keep(&mut self, row: &JobRow) {
+        self.jobs.insert(row.id.clone(), (row.clone(), false));
+    }
+
+    /// Writes the counters the database is behind on, then forgets every copy (the batch does
+    /// this before its events and its commit).
+    pub async fn write_back(&mut self) -> Result<(), DbError> {
+        for (id, (row, behind)) in std::mem::take(&mut self.jobs) {
+            if !behind {
+                continue;
+            }
+            self.inner
+                .execute(
+                    "UPDATE jobs SET tasks_total = $2, tasks_completed = $3, tasks_failed = $4, \
+                     tasks_running = $5, updated_at = $6 WHERE id = $1",
+                    args![
+                        id,
+                        row.tasks_total,
+                        row.tasks_completed,
+                        row.tasks_failed,
+                        row.tasks_running,
+                        row.updated_at
+                    ],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// What a statement means for the copies, before it runs.
+    async fn before(&mut self, sql: &str) -> Result<(), DbError> {
+        if self.jobs.is_empty() {
+            return Ok(());
+        }
+        let head = sql.trim_start();
+        if head.starts_with("BEGIN") || head.starts_with("ROLLBACK") {
+            self.jobs.clear();
+            return Ok(());
+        }
+        if head.starts_with("COMMIT") || names_jobs(sql) {
+            return self.write_back().await;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a statement names the `jobs` table (the word, not `job_id` or `task_jobs`).
+fn names_jobs(sql: &str) -> bool {
+    let bytes = sql.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    sql.match_indices("jobs").any(|(i, _)| {
+        let before = i.checked_sub(1).map(|j| bytes[j]);
+        let after = bytes.get(i + 4).copied();
+        !before.is_some_and(word) && !after.is_some_and(word)
+    })
+}
+
+#[async_trait]
+impl Exec for Counters {
+    async fn fetch(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
+        self.before(sql).await?;
+        self.inner.fetch(sql, args).await
+    }
+
+    async fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, DbError> {
+        self.before(sql).await?;
+        self.inner.execute(sql, args).await
+    }
+
+    fn writes(&self) -> u64 {
+        self.inner.writes() + self.applied
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.inner.in_transaction()
+    }
+
+    fn errors(&self) -> u64 {
+        self.inner.errors()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_jobs;
+
+    #[test]
+    fn the_jobs_table_is_told_from_words_that_contain_it() {
+        assert!(names_jobs("UPDATE jobs SET status = $2"));
+        assert!(names_jobs(
+            "SELECT x FROM jobs JOIN job_specs ON job_specs.job_id = jobs.id"
+        ));
+        assert!(names_jobs("SELECT COUNT(*) FROM jobs"));
+        assert!(names_jobs("SELECT 1 FROM jobs\nWHERE id = $1"));
+        assert!(!names_jobs(
+            "UPDATE tasks SET status = 'completed' WHERE job_id = $1"
+        ));
+        assert!(!names_jobs("SELECT 1 FROM task_jobs, jobs_old"));
+        assert!(!names_jobs(
+            "INSERT INTO events (job_id, kind) VALUES ($1, $2)"
+        ));
+    }
+}
