@@ -36,13 +36,21 @@ pub(crate) fn next_batch(
     batch
 }
 
-/// `BEGIN`, then the claims lock (see [`run_batch`]), in one round trip.
+/// `BEGIN`, then the claims lock and the event append lock (see [`run_batch`]), in one round
+/// trip.
 async fn begin_postgres(ctx: &mut WriteCtx) -> Result<(), DbError> {
-    ctx.db
-        .execute(super::steps::graph::BEGIN_AND_CLAIMS_LOCK, &[])
-        .await?;
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({}), pg_advisory_xact_lock({})",
+            super::steps::graph::CLAIM_LOCK,
+            super::events::EVENT_APPEND_LOCK
+        )
+    });
+    ctx.db.execute(sql, &[]).await?;
     ctx.begun();
     ctx.claims_locked = true;
+    ctx.events_locked = true;
     Ok(())
 }
 
@@ -79,9 +87,11 @@ fn commit_sql(
 ///
 /// On PostgreSQL each batch first takes the claims lock (`claims_lock`): every batch of every
 /// replica then takes its row locks in one order after it, so batches can never deadlock
-/// (one batch at a time across replicas; each batch is many operations). The events of the
-/// batch's operations are written at its end, under the append lock, in one statement per 64,
-/// with one notification for the other replicas.
+/// (one batch at a time across replicas; each batch is many operations). It takes the event
+/// append lock with it (in the same round trip: since batches run one at a time anyway, holding
+/// it from the start costs no concurrency), so event ids are handed out in commit order. The
+/// events of the batch's operations are written at its end, in one statement per 64, with one
+/// notification for the other replicas.
 pub(crate) async fn run_batch(
     ctx: &mut WriteCtx,
     batch: Vec<Job>,

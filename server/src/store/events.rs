@@ -72,7 +72,7 @@ fn insert_sql(n: usize) -> &'static str {
 }
 
 /// The advisory lock that orders event appends on PostgreSQL (an arbitrary constant).
-const EVENT_APPEND_LOCK: i64 = 0x4147_4f52_4145_5654;
+pub(crate) const EVENT_APPEND_LOCK: i64 = 0x4147_4f52_4145_5654;
 
 /// Writes the operation's events, when it has finished. On PostgreSQL the appends of all
 /// transactions are serialised by a transaction-level advisory lock, taken by a batch's first

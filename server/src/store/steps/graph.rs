@@ -175,12 +175,7 @@ fn dep_params(job_id: &str, idx: &[u32]) -> Vec<DbValue> {
 }
 
 /// The advisory lock every claim takes first on PostgreSQL (an arbitrary constant).
-const CLAIM_LOCK: i64 = 0x4147_4f52_434c_4d4b;
-
-/// A PostgreSQL batch's first round trip: its transaction, and the claims lock in it
-/// ([`claims_lock`]; `4703815550546758987` is `CLAIM_LOCK`).
-pub(crate) const BEGIN_AND_CLAIMS_LOCK: &str =
-    "BEGIN; SELECT pg_advisory_xact_lock(4703815550546758987)";
+pub(crate) const CLAIM_LOCK: i64 = 0x4147_4f52_434c_4d4b;
 
 /// On PostgreSQL, claims take one lock before anything else, so they are serialised: a claim's
 /// statement then sees every earlier claim committed, and a key's holders are counted exactly
@@ -197,17 +192,4 @@ pub(crate) async fn claims_lock(
         ctx.claims_locked = true;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_batch_takes_the_same_claims_lock_as_a_lone_claim() {
-        assert_eq!(
-            BEGIN_AND_CLAIMS_LOCK,
-            format!("BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK})")
-        );
-    }
 }
