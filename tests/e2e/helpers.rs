@@ -403,6 +403,38 @@ impl TestApp {
         page.into_iter().map(json_of).collect()
     }
 
+    /// A REST agent that reports with `?next=true` (one round trip a task), long-polling when
+    /// the queue is empty, until `done` reaches `total`; the ids of the tasks it completed.
+    pub async fn rest_next_worker(
+        &self,
+        agent: &TestAgent,
+        done: &std::sync::atomic::AtomicUsize,
+        total: usize,
+    ) -> Vec<Uuid> {
+        use std::sync::atomic::Ordering;
+        let client = self.as_agent(agent);
+        let mut mine = Vec::new();
+        let mut task = None;
+        while done.load(Ordering::SeqCst) < total {
+            let c = match task.take() {
+                Some(c) => c,
+                None => match client.claim(Some(1)).await.expect("claim") {
+                    Some(c) => c,
+                    None => continue,
+                },
+            };
+            let finished = client
+                .complete_next(c.task.id, json!({ "by": agent.name }))
+                .await
+                .expect("complete");
+            mine.push(finished.task.id);
+            done.fetch_add(1, Ordering::SeqCst);
+            task = finished.next;
+        }
+        assert!(task.is_none(), "no task left claimed");
+        mine
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());

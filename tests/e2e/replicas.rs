@@ -269,7 +269,7 @@ async fn ws_auto_start_worker(
     agent: TestAgent,
     done: Arc<AtomicUsize>,
     total: usize,
-) -> Vec<String> {
+) -> Vec<uuid::Uuid> {
     use agora_shared::ws::ServerMsg;
     let mut ws = app.connect(&agent).await;
     ws.send(json!({ "type": "ready", "slots": 1, "auto_start": true }))
@@ -294,7 +294,7 @@ async fn ws_auto_start_worker(
             } => {
                 assert!(ok, "{kind} refused: {error:?}");
                 if let (true, Some(t)) = (kind == "complete", task) {
-                    mine.push(t.id.to_string());
+                    mine.push(t.id);
                     done.fetch_add(1, Ordering::SeqCst);
                 }
             }
@@ -302,37 +302,6 @@ async fn ws_auto_start_worker(
             _ => {}
         }
     }
-    mine
-}
-
-/// A REST agent that reports with `?next=true` (one round trip per task), long-polling when the
-/// queue is empty; the ids of the tasks it completed.
-async fn rest_next_worker(
-    app: Arc<TestApp>,
-    agent: TestAgent,
-    done: Arc<AtomicUsize>,
-    total: usize,
-) -> Vec<String> {
-    let client = app.as_agent(&agent);
-    let mut mine = Vec::new();
-    let mut task = None;
-    while done.load(Ordering::SeqCst) < total {
-        let c = match task.take() {
-            Some(c) => c,
-            None => match client.claim(Some(1)).await.expect("claim") {
-                Some(c) => c,
-                None => continue,
-            },
-        };
-        let finished = client
-            .complete_next(c.task.id, json!({ "by": agent.name }))
-            .await
-            .expect("complete");
-        mine.push(finished.task.id.to_string());
-        done.fetch_add(1, Ordering::SeqCst);
-        task = finished.next;
-    }
-    assert!(task.is_none(), "no task left claimed");
     mine
 }
 
@@ -413,14 +382,14 @@ async fn four_replicas_two_hundred_agents_five_thousand_tasks_every_feed_is_the_
         let (done, app) = (done.clone(), app.clone());
         workers.push(match i % 2 {
             0 => tokio::spawn(ws_auto_start_worker(app, agent, done, total)),
-            _ => tokio::spawn(rest_next_worker(app, agent, done, total)),
+            _ => tokio::spawn(async move { app.rest_next_worker(&agent, &done, total).await }),
         });
     }
     let mut completed = Vec::new();
     for w in workers {
         completed.extend(w.await.expect("worker"));
     }
-    let unique: std::collections::HashSet<&String> = completed.iter().collect();
+    let unique: std::collections::HashSet<&uuid::Uuid> = completed.iter().collect();
     assert_eq!(
         (completed.len(), unique.len()),
         (total, total),

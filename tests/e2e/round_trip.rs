@@ -383,27 +383,7 @@ async fn auto_start_three_step_and_rest_agents_race_and_complete_every_task_once
                         }
                     }
                 }
-                _ => {
-                    let client = app.as_agent(&agent);
-                    let mut task = None;
-                    while done.load(Ordering::SeqCst) < TASKS {
-                        let c = match task.take() {
-                            Some(c) => c,
-                            None => match client.claim(Some(1)).await.expect("claim") {
-                                Some(c) => c,
-                                None => continue,
-                            },
-                        };
-                        let finished = client
-                            .complete_next(c.task.id, json!(null))
-                            .await
-                            .expect("complete");
-                        mine.push(finished.task.id);
-                        done.fetch_add(1, Ordering::SeqCst);
-                        task = finished.next;
-                    }
-                    assert!(task.is_none(), "no task left claimed");
-                }
+                _ => mine = app.rest_next_worker(&agent, &done, TASKS).await,
             }
             mine
         }));
