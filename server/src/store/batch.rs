@@ -48,9 +48,6 @@ async fn begin_postgres(ctx: &mut WriteCtx) -> Result<(), DbError> {
         )
     });
     ctx.db.execute(sql, &[]).await?;
-    ctx.begun();
-    ctx.claims_locked = true;
-    ctx.events_locked = true;
     Ok(())
 }
 
@@ -85,7 +82,7 @@ fn commit_sql(
 /// fails ends the transaction's usefulness (every later statement fails), so a failed statement
 /// counts as breaking the batch as well, written or not.
 ///
-/// On PostgreSQL each batch first takes the claims lock (`claims_lock`): every batch of every
+/// On PostgreSQL each batch first takes the claims lock (`steps::graph::CLAIM_LOCK`): every batch of every
 /// replica then takes its row locks in one order after it, so batches can never deadlock
 /// (one batch at a time across replicas; each batch is many operations). It takes the event
 /// append lock with it (in the same round trip: since batches run one at a time anyway, holding

@@ -7,8 +7,8 @@
 //!
 //! The copy stays right without any caller's help: every other statement that names the
 //! `jobs` table writes the pending counters first and drops the copies (so it reads and
-//! changes the row as it is), `COMMIT` writes them first, and `BEGIN` and `ROLLBACK` drop them
-//! unwritten. Applying a change counts as a write, so an operation refused after it rolls its
+//! changes the row as it is), the batch writes them before its events and its commit
+//! (`write_back`), and `BEGIN` and `ROLLBACK` drop them unwritten. Applying a change counts as a write, so an operation refused after it rolls its
 //! batch back (`batch::run_batch`).
 
 use std::collections::HashMap;
@@ -95,7 +95,7 @@ impl Counters {
             self.jobs.clear();
             return Ok(());
         }
-        if head.starts_with("COMMIT") || names_jobs(sql) {
+        if names_jobs(sql) {
             return self.write_back().await;
         }
         Ok(())

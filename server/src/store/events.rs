@@ -3,7 +3,7 @@
 use agora_shared::{Event, EventData};
 use uuid::Uuid;
 
-use super::db::{Exec, ExecExt, Value};
+use super::db::{ExecExt, Value};
 use super::error::Result;
 use super::rows::{ts, EventRow};
 use super::sql::EVENT_COLUMNS;
@@ -75,24 +75,16 @@ fn insert_sql(n: usize) -> &'static str {
 pub(crate) const EVENT_APPEND_LOCK: i64 = 0x4147_4f52_4145_5654;
 
 /// Writes the operation's events, when it has finished. On PostgreSQL the appends of all
-/// transactions are serialised by a transaction-level advisory lock, taken by a batch's first
-/// events and held until its commit: ids then become visible in id order (a reader that has
-/// seen id 11 can never later find a 10). Waiting for it cannot close a cycle with row locks:
-/// only batches take it, and every batch holds the claims lock first (`batch::run_batch`).
-/// The batch's one `pg_notify` tells every replica after the commit.
+/// transactions are serialised by a transaction-level advisory lock, which every batch takes
+/// in its first statement, right after the claims lock, and holds until its commit
+/// (`batch::run_batch`): ids then become visible in id order (a reader that has seen id 11 can
+/// never later find a 10). The batch's one `pg_notify` tells every replica after the commit.
 pub(crate) async fn events_flush(
     ctx: &mut WriteCtx,
 ) -> std::result::Result<(), super::db::DbError> {
     let drafts = ctx.take_drafts();
     if drafts.is_empty() {
         return Ok(());
-    }
-    let postgres = ctx.backend == super::Backend::Postgres;
-    if postgres && !ctx.events_locked {
-        ctx.db
-            .execute("SELECT pg_advisory_xact_lock($1)", args![EVENT_APPEND_LOCK])
-            .await?;
-        ctx.events_locked = true;
     }
     let mut drafts = drafts.into_iter().peekable();
     while drafts.peek().is_some() {

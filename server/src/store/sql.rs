@@ -135,7 +135,7 @@ pub fn task_claim(backend: Backend, started: bool) -> &'static str {
 /// capability or of a free key, costs each of its claims that walk). The
 /// unary `+` keeps `available_at` such a filter too, never an index range of its own (which
 /// would sort every pending task). On PostgreSQL claims take one lock first
-/// (`steps::graph::claims_lock`), so that the count of a key's holders is exact.
+/// (`steps::graph::CLAIM_LOCK`, taken by every batch), so that the count of a key's holders is exact.
 fn task_claim_sql(backend: Backend, started: bool) -> String {
     let (lock, routed) = match backend {
         Backend::Sqlite => (

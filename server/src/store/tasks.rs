@@ -20,7 +20,7 @@ use super::events::{event_insert, EventDraft};
 use super::rows::{parse, u32_of, uuid, JobRow, TaskRow};
 use super::sql::{self, ACTIVE_TASKS, FINISHED_TASKS, TASK_COLUMNS};
 use super::steps::agents::{agent_name, agent_registered, agent_seen, agents_registered};
-use super::steps::graph::{claim_inputs, claims_lock, deps_completed};
+use super::steps::graph::{claim_inputs, deps_completed};
 use super::steps::jobs::{job_fetch, job_task_changed, job_transition};
 use super::steps::plans::plan_work_tasks;
 use super::steps::tasks::{
@@ -125,7 +125,6 @@ pub(crate) async fn task_claim(
     ctx: &mut WriteCtx,
     p: TaskClaimParams,
 ) -> Result<Option<ClaimedTask>> {
-    claims_lock(ctx).await?;
     agent_seen(ctx, p.agent_id).await?;
     if let Some(request) = p.request_id.as_deref() {
         if let Some(again) = task_claim_again(ctx, p.agent_id, request).await? {
@@ -187,7 +186,6 @@ pub(crate) async fn task_claim_many(
     ctx: &mut WriteCtx,
     agents: Vec<(Uuid, bool)>,
 ) -> Result<ClaimBatch> {
-    claims_lock(ctx).await?;
     let mut batch = ClaimBatch {
         claimed: Vec::with_capacity(agents.len()),
         queue_empty: false,
@@ -421,10 +419,6 @@ pub(crate) async fn task_complete(
     p: TaskCompleteParams,
 ) -> Result<FinishedWithNext> {
     let (agent, next) = (p.agent_id, p.next);
-    if next.is_some() {
-        // Before any row lock, as every claim takes it (`claims_lock`).
-        claims_lock(ctx).await?;
-    }
     let task = task_complete_only(ctx, p).await?;
     task_then(ctx, agent, task, next).await
 }
@@ -550,9 +544,6 @@ async fn plan_land(
 
 /// A failed attempt and, when the agent asked for it, its next task in the same commit.
 pub(crate) async fn task_fail(ctx: &mut WriteCtx, p: TaskFailParams) -> Result<FinishedWithNext> {
-    if p.next.is_some() {
-        claims_lock(ctx).await?;
-    }
     let (row, _) = task_for_agent(ctx, p.task_id, p.agent_id, TaskAction::Fail, p.lease_id).await?;
     agent_seen(ctx, p.agent_id).await?;
     let cause = FailCause::Reported {

@@ -28,10 +28,6 @@ pub struct WriteCtx {
     /// Events recorded by the operation, written when it has finished.
     pub(crate) drafts: Vec<(super::events::EventDraft, i64)>,
     pub(crate) work_added: bool,
-    /// The transaction holds the claims lock (PostgreSQL; see `steps::graph::claims_lock`).
-    pub(crate) claims_locked: bool,
-    /// The transaction holds the event append lock (PostgreSQL; see `events::events_flush`).
-    pub(crate) events_locked: bool,
     /// When this server last wrote each agent's `last_seen_at`, shared by all operations.
     seen: Seen,
     /// The queue's clocks and limits.
@@ -61,18 +57,10 @@ impl WriteCtx {
             events: Vec::new(),
             drafts: Vec::new(),
             work_added: false,
-            claims_locked: false,
-            events_locked: false,
             seen,
             rules,
             clock,
         }
-    }
-
-    /// A transaction began: it holds no lock yet.
-    pub(crate) fn begun(&mut self) {
-        self.claims_locked = false;
-        self.events_locked = false;
     }
 
     pub(crate) fn seen_recently(&self, agent: Uuid) -> bool {

@@ -14,7 +14,7 @@ use crate::store::error::Result;
 use crate::store::events::event_insert;
 use crate::store::rows::{json, task_label_at, JobRow, TaskRow};
 use crate::store::sql::{placeholders, TASK_COLUMNS};
-use crate::store::{Backend, WriteCtx};
+use crate::store::WriteCtx;
 
 /// The error of a task failed because a task it depends on failed for good.
 pub(crate) fn dependency_failed(label: &str) -> String {
@@ -174,22 +174,9 @@ fn dep_params(job_id: &str, idx: &[u32]) -> Vec<DbValue> {
     params
 }
 
-/// The advisory lock every claim takes first on PostgreSQL (an arbitrary constant).
+/// The claims lock: on PostgreSQL every batch takes this advisory lock (an arbitrary constant)
+/// before anything else (`batch::run_batch`), so claims are serialised: a claim's statement
+/// then sees every earlier claim committed, and a key's holders are counted exactly (two
+/// concurrent claims could otherwise both see a key free). Taken first, it can never close a
+/// cycle with row locks. SQLite's one writer needs none.
 pub(crate) const CLAIM_LOCK: i64 = 0x4147_4f52_434c_4d4b;
-
-/// On PostgreSQL, claims take one lock before anything else, so they are serialised: a claim's
-/// statement then sees every earlier claim committed, and a key's holders are counted exactly
-/// (two concurrent claims could otherwise both see a key free). Each batch takes it first
-/// (`batch::run_batch`), so it can never close a cycle with row locks, and the claims in the
-/// batch find it held (once per transaction). SQLite's one writer needs none.
-pub(crate) async fn claims_lock(
-    ctx: &mut WriteCtx,
-) -> std::result::Result<(), crate::store::db::DbError> {
-    if ctx.backend == Backend::Postgres && !ctx.claims_locked {
-        ctx.db
-            .execute("SELECT pg_advisory_xact_lock($1)", args![CLAIM_LOCK])
-            .await?;
-        ctx.claims_locked = true;
-    }
-    Ok(())
-}
