@@ -4,6 +4,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::ahead::{prepare, Hint};
 use super::db::{DbError, Exec};
 use super::events::events_flush;
 use super::writer::{Job, Msg, Publisher, Reply, WriteCtx};
@@ -94,15 +95,30 @@ pub(crate) async fn run_batch(
     batch: Vec<Job>,
     publisher: &Publisher,
 ) -> std::result::Result<(), DbError> {
-    let mut pending = batch.into_iter();
+    // The operations whose first step is done ahead run first (see `ahead.rs`), so that they
+    // change the database in the order their events say. Every operation of a batch was
+    // submitted before any was answered: this order is one they could have run in.
+    let mut batch = batch;
+    batch.sort_by_key(|j| j.hint.is_none());
+    let mut pending: std::collections::VecDeque<Job> = batch.into();
     loop {
         let begun = match ctx.backend {
             Backend::Sqlite => ctx.db.execute("BEGIN IMMEDIATE", &[]).await.map(|_| ()),
             Backend::Postgres => begin_postgres(ctx).await,
         };
+        // What the operations' hints let the batch do ahead, in set statements (`ahead.rs`).
+        ctx.now = ctx.clock.now_ms();
+        let begun = match begun {
+            Ok(()) => {
+                let hints: Vec<&Hint> = pending.iter().filter_map(|j| j.hint.as_ref()).collect();
+                prepare(ctx, hints.into_iter()).await
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = begun {
             // Dropping the jobs answers their callers with "the writer stopped before answering".
             drop(pending);
+            ctx.ahead.clear();
             let _ = ctx.db.execute("ROLLBACK", &[]).await;
             return Err(e);
         }
@@ -111,13 +127,13 @@ pub(crate) async fn run_batch(
         let mut work_added = false;
         let mut broken = false;
         ctx.drafts.clear();
-        for job in pending.by_ref() {
+        while let Some(job) = pending.pop_front() {
             ctx.now = ctx.clock.now_ms();
             ctx.events.clear();
             ctx.work_added = false;
             let (writes_before, errors_before) = (ctx.db.writes(), ctx.db.errors());
             let drafts_before = ctx.drafts.len();
-            let finish = job(ctx).await;
+            let finish = (job.run)(ctx).await;
             if !finish.ok {
                 ctx.drafts.truncate(drafts_before);
             }
@@ -160,8 +176,22 @@ pub(crate) async fn run_batch(
         if broken {
             continue;
         }
+        // Every row changed ahead belongs to an operation that took it; one left over (a bug)
+        // would be committed without its events or its answer.
+        let mut flushed = match ctx.ahead.is_empty() {
+            true => Ok(()),
+            false => {
+                tracing::error!(
+                    "rows changed ahead were not taken by their operations; rolling back the batch"
+                );
+                ctx.ahead.clear();
+                Err(DbError::RolledBack)
+            }
+        };
         // The jobs' counters kept in memory (`counters.rs`), then, on PostgreSQL, the events.
-        let mut flushed = ctx.db.write_back().await;
+        if flushed.is_ok() {
+            flushed = ctx.db.write_back().await;
+        }
         if flushed.is_ok() && ctx.backend == Backend::Postgres {
             ctx.events.clear();
             flushed = events_flush(ctx).await;

@@ -55,6 +55,11 @@ impl Counters {
         Some(row.clone())
     }
 
+    /// Counts a write done for the running operation by another statement (`ahead.rs`).
+    pub fn wrote(&mut self) {
+        self.applied += 1;
+    }
+
     /// Keeps the job's row as a statement of this transaction returned it.
     pub fn keep(&mut self, row: &JobRow) {
         self.jobs.insert(row.id.clone(), (row.clone(), false));

@@ -20,6 +20,7 @@
 //! databases and never wait for the writer.
 
 mod agents;
+mod ahead;
 mod batch;
 mod clock;
 mod counters;
@@ -269,7 +270,17 @@ impl Store {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        self.inner.writer.submit(op).await
+        self.inner.writer.submit(None, op).await
+    }
+
+    /// [`Store::write`] for an operation whose first step the batch may do ahead, together
+    /// with its others' (`ahead.rs`).
+    pub(crate) async fn write_hinted<T, F>(&self, hint: ahead::Hint, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.inner.writer.submit(Some(hint), op).await
     }
 
     /// Live committed events. Subscribe before reading the backlog so that nothing falls between.
@@ -497,7 +508,17 @@ impl Store {
     }
 
     pub async fn task_start(&self, p: TaskStartParams) -> Result<agora_shared::Task> {
-        self.write(move |ctx| Box::pin(tasks::task_start(ctx, p)))
+        if p.heartbeat_secs.is_some() {
+            return self
+                .write(move |ctx| Box::pin(tasks::task_start(ctx, p)))
+                .await;
+        }
+        let hint = ahead::Hint::Start {
+            task: p.task_id,
+            agent: p.agent_id,
+            lease: p.lease_id,
+        };
+        self.write_hinted(hint, move |ctx| Box::pin(tasks::task_start(ctx, p)))
             .await
     }
 
@@ -510,7 +531,14 @@ impl Store {
         &self,
         p: TaskCompleteParams,
     ) -> Result<agora_shared::FinishedWithNext> {
-        self.write(move |ctx| Box::pin(tasks::task_complete(ctx, p)))
+        let hint = ahead::Hint::Complete {
+            task: p.task_id,
+            agent: p.agent_id,
+            lease: p.lease_id,
+            result: p.result.to_string(),
+            next: p.next,
+        };
+        self.write_hinted(hint, move |ctx| Box::pin(tasks::task_complete(ctx, p)))
             .await
     }
 

@@ -149,22 +149,185 @@ fn task_claim_sql(backend: Backend, started: bool) -> String {
         ),
     };
     let held = key_holders_of_t();
-    let (status, started_at) = match started {
-        false => ("claimed", "NULL"),
-        true => ("running", "$2"),
-    };
+    let set = claim_assignments(started, "$1", "$2", "$3", "$4", "$5", "$6");
     format!(
-        "UPDATE tasks SET status = '{status}', agent_id = $1, claimed_at = $2, started_at = {started_at}, \
-         deadline = $2 + timeout_secs * 1000, lease_id = $3, \
-         lease_expires_at = $2 + CASE WHEN timeout_secs * 1000 < $4 THEN timeout_secs * 1000 ELSE $4 END, \
-         via = $5, claim_request_id = $6, heartbeat_secs = NULL, deliveries = deliveries + 1, \
-         progress = 0, progress_message = NULL, updated_at = $2 \
-         WHERE id = (SELECT t.id FROM tasks t WHERE t.status = 'pending' AND t.unmet = 0 \
-         AND +t.available_at <= $2 \
+        "UPDATE tasks SET {set} \
+         WHERE id = (SELECT t.id FROM tasks t WHERE {READY_T} AND +t.available_at <= $2 \
          AND (t.requires IS NULL OR {routed}) \
          AND (t.task_key IS NULL OR ({held}) < t.key_limit) \
-         ORDER BY t.job_priority DESC, t.job_created_at ASC, t.job_id ASC, t.idx ASC LIMIT 1{lock}) \
+         ORDER BY {QUEUE_ORDER_T} LIMIT 1{lock}) \
          RETURNING {TASK_COLUMNS}"
+    )
+}
+
+/// Ready tasks of `tasks t`: the condition of the partial index `tasks_claim`, word for word.
+const READY_T: &str = "t.status = 'pending' AND t.unmet = 0";
+
+/// Queue order over `tasks t`: job priority desc, job age asc, task index asc (the order of the
+/// index `tasks_claim`).
+const QUEUE_ORDER_T: &str = "t.job_priority DESC, t.job_created_at ASC, t.job_id ASC, t.idx ASC";
+
+/// What a claim sets on the task it takes, each argument the SQL of a value: agent, time, lease
+/// id, lease length (ms, never past the deadline), `claim`/`offer`, request id. `started`: the
+/// task starts in the same statement (`auto_start`).
+fn claim_assignments(
+    started: bool,
+    agent: &str,
+    now: &str,
+    lease: &str,
+    lease_ms: &str,
+    via: &str,
+    request: &str,
+) -> String {
+    let (status, started_at) = match started {
+        false => ("claimed", "NULL"),
+        true => ("running", now),
+    };
+    format!(
+        "status = '{status}', agent_id = {agent}, claimed_at = {now}, started_at = {started_at}, \
+         deadline = {now} + timeout_secs * 1000, lease_id = {lease}, \
+         lease_expires_at = {now} + CASE WHEN timeout_secs * 1000 < {lease_ms} THEN timeout_secs * 1000 ELSE {lease_ms} END, \
+         via = {via}, claim_request_id = {request}, heartbeat_secs = NULL, deliveries = deliveries + 1, \
+         progress = 0, progress_message = NULL, updated_at = {now}"
+    )
+}
+
+/// The sizes a set statement is written for (its rows beyond the real ones are NULL and match
+/// nothing): a few texts to prepare and cache, not one per batch size.
+pub const SET_SIZES: [usize; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+
+/// The set size for `n` rows: the smallest of [`SET_SIZES`] that holds them (`None` past the
+/// largest).
+pub fn set_size(n: usize) -> Option<usize> {
+    SET_SIZES.iter().position(|&s| s >= n)
+}
+
+/// The claim for several agents at once ([`task_claim_many_sql`]), rendered once per backend,
+/// form and size (`set_size`).
+pub fn task_claim_many(backend: Backend, started: bool, size: usize) -> &'static str {
+    const N: usize = SET_SIZES.len();
+    static SQL: [[std::sync::OnceLock<String>; N]; 4] =
+        [const { [const { std::sync::OnceLock::new() }; N] }; 4];
+    let i = usize::from(backend == Backend::Postgres) * 2 + usize::from(started);
+    let size = size.min(N - 1);
+    SQL[i][size].get_or_init(|| task_claim_many_sql(backend, started, SET_SIZES[size]))
+}
+
+/// The claim ([`task_claim_sql`]) for up to `n` agents in one statement: the next `n` ready
+/// tasks in queue order, the first to the first agent, the second to the second, and so on, as
+/// that many claims one after another would hand them out, at time `$1`, lease length `$2`
+/// ms, delivered by `$3`; agent `k` (from 0) is `$(4 + 2k)` with lease id `$(5 + 2k)` (NULL
+/// agents take nothing).
+///
+/// It hands out only the run of tasks before the first that `requires` capabilities or has an
+/// exclusive key: whether such a task may go to an agent depends on that agent or on the
+/// claims before it, which the one-at-a-time claim decides. The agents left over claim one at
+/// a time. (Claims one after another would also find the tasks a completion in between made
+/// ready; callers that complete first claim this way only when no completion can.)
+fn task_claim_many_sql(backend: Backend, started: bool, n: usize) -> String {
+    let lock = match backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR NO KEY UPDATE SKIP LOCKED",
+    };
+    let set = claim_assignments(started, "v.column2", "$1", "v.column3", "$2", "$3", "NULL");
+    let agents = (0..n)
+        .map(|k| {
+            format!(
+                "({}, CAST(${} AS TEXT), CAST(${} AS TEXT))",
+                k + 1,
+                4 + 2 * k,
+                5 + 2 * k
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE tasks SET {set} \
+         FROM (SELECT c.c_id, c.c_n FROM (SELECT t.id AS c_id, ROW_NUMBER() OVER w AS c_n, \
+         SUM(CASE WHEN t.requires IS NULL AND t.task_key IS NULL THEN 0 ELSE 1 END) OVER w AS c_stop \
+         FROM (SELECT t.id, t.requires, t.task_key, t.job_priority, t.job_created_at, t.job_id, t.idx \
+         FROM tasks t WHERE {READY_T} AND +t.available_at <= $1 \
+         ORDER BY {QUEUE_ORDER_T} LIMIT {n}{lock}) t \
+         WINDOW w AS (ORDER BY {QUEUE_ORDER_T} ROWS UNBOUNDED PRECEDING)) c WHERE c.c_stop = 0) p \
+         JOIN (VALUES {agents}) v ON v.column1 = p.c_n \
+         WHERE tasks.id = p.c_id AND v.column2 IS NOT NULL \
+         RETURNING {TASK_COLUMNS}"
+    )
+}
+
+/// What finishing a task sets besides its status, each argument the SQL of a value: terminal,
+/// out of its lease (the lease id stays, naming the delivery that finished it).
+pub fn finish_assignments(result: &str, now: &str) -> String {
+    format!(
+        "result = {result}, progress = 100, finished_at = {now}, updated_at = {now}, \
+         lease_expires_at = NULL, claim_request_id = NULL"
+    )
+}
+
+/// The hot completion (a work task its agent holds, on the lease named if any) of up to `n`
+/// tasks in one statement, at time `$1`: task `k` (from 0) is `$(2 + 4k)`, its agent
+/// `$(3 + 4k)`, its result `$(4 + 4k)`, the lease `$(5 + 4k)` (NULL tasks match nothing). Each
+/// row comes back with `job_has_deps`, its job's `has_deps`.
+pub fn task_complete_many(size: usize) -> &'static str {
+    const N: usize = SET_SIZES.len();
+    static SQL: [std::sync::OnceLock<String>; N] = [const { std::sync::OnceLock::new() }; N];
+    let size = size.min(N - 1);
+    SQL[size].get_or_init(|| task_complete_many_sql(SET_SIZES[size]))
+}
+
+/// The start of up to `n` claimed tasks (no heartbeat lease: see `tasks::task_start`) in one
+/// statement, at time `$1`: task `k` (from 0) is `$(2 + 3k)`, its agent `$(3 + 3k)`, the lease
+/// `$(4 + 3k)` (NULL tasks match nothing).
+pub fn task_start_many(size: usize) -> &'static str {
+    const N: usize = SET_SIZES.len();
+    static SQL: [std::sync::OnceLock<String>; N] = [const { std::sync::OnceLock::new() }; N];
+    let size = size.min(N - 1);
+    SQL[size].get_or_init(|| task_start_many_sql(SET_SIZES[size]))
+}
+
+fn task_start_many_sql(n: usize) -> String {
+    let tasks = (0..n)
+        .map(|k| {
+            let p = 2 + 3 * k;
+            format!(
+                "(CAST(${p} AS TEXT), CAST(${} AS TEXT), CAST(${} AS TEXT))",
+                p + 1,
+                p + 2
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE tasks SET {} FROM (VALUES {tasks}) v \
+         WHERE tasks.id = v.column1 AND tasks.agent_id = v.column2 AND tasks.status = 'claimed' \
+         AND (v.column3 IS NULL OR tasks.lease_id = v.column3) \
+         RETURNING {TASK_COLUMNS}",
+        START_ASSIGNMENTS.replace("$3", "$1")
+    )
+}
+
+/// What starting a task sets (no heartbeat lease), at time `$3`.
+pub const START_ASSIGNMENTS: &str = "status = 'running', started_at = $3, updated_at = $3";
+
+fn task_complete_many_sql(n: usize) -> String {
+    let set = finish_assignments("v.column3", "$1");
+    let tasks = (0..n)
+        .map(|k| {
+            let p = 2 + 4 * k;
+            format!(
+                "(CAST(${p} AS TEXT), CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS TEXT))",
+                p + 1,
+                p + 2,
+                p + 3
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE tasks SET status = 'completed', {set} FROM (VALUES {tasks}) v \
+         WHERE tasks.id = v.column1 AND tasks.agent_id = v.column2 AND tasks.status IN {ACTIVE_TASKS} \
+         AND tasks.task_type = 'work' AND (v.column4 IS NULL OR tasks.lease_id = v.column4) \
+         RETURNING {TASK_COLUMNS}, (SELECT j.has_deps FROM jobs j WHERE j.id = tasks.job_id) AS job_has_deps"
     )
 }
 

@@ -31,7 +31,7 @@ use super::{Store, WriteCtx};
 use crate::args;
 
 /// How a task was delivered: its lease clock, and what becomes of it when its agent goes quiet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Via {
     /// A REST claim: `CLAIM_LEASE_SECS` until started; a started task keeps its running deadline
     /// (or its heartbeat lease) however long the agent is silent.
@@ -42,7 +42,7 @@ pub enum Via {
 }
 
 impl Via {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Via::Claim => "claim",
             Via::Offer => "offer",
@@ -193,20 +193,31 @@ pub(crate) async fn task_claim_many(
     // Every agent's row before any task or job row: the lock order of unregistering too.
     let ids: Vec<Uuid> = agents.iter().map(|(a, _)| *a).collect();
     let registered = agents_registered(ctx, &ids).await?;
+    // The run of tasks any agent may take, in one statement per kind (`ahead.rs`); the rest
+    // one claim at a time.
+    for start in [false, true] {
+        let kind: Vec<Uuid> = agents
+            .iter()
+            .filter(|(a, s)| *s == start && registered.contains_key(a))
+            .map(|(a, _)| *a)
+            .collect();
+        super::ahead::claim_ahead(ctx, &kind, (Via::Offer, start)).await?;
+    }
     let mut starved: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for (agent, auto_start) in &agents {
         let Some(caps) = registered.get(agent) else {
             batch.claimed.push(None);
             continue;
         };
-        if starved.contains(caps.as_str()) {
-            batch.claimed.push(None);
-            continue;
-        }
         let next = match auto_start {
             true => NextTask::Start,
             false => NextTask::Offer,
         };
+        let ahead = ctx.ahead.has_claimed(*agent, super::ahead::kind_of(next));
+        if starved.contains(caps.as_str()) && !ahead {
+            batch.claimed.push(None);
+            continue;
+        }
         let claimed = task_take(ctx, *agent, next).await?;
         match claimed {
             None => {
@@ -240,26 +251,36 @@ async fn task_claim_next(
     request_id: Option<String>,
     start: bool,
 ) -> Result<Option<ClaimedTask>> {
-    let lease_id = Uuid::new_v4();
-    let lease_ms = match via {
-        Via::Claim => ctx.rules.claim_lease_ms,
-        Via::Offer => ctx.rules.offer_lease_ms,
+    let ahead = match request_id {
+        None => ctx.claimed_ahead(agent_id, (via, start)),
+        Some(_) => None,
     };
-    let row: Option<TaskRow> = ctx
-        .db
-        .opt(
-            sql::task_claim(ctx.backend, start),
-            args![
-                agent_id,
-                ctx.now,
-                lease_id,
-                lease_ms,
-                via.as_str(),
-                request_id
-            ],
-        )
-        .await?;
-    let Some(row) = row else { return Ok(None) };
+    let (row, lease_id) = match ahead {
+        Some(claimed) => claimed,
+        None => {
+            let lease_id = Uuid::new_v4();
+            let lease_ms = match via {
+                Via::Claim => ctx.rules.claim_lease_ms,
+                Via::Offer => ctx.rules.offer_lease_ms,
+            };
+            let row: Option<TaskRow> = ctx
+                .db
+                .opt(
+                    sql::task_claim(ctx.backend, start),
+                    args![
+                        agent_id,
+                        ctx.now,
+                        lease_id,
+                        lease_ms,
+                        via.as_str(),
+                        request_id
+                    ],
+                )
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            (row, lease_id)
+        }
+    };
     let job = job_task_changed(
         ctx,
         &row.job_id,
@@ -308,14 +329,20 @@ pub(crate) async fn task_start(ctx: &mut WriteCtx, p: TaskStartParams) -> Result
     // the slow path says why (404, LEASE_LOST, 403 or 409). The running lease is the deadline
     // (left implicit: see `agora_shared::effective_lease_expiry`), or the heartbeat interval
     // when the agent asked for one.
+    let ahead = match p.heartbeat_secs {
+        None => ctx.started_ahead(p.task_id, p.agent_id, p.lease_id),
+        Some(_) => None,
+    };
     let started: Option<TaskRow> = match p.heartbeat_secs {
+        None if ahead.is_some() => ahead,
         None => {
             ctx.db
                 .opt(
                     &format!(
-                        "UPDATE tasks SET status = 'running', started_at = $3, updated_at = $3 \
+                        "UPDATE tasks SET {} \
                          WHERE id = $1 AND agent_id = $2 AND status = 'claimed' AND ($4 IS NULL OR lease_id = $4) \
-                         RETURNING {TASK_COLUMNS}"
+                         RETURNING {TASK_COLUMNS}",
+                        sql::START_ASSIGNMENTS
                     ),
                     args![p.task_id, p.agent_id, ctx.now, p.lease_id],
                 )
@@ -408,11 +435,6 @@ pub(crate) async fn task_progress(ctx: &mut WriteCtx, p: TaskProgressParams) -> 
     row.into_task()
 }
 
-/// The statement that finishes a task: terminal, out of its lease (the lease id stays, naming
-/// the delivery that finished it).
-const FINISH_SET: &str = "result = $3, progress = 100, finished_at = $4, updated_at = $4, \
-    lease_expires_at = NULL, claim_request_id = NULL";
-
 /// Completes the task and, when the agent asked for it, takes its next in the same commit.
 pub(crate) async fn task_complete(
     ctx: &mut WriteCtx,
@@ -445,18 +467,23 @@ async fn task_complete_only(ctx: &mut WriteCtx, p: TaskCompleteParams) -> Result
         lease_id,
         next: _,
     } = p;
-    // The hot path, a work task: one statement whose conditions are the checks.
-    let done: Option<TaskRow> = ctx
+    // The hot path, a work task: one statement whose conditions are the checks (run ahead
+    // for the whole batch, see `ahead.rs`, when the operation was queued with its hint).
+    let done: Option<TaskRow> = match ctx.finished_ahead(id, agent, lease_id) {
+        Some(row) => Some(row),
+        None => ctx
         .db
         .opt(
             &format!(
-                "UPDATE tasks SET status = 'completed', {FINISH_SET} \
+                "UPDATE tasks SET status = 'completed', {} \
                  WHERE id = $1 AND agent_id = $2 AND status IN {ACTIVE_TASKS} AND task_type = 'work' \
-                 AND ($5 IS NULL OR lease_id = $5) RETURNING {TASK_COLUMNS}"
+                 AND ($5 IS NULL OR lease_id = $5) RETURNING {TASK_COLUMNS}",
+                sql::finish_assignments("$3", "$4")
             ),
             args![id, agent, result.to_string(), ctx.now, lease_id],
         )
-        .await?;
+        .await?,
+    };
     if let Some(row) = done {
         agent_seen(ctx, agent).await?;
         let next = TaskStatus::Completed;
@@ -492,7 +519,8 @@ async fn task_complete_only(ctx: &mut WriteCtx, p: TaskCompleteParams) -> Result
         .db
         .one(
             &format!(
-                "UPDATE tasks SET status = $2, {FINISH_SET} WHERE id = $1 RETURNING {TASK_COLUMNS}"
+                "UPDATE tasks SET status = $2, {} WHERE id = $1 RETURNING {TASK_COLUMNS}",
+                sql::finish_assignments("$3", "$4")
             ),
             args![&row.id, next.as_str(), result.to_string(), ctx.now],
         )
@@ -1022,5 +1050,41 @@ mod tests {
             );
             assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
         }
+    }
+
+    /// The claim for many agents at once walks the same index in queue order; the set
+    /// completion and start find each task by its id.
+    #[tokio::test]
+    async fn the_set_statements_walk_the_ready_index_and_find_tasks_by_id() {
+        use crate::store::{sql, Backend};
+        const BY_ID: &str = "SEARCH tasks USING INDEX sqlite_autoindex_tasks_1 (id=?)";
+        for started in [false, true] {
+            let claim = sql::task_claim_many(Backend::Sqlite, started, 2);
+            let args = crate::args![0i64, 1000i64, "offer", "a1", "l1", "a2", "l2"];
+            let plan = query_plan(claim, args).await;
+            assert!(
+                plan.iter().any(|p| p == "SCAN t USING INDEX tasks_claim"),
+                "{plan:?}"
+            );
+            assert!(plan.iter().any(|p| p == BY_ID), "{plan:?}");
+        }
+        let complete = sql::task_complete_many(1);
+        let args = crate::args![
+            0i64,
+            "t1",
+            "a1",
+            "{}",
+            "l1",
+            "t2",
+            "a2",
+            "{}",
+            None::<String>
+        ];
+        let plan = query_plan(complete, args).await;
+        assert!(plan.iter().any(|p| p == BY_ID), "{plan:?}");
+        let start = sql::task_start_many(1);
+        let args = crate::args![0i64, "t1", "a1", "l1", "t2", "a2", None::<String>];
+        let plan = query_plan(start, args).await;
+        assert!(plan.iter().any(|p| p == BY_ID), "{plan:?}");
     }
 }

@@ -34,6 +34,8 @@ pub struct WriteCtx {
     pub rules: super::QueueRules,
     /// Where `now` comes from.
     pub(crate) clock: Clock,
+    /// Rows the batch changed ahead of the operations that own them (`ahead.rs`).
+    pub(crate) ahead: super::ahead::Ahead,
 }
 
 /// Agent id → when its `last_seen_at` was last written (ms).
@@ -60,7 +62,46 @@ impl WriteCtx {
             seen,
             rules,
             clock,
+            ahead: super::ahead::Ahead::default(),
         }
+    }
+
+    /// The completion of `task` the batch did ahead for this agent and lease (a write of this
+    /// operation's).
+    pub(crate) fn finished_ahead(
+        &mut self,
+        task: Uuid,
+        agent: Uuid,
+        lease: Option<Uuid>,
+    ) -> Option<super::rows::TaskRow> {
+        let row = self.ahead.take_finished(task, agent, lease)?;
+        self.db.wrote();
+        Some(row)
+    }
+
+    /// The start of `task` the batch did ahead for this agent and lease (a write of this
+    /// operation's).
+    pub(crate) fn started_ahead(
+        &mut self,
+        task: Uuid,
+        agent: Uuid,
+        lease: Option<Uuid>,
+    ) -> Option<super::rows::TaskRow> {
+        let row = self.ahead.take_started(task, agent, lease)?;
+        self.db.wrote();
+        Some(row)
+    }
+
+    /// A task the batch claimed ahead for this agent, of this kind, with its lease id (a write
+    /// of this operation's).
+    pub(crate) fn claimed_ahead(
+        &mut self,
+        agent: Uuid,
+        kind: super::ahead::ClaimKind,
+    ) -> Option<(super::rows::TaskRow, Uuid)> {
+        let claimed = self.ahead.take_claimed(agent, kind)?;
+        self.db.wrote();
+        Some(claimed)
     }
 
     pub(crate) fn seen_recently(&self, agent: Uuid) -> bool {
@@ -170,7 +211,14 @@ pub(crate) struct Finish {
     pub reply: Reply,
 }
 
-pub(crate) type Job = Box<dyn for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, Finish> + Send>;
+pub(crate) type Run = Box<dyn for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, Finish> + Send>;
+
+/// A queued operation, with what it will do first when the batch can do that ahead for many
+/// (`ahead.rs`).
+pub(crate) struct Job {
+    pub run: Run,
+    pub hint: Option<super::ahead::Hint>,
+}
 
 pub(crate) enum Msg {
     Job(Job),
@@ -196,13 +244,13 @@ impl WriterHandle {
         }
     }
 
-    pub async fn submit<T, F>(&self, op: F) -> Result<T>
+    pub async fn submit<T, F>(&self, hint: Option<super::ahead::Hint>, op: F) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T>>();
-        let job: Job = Box::new(move |ctx: &mut WriteCtx| {
+        let run: Run = Box::new(move |ctx: &mut WriteCtx| {
             Box::pin(async move {
                 let result = op(ctx).await;
                 let ok = result.is_ok();
@@ -224,7 +272,7 @@ impl WriterHandle {
             })
         });
         self.queue
-            .send(Msg::Job(job))
+            .send(Msg::Job(Job { run, hint }))
             .await
             .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
         rx.await
