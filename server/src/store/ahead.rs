@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use uuid::Uuid;
 
 use super::db::{DbError, Exec, FromRow, Value as DbValue};
-use super::rows::TaskRow;
+use super::rows::{JobRow, TaskRow};
 use super::sql;
 use super::tasks::{NextTask, Via};
 use super::WriteCtx;
@@ -174,16 +174,12 @@ pub(crate) async fn prepare<'h>(
         }
     }
     let mut unblocks = false;
-    for row in run_set(
-        ctx,
-        sql::task_complete_many,
-        vec![ctx.now.into()],
-        completions,
-        4,
-    )
-    .await?
-    {
+    let mut jobs = Vec::new();
+    let backend = ctx.backend;
+    let complete = move |n| sql::task_complete_many(backend, n);
+    for row in run_set(ctx, complete, vec![ctx.now.into()], completions, 4).await? {
         unblocks |= row.get::<i64>("job_has_deps")? != 0;
+        jobs.extend(job_of(&row)?);
         let task = TaskRow::from_row(&row)?;
         ctx.ahead.finished.insert(id_of(&task)?, task);
     }
@@ -191,11 +187,25 @@ pub(crate) async fn prepare<'h>(
         let task = TaskRow::from_row(&row)?;
         ctx.ahead.started.insert(id_of(&task)?, task);
     }
-    if unblocks {
-        return Ok(());
+    if !unblocks {
+        claim_next_ahead(ctx, &hints, &mut jobs).await?;
     }
+    // The jobs' rows as these statements read them (PostgreSQL): the counters' copies start
+    // from them (see `counters.rs`), so the operations' first changes cost no statement.
+    for job in jobs {
+        ctx.db.keep_read(job);
+    }
+    Ok(())
+}
+
+/// The next tasks of the agents whose completion was done ahead and who asked for one.
+async fn claim_next_ahead(
+    ctx: &mut WriteCtx,
+    hints: &[&Hint],
+    jobs: &mut Vec<JobRow>,
+) -> Result<(), DbError> {
     let mut wanted: Vec<(Uuid, ClaimKind)> = Vec::new();
-    for hint in &hints {
+    for hint in hints {
         let Hint::Complete {
             task,
             agent,
@@ -215,9 +225,18 @@ pub(crate) async fn prepare<'h>(
             .filter(|(_, k)| *k == kind)
             .map(|(a, _)| *a)
             .collect();
-        claim_ahead(ctx, &agents, kind).await?;
+        jobs.extend(claim_ahead(ctx, &agents, kind).await?);
     }
     Ok(())
+}
+
+/// The job's row returned beside a task's (`j_…` columns, PostgreSQL), if any.
+fn job_of(row: &super::db::Row) -> Result<Option<JobRow>, DbError> {
+    let job = row.with_prefix("j_");
+    match job.is_empty() {
+        true => Ok(None),
+        false => JobRow::from_row(&job).map(Some),
+    }
 }
 
 fn id_of(task: &TaskRow) -> Result<Uuid, DbError> {
@@ -253,12 +272,14 @@ async fn run_set(
 
 /// Claims for `agents` in one statement (`sql::task_claim_many`), in their order, and keeps
 /// what each got for its claim to take (`WriteCtx::claimed_ahead`). Agents it cannot serve
-/// (the run of plain tasks ended) get nothing here and claim on their own.
+/// (the run of plain tasks ended) get nothing here and claim on their own. The rows of the
+/// claimed tasks' jobs, where the statement returns them (see `job_of`).
 pub(crate) async fn claim_ahead(
     ctx: &mut WriteCtx,
     agents: &[Uuid],
     (via, start): ClaimKind,
-) -> Result<(), DbError> {
+) -> Result<Vec<JobRow>, DbError> {
+    let mut jobs = Vec::new();
     let lease_ms = match via {
         Via::Claim => ctx.rules.claim_lease_ms,
         Via::Offer => ctx.rules.offer_lease_ms,
@@ -280,6 +301,7 @@ pub(crate) async fn claim_ahead(
     let backend = ctx.backend;
     let sql_of = move |n| sql::task_claim_many(backend, start, n);
     for row in run_set(ctx, sql_of, head, rows, 2).await? {
+        jobs.extend(job_of(&row)?);
         let row = TaskRow::from_row(&row)?;
         let Some((lease, agent)) = row
             .lease_id
@@ -298,5 +320,5 @@ pub(crate) async fn claim_ahead(
             .or_default()
             .push_back((row, lease));
     }
-    Ok(())
+    Ok(jobs)
 }

@@ -52,26 +52,30 @@ async fn begin_postgres(ctx: &mut WriteCtx) -> Result<(), DbError> {
     Ok(())
 }
 
-/// The statement that ends a batch: `COMMIT`, after one notification on PostgreSQL (see
-/// `postgres::notification`) for every other replica's pump and dispatcher. Both in one round
-/// trip (the payload is digits and a word: nothing to quote).
+/// The statement that ends a batch: `COMMIT`, on PostgreSQL after the jobs' counters
+/// (`write_back`, see `counters.rs`) and one notification (see `postgres::notification`) for
+/// every other replica's pump and dispatcher. All in one round trip (the payload is digits and
+/// a word, the counters numbers and UUIDs: nothing to quote).
 fn commit_sql(
     publisher: &Publisher,
+    write_back: &str,
     events: &[agora_shared::Event],
     work_added: bool,
 ) -> std::borrow::Cow<'static, str> {
-    let Some(feed) = publisher.pump.as_ref() else {
-        return "COMMIT".into();
+    let notify = match publisher.pump.as_ref() {
+        Some(feed) if !events.is_empty() || work_added => {
+            let payload = super::postgres::notification(events, feed.origin, work_added);
+            format!(
+                "SELECT pg_notify('{}', '{payload}'); ",
+                super::postgres::CHANNEL
+            )
+        }
+        _ => String::new(),
     };
-    if events.is_empty() && !work_added {
+    if write_back.is_empty() && notify.is_empty() {
         return "COMMIT".into();
     }
-    let payload = super::postgres::notification(events, feed.origin, work_added);
-    format!(
-        "SELECT pg_notify('{}', '{payload}'); COMMIT",
-        super::postgres::CHANNEL
-    )
-    .into()
+    format!("{write_back}{notify}COMMIT").into()
 }
 
 /// Runs a batch in one transaction. Operations check before they write (a refused operation
@@ -188,14 +192,22 @@ pub(crate) async fn run_batch(
                 Err(DbError::RolledBack)
             }
         };
-        // The jobs' counters kept in memory (`counters.rs`), then, on PostgreSQL, the events.
+        // The jobs' counters kept in memory (`counters.rs`): on SQLite now, on PostgreSQL with
+        // the commit, after the batch's events.
+        let mut write_back = String::new();
         if flushed.is_ok() {
-            flushed = ctx.db.write_back().await;
-        }
-        if flushed.is_ok() && ctx.backend == Backend::Postgres {
-            ctx.events.clear();
-            flushed = events_flush(ctx).await;
-            events.append(&mut ctx.events);
+            flushed = match ctx.backend {
+                Backend::Sqlite => ctx.db.write_back().await,
+                Backend::Postgres => {
+                    ctx.events.clear();
+                    let flushed = events_flush(ctx).await;
+                    events.append(&mut ctx.events);
+                    flushed.and_then(|()| {
+                        write_back = ctx.db.write_back_sql()?;
+                        Ok(())
+                    })
+                }
+            };
         }
         if let Err(e) = flushed {
             let _ = ctx.db.execute("ROLLBACK", &[]).await;
@@ -206,7 +218,10 @@ pub(crate) async fn run_batch(
         }
         return match ctx
             .db
-            .execute(&commit_sql(publisher, &events, work_added), &[])
+            .execute(
+                &commit_sql(publisher, &write_back, &events, work_added),
+                &[],
+            )
             .await
         {
             Ok(_) => {

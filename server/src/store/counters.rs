@@ -60,6 +60,13 @@ impl Counters {
         self.applied += 1;
     }
 
+    /// Keeps the job's row as a statement of this transaction read it, unless a copy is kept
+    /// already (which may be ahead of the database). Only where nothing else writes the row
+    /// until the commit: PostgreSQL's batches hold the claims lock (`batch::run_batch`).
+    pub fn keep_read(&mut self, row: JobRow) {
+        self.jobs.entry(row.id.clone()).or_insert((row, false));
+    }
+
     /// Keeps the job's row as a statement of this transaction returned it.
     pub fn keep(&mut self, row: &JobRow) {
         self.jobs.insert(row.id.clone(), (row.clone(), false));
@@ -88,6 +95,30 @@ impl Counters {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The statements that write the counters the database is behind on, with their values
+    /// written out (numbers, and ids checked to be UUIDs: nothing to quote), and forgets every
+    /// copy: PostgreSQL sends them with the batch's `COMMIT`, in one round trip.
+    pub fn write_back_sql(&mut self) -> Result<String, DbError> {
+        let mut sql = String::new();
+        for (id, (row, behind)) in std::mem::take(&mut self.jobs) {
+            if !behind {
+                continue;
+            }
+            let id = uuid::Uuid::parse_str(&id)
+                .map_err(|_| DbError::Decode("jobs.id".into(), "a uuid"))?;
+            sql.push_str(&format!(
+                "UPDATE jobs SET tasks_total = {}, tasks_completed = {}, tasks_failed = {}, \
+                 tasks_running = {}, updated_at = {} WHERE id = '{id}'; ",
+                row.tasks_total,
+                row.tasks_completed,
+                row.tasks_failed,
+                row.tasks_running,
+                row.updated_at
+            ));
+        }
+        Ok(sql)
     }
 
     /// What a statement means for the copies, before it runs.

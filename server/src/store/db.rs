@@ -160,6 +160,25 @@ impl Row {
             .ok_or_else(|| DbError::Decode(name.to_string(), "no such column"))
     }
 
+    /// The columns named `{prefix}…`, without the prefix (a row of another table returned
+    /// beside this one's, such as a task's job).
+    pub fn with_prefix(&self, prefix: &str) -> Row {
+        let (names, cells) = self
+            .names
+            .iter()
+            .zip(&self.cells)
+            .filter_map(|(n, c)| Some((n.strip_prefix(prefix)?.to_string(), c.clone())))
+            .unzip();
+        Row {
+            names: Arc::new(names),
+            cells,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
     pub fn get<T: FromCell>(&self, name: &str) -> Result<T, DbError> {
         T::from_cell(self.cell(name)?).ok_or_else(|| DbError::Decode(name.to_string(), T::EXPECTED))
     }

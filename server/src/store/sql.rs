@@ -229,6 +229,7 @@ fn task_claim_many_sql(backend: Backend, started: bool, n: usize) -> String {
         Backend::Sqlite => "",
         Backend::Postgres => " FOR NO KEY UPDATE SKIP LOCKED",
     };
+    let (jobs, job_match, returning) = with_job(backend);
     let set = claim_assignments(started, "v.column2", "$1", "v.column3", "$2", "$3", "NULL");
     let agents = (0..n)
         .map(|k| {
@@ -249,10 +250,46 @@ fn task_claim_many_sql(backend: Backend, started: bool, n: usize) -> String {
          FROM tasks t WHERE {READY_T} AND +t.available_at <= $1 \
          ORDER BY {QUEUE_ORDER_T} LIMIT {n}{lock}) t \
          WINDOW w AS (ORDER BY {QUEUE_ORDER_T} ROWS UNBOUNDED PRECEDING)) c WHERE c.c_stop = 0) p \
-         JOIN (VALUES {agents}) v ON v.column1 = p.c_n \
-         WHERE tasks.id = p.c_id AND v.column2 IS NOT NULL \
-         RETURNING {TASK_COLUMNS}"
+         JOIN (VALUES {agents}) v ON v.column1 = p.c_n{jobs} \
+         WHERE tasks.id = p.c_id AND v.column2 IS NOT NULL AND {job_match} \
+         RETURNING {returning}"
     )
+}
+
+/// What the set statements join and match and return for each task's job: on PostgreSQL its
+/// row as `j_…` columns (the job counters' copy, `counters.rs`, starts from it instead of a
+/// statement of its own), and its `has_deps` as `job_has_deps`; SQLite, whose `RETURNING` sees
+/// only the table it changes, returns `job_has_deps` alone, and its counters start as always.
+fn with_job(backend: Backend) -> (&'static str, &'static str, String) {
+    match backend {
+        Backend::Sqlite => (
+            "",
+            "1 = 1",
+            format!(
+                "{TASK_COLUMNS}, (SELECT j.has_deps FROM jobs j WHERE j.id = tasks.job_id) AS job_has_deps"
+            ),
+        ),
+        Backend::Postgres => {
+            let tasks = TASK_COLUMNS
+                .split(',')
+                .map(|c| format!("tasks.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let job = JOB_STATE_COLUMNS
+                .split(',')
+                .map(|c| match c.trim().rsplit_once(" AS ") {
+                    Some((expr, name)) => format!("{expr} AS j_{name}"),
+                    None => format!("j.{0} AS j_{0}", c.trim()),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            (
+                ", jobs j",
+                "j.id = tasks.job_id",
+                format!("{tasks}, j.has_deps AS job_has_deps, {job}"),
+            )
+        }
+    }
 }
 
 /// What finishing a task sets besides its status, each argument the SQL of a value: terminal,
@@ -267,12 +304,15 @@ pub fn finish_assignments(result: &str, now: &str) -> String {
 /// The hot completion (a work task its agent holds, on the lease named if any) of up to `n`
 /// tasks in one statement, at time `$1`: task `k` (from 0) is `$(2 + 4k)`, its agent
 /// `$(3 + 4k)`, its result `$(4 + 4k)`, the lease `$(5 + 4k)` (NULL tasks match nothing). Each
-/// row comes back with `job_has_deps`, its job's `has_deps`.
-pub fn task_complete_many(size: usize) -> &'static str {
+/// row comes back with its job's `has_deps` as `job_has_deps` (and on PostgreSQL its job's row,
+/// see `with_job`).
+pub fn task_complete_many(backend: Backend, size: usize) -> &'static str {
     const N: usize = SET_SIZES.len();
-    static SQL: [std::sync::OnceLock<String>; N] = [const { std::sync::OnceLock::new() }; N];
+    static SQL: [[std::sync::OnceLock<String>; N]; 2] =
+        [const { [const { std::sync::OnceLock::new() }; N] }; 2];
     let size = size.min(N - 1);
-    SQL[size].get_or_init(|| task_complete_many_sql(SET_SIZES[size]))
+    SQL[usize::from(backend == Backend::Postgres)][size]
+        .get_or_init(|| task_complete_many_sql(backend, SET_SIZES[size]))
 }
 
 /// The start of up to `n` claimed tasks (no heartbeat lease: see `tasks::task_start`) in one
@@ -309,7 +349,8 @@ fn task_start_many_sql(n: usize) -> String {
 /// What starting a task sets (no heartbeat lease), at time `$3`.
 pub const START_ASSIGNMENTS: &str = "status = 'running', started_at = $3, updated_at = $3";
 
-fn task_complete_many_sql(n: usize) -> String {
+fn task_complete_many_sql(backend: Backend, n: usize) -> String {
+    let (jobs, job_match, returning) = with_job(backend);
     let set = finish_assignments("v.column3", "$1");
     let tasks = (0..n)
         .map(|k| {
@@ -324,10 +365,10 @@ fn task_complete_many_sql(n: usize) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "UPDATE tasks SET status = 'completed', {set} FROM (VALUES {tasks}) v \
+        "UPDATE tasks SET status = 'completed', {set} FROM (VALUES {tasks}) v{jobs} \
          WHERE tasks.id = v.column1 AND tasks.agent_id = v.column2 AND tasks.status IN {ACTIVE_TASKS} \
          AND tasks.task_type = 'work' AND (v.column4 IS NULL OR tasks.lease_id = v.column4) \
-         RETURNING {TASK_COLUMNS}, (SELECT j.has_deps FROM jobs j WHERE j.id = tasks.job_id) AS job_has_deps"
+         AND {job_match} RETURNING {returning}"
     )
 }
 
@@ -366,6 +407,27 @@ mod tests {
         assert_eq!(placeholders(3, 2), "$2, $3, $4");
         assert_eq!(placeholders(1, 7), "$7");
         assert_eq!(placeholders(0, 1), "");
+    }
+
+    #[test]
+    fn set_statements_on_postgres_return_the_job_beside_the_task() {
+        let (jobs, matched, returning) = with_job(Backend::Postgres);
+        assert_eq!((jobs, matched), (", jobs j", "j.id = tasks.job_id"));
+        assert!(
+            returning.starts_with("tasks.id, tasks.job_id, "),
+            "{returning}"
+        );
+        for column in [
+            "CAST(NULL AS TEXT) AS j_job_spec",
+            "j.status AS j_status",
+            "j.has_deps AS j_has_deps",
+            "j.has_deps AS job_has_deps",
+        ] {
+            assert!(returning.contains(column), "{column}: {returning}");
+        }
+        assert_eq!(set_size(3), Some(2));
+        assert_eq!(SET_SIZES[set_size(512).unwrap()], 512);
+        assert_eq!(set_size(513), None);
     }
 
     #[test]

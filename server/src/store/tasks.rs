@@ -201,7 +201,9 @@ pub(crate) async fn task_claim_many(
             .filter(|(a, s)| *s == start && registered.contains_key(a))
             .map(|(a, _)| *a)
             .collect();
-        super::ahead::claim_ahead(ctx, &kind, (Via::Offer, start)).await?;
+        for job in super::ahead::claim_ahead(ctx, &kind, (Via::Offer, start)).await? {
+            ctx.db.keep_read(job);
+        }
     }
     let mut starved: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for (agent, auto_start) in &agents {
@@ -1068,7 +1070,7 @@ mod tests {
             );
             assert!(plan.iter().any(|p| p == BY_ID), "{plan:?}");
         }
-        let complete = sql::task_complete_many(1);
+        let complete = sql::task_complete_many(Backend::Sqlite, 1);
         let args = crate::args![
             0i64,
             "t1",
