@@ -13,19 +13,6 @@ use uuid::Uuid;
 use crate::helpers::*;
 
 /// Registers an agent with capabilities.
-async fn register_with(app: &TestApp, name: &str, caps: &[&str]) -> TestAgent {
-    let r = app
-        .client()
-        .register(name, Some(caps.iter().map(|c| c.to_string()).collect()))
-        .await
-        .expect("register");
-    TestAgent {
-        id: r.agent_id,
-        token: r.token,
-        name: name.to_string(),
-    }
-}
-
 /// A job approved by `approver` whose plan task `planner` has claimed and started: (job, plan
 /// task id).
 async fn job_at_planning(

@@ -610,3 +610,17 @@ pub fn job_body(title: &str, spec: Value) -> SubmitJob {
         idempotency_key: None,
     }
 }
+
+/// Registers an agent with these capabilities.
+pub async fn register_with(app: &TestApp, name: &str, caps: &[&str]) -> TestAgent {
+    let r = app
+        .client()
+        .register(name, Some(caps.iter().map(|c| c.to_string()).collect()))
+        .await
+        .expect("register");
+    TestAgent {
+        id: r.agent_id,
+        token: r.token,
+        name: name.to_string(),
+    }
+}

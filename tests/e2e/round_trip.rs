@@ -400,3 +400,113 @@ async fn auto_start_three_step_and_rest_agents_race_and_complete_every_task_once
         .all(|t| t.status == TaskStatus::Completed && t.attempts == 0));
     assert_eq!(app.job(job).await["status"], "completed");
 }
+
+/// A batch of reports that each ask for the next task is claimed together (`store/ahead.rs`):
+/// it must hand out what the same claims one at a time would. Thirty-two REST agents (rust, no
+/// go) race through a queue of plain tasks, tasks that require go, and tasks with exclusive
+/// keys. Replaying the events: no agent gets a task it lacks a capability for, no key ever has
+/// two holders, and the plain tasks are first claimed in queue order.
+#[tokio::test]
+async fn reports_with_next_hand_out_the_queue_as_claims_one_at_a_time_would() {
+    let app = Arc::new(small_app().await);
+    let planner = register_with(&app, "planner", &["rust"]).await;
+    // Keys of their own (claimable at once, so the queue's head moves past them) and, at the
+    // end, two tasks sharing one.
+    let specs: Vec<Value> = (0..120)
+        .map(|i| match (i % 10, i >= 100) {
+            (3, _) => json!({"spec": {"i": i}, "requires": ["go"]}),
+            (6, _) => json!({"spec": {"i": i}, "key": format!("file{i}")}),
+            (7, true) => json!({"spec": {"i": i}, "key": "db"}),
+            _ => json!({"spec": {"i": i}}),
+        })
+        .collect();
+    let job = app
+        .planned_job(std::slice::from_ref(&planner), &planner, specs)
+        .await;
+    let runnable = 120 - 12; // all but the go tasks
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for n in 0..32 {
+        let agent = register_with(&app, &format!("rusty-{n}"), &["rust"]).await;
+        let (app, done) = (app.clone(), done.clone());
+        workers.push(tokio::spawn(async move {
+            let client = app.as_agent(&agent);
+            let mut task = None;
+            while done.load(Ordering::SeqCst) < runnable {
+                let c = match task.take() {
+                    Some(c) => c,
+                    None => match client.claim(Some(1)).await.expect("claim") {
+                        Some(c) => c,
+                        None => {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            continue;
+                        }
+                    },
+                };
+                let finished = client
+                    .complete_next(c.task.id, json!({ "by": agent.name }))
+                    .await
+                    .expect("complete");
+                done.fetch_add(1, Ordering::SeqCst);
+                task = finished.next;
+            }
+            if let Some(c) = task {
+                client.complete_next(c.task.id, json!(0)).await.ok();
+            }
+        }));
+    }
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let tasks: std::collections::HashMap<Uuid, Task> = work_tasks(&app, job)
+        .await
+        .into_iter()
+        .map(|t| (t.id, t))
+        .collect();
+    let mut holders: std::collections::HashMap<String, i32> = Default::default();
+    let mut first_claims = Vec::new();
+    let mut claimed = HashSet::new();
+    for e in app.all_events(job).await {
+        let Some(task) = e["task_id"]
+            .as_str()
+            .and_then(|t| tasks.get(&t.parse().unwrap()))
+        else {
+            continue;
+        };
+        match (e["kind"].as_str().unwrap(), &task.key) {
+            ("task.claimed", key) => {
+                assert!(
+                    task.requires.is_empty(),
+                    "a go task went to {}",
+                    e["agent_id"]
+                );
+                if let Some(key) = key {
+                    let n = holders.entry(key.clone()).or_default();
+                    *n += 1;
+                    assert!(*n <= 1, "two holders of {key} at event {}", e["id"]);
+                } else if claimed.insert(task.id) {
+                    first_claims.push(task.index);
+                }
+            }
+            ("task.completed" | "task.failed" | "task.released", Some(key)) => {
+                *holders.entry(key.clone()).or_default() -= 1;
+            }
+            _ => {}
+        }
+    }
+    let plain = tasks
+        .values()
+        .filter(|t| t.key.is_none() && t.requires.is_empty())
+        .count();
+    assert_eq!(first_claims.len(), plain, "every plain task claimed");
+    assert!(
+        first_claims.windows(2).all(|w| w[0] < w[1]),
+        "plain tasks first claimed in queue order: {first_claims:?}"
+    );
+    let left: Vec<u32> = tasks
+        .values()
+        .filter(|t| t.status != TaskStatus::Completed)
+        .map(|t| t.index)
+        .collect();
+    assert_eq!(left.len(), 12, "only the go tasks wait: {left:?}");
+}

@@ -177,13 +177,29 @@ pub(crate) async fn prepare<'h>(
     let mut jobs = Vec::new();
     let backend = ctx.backend;
     let complete = move |n| sql::task_complete_many(backend, n);
-    for row in run_set(ctx, complete, vec![ctx.now.into()], completions, 4).await? {
+    for row in run_set(
+        ctx,
+        complete,
+        vec![ctx.now.into()],
+        completions,
+        &[TEXT_NULL; 4],
+    )
+    .await?
+    {
         unblocks |= row.get::<i64>("job_has_deps")? != 0;
         jobs.extend(job_of(&row)?);
         let task = TaskRow::from_row(&row)?;
         ctx.ahead.finished.insert(id_of(&task)?, task);
     }
-    for row in run_set(ctx, sql::task_start_many, vec![ctx.now.into()], starts, 3).await? {
+    for row in run_set(
+        ctx,
+        sql::task_start_many,
+        vec![ctx.now.into()],
+        starts,
+        &[TEXT_NULL; 3],
+    )
+    .await?
+    {
         let task = TaskRow::from_row(&row)?;
         ctx.ahead.started.insert(id_of(&task)?, task);
     }
@@ -204,6 +220,9 @@ async fn claim_next_ahead(
     hints: &[&Hint],
     jobs: &mut Vec<JobRow>,
 ) -> Result<(), DbError> {
+    // In the operations' order, up to the first that asked for its next task but whose
+    // completion was not done ahead: that one claims in its own turn (its completion may fail,
+    // or free a key), and so must every one after it, or they would take the tasks it should.
     let mut wanted: Vec<(Uuid, ClaimKind)> = Vec::new();
     for hint in hints {
         let Hint::Complete {
@@ -215,18 +234,12 @@ async fn claim_next_ahead(
         else {
             continue;
         };
-        if ctx.ahead.finished.contains_key(task) {
-            wanted.push((*agent, kind_of(*next)));
+        if !ctx.ahead.finished.contains_key(task) {
+            break;
         }
+        wanted.push((*agent, kind_of(*next)));
     }
-    for kind in [(Via::Claim, false), (Via::Offer, false), (Via::Offer, true)] {
-        let agents: Vec<Uuid> = wanted
-            .iter()
-            .filter(|(_, k)| *k == kind)
-            .map(|(a, _)| *a)
-            .collect();
-        jobs.extend(claim_ahead(ctx, &agents, kind).await?);
-    }
+    jobs.extend(claim_ahead(ctx, &wanted).await?);
     Ok(())
 }
 
@@ -239,19 +252,30 @@ fn job_of(row: &super::db::Row) -> Result<Option<JobRow>, DbError> {
     }
 }
 
+const TEXT_NULL: DbValue = DbValue::Text(None);
+/// A claim's row of arguments that claims nothing: agent, lease, status, lease length, delivery.
+const CLAIM_PADDING: [DbValue; 5] = [
+    TEXT_NULL,
+    TEXT_NULL,
+    TEXT_NULL,
+    DbValue::Int(None),
+    TEXT_NULL,
+];
+
 fn id_of(task: &TaskRow) -> Result<Uuid, DbError> {
     Uuid::parse_str(&task.id).map_err(|_| DbError::Decode("id".into(), "a uuid"))
 }
 
-/// Runs a set statement (`sql_of(size)`, for one of `sql::SET_SIZES`) over `rows` of `width`
-/// arguments each, after the arguments `head`: as few statements as the largest size allows,
-/// each padded with NULL rows to its size. The rows it returns.
+/// Runs a set statement (`sql_of(size)`, for one of `sql::SET_SIZES`) over `rows` of arguments,
+/// after the arguments `head`: as few statements as the largest size allows, each padded to its
+/// size with `padding` rows (NULLs of each column's type: PostgreSQL prepares a statement with
+/// the types of its first arguments). The rows it returns.
 async fn run_set(
     ctx: &mut WriteCtx,
     sql_of: impl Fn(usize) -> &'static str + Send,
     head: Vec<DbValue>,
     rows: Vec<Vec<DbValue>>,
-    width: usize,
+    padding: &[DbValue],
 ) -> Result<Vec<super::db::Row>, DbError> {
     let mut out = Vec::new();
     let most = sql::SET_SIZES[sql::SET_SIZES.len() - 1];
@@ -262,9 +286,11 @@ async fn run_set(
             break;
         };
         let mut args = head.clone();
-        let padding = (sql::SET_SIZES[size] - chunk.len()) * width;
+        let pad = sql::SET_SIZES[size] - chunk.len();
         args.extend(chunk.into_iter().flatten());
-        args.extend((0..padding).map(|_| DbValue::from(None::<String>)));
+        for _ in 0..pad {
+            args.extend(padding.iter().cloned());
+        }
         out.extend(ctx.db.fetch(sql_of(size), &args).await?);
     }
     Ok(out)
@@ -276,34 +302,38 @@ async fn run_set(
 /// claimed tasks' jobs, where the statement returns them (see `job_of`).
 pub(crate) async fn claim_ahead(
     ctx: &mut WriteCtx,
-    agents: &[Uuid],
-    (via, start): ClaimKind,
+    agents: &[(Uuid, ClaimKind)],
 ) -> Result<Vec<JobRow>, DbError> {
     let mut jobs = Vec::new();
-    let lease_ms = match via {
-        Via::Claim => ctx.rules.claim_lease_ms,
-        Via::Offer => ctx.rules.offer_lease_ms,
-    };
-    let mut leases: HashMap<String, Uuid> = HashMap::with_capacity(agents.len());
+    let mut leases: HashMap<String, (Uuid, ClaimKind)> = HashMap::with_capacity(agents.len());
     let rows: Vec<Vec<DbValue>> = agents
         .iter()
-        .map(|agent| {
+        .map(|&(agent, (via, start))| {
             let lease = Uuid::new_v4();
-            leases.insert(lease.to_string(), *agent);
-            vec![(*agent).into(), lease.into()]
+            leases.insert(lease.to_string(), (agent, (via, start)));
+            let lease_ms = match via {
+                Via::Claim => ctx.rules.claim_lease_ms,
+                Via::Offer => ctx.rules.offer_lease_ms,
+            };
+            let status = match start {
+                false => "claimed",
+                true => "running",
+            };
+            vec![
+                agent.into(),
+                lease.into(),
+                status.into(),
+                lease_ms.into(),
+                via.as_str().into(),
+            ]
         })
         .collect();
-    let head = vec![
-        DbValue::from(ctx.now),
-        DbValue::from(lease_ms),
-        DbValue::from(via.as_str()),
-    ];
     let backend = ctx.backend;
-    let sql_of = move |n| sql::task_claim_many(backend, start, n);
-    for row in run_set(ctx, sql_of, head, rows, 2).await? {
+    let sql_of = move |n| sql::task_claim_many(backend, n);
+    for row in run_set(ctx, sql_of, vec![ctx.now.into()], rows, &CLAIM_PADDING).await? {
         jobs.extend(job_of(&row)?);
         let row = TaskRow::from_row(&row)?;
-        let Some((lease, agent)) = row
+        let Some((lease, (agent, kind))) = row
             .lease_id
             .as_deref()
             .and_then(|l| leases.get_key_value(l))
@@ -316,7 +346,7 @@ pub(crate) async fn claim_ahead(
         };
         ctx.ahead
             .claimed
-            .entry((agent, (via, start)))
+            .entry((agent, kind))
             .or_default()
             .push_back((row, lease));
     }

@@ -149,7 +149,11 @@ fn task_claim_sql(backend: Backend, started: bool) -> String {
         ),
     };
     let held = key_holders_of_t();
-    let set = claim_assignments(started, "$1", "$2", "$3", "$4", "$5", "$6");
+    let (status, started_at) = match started {
+        false => ("'claimed'", "NULL"),
+        true => ("'running'", "$2"),
+    };
+    let set = claim_assignments(status, started_at, "$1", "$2", "$3", "$4", "$5", "$6");
     format!(
         "UPDATE tasks SET {set} \
          WHERE id = (SELECT t.id FROM tasks t WHERE {READY_T} AND +t.available_at <= $2 \
@@ -167,11 +171,14 @@ const READY_T: &str = "t.status = 'pending' AND t.unmet = 0";
 /// index `tasks_claim`).
 const QUEUE_ORDER_T: &str = "t.job_priority DESC, t.job_created_at ASC, t.job_id ASC, t.idx ASC";
 
-/// What a claim sets on the task it takes, each argument the SQL of a value: agent, time, lease
-/// id, lease length (ms, never past the deadline), `claim`/`offer`, request id. `started`: the
-/// task starts in the same statement (`auto_start`).
+/// What a claim sets on the task it takes, each argument the SQL of a value: the status
+/// (`claimed`, or `running` when the task starts in the same statement, `auto_start`) and the
+/// start time, agent, time, lease id, lease length (ms, never past the deadline),
+/// `claim`/`offer`, request id.
+#[allow(clippy::too_many_arguments)]
 fn claim_assignments(
-    started: bool,
+    status: &str,
+    started_at: &str,
     agent: &str,
     now: &str,
     lease: &str,
@@ -179,12 +186,8 @@ fn claim_assignments(
     via: &str,
     request: &str,
 ) -> String {
-    let (status, started_at) = match started {
-        false => ("claimed", "NULL"),
-        true => ("running", now),
-    };
     format!(
-        "status = '{status}', agent_id = {agent}, claimed_at = {now}, started_at = {started_at}, \
+        "status = {status}, agent_id = {agent}, claimed_at = {now}, started_at = {started_at}, \
          deadline = {now} + timeout_secs * 1000, lease_id = {lease}, \
          lease_expires_at = {now} + CASE WHEN timeout_secs * 1000 < {lease_ms} THEN timeout_secs * 1000 ELSE {lease_ms} END, \
          via = {via}, claim_request_id = {request}, heartbeat_secs = NULL, deliveries = deliveries + 1, \
@@ -204,40 +207,54 @@ pub fn set_size(n: usize) -> Option<usize> {
 
 /// The claim for several agents at once ([`task_claim_many_sql`]), rendered once per backend,
 /// form and size (`set_size`).
-pub fn task_claim_many(backend: Backend, started: bool, size: usize) -> &'static str {
+pub fn task_claim_many(backend: Backend, size: usize) -> &'static str {
     const N: usize = SET_SIZES.len();
-    static SQL: [[std::sync::OnceLock<String>; N]; 4] =
-        [const { [const { std::sync::OnceLock::new() }; N] }; 4];
-    let i = usize::from(backend == Backend::Postgres) * 2 + usize::from(started);
+    static SQL: [[std::sync::OnceLock<String>; N]; 2] =
+        [const { [const { std::sync::OnceLock::new() }; N] }; 2];
     let size = size.min(N - 1);
-    SQL[i][size].get_or_init(|| task_claim_many_sql(backend, started, SET_SIZES[size]))
+    SQL[usize::from(backend == Backend::Postgres)][size]
+        .get_or_init(|| task_claim_many_sql(backend, SET_SIZES[size]))
 }
 
 /// The claim ([`task_claim_sql`]) for up to `n` agents in one statement: the next `n` ready
 /// tasks in queue order, the first to the first agent, the second to the second, and so on, as
-/// that many claims one after another would hand them out, at time `$1`, lease length `$2`
-/// ms, delivered by `$3`; agent `k` (from 0) is `$(4 + 2k)` with lease id `$(5 + 2k)` (NULL
-/// agents take nothing).
+/// that many claims one after another would hand them out, at time `$1`. Agent `k` (from 0) is
+/// `$(2 + 5k)`, with lease id `$(3 + 5k)`, status `$(4 + 5k)` (`claimed`, or `running` to
+/// start the task too), lease length `$(5 + 5k)` ms and delivery `$(6 + 5k)` (`claim` or
+/// `offer`); NULL agents take nothing.
 ///
 /// It hands out only the run of tasks before the first that `requires` capabilities or has an
 /// exclusive key: whether such a task may go to an agent depends on that agent or on the
 /// claims before it, which the one-at-a-time claim decides. The agents left over claim one at
 /// a time. (Claims one after another would also find the tasks a completion in between made
 /// ready; callers that complete first claim this way only when no completion can.)
-fn task_claim_many_sql(backend: Backend, started: bool, n: usize) -> String {
+fn task_claim_many_sql(backend: Backend, n: usize) -> String {
     let lock = match backend {
         Backend::Sqlite => "",
         Backend::Postgres => " FOR NO KEY UPDATE SKIP LOCKED",
     };
     let (jobs, job_match, returning) = with_job(backend);
-    let set = claim_assignments(started, "v.column2", "$1", "v.column3", "$2", "$3", "NULL");
+    let set = claim_assignments(
+        "v.column4",
+        "CASE WHEN v.column4 = 'running' THEN $1 END",
+        "v.column2",
+        "$1",
+        "v.column3",
+        "v.column5",
+        "v.column6",
+        "NULL",
+    );
     let agents = (0..n)
         .map(|k| {
+            let p = 2 + 5 * k;
             format!(
-                "({}, CAST(${} AS TEXT), CAST(${} AS TEXT))",
+                "({}, CAST(${p} AS TEXT), CAST(${} AS TEXT), CAST(${} AS TEXT), \
+                 CAST(${} AS BIGINT), CAST(${} AS TEXT))",
                 k + 1,
-                4 + 2 * k,
-                5 + 2 * k
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4
             )
         })
         .collect::<Vec<_>>()
@@ -301,11 +318,12 @@ pub fn finish_assignments(result: &str, now: &str) -> String {
     )
 }
 
-/// The hot completion (a work task its agent holds, on the lease named if any) of up to `n`
-/// tasks in one statement, at time `$1`: task `k` (from 0) is `$(2 + 4k)`, its agent
+/// The hot completion (a work task without an exclusive key that its agent holds, on the lease
+/// named if any) of up to `n` tasks in one statement, at time `$1`: task `k` (from 0) is `$(2 + 4k)`, its agent
 /// `$(3 + 4k)`, its result `$(4 + 4k)`, the lease `$(5 + 4k)` (NULL tasks match nothing). Each
 /// row comes back with its job's `has_deps` as `job_has_deps` (and on PostgreSQL its job's row,
-/// see `with_job`).
+/// see `with_job`). A keyed task is completed by its own operation, in its turn: its key, once
+/// free, may go to the claim of an operation before it, whose event would then come first.
 pub fn task_complete_many(backend: Backend, size: usize) -> &'static str {
     const N: usize = SET_SIZES.len();
     static SQL: [[std::sync::OnceLock<String>; N]; 2] =
@@ -368,7 +386,7 @@ fn task_complete_many_sql(backend: Backend, n: usize) -> String {
         "UPDATE tasks SET status = 'completed', {set} FROM (VALUES {tasks}) v{jobs} \
          WHERE tasks.id = v.column1 AND tasks.agent_id = v.column2 AND tasks.status IN {ACTIVE_TASKS} \
          AND tasks.task_type = 'work' AND (v.column4 IS NULL OR tasks.lease_id = v.column4) \
-         AND {job_match} RETURNING {returning}"
+         AND tasks.task_key IS NULL AND {job_match} RETURNING {returning}"
     )
 }
 

@@ -193,17 +193,15 @@ pub(crate) async fn task_claim_many(
     // Every agent's row before any task or job row: the lock order of unregistering too.
     let ids: Vec<Uuid> = agents.iter().map(|(a, _)| *a).collect();
     let registered = agents_registered(ctx, &ids).await?;
-    // The run of tasks any agent may take, in one statement per kind (`ahead.rs`); the rest
+    // The run of tasks any agent may take, in one statement (`ahead.rs`); the rest
     // one claim at a time.
-    for start in [false, true] {
-        let kind: Vec<Uuid> = agents
-            .iter()
-            .filter(|(a, s)| *s == start && registered.contains_key(a))
-            .map(|(a, _)| *a)
-            .collect();
-        for job in super::ahead::claim_ahead(ctx, &kind, (Via::Offer, start)).await? {
-            ctx.db.keep_read(job);
-        }
+    let wanted: Vec<(Uuid, super::ahead::ClaimKind)> = agents
+        .iter()
+        .filter(|(a, _)| registered.contains_key(a))
+        .map(|&(a, start)| (a, (Via::Offer, start)))
+        .collect();
+    for job in super::ahead::claim_ahead(ctx, &wanted).await? {
+        ctx.db.keep_read(job);
     }
     let mut starved: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for (agent, auto_start) in &agents {
@@ -1061,8 +1059,11 @@ mod tests {
         use crate::store::{sql, Backend};
         const BY_ID: &str = "SEARCH tasks USING INDEX sqlite_autoindex_tasks_1 (id=?)";
         for started in [false, true] {
-            let claim = sql::task_claim_many(Backend::Sqlite, started, 2);
-            let args = crate::args![0i64, 1000i64, "offer", "a1", "l1", "a2", "l2"];
+            let claim = sql::task_claim_many(Backend::Sqlite, 2);
+            let status = if started { "running" } else { "claimed" };
+            let args = crate::args![
+                0i64, "a1", "l1", status, 1000i64, "offer", "a2", "l2", status, 1000i64, "offer"
+            ];
             let plan = query_plan(claim, args).await;
             assert!(
                 plan.iter().any(|p| p == "SCAN t USING INDEX tasks_claim"),
