@@ -223,10 +223,11 @@ pub fn task_claim_many(backend: Backend, size: usize) -> &'static str {
 /// start the task too), lease length `$(5 + 5k)` ms and delivery `$(6 + 5k)` (`claim` or
 /// `offer`); NULL agents take nothing.
 ///
-/// It hands out only the run of tasks before the first that `requires` capabilities or has an
-/// exclusive key: whether such a task may go to an agent depends on that agent or on the
-/// claims before it, which the one-at-a-time claim decides. The agents left over claim one at
-/// a time. (Claims one after another would also find the tasks a completion in between made
+/// It hands out only the run of tasks before the first that has an exclusive key or `requires`
+/// capabilities that some agent of the set has: whether such a task may go to an agent depends
+/// on that agent or on the claims before it, which the one-at-a-time claim decides. (Tasks
+/// that no agent of the set may take are passed over, as each of their claims would.) The
+/// agents left over claim one at a time. (Claims one after another would also find the tasks a completion in between made
 /// ready; callers that complete first claim this way only when no completion can.)
 fn task_claim_many_sql(backend: Backend, n: usize) -> String {
     let lock = match backend {
@@ -234,6 +235,18 @@ fn task_claim_many_sql(backend: Backend, n: usize) -> String {
         Backend::Postgres => " FOR NO KEY UPDATE SKIP LOCKED",
     };
     let (jobs, job_match, returning) = with_job(backend);
+    // Some agent of the set has every capability `t` requires.
+    let any_may = match backend {
+        Backend::Sqlite => {
+            "EXISTS (SELECT 1 FROM agents a WHERE a.id IN (SELECT column2 FROM v) AND NOT EXISTS \
+             (SELECT 1 FROM json_each(t.requires) r WHERE r.value NOT IN \
+             (SELECT c.value FROM json_each(a.capabilities) c)))"
+        }
+        Backend::Postgres => {
+            "EXISTS (SELECT 1 FROM agents a WHERE a.id IN (SELECT column2 FROM v) \
+             AND t.requires::jsonb <@ a.capabilities::jsonb)"
+        }
+    };
     let set = claim_assignments(
         "v.column4",
         "CASE WHEN v.column4 = 'running' THEN $1 END",
@@ -260,14 +273,15 @@ fn task_claim_many_sql(backend: Backend, n: usize) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "UPDATE tasks SET {set} \
+        "WITH v AS (VALUES {agents}) UPDATE tasks SET {set} \
          FROM (SELECT c.c_id, c.c_n FROM (SELECT t.id AS c_id, ROW_NUMBER() OVER w AS c_n, \
          SUM(CASE WHEN t.requires IS NULL AND t.task_key IS NULL THEN 0 ELSE 1 END) OVER w AS c_stop \
          FROM (SELECT t.id, t.requires, t.task_key, t.job_priority, t.job_created_at, t.job_id, t.idx \
          FROM tasks t WHERE {READY_T} AND +t.available_at <= $1 \
+         AND (t.requires IS NULL OR {any_may}) \
          ORDER BY {QUEUE_ORDER_T} LIMIT {n}{lock}) t \
          WINDOW w AS (ORDER BY {QUEUE_ORDER_T} ROWS UNBOUNDED PRECEDING)) c WHERE c.c_stop = 0) p \
-         JOIN (VALUES {agents}) v ON v.column1 = p.c_n{jobs} \
+         JOIN v ON v.column1 = p.c_n{jobs} \
          WHERE tasks.id = p.c_id AND v.column2 IS NOT NULL AND {job_match} \
          RETURNING {returning}"
     )
