@@ -191,15 +191,8 @@ pub(crate) async fn prepare<'h>(
         let task = TaskRow::from_row(&row)?;
         ctx.ahead.finished.insert(id_of(&task)?, task);
     }
-    for row in run_set(
-        ctx,
-        sql::task_start_many,
-        vec![ctx.now.into()],
-        starts,
-        &[TEXT_NULL; 3],
-    )
-    .await?
-    {
+    let start = move |n| sql::task_start_many(backend, n);
+    for row in run_set(ctx, start, vec![ctx.now.into()], starts, &[TEXT_NULL; 3]).await? {
         let task = TaskRow::from_row(&row)?;
         ctx.ahead.started.insert(id_of(&task)?, task);
     }

@@ -208,12 +208,44 @@ pub fn set_size(n: usize) -> Option<usize> {
 /// The claim for several agents at once ([`task_claim_many_sql`]), rendered once per backend,
 /// form and size (`set_size`).
 pub fn task_claim_many(backend: Backend, size: usize) -> &'static str {
-    const N: usize = SET_SIZES.len();
-    static SQL: [[std::sync::OnceLock<String>; N]; 2] =
-        [const { [const { std::sync::OnceLock::new() }; N] }; 2];
-    let size = size.min(N - 1);
-    SQL[usize::from(backend == Backend::Postgres)][size]
-        .get_or_init(|| task_claim_many_sql(backend, SET_SIZES[size]))
+    static SQL: PerSize = PER_SIZE;
+    per_size(&SQL, backend, size, task_claim_many_sql)
+}
+
+/// `n` rows of a set statement's `VALUES`, one placeholder of each of `types` a row, numbered
+/// from `$2` (`$1` is the time), each cast to its type; `rank`: each row starts with its number
+/// from 1. `values_rows(2, true, &["TEXT"])` is `(1, CAST($2 AS TEXT)), (2, CAST($3 AS TEXT))`.
+fn values_rows(n: usize, rank: bool, types: &[&str]) -> String {
+    (0..n)
+        .map(|k| {
+            let mut cells: Vec<String> = Vec::with_capacity(types.len() + 1);
+            if rank {
+                cells.push((k + 1).to_string());
+            }
+            for (i, t) in types.iter().enumerate() {
+                cells.push(format!("CAST(${} AS {t})", 2 + k * types.len() + i));
+            }
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Set statements rendered once per backend and size.
+type PerSize = [[std::sync::OnceLock<String>; SET_SIZES.len()]; 2];
+#[allow(clippy::declare_interior_mutable_const)] // only ever copied into a `static`
+const PER_SIZE: PerSize = [const { [const { std::sync::OnceLock::new() }; SET_SIZES.len()] }; 2];
+
+/// The statement for set size `size` (an index of [`SET_SIZES`]), rendered by `render` once.
+fn per_size(
+    cache: &'static PerSize,
+    backend: Backend,
+    size: usize,
+    render: fn(Backend, usize) -> String,
+) -> &'static str {
+    let size = size.min(SET_SIZES.len() - 1);
+    cache[usize::from(backend == Backend::Postgres)][size]
+        .get_or_init(|| render(backend, SET_SIZES[size]))
 }
 
 /// The claim ([`task_claim_sql`]) for up to `n` agents in one statement: the next `n` ready
@@ -257,21 +289,7 @@ fn task_claim_many_sql(backend: Backend, n: usize) -> String {
         "v.column6",
         "NULL",
     );
-    let agents = (0..n)
-        .map(|k| {
-            let p = 2 + 5 * k;
-            format!(
-                "({}, CAST(${p} AS TEXT), CAST(${} AS TEXT), CAST(${} AS TEXT), \
-                 CAST(${} AS BIGINT), CAST(${} AS TEXT))",
-                k + 1,
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let agents = values_rows(n, true, &["TEXT", "TEXT", "TEXT", "BIGINT", "TEXT"]);
     format!(
         "WITH v AS (VALUES {agents}) UPDATE tasks SET {set} \
          FROM (SELECT c.c_id, c.c_n FROM (SELECT t.id AS c_id, ROW_NUMBER() OVER w AS c_n, \
@@ -339,36 +357,21 @@ pub fn finish_assignments(result: &str, now: &str) -> String {
 /// see `with_job`). A keyed task is completed by its own operation, in its turn: its key, once
 /// free, may go to the claim of an operation before it, whose event would then come first.
 pub fn task_complete_many(backend: Backend, size: usize) -> &'static str {
-    const N: usize = SET_SIZES.len();
-    static SQL: [[std::sync::OnceLock<String>; N]; 2] =
-        [const { [const { std::sync::OnceLock::new() }; N] }; 2];
-    let size = size.min(N - 1);
-    SQL[usize::from(backend == Backend::Postgres)][size]
-        .get_or_init(|| task_complete_many_sql(backend, SET_SIZES[size]))
+    static SQL: PerSize = PER_SIZE;
+    per_size(&SQL, backend, size, task_complete_many_sql)
 }
 
 /// The start of up to `n` claimed tasks (no heartbeat lease: see `tasks::task_start`) in one
 /// statement, at time `$1`: task `k` (from 0) is `$(2 + 3k)`, its agent `$(3 + 3k)`, the lease
 /// `$(4 + 3k)` (NULL tasks match nothing).
-pub fn task_start_many(size: usize) -> &'static str {
-    const N: usize = SET_SIZES.len();
-    static SQL: [std::sync::OnceLock<String>; N] = [const { std::sync::OnceLock::new() }; N];
-    let size = size.min(N - 1);
-    SQL[size].get_or_init(|| task_start_many_sql(SET_SIZES[size]))
+pub fn task_start_many(backend: Backend, size: usize) -> &'static str {
+    static SQL: PerSize = PER_SIZE;
+    per_size(&SQL, backend, size, task_start_many_sql)
 }
 
-fn task_start_many_sql(n: usize) -> String {
-    let tasks = (0..n)
-        .map(|k| {
-            let p = 2 + 3 * k;
-            format!(
-                "(CAST(${p} AS TEXT), CAST(${} AS TEXT), CAST(${} AS TEXT))",
-                p + 1,
-                p + 2
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+/// The same text on both backends.
+fn task_start_many_sql(_: Backend, n: usize) -> String {
+    let tasks = values_rows(n, false, &["TEXT"; 3]);
     format!(
         "UPDATE tasks SET {} FROM (VALUES {tasks}) v \
          WHERE tasks.id = v.column1 AND tasks.agent_id = v.column2 AND tasks.status = 'claimed' \
@@ -384,18 +387,7 @@ pub const START_ASSIGNMENTS: &str = "status = 'running', started_at = $3, update
 fn task_complete_many_sql(backend: Backend, n: usize) -> String {
     let (jobs, job_match, returning) = with_job(backend);
     let set = finish_assignments("v.column3", "$1");
-    let tasks = (0..n)
-        .map(|k| {
-            let p = 2 + 4 * k;
-            format!(
-                "(CAST(${p} AS TEXT), CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS TEXT))",
-                p + 1,
-                p + 2,
-                p + 3
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let tasks = values_rows(n, false, &["TEXT"; 4]);
     format!(
         "UPDATE tasks SET status = 'completed', {set} FROM (VALUES {tasks}) v{jobs} \
          WHERE tasks.id = v.column1 AND tasks.agent_id = v.column2 AND tasks.status IN {ACTIVE_TASKS} \
@@ -439,6 +431,18 @@ mod tests {
         assert_eq!(placeholders(3, 2), "$2, $3, $4");
         assert_eq!(placeholders(1, 7), "$7");
         assert_eq!(placeholders(0, 1), "");
+    }
+
+    #[test]
+    fn set_rows_number_their_placeholders_in_order() {
+        assert_eq!(
+            values_rows(2, true, &["TEXT"]),
+            "(1, CAST($2 AS TEXT)), (2, CAST($3 AS TEXT))"
+        );
+        assert_eq!(
+            values_rows(2, false, &["TEXT", "BIGINT"]),
+            "(CAST($2 AS TEXT), CAST($3 AS BIGINT)), (CAST($4 AS TEXT), CAST($5 AS BIGINT))"
+        );
     }
 
     #[test]

@@ -194,14 +194,17 @@ pub(crate) async fn task_claim_many(
     let ids: Vec<Uuid> = agents.iter().map(|(a, _)| *a).collect();
     let registered = agents_registered(ctx, &ids).await?;
     // The run of tasks any agent may take, in one statement (`ahead.rs`); the rest
-    // one claim at a time.
+    // one claim at a time. (For one agent the claim's own statement is the same and simpler:
+    // an idle agent's wake waits for it.)
     let wanted: Vec<(Uuid, super::ahead::ClaimKind)> = agents
         .iter()
         .filter(|(a, _)| registered.contains_key(a))
         .map(|&(a, start)| (a, (Via::Offer, start)))
         .collect();
-    for job in super::ahead::claim_ahead(ctx, &wanted).await? {
-        ctx.db.keep_read(job);
+    if wanted.len() > 1 {
+        for job in super::ahead::claim_ahead(ctx, &wanted).await? {
+            ctx.db.keep_read(job);
+        }
     }
     let mut starved: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for (agent, auto_start) in &agents {
@@ -1085,7 +1088,7 @@ mod tests {
         ];
         let plan = query_plan(complete, args).await;
         assert!(plan.iter().any(|p| p == BY_ID), "{plan:?}");
-        let start = sql::task_start_many(1);
+        let start = sql::task_start_many(Backend::Sqlite, 1);
         let args = crate::args![0i64, "t1", "a1", "l1", "t2", "a2", None::<String>];
         let plan = query_plan(start, args).await;
         assert!(plan.iter().any(|p| p == BY_ID), "{plan:?}");
