@@ -1,11 +1,12 @@
 //! Work a batch does ahead of its operations, in set statements. The operations of one batch
 //! were all submitted before any was answered, so any order of them is one they could have
-//! run in; the batch runs the hot completions of all of them first, in one statement, and the
-//! next tasks those agents asked for in one more (`batch::run_batch`). Each operation then
-//! runs as always, in its turn, and finds its row changed already (`WriteCtx::finished_ahead`,
+//! run in; the batch runs the hot completions of all of them first, in one statement, their
+//! starts in another, and the next tasks those agents asked for in one more
+//! (`batch::run_batch`). Each operation then runs as always, in its turn, and finds its row
+//! changed already (`WriteCtx::finished_ahead`, `WriteCtx::started_ahead`,
 //! `WriteCtx::claimed_ahead`) instead of changing it with a statement of its own: its checks,
-//! events and counters are its own, as before. On PostgreSQL that is two round trips for a
-//! batch's completions and claims instead of two for each task.
+//! events and counters are its own, as before. On PostgreSQL that is a few round trips for a
+//! batch's completions, starts and claims instead of one or two for each task.
 //!
 //! Rows changed ahead are writes of the operation that takes them: one refused after taking
 //! them rolls its batch back, and a batch whose operations left any untaken does not commit.
