@@ -3,9 +3,8 @@
 //! run in; the batch runs the hot completions of all of them first, in one statement, their
 //! starts in another, and the next tasks those agents asked for in one more
 //! (`batch::run_batch`). Each operation then runs as always, in its turn, and finds its row
-//! changed already (`WriteCtx::finished_ahead`, `WriteCtx::started_ahead`,
-//! `WriteCtx::claimed_ahead`) instead of changing it with a statement of its own: its checks,
-//! events and counters are its own, as before. On PostgreSQL that is a few round trips for a
+//! changed already (`WriteCtx::take_ahead`) instead of changing it with a statement of its
+//! own: its checks, events and counters are its own, as before. On PostgreSQL that is a few round trips for a
 //! batch's completions, starts and claims instead of one or two for each task.
 //!
 //! Rows changed ahead are writes of the operation that takes them: one refused after taking
@@ -146,13 +145,14 @@ fn take_for(
 /// Claims are done ahead only when no completion of the batch can make a task ready (no
 /// completed task's job has dependency edges): otherwise each claim must see the completions
 /// before it.
-pub(crate) async fn prepare<'h>(
-    ctx: &mut WriteCtx,
-    hints: impl Iterator<Item = &'h Hint>,
-) -> Result<(), DbError> {
+pub(crate) async fn prepare(ctx: &mut WriteCtx, hints: &[&Hint]) -> Result<(), DbError> {
     ctx.ahead.clear();
     let mut seen = HashSet::new();
-    let hints: Vec<&Hint> = hints.filter(|h| seen.insert(h.target())).collect();
+    let hints: Vec<&Hint> = hints
+        .iter()
+        .copied()
+        .filter(|h| seen.insert(h.target()))
+        .collect();
     let mut completions = Vec::new();
     let mut starts = Vec::new();
     for hint in &hints {
@@ -291,7 +291,7 @@ async fn run_set(
 }
 
 /// Claims for `agents` in one statement (`sql::task_claim_many`), in their order, and keeps
-/// what each got for its claim to take (`WriteCtx::claimed_ahead`). Agents it cannot serve
+/// what each got for its claim to take (`WriteCtx::take_ahead`). Agents it cannot serve
 /// (the run of plain tasks ended) get nothing here and claim on their own. The rows of the
 /// claimed tasks' jobs, where the statement returns them (see `job_of`).
 pub(crate) async fn claim_ahead(

@@ -115,7 +115,7 @@ pub(crate) async fn run_batch(
         let begun = match begun {
             Ok(()) => {
                 let hints: Vec<&Hint> = pending.iter().filter_map(|j| j.hint.as_ref()).collect();
-                prepare(ctx, hints.into_iter()).await
+                prepare(ctx, &hints).await
             }
             Err(e) => Err(e),
         };

@@ -274,13 +274,13 @@ impl Store {
     }
 
     /// [`Store::write`] for an operation whose first step the batch may do ahead, together
-    /// with its others' (`ahead.rs`).
-    pub(crate) async fn write_hinted<T, F>(&self, hint: ahead::Hint, op: F) -> Result<T>
+    /// with its others' (`ahead.rs`), when it has a `hint`.
+    pub(crate) async fn write_hinted<T, F>(&self, hint: Option<ahead::Hint>, op: F) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        self.inner.writer.submit(Some(hint), op).await
+        self.inner.writer.submit(hint, op).await
     }
 
     /// Live committed events. Subscribe before reading the backlog so that nothing falls between.
@@ -508,16 +508,12 @@ impl Store {
     }
 
     pub async fn task_start(&self, p: TaskStartParams) -> Result<agora_shared::Task> {
-        if p.heartbeat_secs.is_some() {
-            return self
-                .write(move |ctx| Box::pin(tasks::task_start(ctx, p)))
-                .await;
-        }
-        let hint = ahead::Hint::Start {
+        // A start with a heartbeat lease sets more than the set statement does.
+        let hint = p.heartbeat_secs.is_none().then_some(ahead::Hint::Start {
             task: p.task_id,
             agent: p.agent_id,
             lease: p.lease_id,
-        };
+        });
         self.write_hinted(hint, move |ctx| Box::pin(tasks::task_start(ctx, p)))
             .await
     }
@@ -538,8 +534,10 @@ impl Store {
             result: p.result.to_string(),
             next: p.next,
         };
-        self.write_hinted(hint, move |ctx| Box::pin(tasks::task_complete(ctx, p)))
-            .await
+        self.write_hinted(Some(hint), move |ctx| {
+            Box::pin(tasks::task_complete(ctx, p))
+        })
+        .await
     }
 
     pub async fn task_fail(&self, p: TaskFailParams) -> Result<agora_shared::FinishedWithNext> {

@@ -255,7 +255,7 @@ async fn task_claim_next(
     start: bool,
 ) -> Result<Option<ClaimedTask>> {
     let ahead = match request_id {
-        None => ctx.claimed_ahead(agent_id, (via, start)),
+        None => ctx.take_ahead(|a| a.take_claimed(agent_id, (via, start))),
         Some(_) => None,
     };
     let (row, lease_id) = match ahead {
@@ -332,14 +332,10 @@ pub(crate) async fn task_start(ctx: &mut WriteCtx, p: TaskStartParams) -> Result
     // the slow path says why (404, LEASE_LOST, 403 or 409). The running lease is the deadline
     // (left implicit: see `agora_shared::effective_lease_expiry`), or the heartbeat interval
     // when the agent asked for one.
-    let ahead = match p.heartbeat_secs {
-        None => ctx.started_ahead(p.task_id, p.agent_id, p.lease_id),
-        Some(_) => None,
-    };
     let started: Option<TaskRow> = match p.heartbeat_secs {
-        None if ahead.is_some() => ahead,
-        None => {
-            ctx.db
+        None => match ctx.take_ahead(|a| a.take_started(p.task_id, p.agent_id, p.lease_id)) {
+            Some(row) => Some(row),
+            None => ctx.db
                 .opt(
                     &format!(
                         "UPDATE tasks SET {} \
@@ -349,17 +345,18 @@ pub(crate) async fn task_start(ctx: &mut WriteCtx, p: TaskStartParams) -> Result
                     ),
                     args![p.task_id, p.agent_id, ctx.now, p.lease_id],
                 )
-                .await?
-        }
+                .await?,
+        },
         Some(heartbeat) => {
             let heartbeat_secs = i64::try_from(heartbeat).unwrap_or(i64::MAX);
             ctx.db
                 .opt(
                     &format!(
-                        "UPDATE tasks SET status = 'running', started_at = $3, updated_at = $3, heartbeat_secs = $5, \
+                        "UPDATE tasks SET {}, heartbeat_secs = $5, \
                          lease_expires_at = CASE WHEN deadline < $3 + $6 THEN deadline ELSE $3 + $6 END \
                          WHERE id = $1 AND agent_id = $2 AND status = 'claimed' AND ($4 IS NULL OR lease_id = $4) \
-                         RETURNING {TASK_COLUMNS}"
+                         RETURNING {TASK_COLUMNS}",
+                        sql::START_ASSIGNMENTS
                     ),
                     args![p.task_id, p.agent_id, ctx.now, p.lease_id, heartbeat_secs, secs_ms(heartbeat)],
                 )
@@ -472,7 +469,7 @@ async fn task_complete_only(ctx: &mut WriteCtx, p: TaskCompleteParams) -> Result
     } = p;
     // The hot path, a work task: one statement whose conditions are the checks (run ahead
     // for the whole batch, see `ahead.rs`, when the operation was queued with its hint).
-    let done: Option<TaskRow> = match ctx.finished_ahead(id, agent, lease_id) {
+    let done: Option<TaskRow> = match ctx.take_ahead(|a| a.take_finished(id, agent, lease_id)) {
         Some(row) => Some(row),
         None => ctx
         .db

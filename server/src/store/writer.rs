@@ -66,42 +66,15 @@ impl WriteCtx {
         }
     }
 
-    /// The completion of `task` the batch did ahead for this agent and lease (a write of this
-    /// operation's).
-    pub(crate) fn finished_ahead(
+    /// What `take` takes of the rows the batch changed ahead (`ahead.rs`), counted as a write
+    /// of this operation's.
+    pub(crate) fn take_ahead<T>(
         &mut self,
-        task: Uuid,
-        agent: Uuid,
-        lease: Option<Uuid>,
-    ) -> Option<super::rows::TaskRow> {
-        let row = self.ahead.take_finished(task, agent, lease)?;
+        take: impl FnOnce(&mut super::ahead::Ahead) -> Option<T>,
+    ) -> Option<T> {
+        let taken = take(&mut self.ahead)?;
         self.db.wrote();
-        Some(row)
-    }
-
-    /// The start of `task` the batch did ahead for this agent and lease (a write of this
-    /// operation's).
-    pub(crate) fn started_ahead(
-        &mut self,
-        task: Uuid,
-        agent: Uuid,
-        lease: Option<Uuid>,
-    ) -> Option<super::rows::TaskRow> {
-        let row = self.ahead.take_started(task, agent, lease)?;
-        self.db.wrote();
-        Some(row)
-    }
-
-    /// A task the batch claimed ahead for this agent, of this kind, with its lease id (a write
-    /// of this operation's).
-    pub(crate) fn claimed_ahead(
-        &mut self,
-        agent: Uuid,
-        kind: super::ahead::ClaimKind,
-    ) -> Option<(super::rows::TaskRow, Uuid)> {
-        let claimed = self.ahead.take_claimed(agent, kind)?;
-        self.db.wrote();
-        Some(claimed)
+        Some(taken)
     }
 
     pub(crate) fn seen_recently(&self, agent: Uuid) -> bool {
