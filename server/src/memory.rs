@@ -12,9 +12,21 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The allocator the `agora` binary installs (`#[global_allocator]`).
+#[cfg(feature = "mimalloc")]
 pub type Allocator = mimalloc::MiMalloc;
+/// Without the `mimalloc` feature: the system allocator, which heap profilers such as
+/// heaptrack can follow, and nothing to collect.
+#[cfg(not(feature = "mimalloc"))]
+pub type Allocator = std::alloc::System;
+
+/// Memory the allocator holds committed, in bytes (none known without mimalloc).
+#[cfg(not(feature = "mimalloc"))]
+fn committed() -> usize {
+    0
+}
 
 /// Memory the allocator holds committed, in bytes.
+#[cfg(feature = "mimalloc")]
 fn committed() -> usize {
     let (mut elapsed, mut user, mut system) = (0, 0, 0);
     let (mut rss, mut peak_rss, mut commit, mut peak_commit, mut faults) = (0, 0, 0, 0, 0);
@@ -53,14 +65,22 @@ pub fn give_back() -> bool {
     committed() < before
 }
 
+/// Collects this thread's free pages now (a thread that has just freed its caches).
+pub fn collect_here() {
+    #[cfg(feature = "mimalloc")]
+    // SAFETY: mi_collect frees only what the allocator holds free.
+    unsafe {
+        libmimalloc_sys::mi_collect(true)
+    };
+}
+
 /// Collects this thread's free pages if [`give_back`] asked since it last did: the runtimes'
 /// idle hook (`on_thread_park`) and a blocking thread's last act. Costs an atomic load when
 /// nothing was asked.
 pub fn collect_if_asked() {
     let asked = ASKED.load(Ordering::Relaxed);
     if COLLECTED.with(|c| c.replace(asked)) != asked {
-        // SAFETY: mi_collect frees only what the allocator holds free.
-        unsafe { libmimalloc_sys::mi_collect(true) };
+        collect_here();
     }
 }
 
@@ -73,12 +93,24 @@ pub struct QuietTrim {
     done_at: Option<i64>,
 }
 
+/// What a scheduler tick found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// No event since the tick before.
+    pub quiet: bool,
+    /// Quiet, and this quiet period's memory is not all given back yet.
+    pub trim: bool,
+}
+
 impl QuietTrim {
-    /// Called each scheduler tick with the newest event id; true when it is time to trim.
-    pub fn tick(&mut self, newest_event: i64) -> bool {
+    /// Called each scheduler tick with the newest event id.
+    pub fn tick(&mut self, newest_event: i64) -> Tick {
         let quiet = self.last_seen == Some(newest_event);
         self.last_seen = Some(newest_event);
-        quiet && self.done_at != Some(newest_event)
+        Tick {
+            quiet,
+            trim: quiet && self.done_at != Some(newest_event),
+        }
     }
 
     /// What the trim did: nothing left to give back ends this quiet period's trims.
@@ -96,14 +128,25 @@ mod tests {
     #[test]
     fn trims_while_quiet_until_nothing_is_left() {
         let mut q = QuietTrim::default();
-        assert!(!q.tick(5), "the first tick has nothing to compare");
-        assert!(q.tick(5), "quiet for an interval");
+        assert!(!q.tick(5).trim, "the first tick has nothing to compare");
+        assert!(q.tick(5).trim, "quiet for an interval");
         q.trimmed(true);
-        assert!(q.tick(5), "it gave some back: again");
+        assert!(q.tick(5).trim, "it gave some back: again");
         q.trimmed(false);
-        assert!(!q.tick(5), "nothing left this quiet period");
-        assert!(!q.tick(9), "busy again");
-        assert!(q.tick(9), "quiet again: trims again");
+        let t = q.tick(5);
+        assert!(
+            t.quiet && !t.trim,
+            "still quiet, nothing left this quiet period"
+        );
+        assert_eq!(
+            q.tick(9),
+            Tick {
+                quiet: false,
+                trim: false
+            },
+            "busy again"
+        );
+        assert!(q.tick(9).trim, "quiet again: trims again");
         let _ = give_back();
     }
 }

@@ -77,11 +77,18 @@ pub async fn run(
             }
         }
         if let Ok(newest) = store.event_last_id().await {
-            if trim.tick(newest) {
-                let started = std::time::Instant::now();
-                let gave_back = crate::memory::give_back();
+            let tick = trim.tick(newest);
+            let started = std::time::Instant::now();
+            // At every quiet tick: a read that was still returning its connection at the last
+            // one has let go of it since.
+            let readers_closed = match tick.quiet {
+                true => store.readers_close_idle().await,
+                false => 0,
+            };
+            if tick.trim || readers_closed > 0 {
+                let gave_back = crate::memory::give_back() || readers_closed > 0;
                 trim.trimmed(gave_back);
-                tracing::debug!(took = ?started.elapsed(), gave_back, "free memory given back");
+                tracing::debug!(took = ?started.elapsed(), gave_back, readers_closed, "free memory given back");
             }
         }
     }

@@ -24,6 +24,7 @@ mod key_order;
 mod leases;
 mod lifecycle;
 mod mcp;
+mod memory;
 mod metrics;
 mod plan;
 mod push;

@@ -172,6 +172,10 @@ impl Exec for Counters {
     fn errors(&self) -> u64 {
         self.inner.errors()
     }
+
+    fn release_memory(&mut self) {
+        self.inner.release_memory()
+    }
 }
 
 #[cfg(test)]

@@ -301,6 +301,9 @@ pub trait Exec: Send {
     fn errors(&self) -> u64 {
         0
     }
+    /// Gives back what the connection keeps only for speed (a page cache, prepared
+    /// statements): the SQLite writer calls it once it has been quiet for a while.
+    fn release_memory(&mut self) {}
 }
 
 /// A connection that counts its writing statements and its failed ones: PostgreSQL's, for the
@@ -363,6 +366,10 @@ impl<E: Exec> Exec for Counted<E> {
 
     fn errors(&self) -> u64 {
         self.errors
+    }
+
+    fn release_memory(&mut self) {
+        self.inner.release_memory()
     }
 }
 
@@ -595,6 +602,15 @@ impl Exec for SqliteExec {
 
     fn in_transaction(&self) -> bool {
         !self.conn.is_autocommit()
+    }
+
+    /// The prepared statements (a set statement of 512 rows is a large program) and the page
+    /// cache (up to 2 MB); the next burst prepares and reads them again.
+    fn release_memory(&mut self) {
+        self.conn.flush_prepared_statement_cache();
+        if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory") {
+            tracing::debug!(error = %e, "the writer could not shrink its page cache");
+        }
     }
 }
 

@@ -18,6 +18,8 @@ use super::{Backend, Opened, QueueRules};
 
 /// A read connection unused this long is closed.
 const READER_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
+/// The writer gives back its connection's caches when it has had nothing to do for this long.
+const QUIET: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Opens (and creates) the database file, runs the migrations and starts the writer.
 pub(super) async fn open(
@@ -106,11 +108,19 @@ async fn run_writer(
     let mut ctx = WriteCtx::new(Box::new(db), Backend::Sqlite, Seen::default(), rules, clock);
     let mut closing = None;
     let death = crate::fault::writer_death_at();
+    let mut released = true;
     while closing.is_none() {
         let received = tokio::select! {
             m = rx.recv() => m,
             _ = crate::fault::at(death) => panic!("fault hook: the writer thread was told to die"),
+            _ = tokio::time::sleep(QUIET), if !released => {
+                super::db::Exec::release_memory(&mut ctx.db);
+                crate::memory::collect_here();
+                released = true;
+                continue;
+            }
         };
+        released = false;
         let Some(first) = received else { break };
         let batch = next_batch(first, &mut rx, &mut closing);
         if batch.is_empty() {
