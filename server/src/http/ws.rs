@@ -54,7 +54,7 @@ pub async fn agent_ws(
     // Small buffers: an idle agent should cost a few kilobytes, not the 128 KiB defaults; the
     // read buffer grows as a large frame needs it.
     Ok(ws
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(max.saturating_mul(2))
         .max_message_size(max)
