@@ -79,8 +79,8 @@ pub async fn run(
         if let Ok(newest) = store.event_last_id().await {
             let tick = trim.tick(newest);
             let started = std::time::Instant::now();
-            // At every quiet tick: a read that was still returning its connection at the last
-            // one has let go of it since.
+            // At every quiet tick, not only while trimming: a connection busy with another
+            // read during the trim is closed at a later tick.
             let readers_closed = match tick.quiet {
                 true => store.readers_close_idle().await,
                 false => 0,

@@ -13,10 +13,8 @@ async fn a_quiet_server_closes_the_read_connections_a_burst_opened() {
     let app = spawn_app_with(|c| c.scheduler_interval_secs = 0.2).await;
     let pool = app.store.reader_for_tests();
     let before = pool.size();
-    let reads = (0..64).map(|_| app.http.get(format!("{}/jobs", app.base)).send());
-    for r in futures::future::join_all(reads).await {
-        let r = r.expect("a read of the burst");
-        assert!(r.status().is_success(), "{}", r.status());
+    for r in futures::future::join_all((0..64).map(|_| app.get("/jobs"))).await {
+        assert!(r.status.is_success(), "{}: {}", r.status, r.body);
     }
     let opened = pool.size();
     assert!(
@@ -36,11 +34,6 @@ async fn a_quiet_server_closes_the_read_connections_a_burst_opened() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The next burst opens them again.
-    let r = app
-        .http
-        .get(format!("{}/jobs", app.base))
-        .send()
-        .await
-        .expect("a read after the quiet");
-    assert!(r.status().is_success());
+    let r = app.get("/jobs").await;
+    assert!(r.status.is_success(), "{}: {}", r.status, r.body);
 }

@@ -16,7 +16,9 @@ use super::db::SqliteExec;
 use super::writer::{Msg, Publisher, Seen, WriteCtx, WriterHandle};
 use super::{Backend, Opened, QueueRules};
 
-/// A read connection unused this long is closed.
+/// The pool's own idle timeout. It seldom comes: the pool hands each read to the connection
+/// idle the longest, and the scheduler reads at every tick. What closes the connections a burst
+/// opened is `Store::readers_close_idle`, at each quiet scheduler tick.
 const READER_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
 /// The writer gives back its connection's caches when it has had nothing to do for this long.
 const QUIET: std::time::Duration = std::time::Duration::from_secs(10);
