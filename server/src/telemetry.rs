@@ -3,6 +3,7 @@
 //!
 //! Counted where they happen: `agora_claims_total{via}` (rest, push), `agora_offers_total`,
 //! `agora_wake_latency_seconds` (work became pending → offer sent),
+//! `agora_write_batch_operations` (operations in each committed write batch),
 //! `agora_http_request_duration_seconds{method,route,status}`, `agora_sse_clients`,
 //! `agora_mcp_tool_calls_total{tool,outcome}` (`mcp::tools`).
 //! Read at scrape time from the store and the hub: `agora_tasks{state}`, `agora_jobs{state}`,
@@ -18,6 +19,9 @@ const BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Operations in one write batch: 1 to `store::batch::MAX_BATCH`.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
 /// The process's recorder, installed once (tests run many servers in one process; they share
 /// it).
 fn handle() -> &'static PrometheusHandle {
@@ -25,6 +29,12 @@ fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("agora_write_batch_operations".into()),
+                    BATCH_BUCKETS,
+                )
+            })
             .map(|b| b.build_recorder())
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();
@@ -66,6 +76,11 @@ pub fn claimed(via: &'static str, n: usize) {
 pub fn offered(since_wake: std::time::Duration) {
     metrics::counter!("agora_offers_total").increment(1);
     metrics::histogram!("agora_wake_latency_seconds").record(since_wake.as_secs_f64());
+}
+
+/// A write batch of `operations` committed.
+pub fn batch_committed(operations: usize) {
+    metrics::histogram!("agora_write_batch_operations").record(operations as f64);
 }
 
 /// Counts an SSE client for as long as it lives.

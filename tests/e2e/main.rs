@@ -20,6 +20,7 @@ mod git;
 mod graph;
 mod graph_browser;
 mod hostile;
+mod in_flight;
 mod key_order;
 mod leases;
 mod lifecycle;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_shared::ws::{ClientFrame, ClientMsg, ServerMsg, PROTOCOL_VERSION};
-use agora_shared::{ClaimedTask, FailTask, FinishedWithNext, ProgressTask, Task, TaskStatus};
+use agora_shared::{ClaimedTask, FinishedWithNext, Task, TaskStatus};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use chrono::Utc;
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -23,9 +23,9 @@ use super::{ConnCmd, DispatchMsg, Hub};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::parse_json;
-use crate::store::{
-    Held, NextTask, Store, TaskCompleteParams, TaskFailParams, TaskProgressParams, TaskStartParams,
-};
+use crate::store::{Held, NextTask, Store};
+
+mod pipeline;
 
 /// Frames waiting to be written before the client counts as not reading (the byte budget,
 /// `WS_OUTBOX_BYTES`, usually comes first).
@@ -105,8 +105,9 @@ struct Conn {
     slots: u32,
     /// The agent asked for offers that start at once (and its next task with each report).
     auto_start: bool,
-    /// A started task taken with the report just answered: offered right after the ack.
-    next_offer: Option<Box<ClaimedTask>>,
+    /// Started tasks taken with reports whose acks could not be sent (the socket was
+    /// closing): never shown, they go back with no attempt counted when the socket ends.
+    unshown: Vec<Held>,
     /// Offer id → the delivery offered, until accepted, declined or expired.
     offers: HashMap<Uuid, Offer>,
     /// Task id → the lease of the accepted delivery this socket holds.
@@ -120,6 +121,8 @@ struct Conn {
     subscribed_jobs: HashSet<Uuid>,
     last_inbound: Instant,
     last_touch: Instant,
+    /// Reports and accepts running while the socket reads on (`pipeline.rs`).
+    flights: pipeline::Flights,
 }
 
 pub async fn run<S, R, E>(ctx: SocketCtx, sink: S, mut stream: R)
@@ -156,7 +159,7 @@ where
         inbox,
         slots: 0,
         auto_start: false,
-        next_offer: None,
+        unshown: Vec::new(),
         offers: HashMap::new(),
         held,
         started: HashMap::new(),
@@ -165,6 +168,7 @@ where
         subscribed_jobs: HashSet::new(),
         last_inbound: now,
         last_touch: now,
+        flights: pipeline::Flights::default(),
     };
     let hello = ServerMsg::Hello {
         agent_id,
@@ -184,6 +188,7 @@ where
                     Some(Ok(msg)) => Box::pin(conn.on_frame(msg)).await,
                     _ => Err(End::Closed),
                 },
+                landed = conn.flights.next(), if !conn.flights.is_empty() => conn.land(landed),
                 Some(cmd) = inbox_rx.recv() => Box::pin(conn.on_cmd(cmd)).await,
                 ev = recv_event(&mut conn.events), if conn.events.is_some() => Box::pin(conn.on_event(ev)).await,
                 _ = ping.tick() => conn.on_ping(ping_every),
@@ -203,15 +208,16 @@ where
             }
         },
     };
+    // What the frames in flight did is the socket's to let go of too (a next task taken with a
+    // report is held, or left unshown).
+    while !conn.flights.is_empty() {
+        let landed = conn.flights.next().await;
+        let _ = conn.land(landed);
+    }
     // Offers that reached the inbox but were never shown go back, no attempt counted (even a
     // started one: the agent never saw it).
     inbox_rx.close();
-    let mut unshown: Vec<Held> = conn
-        .next_offer
-        .take()
-        .map(|c| Held::of(&c))
-        .into_iter()
-        .collect();
+    let mut unshown = std::mem::take(&mut conn.unshown);
     while let Ok(cmd) = inbox_rx.try_recv() {
         if let ConnCmd::Offer(c) = cmd {
             unshown.push(Held::of(&c));
@@ -273,9 +279,9 @@ impl Conn {
         }
     }
 
-    /// Slots taken: offers waiting for an answer and tasks held.
+    /// Slots taken: offers waiting for an answer (or accepted, in flight) and tasks held.
     fn used(&self) -> usize {
-        self.offers.len() + self.held.len()
+        self.offers.len() + self.flights.accepting + self.held.len()
     }
 
     /// Tells the dispatcher the free slots changed by `delta` (and whether offers start).
@@ -346,12 +352,20 @@ impl Conn {
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
         let frame: ClientFrame = match parse_json(text.as_bytes()) {
             Ok(f) => f,
-            Err(e) => return self.ack(None, "unknown", Err(e)),
+            Err(e) => {
+                self.land_all().await?;
+                return self.ack(None, "unknown", Err(e));
+            }
         };
-        if let Some(field) = serde_json::from_str(text)
+        let unknown = serde_json::from_str(text)
             .ok()
-            .and_then(|raw| frame.unknown_field(&raw))
-        {
+            .and_then(|raw| frame.unknown_field(&raw));
+        if unknown.is_none() && pipeline::flies(&frame.msg) {
+            return self.board(frame).await;
+        }
+        // Any other frame is answered after the frames in flight, so acks keep the frames' order.
+        self.land_all().await?;
+        if let Some(field) = unknown {
             let kind = frame.msg.kind();
             let e =
                 ApiError::validation(&field, format!("unknown field `{field}` in a {kind} frame"));
@@ -359,12 +373,7 @@ impl Conn {
         }
         let kind = frame.msg.kind();
         let result = self.handle(frame.msg).await;
-        self.ack(frame.reference, kind, result)?;
-        // The next task taken with a report follows its ack at once.
-        match self.next_offer.take() {
-            Some(next) => self.offer(next),
-            None => Ok(()),
-        }
+        self.ack(frame.reference, kind, result)
     }
 
     /// Answers one message: the task it changed, if any.
@@ -381,68 +390,17 @@ impl Conn {
                 }
                 Ok(None)
             }
-            ClientMsg::Accept { offer_id } => self.accept(offer_id).await.map(Some),
             ClientMsg::Decline { offer_id, reason } => {
                 self.decline(offer_id, reason).await.map(Some)
-            }
-            ClientMsg::Progress {
-                task_id,
-                progress,
-                message,
-                extend_secs,
-                lease_id,
-            } => {
-                let body = ProgressTask {
-                    progress,
-                    message,
-                    extend_secs,
-                    lease_id,
-                };
-                self.progress(task_id, body).await.map(Some)
-            }
-            ClientMsg::Complete {
-                task_id,
-                result,
-                lease_id,
-            } => self.complete(task_id, result, lease_id).await.map(Some),
-            ClientMsg::Fail {
-                task_id,
-                error,
-                retryable,
-                lease_id,
-            } => {
-                let body = FailTask {
-                    error,
-                    retryable,
-                    lease_id,
-                };
-                self.fail(task_id, body).await.map(Some)
             }
             ClientMsg::Subscribe { job_id } => {
                 self.subscribe(job_id).await?;
                 Ok(None)
             }
-        }
-    }
-
-    /// The offer's task starts; a refused accept frees its slot.
-    async fn accept(&mut self, offer_id: Uuid) -> Result<Task, ApiError> {
-        let offer = self.take_offer(offer_id)?;
-        let start = TaskStartParams {
-            agent_id: self.agent(),
-            task_id: offer.held.task_id,
-            lease_id: Some(offer.held.lease_id),
-            heartbeat_secs: None,
-        };
-        match self.ctx.store.task_start(start).await {
-            Ok(task) => {
-                self.held.insert(task.id, offer.held.lease_id);
-                Ok(task)
-            }
-            Err(e) => {
-                self.capacity(1);
-                Err(e.into())
-            }
+            flying => Err(ApiError::Internal(anyhow::anyhow!(
+                "a {} frame is answered in flight",
+                flying.kind()
+            ))),
         }
     }
 
@@ -498,51 +456,6 @@ impl Conn {
         })
     }
 
-    async fn progress(&mut self, task_id: Uuid, body: ProgressTask) -> Result<Task, ApiError> {
-        body.validate()?;
-        let params = TaskProgressParams {
-            agent_id: self.agent(),
-            task_id,
-            progress: body.progress,
-            message: body.message,
-            extend_secs: body.extend_secs,
-            lease_id: body.lease_id,
-        };
-        Ok(self.ctx.store.task_progress(params).await?)
-    }
-
-    async fn complete(
-        &mut self,
-        task_id: Uuid,
-        result: serde_json::Value,
-        lease_id: Option<Uuid>,
-    ) -> Result<Task, ApiError> {
-        agora_shared::validate::json_size("result", &result, self.ctx.config.max_spec_bytes)?;
-        let params = TaskCompleteParams {
-            agent_id: self.agent(),
-            task_id,
-            result,
-            lease_id,
-            next: self.wants_next(task_id),
-        };
-        let done = self.ctx.store.task_complete(params).await?;
-        Ok(self.finished(done))
-    }
-
-    async fn fail(&mut self, task_id: Uuid, body: FailTask) -> Result<Task, ApiError> {
-        body.validate()?;
-        let params = TaskFailParams {
-            agent_id: self.agent(),
-            task_id,
-            error: body.error,
-            retryable: body.retryable.unwrap_or(true),
-            lease_id: body.lease_id,
-            next: self.wants_next(task_id),
-        };
-        let done = self.ctx.store.task_fail(params).await?;
-        Ok(self.finished(done))
-    }
-
     /// With `auto_start`, a report takes the agent's next task in its commit, when the slot it
     /// frees is the agent's to fill (slots not lowered meanwhile, the server not draining).
     fn wants_next(&self, task_id: Uuid) -> Option<NextTask> {
@@ -552,21 +465,21 @@ impl Conn {
     }
 
     /// The task is no longer this agent's; a next task taken with the report keeps the slot
-    /// (it is offered after the ack), else the slot is free again.
-    fn finished(&mut self, done: FinishedWithNext) -> Task {
+    /// (it is offered after the ack, and returned for that), else the slot is free again.
+    fn finished(&mut self, done: FinishedWithNext) -> (Task, Option<Box<ClaimedTask>>) {
         let task_id = done.task.id;
         match done.next {
             Some(next) => {
                 crate::telemetry::claimed("push", 1);
                 self.held.remove(&task_id);
                 self.started.retain(|_, h| h.task_id != task_id);
-                self.next_offer = Some(Box::new(next));
+                (done.task, Some(Box::new(next)))
             }
             None => {
                 self.let_go(task_id, None);
+                (done.task, None)
             }
         }
-        done.task
     }
 
     /// Events of one job, or of all, from now on.

@@ -225,6 +225,7 @@ pub(crate) async fn run_batch(
             .await
         {
             Ok(_) => {
+                crate::telemetry::batch_committed(replies.len());
                 for r in replies {
                     r(None);
                 }

@@ -1,0 +1,203 @@
+//! Reports in flight: a WebSocket agent with several slots sends its reports without waiting
+//! for each answer. The socket runs them at once, so they reach the writer together and share
+//! commits; it acks them in the order they were sent; a second report about the same task
+//! waits for the first; and a socket closed before its reports' answers still lets go of the
+//! next tasks they took. Both stores.
+
+use std::time::Duration;
+
+use agora_shared::ws::ServerMsg;
+use agora_shared::{Task, TaskStatus};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::*;
+use crate::push_helpers::*;
+
+/// (batches committed, of them holding one operation), from `/metrics`.
+async fn batches(app: &TestApp) -> (f64, f64) {
+    let root = app.base.trim_end_matches("/api");
+    let text = app
+        .http
+        .get(format!("{root}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let value = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("agora_write_batch_operations_count"),
+        value("agora_write_batch_operations_bucket{le=\"1\"}"),
+    )
+}
+
+/// Reads started offers until there are `n`.
+async fn started(ws: &mut WsAgent, n: usize) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    while tasks.len() < n {
+        if let ServerMsg::TaskOffer {
+            task,
+            started: true,
+            ..
+        } = ws.recv().await
+        {
+            tasks.push(*task);
+        }
+    }
+    tasks
+}
+
+async fn work_tasks(app: &TestApp, job: Uuid) -> Vec<Task> {
+    let all = agora_shared::TaskListQuery {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let page = app.client().tasks(job, &all).await.expect("tasks");
+    page.items.into_iter().filter(|t| t.index > 0).collect()
+}
+
+/// Eight reports sent back to back, then a second report of the last task: at least one
+/// commit holds several of them (one at a time, every batch would hold one), the acks come
+/// in the order sent, each report's next task follows its ack, and the second report of a
+/// task waits for the first and is refused.
+#[tokio::test]
+async fn reports_sent_without_waiting_share_commits_and_are_acked_in_order() {
+    let app = spawn_app_with(|c| c.approvals_required = 1).await;
+    let agent = app.register("busy").await;
+    let specs = (0..16).map(|i| json!({ "i": i })).collect();
+    let job = app
+        .planned_job(std::slice::from_ref(&agent), &agent, specs)
+        .await;
+    let mut ws = app.connect(&agent).await;
+    ws.send(json!({ "type": "ready", "slots": 8, "auto_start": true }))
+        .await;
+    assert!(ws.ack("ready").await.0);
+    let first = started(&mut ws, 8).await;
+
+    let (count_before, ones_before) = batches(&app).await;
+    for (i, t) in first.iter().enumerate() {
+        ws.send(json!({ "type": "complete", "task_id": t.id, "result": { "i": i }, "ref": format!("c{i}") }))
+            .await;
+    }
+    let last = first.last().expect("eight tasks").id;
+    ws.send(json!({ "type": "fail", "task_id": last, "error": "again", "ref": "again" }))
+        .await;
+
+    let mut acks = Vec::new();
+    let mut next = Vec::new();
+    let mut after_ack = false;
+    while acks.len() < 9 || next.len() < 8 {
+        match ws.recv().await {
+            ServerMsg::Ack {
+                reference,
+                kind,
+                ok,
+                ..
+            } => {
+                acks.push((reference.unwrap_or_default(), kind, ok));
+                after_ack = true;
+            }
+            ServerMsg::TaskOffer {
+                task,
+                started: true,
+                ..
+            } => {
+                assert!(after_ack, "a next task came before the ack of its report");
+                after_ack = false;
+                next.push(task.id);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let order: Vec<&str> = acks.iter().map(|(r, _, _)| r.as_str()).collect();
+    assert_eq!(
+        order,
+        ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "again"],
+        "acks in the order the frames were sent"
+    );
+    assert!(
+        acks[..8]
+            .iter()
+            .all(|(_, kind, ok)| kind == "complete" && *ok),
+        "every report was taken: {acks:?}"
+    );
+    assert_eq!(
+        (acks[8].1.as_str(), acks[8].2),
+        ("fail", false),
+        "the second report of a task ran after the first, which had finished it"
+    );
+    let (count_after, ones_after) = batches(&app).await;
+    let (count, ones) = (count_after - count_before, ones_after - ones_before);
+    assert!(
+        count - ones >= 1.0,
+        "no commit held more than one report ({count} batches, {ones} of one operation)"
+    );
+
+    // The eight next tasks are running, the first eight done.
+    let tasks = work_tasks(&app, job).await;
+    let status = |id: Uuid| tasks.iter().find(|t| t.id == id).map(|t| t.status);
+    assert!(first
+        .iter()
+        .all(|t| status(t.id) == Some(TaskStatus::Completed)));
+    assert!(next
+        .iter()
+        .all(|&id| status(id) == Some(TaskStatus::Running)));
+}
+
+/// An agent sends four reports and closes its socket at once, before their answers. The
+/// reports still count, and the next tasks they took (never shown to the agent) do not stay
+/// running until their leases run out: the socket lets go of them as it closes.
+#[tokio::test]
+async fn a_socket_closed_with_reports_in_flight_lets_go_of_the_tasks_they_took() {
+    let app = spawn_app_with(|c| c.approvals_required = 1).await;
+    let agent = app.register("leaver").await;
+    let specs = (0..8).map(|i| json!({ "i": i })).collect();
+    let job = app
+        .planned_job(std::slice::from_ref(&agent), &agent, specs)
+        .await;
+    let mut ws = app.connect(&agent).await;
+    ws.send(json!({ "type": "ready", "slots": 4, "auto_start": true }))
+        .await;
+    assert!(ws.ack("ready").await.0);
+    let first = started(&mut ws, 4).await;
+    for t in &first {
+        ws.send(json!({ "type": "complete", "task_id": t.id, "result": "ok" }))
+            .await;
+    }
+    ws.socket.close(None).await.expect("the socket closes");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let tasks = work_tasks(&app, job).await;
+        let done = tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Completed)
+            .count();
+        let running = tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Running)
+            .count();
+        if done == 4 && running == 0 {
+            assert!(
+                first.iter().all(|f| tasks
+                    .iter()
+                    .any(|t| t.id == f.id && t.status == TaskStatus::Completed)),
+                "the four reported tasks are the done ones"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "5 s after the socket closed: {done} completed, {running} still running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
