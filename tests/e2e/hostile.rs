@@ -162,3 +162,45 @@ async fn bad_sse_resume_points_are_400s_naming_the_problem() {
         .expect("GET");
     assert_eq!(res.status(), 404, "an unknown job's stream");
 }
+
+/// Text that looks like SQL (quotes, backslashes, `$` signs, a statement of its own) in an
+/// event comes back as it was sent, from the live SSE feed and from the events table alike:
+/// on PostgreSQL the batch's events are written as literals with its `COMMIT`.
+#[tokio::test]
+async fn sql_looking_text_in_events_comes_back_as_sent_live_and_from_the_table() {
+    use crate::push_helpers::SseClient;
+    let app = spawn_app_with(|c| c.approvals_required = 1).await;
+    let agent = app.register("quoter").await;
+    let job = app
+        .planned_job(std::slice::from_ref(&agent), &agent, vec![json!(1)])
+        .await;
+    let mut sse = SseClient::connect(&app, &format!("/jobs/{job}/stream"), None).await;
+    let claimed = app.claim(&agent).await.expect("a task");
+    let task = claimed["task"]["id"].as_str().expect("task id").to_string();
+    let text = "it's E'x' \\' \\\\ $1 $$ $a$ '); DROP TABLE events; -- \u{fc} \u{1f680} \\u0000";
+    let r = app
+        .task_call(
+            &agent,
+            &task,
+            "fail",
+            json!({ "error": text, "retryable": false }),
+        )
+        .await;
+    assert_eq!(r.body["data"]["status"], "failed", "{}", r.body);
+
+    let live = loop {
+        let e = sse.next_event().await;
+        if e["kind"] == "task.failed" {
+            break e;
+        }
+    };
+    assert_eq!(live["data"]["error"], text, "live: {live}");
+    let stored = app
+        .all_events(job)
+        .await
+        .into_iter()
+        .find(|e| e["kind"] == "task.failed")
+        .expect("task.failed in the table");
+    assert_eq!(stored["data"]["error"], text, "table: {stored}");
+    assert_eq!(stored, live, "the table holds what was published");
+}

@@ -6,7 +6,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::ahead::{prepare, Hint};
 use super::db::{DbError, Exec};
-use super::events::events_flush;
+use super::events::{events_flush, events_sql as events_sql_of};
 use super::writer::{Job, Msg, Publisher, Reply, WriteCtx};
 use super::Backend;
 
@@ -37,27 +37,37 @@ pub(crate) fn next_batch(
     batch
 }
 
-/// `BEGIN`, then the claims lock and the event append lock (see [`run_batch`]), in one round
-/// trip.
-async fn begin_postgres(ctx: &mut WriteCtx) -> Result<(), DbError> {
+/// `BEGIN`, then the claims lock and the event append lock (see [`run_batch`]), then the last
+/// event id handed out, in one round trip. Under the append lock no other batch writes events
+/// until this one ends, so the batch's events take the ids after it (`events::events_sql`).
+/// The sequence is read in a statement of its own, after the locks are held (a sequence is
+/// not read through the transaction's snapshot anyway).
+async fn begin_postgres(ctx: &mut WriteCtx) -> Result<i64, DbError> {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let sql = SQL.get_or_init(|| {
         format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({}), pg_advisory_xact_lock({})",
+            "BEGIN; SELECT pg_advisory_xact_lock({})::text || pg_advisory_xact_lock({})::text AS locked; {}",
             super::steps::graph::CLAIM_LOCK,
-            super::events::EVENT_APPEND_LOCK
+            super::events::EVENT_APPEND_LOCK,
+            super::events::LAST_EVENT_ID,
         )
     });
-    ctx.db.execute(sql, &[]).await?;
-    Ok(())
+    let rows = ctx.db.fetch(sql, &[]).await?;
+    let last = rows
+        .iter()
+        .rev()
+        .find_map(|r| r.get::<i64>("last_event").ok());
+    last.ok_or_else(|| DbError::Decode("last_event".into(), "the last event id handed out"))
 }
 
-/// The statement that ends a batch: `COMMIT`, on PostgreSQL after the jobs' counters
-/// (`write_back`, see `counters.rs`) and one notification (see `postgres::notification`) for
-/// every other replica's pump and dispatcher. All in one round trip (the payload is digits and
-/// a word, the counters numbers and UUIDs: nothing to quote).
+/// The statement that ends a batch: `COMMIT`, on PostgreSQL after the batch's events
+/// (`events`, see `events::events_sql`), the jobs' counters (`write_back`, see `counters.rs`)
+/// and one notification (see `postgres::notification`) for every other replica's pump and
+/// dispatcher. All in one round trip (the payload is digits and a word, the counters numbers
+/// and UUIDs: nothing to quote; the events' text is quoted as literals).
 fn commit_sql(
     publisher: &Publisher,
+    events_sql: &str,
     write_back: &str,
     events: &[agora_shared::Event],
     work_added: bool,
@@ -72,10 +82,10 @@ fn commit_sql(
         }
         _ => String::new(),
     };
-    if write_back.is_empty() && notify.is_empty() {
+    if events_sql.is_empty() && write_back.is_empty() && notify.is_empty() {
         return "COMMIT".into();
     }
-    format!("{write_back}{notify}COMMIT").into()
+    format!("{events_sql}{write_back}{notify}COMMIT").into()
 }
 
 /// Runs a batch in one transaction. Operations check before they write (a refused operation
@@ -108,7 +118,9 @@ pub(crate) async fn run_batch(
     loop {
         let begun = match ctx.backend {
             Backend::Sqlite => ctx.db.execute("BEGIN IMMEDIATE", &[]).await.map(|_| ()),
-            Backend::Postgres => begin_postgres(ctx).await,
+            Backend::Postgres => begin_postgres(ctx)
+                .await
+                .map(|last| ctx.last_event_id = last),
         };
         // What the operations' hints let the batch do ahead, in set statements (`ahead.rs`).
         ctx.now = ctx.clock.now_ms();
@@ -195,17 +207,15 @@ pub(crate) async fn run_batch(
         // The jobs' counters kept in memory (`counters.rs`): on SQLite now, on PostgreSQL with
         // the commit, after the batch's events.
         let mut write_back = String::new();
+        let mut events_sql = String::new();
         if flushed.is_ok() {
             flushed = match ctx.backend {
                 Backend::Sqlite => ctx.db.write_back().await,
                 Backend::Postgres => {
                     ctx.events.clear();
-                    let flushed = events_flush(ctx).await;
+                    events_sql = events_sql_of(ctx);
                     events.append(&mut ctx.events);
-                    flushed.and_then(|()| {
-                        write_back = ctx.db.write_back_sql()?;
-                        Ok(())
-                    })
+                    ctx.db.write_back_sql().map(|sql| write_back = sql)
                 }
             };
         }
@@ -219,7 +229,7 @@ pub(crate) async fn run_batch(
         return match ctx
             .db
             .execute(
-                &commit_sql(publisher, &write_back, &events, work_added),
+                &commit_sql(publisher, &events_sql, &write_back, &events, work_added),
                 &[],
             )
             .await

@@ -652,23 +652,35 @@ fn from_any(row: &sqlx::any::AnyRow, names: &Arc<Vec<String>>) -> Result<Row, Db
 
 #[async_trait]
 impl Exec for sqlx::AnyConnection {
+    /// Without arguments the text may hold several statements, sent in one round trip (the
+    /// simple protocol, not prepared); their rows come back in order, each with its own columns.
     async fn fetch(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
-        let rows = bind(sqlx::query(sql), args).fetch_all(&mut *self).await?;
-        let Some(first) = rows.first() else {
-            return Ok(Vec::new());
+        let rows = if args.is_empty() && sql.contains(';') {
+            sqlx::Executor::fetch_all(&mut *self, sql).await?
+        } else {
+            bind(sqlx::query(sql), args).fetch_all(&mut *self).await?
         };
-        let names: Arc<Vec<String>> = Arc::new(
-            first
-                .columns()
-                .iter()
-                .map(|c| c.name().to_string())
-                .collect(),
-        );
-        rows.iter().map(|r| from_any(r, &names)).collect()
+        let mut names: Option<Arc<Vec<String>>> = None;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let same = names.as_ref().is_some_and(|n| {
+                n.len() == r.columns().len()
+                    && n.iter().zip(r.columns()).all(|(a, c)| a == c.name())
+            });
+            if !same {
+                names = Some(Arc::new(
+                    r.columns().iter().map(|c| c.name().to_string()).collect(),
+                ));
+            }
+            if let Some(n) = &names {
+                out.push(from_any(r, n)?);
+            }
+        }
+        Ok(out)
     }
 
     async fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, DbError> {
-        if args.is_empty() && !sql.contains('$') {
+        if args.is_empty() {
             let r = sqlx::Executor::execute(&mut *self, sql).await?;
             return Ok(r.rows_affected());
         }
