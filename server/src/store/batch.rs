@@ -102,8 +102,8 @@ fn commit_sql(
 /// (one batch at a time across replicas; each batch is many operations). It takes the event
 /// append lock with it (in the same round trip: since batches run one at a time anyway, holding
 /// it from the start costs no concurrency), so event ids are handed out in commit order. The
-/// events of the batch's operations are written at its end, in one statement per 64, with one
-/// notification for the other replicas.
+/// events of the batch's operations are written with its `COMMIT` (`events::events_sql`), with
+/// one notification for the other replicas.
 pub(crate) async fn run_batch(
     ctx: &mut WriteCtx,
     batch: Vec<Job>,
@@ -154,7 +154,7 @@ pub(crate) async fn run_batch(
                 ctx.drafts.truncate(drafts_before);
             }
             // SQLite writes each operation's events as it finishes (a statement there costs
-            // no round trip); PostgreSQL writes the whole batch's in one go at its end.
+            // no round trip); PostgreSQL writes the whole batch's with its `COMMIT`.
             let flushed = match (finish.ok, ctx.backend) {
                 (true, Backend::Sqlite) => events_flush(ctx).await,
                 _ => Ok(()),

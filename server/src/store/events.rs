@@ -54,9 +54,8 @@ pub async fn event_insert(ctx: &mut WriteCtx, draft: EventDraft) -> Result<()> {
 /// Most events in one INSERT (six arguments each).
 const INSERT_ROWS: usize = 64;
 
-/// `INSERT INTO events … VALUES (…), (…) RETURNING id` for `n` events (1 to [`INSERT_ROWS`]),
-/// rendered once per count: an operation's events go in one statement (one round trip on
-/// PostgreSQL, one statement for the SQLite writer).
+/// SQLite: `INSERT INTO events … VALUES (…), (…) RETURNING id` for `n` events (1 to
+/// [`INSERT_ROWS`]), rendered once per count: an operation's events go in one statement.
 fn insert_sql(n: usize) -> &'static str {
     static SQL: [std::sync::OnceLock<String>; INSERT_ROWS] =
         [const { std::sync::OnceLock::new() }; INSERT_ROWS];
@@ -140,11 +139,9 @@ pub(crate) fn events_sql(ctx: &mut WriteCtx) -> String {
     sql
 }
 
-/// Writes the operation's events, when it has finished. On PostgreSQL the appends of all
-/// transactions are serialised by a transaction-level advisory lock, which every batch takes
-/// in its first statement, right after the claims lock, and holds until its commit
-/// (`batch::run_batch`): ids then become visible in id order (a reader that has seen id 11 can
-/// never later find a 10). The batch's one `pg_notify` tells every replica after the commit.
+/// SQLite: writes the operation's events, when it has finished (the one writer hands out ids
+/// in commit order). PostgreSQL writes a batch's events with its `COMMIT` instead
+/// ([`events_sql`]).
 pub(crate) async fn events_flush(
     ctx: &mut WriteCtx,
 ) -> std::result::Result<(), super::db::DbError> {
