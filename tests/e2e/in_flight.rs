@@ -4,8 +4,6 @@
 //! waits for the first; and a socket closed before its reports' answers still lets go of the
 //! next tasks they took. Both stores.
 
-use std::time::Duration;
-
 use agora_shared::ws::ServerMsg;
 use agora_shared::{Task, TaskStatus};
 use serde_json::json;
@@ -55,6 +53,23 @@ async fn started(ws: &mut WsAgent, n: usize) -> Vec<Task> {
     tasks
 }
 
+/// An agent of a job of `tasks` work tasks, connected with `slots` and `auto_start`, holding
+/// its first started tasks: (app, job, socket, tasks).
+async fn busy_agent(tasks: usize, slots: usize) -> (TestApp, Uuid, WsAgent, Vec<Task>) {
+    let app = spawn_app_with(|c| c.approvals_required = 1).await;
+    let agent = app.register("busy").await;
+    let specs = (0..tasks).map(|i| json!({ "i": i })).collect();
+    let job = app
+        .planned_job(std::slice::from_ref(&agent), &agent, specs)
+        .await;
+    let mut ws = app.connect(&agent).await;
+    ws.send(json!({ "type": "ready", "slots": slots, "auto_start": true }))
+        .await;
+    assert!(ws.ack("ready").await.0);
+    let first = started(&mut ws, slots).await;
+    (app, job, ws, first)
+}
+
 async fn work_tasks(app: &TestApp, job: Uuid) -> Vec<Task> {
     let all = agora_shared::TaskListQuery {
         limit: Some(1000),
@@ -70,17 +85,7 @@ async fn work_tasks(app: &TestApp, job: Uuid) -> Vec<Task> {
 /// task waits for the first and is refused.
 #[tokio::test]
 async fn reports_sent_without_waiting_share_commits_and_are_acked_in_order() {
-    let app = spawn_app_with(|c| c.approvals_required = 1).await;
-    let agent = app.register("busy").await;
-    let specs = (0..16).map(|i| json!({ "i": i })).collect();
-    let job = app
-        .planned_job(std::slice::from_ref(&agent), &agent, specs)
-        .await;
-    let mut ws = app.connect(&agent).await;
-    ws.send(json!({ "type": "ready", "slots": 8, "auto_start": true }))
-        .await;
-    assert!(ws.ack("ready").await.0);
-    let first = started(&mut ws, 8).await;
+    let (app, job, mut ws, first) = busy_agent(16, 8).await;
 
     let (count_before, ones_before) = batches(&app).await;
     for (i, t) in first.iter().enumerate() {
@@ -157,47 +162,28 @@ async fn reports_sent_without_waiting_share_commits_and_are_acked_in_order() {
 /// running until their leases run out: the socket lets go of them as it closes.
 #[tokio::test]
 async fn a_socket_closed_with_reports_in_flight_lets_go_of_the_tasks_they_took() {
-    let app = spawn_app_with(|c| c.approvals_required = 1).await;
-    let agent = app.register("leaver").await;
-    let specs = (0..8).map(|i| json!({ "i": i })).collect();
-    let job = app
-        .planned_job(std::slice::from_ref(&agent), &agent, specs)
-        .await;
-    let mut ws = app.connect(&agent).await;
-    ws.send(json!({ "type": "ready", "slots": 4, "auto_start": true }))
-        .await;
-    assert!(ws.ack("ready").await.0);
-    let first = started(&mut ws, 4).await;
+    let (app, job, mut ws, first) = busy_agent(8, 4).await;
     for t in &first {
         ws.send(json!({ "type": "complete", "task_id": t.id, "result": "ok" }))
             .await;
     }
     ws.socket.close(None).await.expect("the socket closes");
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    // Within 5 s, the four reports count and no task is left running.
+    let tasks = eventually(5, || async {
         let tasks = work_tasks(&app, job).await;
+        let running = tasks.iter().any(|t| t.status == TaskStatus::Running);
         let done = tasks
             .iter()
             .filter(|t| t.status == TaskStatus::Completed)
             .count();
-        let running = tasks
+        (done == 4 && !running).then_some(tasks)
+    })
+    .await;
+    assert!(
+        first.iter().all(|f| tasks
             .iter()
-            .filter(|t| t.status == TaskStatus::Running)
-            .count();
-        if done == 4 && running == 0 {
-            assert!(
-                first.iter().all(|f| tasks
-                    .iter()
-                    .any(|t| t.id == f.id && t.status == TaskStatus::Completed)),
-                "the four reported tasks are the done ones"
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "5 s after the socket closed: {done} completed, {running} still running"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .any(|t| t.id == f.id && t.status == TaskStatus::Completed)),
+        "the four reported tasks are the completed ones"
+    );
 }

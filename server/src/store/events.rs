@@ -42,6 +42,18 @@ impl EventDraft {
         self.agent_id = id;
         self
     }
+
+    /// The event as written, with its id and time (ms).
+    fn into_event(self, id: i64, at: i64) -> Event {
+        Event {
+            id,
+            job_id: self.job_id,
+            task_id: self.task_id,
+            agent_id: self.agent_id,
+            payload: self.payload,
+            at: ts(at),
+        }
+    }
 }
 
 /// Records an event of the current operation. It is written when the operation has finished
@@ -125,14 +137,7 @@ pub(crate) fn events_sql(ctx: &mut WriteCtx) -> String {
             literal(draft.payload.kind().as_str()),
             literal(&draft.payload.data_json()),
         ));
-        ctx.emitted(Event {
-            id,
-            job_id: draft.job_id,
-            task_id: draft.task_id,
-            agent_id: draft.agent_id,
-            payload: draft.payload,
-            at: ts(at),
-        });
+        ctx.emitted(draft.into_event(id, at));
     }
     ctx.last_event_id = id;
     sql.push_str(&format!("; SELECT setval('events_id_seq', {id}); "));
@@ -170,18 +175,11 @@ pub(crate) async fn events_flush(
                 "one id per inserted event",
             ));
         }
-        // Ids are handed out in row order (under the append lock on PostgreSQL; by the one
-        // writer on SQLite), whatever order RETURNING lists them in.
+        // Ids are handed out in row order (by the one writer), whatever order RETURNING lists
+        // them in.
         ids.sort_unstable();
         for ((draft, at), (id,)) in rows.into_iter().zip(ids) {
-            ctx.emitted(Event {
-                id,
-                job_id: draft.job_id,
-                task_id: draft.task_id,
-                agent_id: draft.agent_id,
-                payload: draft.payload,
-                at: ts(at),
-            });
+            ctx.emitted(draft.into_event(id, at));
         }
     }
     Ok(())
