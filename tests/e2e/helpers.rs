@@ -383,6 +383,16 @@ impl TestApp {
             .collect()
     }
 
+    /// A job's work tasks (not its plan task), in index order, up to 1,000.
+    pub async fn work_tasks(&self, job: Uuid) -> Vec<agora_shared::Task> {
+        let all = agora_shared::TaskListQuery {
+            limit: Some(1000),
+            ..Default::default()
+        };
+        let page = self.client().tasks(job, &all).await.expect("tasks");
+        page.items.into_iter().filter(|t| t.index > 0).collect()
+    }
+
     /// Every event of a job, paging through `/jobs/:id/events`.
     pub async fn all_events(&self, job: Uuid) -> Vec<Value> {
         let client = self.client();

@@ -70,15 +70,6 @@ async fn busy_agent(tasks: usize, slots: usize) -> (TestApp, Uuid, WsAgent, Vec<
     (app, job, ws, first)
 }
 
-async fn work_tasks(app: &TestApp, job: Uuid) -> Vec<Task> {
-    let all = agora_shared::TaskListQuery {
-        limit: Some(1000),
-        ..Default::default()
-    };
-    let page = app.client().tasks(job, &all).await.expect("tasks");
-    page.items.into_iter().filter(|t| t.index > 0).collect()
-}
-
 /// Eight reports sent back to back, then a second report of the last task: at least one
 /// commit holds several of them (one at a time, every batch would hold one), the acks come
 /// in the order sent, each report's next task follows its ack, and the second report of a
@@ -147,7 +138,7 @@ async fn reports_sent_without_waiting_share_commits_and_are_acked_in_order() {
     );
 
     // The eight next tasks are running, the first eight done.
-    let tasks = work_tasks(&app, job).await;
+    let tasks = app.work_tasks(job).await;
     let status = |id: Uuid| tasks.iter().find(|t| t.id == id).map(|t| t.status);
     assert!(first
         .iter()
@@ -171,7 +162,7 @@ async fn a_socket_closed_with_reports_in_flight_lets_go_of_the_tasks_they_took()
 
     // Within 5 s, the four reports count and no task is left running.
     let tasks = eventually(5, || async {
-        let tasks = work_tasks(&app, job).await;
+        let tasks = app.work_tasks(job).await;
         let running = tasks.iter().any(|t| t.status == TaskStatus::Running);
         let done = tasks
             .iter()

@@ -26,15 +26,6 @@ async fn job_of(app: &TestApp, agent: &TestAgent, n: usize) -> Uuid {
         .await
 }
 
-async fn work_tasks(app: &TestApp, job: Uuid) -> Vec<Task> {
-    let all = agora_shared::TaskListQuery {
-        limit: Some(1000),
-        ..Default::default()
-    };
-    let page = app.client().tasks(job, &all).await.expect("tasks");
-    page.items.into_iter().filter(|t| t.index > 0).collect()
-}
-
 /// A started offer: (offer id, task).
 fn started_offer(m: ServerMsg) -> (Uuid, Box<Task>) {
     match m {
@@ -98,7 +89,7 @@ async fn an_auto_start_agent_gets_its_next_task_right_after_each_ack() {
         "nothing is left to offer"
     );
 
-    let tasks = work_tasks(&app, job).await;
+    let tasks = app.work_tasks(job).await;
     assert!(tasks.iter().all(|t| t.status == TaskStatus::Completed));
     let finished: HashSet<_> = tasks.iter().filter_map(|t| t.finished_at).collect();
     for t in &tasks {
@@ -143,7 +134,8 @@ async fn rest_reports_with_next_answer_the_next_claim_and_a_refused_one_claims_n
         .task_call(&agent, &first_id, "complete?next=yes", json!({}))
         .await;
     bad.err(400, "VALIDATION_ERROR");
-    let pending = work_tasks(&app, job)
+    let pending = app
+        .work_tasks(job)
         .await
         .iter()
         .filter(|t| t.status == TaskStatus::Pending)
@@ -252,7 +244,7 @@ async fn slots_and_auto_start_can_change_and_a_started_task_dies_with_its_socket
             .filter(|t| t.status == TaskStatus::Pending)
             .count()
     };
-    assert_eq!(pending(work_tasks(&app, job).await), 3);
+    assert_eq!(pending(app.work_tasks(job).await), 3);
 
     // Three steps again: the offer waits for an accept.
     ws.ready(1).await;
@@ -394,7 +386,7 @@ async fn auto_start_three_step_and_rest_agents_race_and_complete_every_task_once
     }
     let unique: HashSet<_> = all.iter().collect();
     assert_eq!((all.len(), unique.len()), (TASKS, TASKS));
-    let tasks = work_tasks(&app, job).await;
+    let tasks = app.work_tasks(job).await;
     assert!(tasks
         .iter()
         .all(|t| t.status == TaskStatus::Completed && t.attempts == 0));
@@ -458,7 +450,8 @@ async fn reports_with_next_hand_out_the_queue_as_claims_one_at_a_time_would() {
     for w in workers {
         w.await.expect("worker");
     }
-    let tasks: std::collections::HashMap<Uuid, Task> = work_tasks(&app, job)
+    let tasks: std::collections::HashMap<Uuid, Task> = app
+        .work_tasks(job)
         .await
         .into_iter()
         .map(|t| (t.id, t))
