@@ -178,3 +178,38 @@ async fn a_socket_closed_with_reports_in_flight_lets_go_of_the_tasks_they_took()
         "the four reported tasks are the completed ones"
     );
 }
+
+/// A flood of reports about tasks that do not exist, far past the 64 a socket keeps in
+/// flight: every one gets its refusal, in the order sent, and the socket keeps working.
+#[tokio::test]
+async fn a_flood_of_reports_about_unknown_tasks_is_refused_in_order_and_the_socket_stays() {
+    let (_app, _job, mut ws, first) = busy_agent(2, 1).await;
+    const FLOOD: usize = 1000;
+    for i in 0..FLOOD {
+        let unknown = Uuid::new_v4();
+        ws.send(
+            json!({ "type": "complete", "task_id": unknown, "result": i, "ref": format!("f{i}") }),
+        )
+        .await;
+    }
+    let mut refused = 0;
+    while refused < FLOOD {
+        match ws.recv().await {
+            ServerMsg::Ack { reference, ok, .. } => {
+                assert!(!ok, "a report about an unknown task was taken");
+                assert_eq!(
+                    reference.as_deref(),
+                    Some(format!("f{refused}").as_str()),
+                    "refusals in the order sent"
+                );
+                refused += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The socket still answers, and the agent's own task is still its to report.
+    ws.send(json!({ "type": "complete", "task_id": first[0].id, "result": "ok", "ref": "mine" }))
+        .await;
+    let (ok, error) = ws.ack("complete").await;
+    assert!(ok, "{error:?}");
+}
