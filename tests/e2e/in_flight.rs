@@ -213,3 +213,64 @@ async fn a_flood_of_reports_about_unknown_tasks_is_refused_in_order_and_the_sock
     let (ok, error) = ws.ack("complete").await;
     assert!(ok, "{error:?}");
 }
+
+/// Accepts in flight while the job is cancelled: every accept the server took is followed by
+/// the task's revocation (a revoke handled before the accept's answer landed would be lost,
+/// and the agent would keep a cancelled task and its slot). Repeated, since the cancel races
+/// the accepts.
+#[tokio::test]
+async fn accepts_in_flight_during_a_cancel_are_each_revoked_or_refused() {
+    for round in 0..10 {
+        let app = spawn_app_with(|c| c.approvals_required = 1).await;
+        let agent = app.register("racer").await;
+        let specs = (0..8).map(|i| json!({ "i": i })).collect();
+        let job = app
+            .planned_job(std::slice::from_ref(&agent), &agent, specs)
+            .await;
+        let mut ws = app.connect(&agent).await;
+        ws.send(json!({ "type": "ready", "slots": 8 })).await;
+        assert!(ws.ack("ready").await.0);
+        let mut offers = Vec::new();
+        while offers.len() < 8 {
+            if let ServerMsg::TaskOffer { offer_id, .. } = ws.recv().await {
+                offers.push(offer_id);
+            }
+        }
+        let cancel = tokio::spawn(
+            app.http
+                .post(format!("{}/jobs/{job}/cancel", app.base))
+                .json(&json!({}))
+                .send(),
+        );
+        for offer_id in &offers {
+            ws.send(json!({ "type": "accept", "offer_id": offer_id }))
+                .await;
+        }
+        let mut accepted = std::collections::HashSet::new();
+        let mut revoked = std::collections::HashSet::new();
+        let mut acks = 0;
+        while acks < 8 || !accepted.is_subset(&revoked) {
+            let Some(m) = ws.recv_within(std::time::Duration::from_secs(5)).await else {
+                panic!(
+                    "round {round}: {} accepts taken, {} of them never revoked",
+                    accepted.len(),
+                    accepted.difference(&revoked).count()
+                );
+            };
+            match m {
+                ServerMsg::Ack { kind, ok, task, .. } if kind == "accept" => {
+                    acks += 1;
+                    if ok {
+                        accepted.insert(task.expect("the started task").id);
+                    }
+                }
+                ServerMsg::TaskRevoked { task_id, .. } => {
+                    revoked.insert(task_id);
+                }
+                _ => {}
+            }
+        }
+        let cancelled = cancel.await.expect("cancel").expect("cancel sent");
+        assert_eq!(cancelled.status(), 200);
+    }
+}

@@ -189,7 +189,10 @@ where
                     _ => Err(End::Closed),
                 },
                 landed = conn.flights.next(), if !conn.flights.is_empty() => conn.land(landed),
-                Some(cmd) = inbox_rx.recv() => Box::pin(conn.on_cmd(cmd)).await,
+                Some(cmd) = inbox_rx.recv() => match conn.land_ready() {
+                    Ok(()) => Box::pin(conn.on_cmd(cmd)).await,
+                    Err(end) => Err(end),
+                },
                 ev = recv_event(&mut conn.events), if conn.events.is_some() => Box::pin(conn.on_event(ev)).await,
                 _ = ping.tick() => conn.on_ping(ping_every),
                 _ = tokio::time::sleep_until(next_expiry.unwrap_or_else(Instant::now)), if next_expiry.is_some() => {

@@ -308,6 +308,17 @@ impl Conn {
         }
     }
 
+    /// Lands the flights whose answers are in, in order, without waiting for the others. A
+    /// command from the dispatcher or the event router (a revoke, an offer) is handled after
+    /// them: it may be about what they did (a task an accept started, or the next task a report
+    /// took, revoked by a later commit), whose answer was sent before that commit.
+    pub(super) fn land_ready(&mut self) -> Result<(), End> {
+        while let Some(Some(landed)) = self.flights.running.next().now_or_never() {
+            self.land(landed)?;
+        }
+        Ok(())
+    }
+
     /// Lands every flight, in order.
     pub(super) async fn land_all(&mut self) -> Result<(), End> {
         while !self.flights.is_empty() {
