@@ -584,6 +584,14 @@ impl RealServer {
     }
 }
 
+/// The value of the first line of Prometheus text that starts with `prefix`.
+pub fn metric_sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Polls `f` until it returns `Some`, for at most `secs` seconds.
 pub async fn eventually<T, F, Fut>(secs: u64, mut f: F) -> T
 where

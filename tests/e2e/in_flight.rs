@@ -24,13 +24,7 @@ async fn batches(app: &TestApp) -> (f64, f64) {
         .text()
         .await
         .expect("metrics body");
-    let value = |prefix: &str| {
-        text.lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let value = |prefix: &str| metric_sample(&text, prefix).unwrap_or(0.0);
     (
         value("agora_write_batch_operations_count"),
         value("agora_write_batch_operations_bucket{le=\"1\"}"),

@@ -6,15 +6,7 @@ use std::time::Duration;
 use agora_shared::ws::ServerMsg;
 use serde_json::json;
 
-use crate::helpers::spawn_app_with;
-
-/// The value of the first sample line that starts with `prefix`.
-fn sample(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
+use crate::helpers::{metric_sample, spawn_app_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_claims_offers_sockets_streams_and_requests() {
@@ -78,7 +70,7 @@ async fn metrics_count_claims_offers_sockets_streams_and_requests() {
         .is_some_and(|c| c.starts_with("text/plain")));
     let text = res.text().await.expect("body");
     let at_least = |prefix: &str, min: f64| {
-        let v = sample(&text, prefix).unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+        let v = metric_sample(&text, prefix).unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
         assert!(v >= min, "{prefix} = {v}, expected at least {min}");
     };
     at_least("agora_tasks{state=\"completed\"}", 2.0); // the plan and one work task

@@ -6,7 +6,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::ahead::{prepare, Hint};
 use super::db::{DbError, Exec};
-use super::events::{events_flush, events_sql as events_sql_of};
+use super::events::{events_flush, events_sql};
 use super::writer::{Job, Msg, Publisher, Reply, WriteCtx};
 use super::Backend;
 
@@ -61,13 +61,13 @@ async fn begin_postgres(ctx: &mut WriteCtx) -> Result<i64, DbError> {
 }
 
 /// The statement that ends a batch: `COMMIT`, on PostgreSQL after the batch's events
-/// (`events`, see `events::events_sql`), the jobs' counters (`write_back`, see `counters.rs`)
+/// (`events_insert`, see `events::events_sql`), the jobs' counters (`write_back`, see `counters.rs`)
 /// and one notification (see `postgres::notification`) for every other replica's pump and
 /// dispatcher. All in one round trip (the payload is digits and a word, the counters numbers
 /// and UUIDs: nothing to quote; the events' text is quoted as literals).
 fn commit_sql(
     publisher: &Publisher,
-    events_sql: &str,
+    events_insert: &str,
     write_back: &str,
     events: &[agora_shared::Event],
     work_added: bool,
@@ -82,10 +82,10 @@ fn commit_sql(
         }
         _ => String::new(),
     };
-    if events_sql.is_empty() && write_back.is_empty() && notify.is_empty() {
+    if events_insert.is_empty() && write_back.is_empty() && notify.is_empty() {
         return "COMMIT".into();
     }
-    format!("{events_sql}{write_back}{notify}COMMIT").into()
+    format!("{events_insert}{write_back}{notify}COMMIT").into()
 }
 
 /// Runs a batch in one transaction. Operations check before they write (a refused operation
@@ -207,13 +207,13 @@ pub(crate) async fn run_batch(
         // The jobs' counters kept in memory (`counters.rs`): on SQLite now, on PostgreSQL with
         // the commit, after the batch's events.
         let mut write_back = String::new();
-        let mut events_sql = String::new();
+        let mut events_insert = String::new();
         if flushed.is_ok() {
             flushed = match ctx.backend {
                 Backend::Sqlite => ctx.db.write_back().await,
                 Backend::Postgres => {
                     ctx.events.clear();
-                    events_sql = events_sql_of(ctx);
+                    events_insert = events_sql(ctx);
                     events.append(&mut ctx.events);
                     ctx.db.write_back_sql().map(|sql| write_back = sql)
                 }
@@ -229,7 +229,7 @@ pub(crate) async fn run_batch(
         return match ctx
             .db
             .execute(
-                &commit_sql(publisher, &events_sql, &write_back, &events, work_added),
+                &commit_sql(publisher, &events_insert, &write_back, &events, work_added),
                 &[],
             )
             .await

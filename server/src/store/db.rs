@@ -660,6 +660,7 @@ impl Exec for sqlx::AnyConnection {
         } else {
             bind(sqlx::query(sql), args).fetch_all(&mut *self).await?
         };
+        // The column names, shared by the rows of one statement.
         let mut names: Option<Arc<Vec<String>>> = None;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -668,13 +669,12 @@ impl Exec for sqlx::AnyConnection {
                     && n.iter().zip(r.columns()).all(|(a, c)| a == c.name())
             });
             if !same {
-                names = Some(Arc::new(
-                    r.columns().iter().map(|c| c.name().to_string()).collect(),
-                ));
+                names = None;
             }
-            if let Some(n) = &names {
-                out.push(from_any(r, n)?);
-            }
+            let n = names.get_or_insert_with(|| {
+                Arc::new(r.columns().iter().map(|c| c.name().to_string()).collect())
+            });
+            out.push(from_any(r, n)?);
         }
         Ok(out)
     }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{Conn, End};
 use crate::error::ApiError;
-use crate::store::{TaskCompleteParams, TaskFailParams, TaskProgressParams, TaskStartParams};
+use crate::store::{Held, TaskCompleteParams, TaskFailParams, TaskProgressParams, TaskStartParams};
 
 /// Most frames of one socket in flight at once; the next one waits for them all.
 const MOST: usize = 64;
@@ -64,6 +64,16 @@ enum Outcome {
     Refused(ApiError),
 }
 
+/// The store's answer to a frame, unless the frame was refused before it reached the store
+/// (the call is then never polled).
+async fn answer<T>(
+    checked: Result<(), ApiError>,
+    call: impl std::future::Future<Output = crate::store::error::Result<T>>,
+) -> Result<Box<T>, ApiError> {
+    checked?;
+    Ok(Box::new(call.await?))
+}
+
 /// Whether the frame may fly: a report or an accept.
 pub(super) fn flies(msg: &ClientMsg) -> bool {
     matches!(
@@ -104,40 +114,38 @@ impl Conn {
 
     /// Starts the frame's store call; its answer lands in order with the others'.
     fn take_off(&mut self, frame: ClientFrame) {
-        let task_id = self.key(&frame.msg);
         let ClientFrame { reference, msg } = frame;
         let kind = msg.kind();
         let store = self.ctx.store.clone();
         let agent_id = self.agent();
-        let outcome: BoxFuture<'static, Outcome> = match (msg, task_id) {
-            (ClientMsg::Accept { offer_id }, Some(task_id)) => {
-                let offer = self.offers.remove(&offer_id);
-                let lease = offer.map_or(Uuid::nil(), |o| o.held.lease_id);
-                self.flights.accepting += 1;
-                let start = TaskStartParams {
-                    agent_id,
-                    task_id,
-                    lease_id: Some(lease),
-                    heartbeat_secs: None,
-                };
-                async move {
-                    Outcome::Started(
-                        lease,
-                        store
-                            .task_start(start)
-                            .await
-                            .map(Box::new)
-                            .map_err(Into::into),
-                    )
+        let (task_id, outcome): (Option<Uuid>, BoxFuture<'static, Outcome>) = match msg {
+            ClientMsg::Accept { offer_id } => match self.offers.remove(&offer_id) {
+                Some(offer) => {
+                    self.flights.accepting += 1;
+                    let Held { task_id, lease_id } = offer.held;
+                    let start = TaskStartParams {
+                        agent_id,
+                        task_id,
+                        lease_id: Some(lease_id),
+                        heartbeat_secs: None,
+                    };
+                    let started = async move {
+                        Outcome::Started(lease_id, answer(Ok(()), store.task_start(start)).await)
+                    };
+                    (Some(task_id), started.boxed())
                 }
-                .boxed()
-            }
-            (
-                ClientMsg::Complete {
-                    result, lease_id, ..
-                },
-                Some(task_id),
-            ) => {
+                None => {
+                    let unknown = ApiError::NotFound(format!(
+                        "offer {offer_id} is unknown, expired or already answered"
+                    ));
+                    (None, std::future::ready(Outcome::Refused(unknown)).boxed())
+                }
+            },
+            ClientMsg::Complete {
+                task_id,
+                result,
+                lease_id,
+            } => {
                 let checked = agora_shared::validate::json_size(
                     "result",
                     &result,
@@ -151,27 +159,17 @@ impl Conn {
                     lease_id,
                     next: self.wants_next(task_id),
                 };
-                async move {
-                    Outcome::Finished(match checked {
-                        Ok(()) => store
-                            .task_complete(params)
-                            .await
-                            .map(Box::new)
-                            .map_err(Into::into),
-                        Err(e) => Err(e),
-                    })
-                }
-                .boxed()
+                let done = async move {
+                    Outcome::Finished(answer(checked, store.task_complete(params)).await)
+                };
+                (Some(task_id), done.boxed())
             }
-            (
-                ClientMsg::Fail {
-                    error,
-                    retryable,
-                    lease_id,
-                    ..
-                },
-                Some(task_id),
-            ) => {
+            ClientMsg::Fail {
+                task_id,
+                error,
+                retryable,
+                lease_id,
+            } => {
                 let body = FailTask {
                     error,
                     retryable,
@@ -186,28 +184,18 @@ impl Conn {
                     lease_id: body.lease_id,
                     next: self.wants_next(task_id),
                 };
-                async move {
-                    Outcome::Finished(match checked {
-                        Ok(()) => store
-                            .task_fail(params)
-                            .await
-                            .map(Box::new)
-                            .map_err(Into::into),
-                        Err(e) => Err(e),
-                    })
-                }
-                .boxed()
+                let done = async move {
+                    Outcome::Finished(answer(checked, store.task_fail(params)).await)
+                };
+                (Some(task_id), done.boxed())
             }
-            (
-                ClientMsg::Progress {
-                    progress,
-                    message,
-                    extend_secs,
-                    lease_id,
-                    ..
-                },
-                Some(task_id),
-            ) => {
+            ClientMsg::Progress {
+                task_id,
+                progress,
+                message,
+                extend_secs,
+                lease_id,
+            } => {
                 let body = ProgressTask {
                     progress,
                     message,
@@ -223,27 +211,15 @@ impl Conn {
                     extend_secs: body.extend_secs,
                     lease_id: body.lease_id,
                 };
-                async move {
-                    Outcome::Progressed(match checked {
-                        Ok(()) => store
-                            .task_progress(params)
-                            .await
-                            .map(Box::new)
-                            .map_err(Into::into),
-                        Err(e) => Err(e),
-                    })
-                }
-                .boxed()
+                let done = async move {
+                    Outcome::Progressed(answer(checked, store.task_progress(params)).await)
+                };
+                (Some(task_id), done.boxed())
             }
-            (ClientMsg::Accept { offer_id }, None) => {
-                let unknown = ApiError::NotFound(format!(
-                    "offer {offer_id} is unknown, expired or already answered"
-                ));
-                std::future::ready(Outcome::Refused(unknown)).boxed()
-            }
-            (msg, _) => {
-                let e = anyhow::anyhow!("a {} frame cannot fly", msg.kind());
-                std::future::ready(Outcome::Refused(ApiError::Internal(e))).boxed()
+            other => {
+                let e = anyhow::anyhow!("a {} frame cannot fly", other.kind());
+                let refused = std::future::ready(Outcome::Refused(ApiError::Internal(e)));
+                (None, refused.boxed())
             }
         };
         if let Some(task_id) = task_id {
@@ -298,8 +274,7 @@ impl Conn {
             Outcome::Refused(e) => Err(e),
         };
         if let Err(end) = self.ack(reference, kind, answer) {
-            self.unshown
-                .extend(next.map(|c| crate::store::Held::of(&c)));
+            self.unshown.extend(next.map(|c| Held::of(&c)));
             return Err(end);
         }
         match next {
