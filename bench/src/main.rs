@@ -101,11 +101,15 @@ async fn main() -> anyhow::Result<()> {
         Some(admin) => Some(server::BenchDatabase::create(admin).await?),
         None => None,
     };
+    // Replicas share one REPOS_DIR, as the README's scale-out asks (one of them writes the git
+    // history; every one serves it). An `--env REPOS_DIR=…` of the caller comes after it.
+    let repos = tempfile::tempdir()?;
+    let mut env = vec![format!("REPOS_DIR={}", repos.path().display())];
+    env.extend(args.env.iter().cloned());
     let mut servers = Vec::new();
     for _ in 0..args.replicas.max(1) {
         servers.push(
-            server::Server::start(&args.server, &args.env, db.as_ref().map(|d| d.url.as_str()))
-                .await?,
+            server::Server::start(&args.server, &env, db.as_ref().map(|d| d.url.as_str())).await?,
         );
     }
     let server = &servers[0];

@@ -465,3 +465,89 @@ async fn a_rejected_plan_is_replaced_by_the_next_with_its_round_and_survives_a_r
     let rebuilt = tree_files(&git2::Repository::open_bare(&dir).unwrap());
     assert_eq!(rebuilt, before, "the rebuild has the same files");
 }
+
+/// Whether each replica writes the git history, from its `/metrics`.
+async fn git_writers(apps: &[&TestApp]) -> Vec<bool> {
+    let mut out = Vec::new();
+    for app in apps {
+        let text = app.metrics_text().await;
+        out.push(metric_sample(&text, "agora_git_writer ") == Some(1.0));
+    }
+    out
+}
+
+/// A job of three tasks run through `app`: its id once the history holds all five commits.
+async fn three_task_job_recorded(app: &TestApp, name: &str) -> uuid::Uuid {
+    let agents = app.register_many(name, 1).await;
+    let specs: Vec<Value> = (1..=3).map(|i| json!({ "step": i })).collect();
+    let job = app.planned_job(&agents, &agents[0], specs).await;
+    for _ in 0..3 {
+        let c = app.claim(&agents[0]).await.expect("a work task");
+        app.task_call(
+            &agents[0],
+            &id_of(&c["task"]),
+            "complete",
+            json!({ "result": { "ok": true } }),
+        )
+        .await
+        .ok();
+    }
+    commits_at_least(app, job, 5).await;
+    job
+}
+
+/// Replicas sharing `REPOS_DIR` on one database: one of them writes the history (each writing
+/// every job's repository would multiply the work by the replicas), every one serves it, and
+/// when the writer stops another takes over, repairs nothing twice and writes what comes next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_replica_writes_the_history_and_another_takes_over_when_it_stops() {
+    if test_backend() != "postgres" {
+        eprintln!("git: the replicas' writer runs in the PostgreSQL pass (TEST_BACKEND=postgres)");
+        return;
+    }
+    let shared = tempfile::tempdir().expect("temp dir");
+    let repos = shared.path().join("repos");
+    let (mut apps, _db) = spawn_replicas(2, |c| {
+        c.approvals_required = 1;
+        c.git_enabled = true;
+        c.repos_dir = repos.clone();
+    })
+    .await;
+    let b = apps.pop().unwrap();
+    let a = apps.pop().unwrap();
+    let writers = eventually(10, || async {
+        let w = git_writers(&[&a, &b]).await;
+        (w.iter().filter(|x| **x).count() == 1).then_some(w)
+    })
+    .await;
+    // Still exactly one a moment later: the other does not take the lock too.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        git_writers(&[&a, &b]).await,
+        writers,
+        "one writer, the same one"
+    );
+    let (writer, other) = if writers[0] { (a, b) } else { (b, a) };
+
+    // A job run through the replica that does not write: its history is written all the same,
+    // and both serve it.
+    let first = three_task_job_recorded(&other, "through-other").await;
+    let on_writer = commits_at_least(&writer, first, 5).await;
+    assert_eq!(on_writer.len(), 5, "{on_writer:#?}");
+
+    // The writer stops; the other takes over.
+    writer.stop().await;
+    eventually(10, || async {
+        git_writers(&[&other]).await[0].then_some(())
+    })
+    .await;
+    let second = three_task_job_recorded(&other, "after-takeover").await;
+    let again = commits_at_least(&other, first, 5).await;
+    assert_eq!(
+        again.len(),
+        5,
+        "the new writer wrote nothing twice: {again:#?}"
+    );
+    let second_commits = commits_at_least(&other, second, 5).await;
+    assert_eq!(second_commits.len(), 5, "{second_commits:#?}");
+}

@@ -273,6 +273,19 @@ impl TestApp {
         Resp { status, body }
     }
 
+    /// `GET /metrics` (outside `/api`): the Prometheus text.
+    pub async fn metrics_text(&self) -> String {
+        let root = self.base.trim_end_matches("/api");
+        self.http
+            .get(format!("{root}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     pub async fn get(&self, path: &str) -> Resp {
         self.send(reqwest::Method::GET, path, None, None).await
     }

@@ -14,16 +14,7 @@ use crate::push_helpers::*;
 
 /// (batches committed, of them holding one operation), from `/metrics`.
 async fn batches(app: &TestApp) -> (f64, f64) {
-    let root = app.base.trim_end_matches("/api");
-    let text = app
-        .http
-        .get(format!("{root}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let text = app.metrics_text().await;
     let value = |prefix: &str| metric_sample(&text, prefix).unwrap_or(0.0);
     (
         value("agora_write_batch_operations_count"),

@@ -560,15 +560,7 @@ async fn refusals_are_tool_errors_naming_the_problem_and_write_nothing() {
     .await;
     refused(&wrong, "VALIDATION_ERROR", "complete_task");
 
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base.trim_end_matches("/api")))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics_text().await;
     for line in [
         "agora_mcp_tool_calls_total{tool=\"submit_plan\",outcome=\"INVALID_PLAN\"}",
         "agora_mcp_tool_calls_total{tool=\"claim_task\",outcome=\"ok\"}",

@@ -24,10 +24,13 @@ use serde_json::json;
 use tokio::sync::{broadcast::error::RecvError, watch, Mutex};
 use uuid::Uuid;
 
+use crate::store::leadership::{Leadership, GIT_WRITER};
 use crate::store::Store;
 
 /// How often dirty repositories are brought up to date (longer means fewer, larger commits).
 pub const FLUSH: Duration = Duration::from_millis(500);
+/// How often a replica that does not write the history tries to take the writer's lock.
+const LEAD_RETRY: Duration = Duration::from_secs(1);
 /// Up to this many finished tasks get a commit each; more are committed together.
 const COMMIT_EACH_UP_TO: usize = 10;
 /// What a job's repository needs: the tasks whose end the event feed announced, or a full
@@ -123,6 +126,8 @@ pub struct GitHistory {
     store: Store,
     recorded: Arc<Mutex<HashMap<Uuid, Recorded>>>,
     writes: GitThread,
+    /// Whether this replica holds the writer's lock.
+    writing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A piece of work for [`GitThread`].
@@ -201,6 +206,7 @@ impl GitHistory {
             store,
             recorded: Arc::new(Mutex::new(HashMap::new())),
             writes: GitThread::default(),
+            writing: Arc::default(),
         }
     }
 
@@ -213,7 +219,60 @@ impl GitHistory {
         tokio::spawn(self.clone().run(shutdown))
     }
 
+    /// Whether this replica writes the history now (it holds the writer's lock).
+    pub fn writing(&self) -> bool {
+        self.writing.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes the history while this replica holds the writer's lock (one replica at a time,
+    /// see `store::leadership`); the others wait to take it over.
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        while let Some(lead) = self.wait_to_lead(&mut shutdown).await {
+            // What another writer did meanwhile is read from the repositories again.
+            self.recorded.lock().await.clear();
+            self.writing
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let lost = self.write_while(lead, &mut shutdown).await;
+            self.writing
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            if !lost {
+                return;
+            }
+            tracing::warn!("git: lost the history writer's lock; waiting to take it again");
+        }
+    }
+
+    /// Takes the writer's lock, trying every [`LEAD_RETRY`]; `None` when the server stops first.
+    async fn wait_to_lead(&self, shutdown: &mut watch::Receiver<bool>) -> Option<Leadership> {
+        let mut told = false;
+        loop {
+            if *shutdown.borrow() {
+                return None;
+            }
+            match self.store.try_lead(GIT_WRITER).await {
+                Ok(Some(lead)) => return Some(lead),
+                Ok(None) if !told => {
+                    told = true;
+                    tracing::info!("git: another replica writes the history");
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "git: could not ask for the writer's lock"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(LEAD_RETRY) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Brings dirty repositories up to date every [`FLUSH`] until the server stops (`false`) or
+    /// the lock is lost (`true`). Every job is synced first (the event reader starts by marking
+    /// them all), which repairs what a writer before this one left undone.
+    async fn write_while(
+        &self,
+        mut lead: Leadership,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
         let dirty: Arc<std::sync::Mutex<HashMap<Uuid, Dirty>>> = Default::default();
         // The event feed is read by a task of its own, so that a long flush never makes the
         // reader fall behind the feed (which would force a full comparison of every job).
@@ -228,6 +287,12 @@ impl GitHistory {
                 _ = tokio::time::sleep_until(next) => false,
                 _ = shutdown.changed() => true,
             };
+            // Checked before each flush: a replica that lost the lock writes nothing more (a
+            // write already under way when another replica took over meets libgit2's lock
+            // files, fails, and the new writer syncs that job from the database anyway).
+            if !lead.held().await {
+                return !stopping;
+            }
             let started = tokio::time::Instant::now();
             let todo = dirty
                 .lock()
@@ -248,7 +313,7 @@ impl GitHistory {
                 }
             }
             if stopping {
-                return;
+                return false;
             }
             let took = started.elapsed();
             next = tokio::time::Instant::now() + FLUSH.max(took * 9).min(Duration::from_secs(10));

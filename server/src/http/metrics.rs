@@ -25,6 +25,9 @@ pub async fn render(State(state): State<AppState>) -> Response {
         metrics::gauge!("agora_agents_online").set(stats.agents_online as f64);
     }
     metrics::gauge!("agora_connected_agents").set(state.hub.connected_agents().len() as f64);
+    // 1 on the one replica that writes the git history (see `store::leadership`).
+    let writing = state.git.as_ref().is_some_and(|g| g.writing());
+    metrics::gauge!("agora_git_writer").set(f64::from(u8::from(writing)));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::telemetry::render_text(),

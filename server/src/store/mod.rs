@@ -28,6 +28,7 @@ pub mod db;
 pub mod error;
 mod events;
 mod jobs;
+pub mod leadership;
 mod postgres;
 mod rows;
 pub mod sql;
