@@ -3,7 +3,8 @@
 //! it), `tasks/<first>-<last>/<index>-<short id>/`
 //! `spec.json` with `result.json` or `error.json` as each task ends (a hundred tasks per
 //! directory, so a commit costs what it changes, not the size of the job). Packs are merged
-//! when they are due (`repo::due_for_repack`: the newer ones as large as the largest).
+//! when there are more than six (`repo::packs_to_merge`: the smallest, keeping each pack left more
+//! than twice the size of all smaller ones together).
 //!
 //! Nothing waits on git: a background task marks jobs dirty from the event feed and, every
 //! [`FLUSH`], brings each dirty job's repository up to date *from the database* (the source of

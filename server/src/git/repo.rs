@@ -45,32 +45,111 @@ fn insert(root: &mut BTreeMap<String, Node>, path: &str, oid: Oid) {
     dir.insert(file.to_string(), Node::File(oid));
 }
 
-/// Writes `nodes` over `base`, each tree once.
-fn write_tree(
-    repo: &Repository,
-    base: Option<&Tree>,
-    nodes: &BTreeMap<String, Node>,
-) -> Result<Oid, git2::Error> {
-    let mut tb = repo.treebuilder(base)?;
-    for (name, node) in nodes {
-        match node {
-            Node::File(oid) => {
-                tb.insert(name, *oid, 0o100644)?;
-            }
-            Node::Dir(children) => {
-                let sub = match base.and_then(|t| t.get_name(name)) {
-                    Some(e) if e.kind() == Some(git2::ObjectType::Tree) => {
-                        Some(repo.find_tree(e.id())?)
-                    }
-                    _ => None,
-                };
-                let oid = write_tree(repo, sub.as_ref(), children)?;
-                tb.insert(name, oid, 0o040000)?;
-            }
+/// Where a flush writes: a repository over an object database that holds only the new
+/// objects, in memory, until they are written to the job's repository as one pack. libgit2 looks
+/// for an object before it writes it, and in a database with pack files a miss reads the pack
+/// directory again (a third of the history's CPU went to that, twice per object: on write, and
+/// when the pack was built); here a miss costs nothing. The trees and commits already in the
+/// job's repository are read from it (`base`).
+struct Staging<'a> {
+    base: &'a Repository,
+    repo: Repository,
+    /// The objects written, for the pack.
+    written: std::cell::RefCell<Vec<Oid>>,
+}
+
+impl Staging<'_> {
+    /// Writes an object to memory.
+    fn write(&self, kind: git2::ObjectType, data: &[u8]) -> Result<Oid, git2::Error> {
+        let oid = self.repo.odb()?.write(kind, data)?;
+        self.written.borrow_mut().push(oid);
+        Ok(oid)
+    }
+
+    /// The objects written, as a pack. Only they go in it (a mempack's own dump walks every
+    /// commit's whole tree, and put the job's whole history in each flush's pack).
+    fn pack(&self) -> Result<git2::Buf, git2::Error> {
+        let mut pb = self.repo.packbuilder()?;
+        for oid in self.written.borrow().iter() {
+            pb.insert_object(*oid, None)?;
+        }
+        let mut pack = git2::Buf::new();
+        pb.write_buf(&mut pack)?;
+        Ok(pack)
+    }
+
+    /// A tree written in this flush, or else one of the job's repository.
+    fn tree(&self, oid: Oid) -> Result<Tree<'_>, git2::Error> {
+        match self.repo.find_tree(oid) {
+            Ok(t) => Ok(t),
+            Err(_) => self.base.find_tree(oid),
         }
     }
-    tb.write()
+
+    /// Writes `nodes` over the tree `base` (its entries kept, those named in `nodes` replaced),
+    /// each tree once.
+    fn write_tree(
+        &self,
+        base: Option<Oid>,
+        nodes: &BTreeMap<String, Node>,
+    ) -> Result<Oid, git2::Error> {
+        let base = base.map(|b| self.tree(b)).transpose()?;
+        let mut tb = self.repo.treebuilder(None)?;
+        if let Some(base) = &base {
+            for e in base.iter() {
+                if let Some(name) = e.name() {
+                    tb.insert(name, e.id(), e.filemode_raw())?;
+                }
+            }
+        }
+        for (name, node) in nodes {
+            match node {
+                Node::File(oid) => {
+                    tb.insert(name, *oid, 0o100644)?;
+                }
+                Node::Dir(children) => {
+                    let sub = base
+                        .as_ref()
+                        .and_then(|t| t.get_name(name))
+                        .filter(|e| e.kind() == Some(git2::ObjectType::Tree))
+                        .map(|e| e.id());
+                    let oid = self.write_tree(sub, children)?;
+                    tb.insert(name, oid, 0o040000)?;
+                }
+            }
+        }
+        let oid = tb.write()?;
+        self.written.borrow_mut().push(oid);
+        Ok(oid)
+    }
+
+    /// Writes a commit object: `tree`, on top of `parent`, by `author` at `at` (UTC).
+    fn commit(
+        &self,
+        tree: Oid,
+        parent: Option<Oid>,
+        author: &str,
+        at: i64,
+        message: &str,
+    ) -> Result<Oid, git2::Error> {
+        // Refuses what git would (`<`, `>`, line breaks), as creating the commit through
+        // libgit2 did.
+        Signature::new(author, EMAIL, &Time::new(at, 0))?;
+        let mut text = format!("tree {tree}\n");
+        if let Some(p) = parent {
+            text.push_str(&format!("parent {p}\n"));
+        }
+        for role in ["author", "committer"] {
+            text.push_str(&format!("{role} {author} <{EMAIL}> {at} +0000\n"));
+        }
+        text.push('\n');
+        text.push_str(message);
+        self.write(git2::ObjectType::Commit, text.as_bytes())
+    }
 }
+
+/// The e-mail of every commit's author.
+const EMAIL: &str = "agent@agora.local";
 
 /// An agent's name as git takes it for an author: Agora allows any name, git refuses `<`, `>`
 /// and line breaks (a refused author used to stop the job's history for good), and trims what
@@ -107,52 +186,56 @@ pub struct NewCommit {
 /// Writes several commits on top of HEAD of the repository in `dir` (created if missing) as one
 /// packfile instead of thousands of loose object files (a task is three objects), then moves
 /// the branch: objects first, ref last, so a crash in between leaves the old history intact.
-/// It opens a handle of its own: an object database keeps every mempack backend added to it,
-/// and a second one on a reused handle would take the writes while the first is dumped.
+/// The objects are made in memory first ([`Staging`]).
 pub fn commit_packed(dir: &Path, commits: &[NewCommit]) -> Result<Option<Oid>, git2::Error> {
     use std::io::Write;
     if commits.is_empty() {
         return Ok(None);
     }
-    let own = open_or_init(dir)?;
-    let repo = &own;
-    let odb = repo.odb()?;
-    let mempack = odb.add_new_mempack_backend(1000)?;
-    let mut parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    let mut last = None;
+    // The staging database holds only this flush's objects, so libgit2 must not check that
+    // the objects a tree names are in it (they are in the job's repository). Every tree here is
+    // written after the objects it names.
+    static LAX: std::sync::Once = std::sync::Once::new();
+    LAX.call_once(|| git2::opts::strict_object_creation(false));
+    let repo = open_or_init(dir)?;
+    let staging = Staging {
+        base: &repo,
+        repo: Repository::from_odb(git2::Odb::new()?)?,
+        written: Default::default(),
+    };
+    let memory = staging.repo.odb()?;
+    let _mempack = memory.add_new_mempack_backend(1000)?;
+    let mut parent = repo.head().ok().and_then(|h| h.target());
+    let mut tree = match parent {
+        Some(p) => Some(repo.find_commit(p)?.tree_id()),
+        None => None,
+    };
     for c in commits {
         let mut nodes = BTreeMap::new();
         for (path, content) in &c.files {
-            insert(&mut nodes, path, repo.blob(content)?);
+            let blob = staging.write(git2::ObjectType::Blob, content)?;
+            insert(&mut nodes, path, blob);
         }
-        let base = parent.as_ref().map(|p| p.tree()).transpose()?;
-        let tree = repo.find_tree(write_tree(repo, base.as_ref(), &nodes)?)?;
+        let written = staging.write_tree(tree, &nodes)?;
         let author = git_author(&c.author);
-        let sig = Signature::new(
-            &author,
-            "agent@agora.local",
-            &Time::new(c.at.timestamp(), 0),
-        )?;
         // The agent's own name stays in the message when git could not take it as it is.
         let message = if author == c.author {
             std::borrow::Cow::Borrowed(c.message.as_str())
         } else {
             std::borrow::Cow::Owned(format!("{}\n\nAgent: {}", c.message, c.author))
         };
-        let parents: Vec<&git2::Commit> = parent.iter().collect();
-        let oid = repo.commit(None, &sig, &sig, &message, &tree, &parents)?;
-        parent = Some(repo.find_commit(oid)?);
-        last = Some(oid);
+        let oid = staging.commit(written, parent, &author, c.at.timestamp(), &message)?;
+        parent = Some(oid);
+        tree = Some(written);
     }
-    let mut pack = git2::Buf::new();
-    mempack.dump(repo, &mut pack)?;
+    let pack = staging.pack()?;
+    let odb = repo.odb()?;
     let mut writer = odb.packwriter()?;
     writer
         .write_all(&pack)
         .map_err(|e| git2::Error::from_str(&format!("writing the pack: {e}")))?;
     writer.commit()?;
-    mempack.reset()?;
-    if let Some(oid) = last {
+    if let Some(oid) = parent {
         let head = repo.find_reference("HEAD")?;
         let branch = head
             .symbolic_target()
@@ -160,24 +243,58 @@ pub fn commit_packed(dir: &Path, commits: &[NewCommit]) -> Result<Option<Oid>, g
             .to_string();
         repo.reference(&branch, oid, true, "agora")?;
     }
-    repack_if_due(repo)?;
-    Ok(last)
+    repack_if_due(&repo)?;
+    Ok(parent)
 }
 
-/// Packs a repository may hold before they are merged into one: each flush writes a pack, and
-/// libgit2 never repacks on its own (400 tasks trickled in used to leave 43 packs).
+/// Packs a repository may hold before some are merged: each flush writes a pack of its new
+/// objects, and libgit2 never repacks on its own (400 tasks trickled in used to leave 43 packs).
 pub const MAX_PACKS: usize = 6;
-/// Past [`MAX_PACKS`], the packs are merged once the newer ones together are as large as the
-/// largest (so each object is rewritten a logarithmic number of times, not once every few
-/// flushes: merging a 40,000-task job's whole history every seventh flush cost a third of the
-/// server's CPU under load), and at the latest past this many.
-pub const MOST_PACKS: usize = 48;
 
-/// Whether packs of these sizes are due to be merged.
-fn due_for_repack(sizes: &[u64]) -> bool {
-    let largest = sizes.iter().copied().max().unwrap_or(0);
-    let rest: u64 = sizes.iter().sum::<u64>() - largest;
-    sizes.len() > MOST_PACKS || (sizes.len() > MAX_PACKS && rest >= largest)
+/// Which packs (indexes into `sizes`) to merge into one: none while there are at most
+/// [`MAX_PACKS`]; else the smallest, enough of them to get back to [`MAX_PACKS`], and then every
+/// next one that is not more than twice as large as those taken together. The packs left form
+/// a progression in which each is more than twice the size of all smaller ones together, so
+/// an object is rewritten a logarithmic number of times (merging a 40,000-task job's whole
+/// history every seventh flush once cost a third of the server's CPU under load), and a small
+/// flush merges small packs only.
+fn packs_to_merge(sizes: &[u64]) -> Vec<usize> {
+    if sizes.len() <= MAX_PACKS {
+        return Vec::new();
+    }
+    let needed = (sizes.len() - MAX_PACKS + 1).max(2);
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| sizes[i]);
+    let mut merged = 0u64;
+    let mut take = 0;
+    for (n, &i) in order.iter().enumerate() {
+        if n >= needed && sizes[i] > merged.saturating_mul(2) {
+            break;
+        }
+        merged += sizes[i];
+        take = n + 1;
+    }
+    order.truncate(take);
+    order
+}
+
+/// The ids of the objects of a pack, from its index (`.idx`, version 2: a header, 256 counts,
+/// then the sorted ids).
+fn pack_ids(idx: &Path) -> Result<Vec<Oid>, git2::Error> {
+    let bad = || git2::Error::from_str(&format!("{} is not a version 2 pack index", idx.display()));
+    let bytes = std::fs::read(idx)
+        .map_err(|e| git2::Error::from_str(&format!("reading {}: {e}", idx.display())))?;
+    if bytes.get(..8) != Some(&[0xff, b't', b'O', b'c', 0, 0, 0, 2][..]) {
+        return Err(bad());
+    }
+    let count = bytes
+        .get(8 + 255 * 4..8 + 256 * 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(bad)? as usize;
+    let start = 8 + 256 * 4;
+    let ids = bytes.get(start..start + 20 * count).ok_or_else(bad)?;
+    ids.chunks(20).map(Oid::from_bytes).collect()
 }
 
 /// The pack files (`objects/pack/*.pack`) of a repository.
@@ -192,9 +309,9 @@ fn pack_files(repo: &Repository) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-/// When the repository's packs are due ([`due_for_repack`]), writes everything reachable from
-/// HEAD as one pack and removes the others (new pack first, old ones after, so every object
-/// stays readable; a reader that races the removal retries). Whether it repacked.
+/// When the repository holds more than [`MAX_PACKS`] packs, merges some ([`packs_to_merge`])
+/// into one: the new pack first, the old ones removed after, so every object stays readable (a
+/// reader that races the removal retries). Whether it merged.
 pub fn repack_if_due(repo: &Repository) -> Result<bool, git2::Error> {
     use std::io::Write;
     let before = pack_files(repo);
@@ -202,13 +319,16 @@ pub fn repack_if_due(repo: &Repository) -> Result<bool, git2::Error> {
         .iter()
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .collect();
-    if !due_for_repack(&sizes) || repo.head().is_err() {
+    let merge = packs_to_merge(&sizes);
+    if merge.is_empty() {
         return Ok(false);
     }
     let mut pb = repo.packbuilder()?;
-    let mut walk = repo.revwalk()?;
-    walk.push_head()?;
-    pb.insert_walk(&mut walk)?;
+    for &i in &merge {
+        for oid in pack_ids(&before[i].with_extension("idx"))? {
+            pb.insert_object(oid, None)?;
+        }
+    }
     let mut pack = git2::Buf::new();
     pb.write_buf(&mut pack)?;
     let odb = repo.odb()?;
@@ -217,14 +337,13 @@ pub fn repack_if_due(repo: &Repository) -> Result<bool, git2::Error> {
         .write_all(&pack)
         .map_err(|e| git2::Error::from_str(&format!("writing the pack: {e}")))?;
     writer.commit()?;
-    let after = pack_files(repo);
-    if after.iter().all(|p| before.contains(p)) {
-        // The same pack exists already (nothing to merge).
+    if pack_files(repo).iter().all(|p| before.contains(p)) {
+        // The same pack exists already (nothing was merged).
         return Ok(false);
     }
-    for old in before {
-        let _ = std::fs::remove_file(old.with_extension("idx"));
-        let _ = std::fs::remove_file(&old);
+    for &i in &merge {
+        let _ = std::fs::remove_file(before[i].with_extension("idx"));
+        let _ = std::fs::remove_file(&before[i]);
     }
     odb.refresh()?;
     Ok(true)
@@ -412,16 +531,30 @@ mod tests {
     }
 
     #[test]
-    fn packs_are_merged_when_the_newer_ones_add_up_to_the_largest() {
-        assert!(!due_for_repack(&[100; 6]), "six packs stay");
-        assert!(due_for_repack(&[100; 7]), "seven equal packs merge");
-        assert!(!due_for_repack(&[1000, 10, 10, 10, 10, 10, 10]));
-        assert!(due_for_repack(&[60, 10, 10, 10, 10, 10, 10]));
-        let mut many = vec![1_000_000];
-        many.extend([1; 48]);
-        assert!(
-            due_for_repack(&many),
-            "at most 48 packs, whatever their sizes"
+    fn the_smallest_packs_are_merged_keeping_each_more_than_twice_the_smaller_ones() {
+        let sorted = |mut v: Vec<usize>| {
+            v.sort();
+            v
+        };
+        assert!(packs_to_merge(&[100; 6]).is_empty(), "six packs stay");
+        assert_eq!(
+            sorted(packs_to_merge(&[100; 7])),
+            (0..7).collect::<Vec<_>>(),
+            "seven equal packs: each is within twice the ones before"
+        );
+        assert_eq!(
+            sorted(packs_to_merge(&[1000, 300, 100, 30, 10, 3, 1])),
+            vec![5, 6],
+            "a progression: the two smallest only"
+        );
+        assert_eq!(
+            sorted(packs_to_merge(&[1000, 300, 100, 30, 10, 3, 1, 1])),
+            vec![3, 4, 5, 6, 7],
+            "three needed (5 bytes), then the 10 and the 30, each within twice those before"
+        );
+        assert_eq!(
+            sorted(packs_to_merge(&[5000, 1, 1, 1, 1, 1, 1])),
+            vec![1, 2, 3, 4, 5, 6]
         );
     }
 
@@ -440,7 +573,7 @@ mod tests {
                 at: chrono::Utc::now(),
             };
             commit_packed(dir.path(), &[c]).unwrap();
-            assert!(pack_files(&repo).len() <= MOST_PACKS, "after {i}");
+            assert!(pack_files(&repo).len() <= MAX_PACKS, "after {i}");
         }
         assert!(
             pack_files(&repo).len() < 40,
@@ -454,5 +587,61 @@ mod tests {
                 Some(format!("{i}").into_bytes())
             );
         }
+    }
+
+    #[test]
+    fn a_commit_packs_only_its_new_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = open_or_init(dir.path()).unwrap();
+        // 300 files of bytes that do not compress, in one commit.
+        let mut seed: u64 = 7;
+        let files = (0..300)
+            .map(|i| {
+                let bytes: Vec<u8> = (0..200)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        (seed >> 56) as u8
+                    })
+                    .collect();
+                (format!("tasks/0-299/{i}/result.json"), bytes)
+            })
+            .collect();
+        let at = chrono::Utc::now();
+        let commit = |files| NewCommit {
+            files,
+            message: "m".into(),
+            author: "a".into(),
+            at,
+        };
+        commit_packed(dir.path(), &[commit(files)]).unwrap();
+        let first = pack_files(&repo);
+        commit_packed(
+            dir.path(),
+            &[commit(vec![("one.json".into(), b"1".to_vec())])],
+        )
+        .unwrap();
+        let sizes: Vec<u64> = pack_files(&repo)
+            .iter()
+            .filter(|p| !first.contains(p))
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .collect();
+        let big = std::fs::metadata(&first[0]).unwrap().len();
+        assert_eq!(sizes.len(), 1, "one new pack");
+        assert!(
+            big > 60_000,
+            "the first pack holds the 300 files: {big} bytes"
+        );
+        assert!(
+            sizes[0] < 2_000,
+            "the second holds a blob, two trees and a commit: {} bytes",
+            sizes[0]
+        );
+        assert_eq!(read(&repo, "one.json").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(
+            read(&repo, "tasks/0-299/299/result.json")
+                .unwrap()
+                .map(|b| b.len()),
+            Some(200)
+        );
     }
 }
