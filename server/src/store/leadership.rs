@@ -36,13 +36,15 @@ impl Store {
         if self.backend() == Backend::Sqlite {
             return Ok(Some(Leadership { conn: None }));
         }
-        // A connection of its own, out of the pool (which would hand it to reads and close it
-        // when idle).
-        let mut conn = self.reader().acquire().await?.detach();
+        let mut conn = self.reader().acquire().await?;
         let (taken,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
             .bind(key)
-            .fetch_one(&mut conn)
+            .fetch_one(&mut *conn)
             .await?;
-        Ok(taken.then_some(Leadership { conn: Some(conn) }))
+        // The holder keeps the connection for itself, out of the pool (which would hand it to
+        // reads and close it when idle); a refused one goes back to the pool, holding nothing.
+        Ok(taken.then(|| Leadership {
+            conn: Some(conn.detach()),
+        }))
     }
 }
