@@ -496,6 +496,86 @@ async fn three_task_job_recorded(app: &TestApp, name: &str) -> uuid::Uuid {
     job
 }
 
+/// Two replicas on one database and one shared `REPOS_DIR`, git on.
+async fn two_replicas_one_repos_dir() -> (TestApp, TestApp, tempfile::TempDir, PgDatabase) {
+    let shared = tempfile::tempdir().expect("temp dir");
+    let repos = shared.path().join("repos");
+    let (mut apps, db) = spawn_replicas(2, |c| {
+        c.approvals_required = 1;
+        c.git_enabled = true;
+        c.repos_dir = repos.clone();
+    })
+    .await;
+    let b = apps.pop().unwrap();
+    let a = apps.pop().unwrap();
+    (a, b, shared, db)
+}
+
+/// Waits until exactly one of the two writes the history, and checks it stays that way a
+/// moment later (the other does not take the lock too); which one it is.
+async fn one_writer(a: &TestApp, b: &TestApp) -> Vec<bool> {
+    let writers = eventually(10, || async {
+        let w = git_writers(&[a, b]).await;
+        (w.iter().filter(|x| **x).count() == 1).then_some(w)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        git_writers(&[a, b]).await,
+        writers,
+        "one writer, the same one"
+    );
+    writers
+}
+
+/// The server process that holds the git writer's lock (`pg_locks`: a bigint key is split into
+/// `classid`, its high half, and `objid`).
+async fn writer_session(app: &TestApp) -> Option<i32> {
+    sqlx::query_as::<_, (i32,)>(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND classid = x'41474f52'::int AND objid = x'47495457'::int",
+    )
+    .fetch_optional(app.store.reader_for_tests())
+    .await
+    .expect("pg_locks")
+    .map(|(pid,)| pid)
+}
+
+/// The writer's lock lost under it (its PostgreSQL session killed, as a database restart or a
+/// network cut would): it stops writing, the lock is taken again (by either replica), there is
+/// still exactly one writer, and the history goes on, nothing written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_writer_that_loses_its_lock_stops_and_the_history_goes_on() {
+    if test_backend() != "postgres" {
+        eprintln!("git: the replicas' writer runs in the PostgreSQL pass (TEST_BACKEND=postgres)");
+        return;
+    }
+    let (a, b, _shared, _db) = two_replicas_one_repos_dir().await;
+    one_writer(&a, &b).await;
+    let first = three_task_job_recorded(&a, "before-the-cut").await;
+    let session = writer_session(&a)
+        .await
+        .expect("a session holds the writer's lock");
+    let (killed,): (bool,) = sqlx::query_as("SELECT pg_terminate_backend($1)")
+        .bind(session)
+        .fetch_one(a.store.reader_for_tests())
+        .await
+        .expect("terminate");
+    assert!(killed);
+    eventually(10, || async {
+        writer_session(&a)
+            .await
+            .filter(|s| *s != session)
+            .map(|_| ())
+    })
+    .await;
+    one_writer(&a, &b).await;
+    let second = three_task_job_recorded(&b, "after-the-cut").await;
+    let again = commits_at_least(&a, first, 5).await;
+    assert_eq!(again.len(), 5, "nothing written twice: {again:#?}");
+    assert_eq!(commits_at_least(&a, second, 5).await.len(), 5);
+}
+
 /// Replicas sharing `REPOS_DIR` on one database: one of them writes the history (each writing
 /// every job's repository would multiply the work by the replicas), every one serves it, and
 /// when the writer stops another takes over, repairs nothing twice and writes what comes next.
@@ -505,28 +585,8 @@ async fn one_replica_writes_the_history_and_another_takes_over_when_it_stops() {
         eprintln!("git: the replicas' writer runs in the PostgreSQL pass (TEST_BACKEND=postgres)");
         return;
     }
-    let shared = tempfile::tempdir().expect("temp dir");
-    let repos = shared.path().join("repos");
-    let (mut apps, _db) = spawn_replicas(2, |c| {
-        c.approvals_required = 1;
-        c.git_enabled = true;
-        c.repos_dir = repos.clone();
-    })
-    .await;
-    let b = apps.pop().unwrap();
-    let a = apps.pop().unwrap();
-    let writers = eventually(10, || async {
-        let w = git_writers(&[&a, &b]).await;
-        (w.iter().filter(|x| **x).count() == 1).then_some(w)
-    })
-    .await;
-    // Still exactly one a moment later: the other does not take the lock too.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        git_writers(&[&a, &b]).await,
-        writers,
-        "one writer, the same one"
-    );
+    let (a, b, _shared, _db) = two_replicas_one_repos_dir().await;
+    let writers = one_writer(&a, &b).await;
     let (writer, other) = if writers[0] { (a, b) } else { (b, a) };
 
     // A job run through the replica that does not write: its history is written all the same,
