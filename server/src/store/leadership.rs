@@ -13,6 +13,9 @@ use super::{Backend, Store};
 /// The lock of the git history's writer (an arbitrary constant).
 pub const GIT_WRITER: i64 = 0x4147_4f52_4749_5457;
 
+/// How long the holder's connection may take to answer before the lock counts as lost.
+const PING: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// This replica's hold on a lock: kept while the value lives.
 pub struct Leadership {
     /// PostgreSQL: the connection whose session holds the lock; none on SQLite.
@@ -20,12 +23,13 @@ pub struct Leadership {
 }
 
 impl Leadership {
-    /// Whether this replica still holds the lock: its connection answers (a session that
-    /// ended lost its locks with it).
+    /// Whether this replica still holds the lock: its connection answers within [`PING`] (a
+    /// session that ended lost its locks with it; one that does not answer is given up, and
+    /// dropping the connection ends it).
     pub async fn held(&mut self) -> bool {
         match self.conn.as_mut() {
             None => true,
-            Some(conn) => conn.ping().await.is_ok(),
+            Some(conn) => matches!(tokio::time::timeout(PING, conn.ping()).await, Ok(Ok(()))),
         }
     }
 }
