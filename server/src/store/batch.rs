@@ -6,7 +6,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::ahead::{prepare, Hint};
 use super::db::{DbError, Exec};
-use super::events::{events_flush, events_sql};
+use super::events::{events_commit_sql, events_committed, events_flush, EventDraft};
 use super::writer::{Job, Msg, Publisher, Reply, WriteCtx};
 use super::Backend;
 
@@ -37,55 +37,47 @@ pub(crate) fn next_batch(
     batch
 }
 
-/// `BEGIN`, then the claims lock and the event append lock (see [`run_batch`]), then the last
-/// event id handed out, in one round trip. Under the append lock no other batch writes events
-/// until this one ends, so the batch's events take the ids after it (`events::events_sql`).
-/// The sequence is read in a statement of its own, after the locks are held (a sequence is
-/// not read through the transaction's snapshot anyway).
-async fn begin_postgres(ctx: &mut WriteCtx) -> Result<i64, DbError> {
+/// `BEGIN`, then the claims lock (see [`run_batch`]), in one round trip.
+fn begin_postgres() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let sql = SQL.get_or_init(|| {
+    SQL.get_or_init(|| {
         format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({})::text || pg_advisory_xact_lock({})::text AS locked; {}",
-            super::steps::graph::CLAIM_LOCK,
-            super::events::EVENT_APPEND_LOCK,
-            super::events::LAST_EVENT_ID,
+            "BEGIN; SELECT pg_advisory_xact_lock({})",
+            super::steps::graph::CLAIM_LOCK
         )
-    });
-    let rows = ctx.db.fetch(sql, &[]).await?;
-    let last = rows
-        .iter()
-        .rev()
-        .find_map(|r| r.get::<i64>("last_event").ok());
-    last.ok_or_else(|| DbError::Decode("last_event".into(), "the last event id handed out"))
+    })
 }
 
-/// The statement that ends a batch: `COMMIT`, on PostgreSQL after the batch's events
-/// (`events_insert`, see `events::events_sql`), the jobs' counters (`write_back`, see `counters.rs`)
-/// and one notification (see `postgres::notification`) for every other replica's pump and
-/// dispatcher. All in one round trip (the payload is digits and a word, the counters numbers
-/// and UUIDs: nothing to quote; the events' text is quoted as literals).
+/// The statement that ends a batch: `COMMIT`, on PostgreSQL after the jobs' counters
+/// (`write_back`, see `counters.rs`), the batch's events (`events::events_commit_sql`) and one
+/// notification (see `postgres::notification`) for every other replica's pump and dispatcher.
+/// All in one round trip (the payload is digits and a word, the counters numbers and UUIDs:
+/// nothing to quote; the events' text is quoted as literals).
 fn commit_sql(
     publisher: &Publisher,
-    events_insert: &str,
     write_back: &str,
-    events: &[agora_shared::Event],
+    drafts: &[(EventDraft, i64)],
     work_added: bool,
 ) -> std::borrow::Cow<'static, str> {
-    let notify = match publisher.pump.as_ref() {
-        Some(feed) if !events.is_empty() || work_added => {
-            let payload = super::postgres::notification(events, feed.origin, work_added);
-            format!(
-                "SELECT pg_notify('{}', '{payload}'); ",
-                super::postgres::CHANNEL
-            )
-        }
+    let feed = publisher
+        .pump
+        .as_ref()
+        .filter(|_| !drafts.is_empty() || work_added);
+    // With events, the notification carries the newest id, known only in the statement.
+    let rest = feed.map(|f| super::postgres::notification_rest(f.origin, work_added));
+    let events = events_commit_sql(drafts, rest.as_deref());
+    let notify = match feed {
+        Some(f) if drafts.is_empty() => format!(
+            "SELECT pg_notify('{}', '{}'); ",
+            super::postgres::CHANNEL,
+            super::postgres::notification(0, f.origin, work_added)
+        ),
         _ => String::new(),
     };
-    if events_insert.is_empty() && write_back.is_empty() && notify.is_empty() {
+    if events.is_empty() && write_back.is_empty() && notify.is_empty() {
         return "COMMIT".into();
     }
-    format!("{events_insert}{write_back}{notify}COMMIT").into()
+    format!("{write_back}{events}{notify}COMMIT").into()
 }
 
 /// Runs a batch in one transaction. Operations check before they write (a refused operation
@@ -99,11 +91,10 @@ fn commit_sql(
 ///
 /// On PostgreSQL each batch first takes the claims lock (`steps::graph::CLAIM_LOCK`): every batch of every
 /// replica then takes its row locks in one order after it, so batches can never deadlock
-/// (one batch at a time across replicas; each batch is many operations). It takes the event
-/// append lock with it (in the same round trip: since batches run one at a time anyway, holding
-/// it from the start costs no concurrency), so event ids are handed out in commit order. The
-/// events of the batch's operations are written with its `COMMIT` (`events::events_sql`), with
-/// one notification for the other replicas.
+/// (one batch at a time across replicas; each batch is many operations). The events of the
+/// batch's operations are written with its `COMMIT`, under the event append lock taken there
+/// (`events::events_commit_sql`), so event ids are handed out in commit order, with one
+/// notification for the other replicas.
 pub(crate) async fn run_batch(
     ctx: &mut WriteCtx,
     batch: Vec<Job>,
@@ -118,9 +109,7 @@ pub(crate) async fn run_batch(
     loop {
         let begun = match ctx.backend {
             Backend::Sqlite => ctx.db.execute("BEGIN IMMEDIATE", &[]).await.map(|_| ()),
-            Backend::Postgres => begin_postgres(ctx)
-                .await
-                .map(|last| ctx.last_event_id = last),
+            Backend::Postgres => ctx.db.execute(begin_postgres(), &[]).await.map(|_| ()),
         };
         // What the operations' hints let the batch do ahead, in set statements (`ahead.rs`).
         ctx.now = ctx.clock.now_ms();
@@ -205,16 +194,14 @@ pub(crate) async fn run_batch(
             }
         };
         // The jobs' counters kept in memory (`counters.rs`): on SQLite now, on PostgreSQL with
-        // the commit, after the batch's events.
+        // the commit, before the batch's events.
         let mut write_back = String::new();
-        let mut events_insert = String::new();
+        let mut drafts = Vec::new();
         if flushed.is_ok() {
             flushed = match ctx.backend {
                 Backend::Sqlite => ctx.db.write_back().await,
                 Backend::Postgres => {
-                    ctx.events.clear();
-                    events_insert = events_sql(ctx);
-                    events.append(&mut ctx.events);
+                    drafts = ctx.take_drafts();
                     ctx.db.write_back_sql().map(|sql| write_back = sql)
                 }
             };
@@ -226,18 +213,29 @@ pub(crate) async fn run_batch(
             }
             return Err(e);
         }
-        return match ctx
-            .db
-            .execute(
-                &commit_sql(publisher, &events_insert, &write_back, &events, work_added),
-                &[],
-            )
-            .await
-        {
-            Ok(_) => {
+        let commit = commit_sql(publisher, &write_back, &drafts, work_added);
+        let committed = match drafts.is_empty() {
+            true => ctx.db.execute(&commit, &[]).await.map(|_| None),
+            false => ctx
+                .db
+                .fetch(&commit, &[])
+                .await
+                .map(|rows| rows.iter().find_map(|r| r.get::<i64>("last_event").ok())),
+        };
+        return match committed {
+            Ok(last) => {
                 crate::telemetry::batch_committed(replies.len());
                 for r in replies {
                     r(None);
+                }
+                match last {
+                    Some(last) => events.extend(events_committed(drafts, last)),
+                    // Committed, but with ids not read back: the pump reads them from the
+                    // table (they do not follow what it published last).
+                    None if !drafts.is_empty() => tracing::error!(
+                        "a batch's events were committed without their ids read back"
+                    ),
+                    None => {}
                 }
                 publisher.publish(events, work_added);
                 Ok(())

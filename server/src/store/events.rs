@@ -85,8 +85,9 @@ fn insert_sql(n: usize) -> &'static str {
 /// The advisory lock that orders event appends on PostgreSQL (an arbitrary constant).
 pub(crate) const EVENT_APPEND_LOCK: i64 = 0x4147_4f52_4145_5654;
 
-/// PostgreSQL: the last event id the sequence handed out (0 before the first), as `last_event`.
-pub(crate) const LAST_EVENT_ID: &str = "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS last_event FROM events_id_seq";
+/// PostgreSQL: the last event id the sequence handed out (0 before the first), as `last`.
+const LAST_EVENT_ID: &str =
+    "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS last FROM events_id_seq";
 
 /// A PostgreSQL string literal of any text: `E'…'` with backslashes and quotes doubled, so it
 /// reads the same whatever `standard_conforming_strings` says. A NUL, which no PostgreSQL text
@@ -110,38 +111,61 @@ fn uuid_literal(id: Option<Uuid>) -> String {
     id.map_or_else(|| "NULL".to_string(), |id| format!("'{id}'"))
 }
 
-/// PostgreSQL: the batch's events, with the ids after `ctx.last_event_id` (the batch holds the
-/// append lock, so no other batch hands out ids until it ends), as statements to send with the
-/// `COMMIT` (one round trip fewer than an `INSERT … RETURNING id` of their own): the rows, and
-/// the sequence moved past them so that it stays the source of the next id. Empty when the
-/// batch wrote no event. The events are recorded (`WriteCtx::emitted`) to publish after the
-/// commit.
-pub(crate) fn events_sql(ctx: &mut WriteCtx) -> String {
-    let drafts = ctx.take_drafts();
+/// PostgreSQL: the statements that append a batch's events, sent with its `COMMIT` (one round
+/// trip for the events, the notification and the commit). They take the append lock
+/// ([`EVENT_APPEND_LOCK`], held until the commit ends), read the last id handed out, write the
+/// events with the ids after it (in the order they were drafted), move the sequence past them
+/// and announce the newest id (`notify`: the rest of the notification, see
+/// `postgres::notification`). The id before the first comes back as `last_event`
+/// ([`events_committed`] numbers the events from it). Ids are thus handed out in commit order:
+/// a batch that holds the lock has seen every earlier holder's commit end. Only this last step of
+/// a batch is serialised, not the whole batch. Empty when there is no event.
+pub(crate) fn events_commit_sql(drafts: &[(EventDraft, i64)], notify: Option<&str>) -> String {
     if drafts.is_empty() {
         return String::new();
     }
-    let mut sql =
-        String::from("INSERT INTO events (id, job_id, task_id, agent_id, kind, data, at) VALUES ");
-    let mut id = ctx.last_event_id;
-    for (n, (draft, at)) in drafts.into_iter().enumerate() {
-        id += 1;
-        if n > 0 {
+    let n = drafts.len();
+    let mut sql = format!(
+        "SELECT pg_advisory_xact_lock({EVENT_APPEND_LOCK}); WITH l AS ({LAST_EVENT_ID}), \
+         ins AS (INSERT INTO events (id, job_id, task_id, agent_id, kind, data, at) \
+         SELECT l.last + v.n, v.job_id, v.task_id, v.agent_id, v.kind, v.data, v.at FROM l, (VALUES "
+    );
+    for (i, (draft, at)) in drafts.iter().enumerate() {
+        if i > 0 {
             sql.push_str(", ");
         }
         sql.push_str(&format!(
-            "({id}, {}, {}, {}, {}, {}, {at})",
+            "({}, {}::text, {}::text, {}::text, {}, {}, {at}::int8)",
+            i + 1,
             uuid_literal(draft.job_id),
             uuid_literal(draft.task_id),
             uuid_literal(draft.agent_id),
             literal(draft.payload.kind().as_str()),
             literal(&draft.payload.data_json()),
         ));
-        ctx.emitted(draft.into_event(id, at));
     }
-    ctx.last_event_id = id;
-    sql.push_str(&format!("; SELECT setval('events_id_seq', {id}); "));
+    sql.push_str(&format!(
+        ") AS v(n, job_id, task_id, agent_id, kind, data, at)) \
+         SELECT l.last AS last_event, setval('events_id_seq', l.last + {n})"
+    ));
+    if let Some(rest) = notify {
+        sql.push_str(&format!(
+            ", pg_notify('{}', (l.last + {n})::text || '{rest}')",
+            super::postgres::CHANNEL
+        ));
+    }
+    sql.push_str(" FROM l; ");
     sql
+}
+
+/// PostgreSQL: the batch's events as committed, numbered after `last` (the `last_event` that
+/// [`events_commit_sql`] returned).
+pub(crate) fn events_committed(drafts: Vec<(EventDraft, i64)>, last: i64) -> Vec<Event> {
+    drafts
+        .into_iter()
+        .zip(last + 1..)
+        .map(|((draft, at), id)| draft.into_event(id, at))
+        .collect()
 }
 
 /// SQLite: writes the operation's events, when it has finished (the one writer hands out ids

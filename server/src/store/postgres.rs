@@ -136,12 +136,17 @@ async fn run_writer(
 /// Channel name of the notifications.
 pub(super) const CHANNEL: &str = "agora_events";
 
-/// A batch's notification: the newest event id it committed (0 when none), the replica's
-/// origin, and ` work` when a task became pending.
-pub(super) fn notification(events: &[Event], origin: u64, work_added: bool) -> String {
-    let last = events.last().map_or(0, |e| e.id);
+/// A batch's notification: the newest event id it committed (0 when none), then
+/// [`notification_rest`].
+pub(super) fn notification(last: i64, origin: u64, work_added: bool) -> String {
+    format!("{last}{}", notification_rest(origin, work_added))
+}
+
+/// A notification after its event id: the replica's origin, and ` work` when a task became
+/// pending (digits and a word: nothing to quote in a statement).
+pub(super) fn notification_rest(origin: u64, work_added: bool) -> String {
     let work = if work_added { " work" } else { "" };
-    format!("{last} {origin}{work}")
+    format!(" {origin}{work}")
 }
 
 /// A notification read back: (newest event id, origin, work added); `None` when malformed.
@@ -317,19 +322,9 @@ mod tests {
 
     #[test]
     fn a_notification_reads_back_as_written() {
-        let event = |id| Event {
-            id,
-            job_id: None,
-            task_id: None,
-            agent_id: None,
-            payload: agora_shared::EventData::AgentOnline(agora_shared::AgentNamed {
-                name: "a".into(),
-            }),
-            at: chrono::Utc::now(),
-        };
-        let written = notification(&[event(7), event(9)], 42, true);
+        let written = notification(9, 42, true);
         assert_eq!(parse_notification(&written), Some((9, 42, true)));
-        let written = notification(&[], u64::MAX, false);
+        let written = notification(0, u64::MAX, false);
         assert_eq!(parse_notification(&written), Some((0, u64::MAX, false)));
         assert_eq!(parse_notification("9 work"), None);
         assert_eq!(parse_notification("9 1 play"), None);

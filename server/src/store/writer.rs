@@ -36,9 +36,6 @@ pub struct WriteCtx {
     pub(crate) clock: Clock,
     /// Rows the batch changed ahead of the operations that own them (`ahead.rs`).
     pub(crate) ahead: super::ahead::Ahead,
-    /// PostgreSQL: the last event id handed out, read under the append lock as the batch
-    /// began; the batch's events take the ids after it (`events::events_sql`).
-    pub(crate) last_event_id: i64,
 }
 
 /// Agent id → when its `last_seen_at` was last written (ms).
@@ -66,7 +63,6 @@ impl WriteCtx {
             rules,
             clock,
             ahead: super::ahead::Ahead::default(),
-            last_event_id: 0,
         }
     }
 
