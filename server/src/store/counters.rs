@@ -3,7 +3,8 @@
 //! of one job would otherwise update the job's row once per operation (a round trip each on
 //! PostgreSQL). The first change in a transaction updates the row as before (`RETURNING` it,
 //! which also locks it on PostgreSQL until the commit); later changes in the same transaction
-//! are applied to that copy, and the copy is written once, before the commit.
+//! are applied to that copy, and the changes are written once, before the commit: added to the
+//! row as it then is, so that they never write over another transaction's.
 //!
 //! The copy stays right without any caller's help: every other statement that names the
 //! `jobs` table writes the pending counters first and drops the copies (so it reads and
@@ -22,15 +23,21 @@ use crate::args;
 /// The writer's connection with its jobs' counters.
 pub struct Counters {
     inner: Box<dyn Exec>,
-    /// Job id → its row as this transaction has made it, and whether the row in the database
-    /// is behind it.
-    jobs: HashMap<String, (JobRow, bool)>,
+    /// Job id → its row as this transaction has made it.
+    jobs: HashMap<String, JobCopy>,
     /// Changes applied in memory so far (counted as writes).
     applied: u64,
 }
 
 /// The counters' deltas of one task's move: total, completed, failed, running.
 pub type Deltas = [i64; 4];
+
+/// A job's row as a transaction has made it.
+struct JobCopy {
+    row: JobRow,
+    /// The changes applied to it that the database does not have yet (`None`: nothing to write).
+    behind: Option<Deltas>,
+}
 
 impl Counters {
     pub fn new(inner: Box<dyn Exec>) -> Counters {
@@ -43,14 +50,17 @@ impl Counters {
 
     /// Applies `deltas` to the job's copy, if this transaction has one; the row as it now is.
     pub fn apply(&mut self, job_id: &str, deltas: Deltas, now: i64) -> Option<JobRow> {
-        let (row, behind) = self.jobs.get_mut(job_id)?;
+        let JobCopy { row, behind } = self.jobs.get_mut(job_id)?;
         let [total, completed, failed, running] = deltas;
         row.tasks_total += total;
         row.tasks_completed += completed;
         row.tasks_failed += failed;
         row.tasks_running += running;
         row.updated_at = now;
-        *behind = true;
+        let sum = behind.get_or_insert([0; 4]);
+        for (b, d) in sum.iter_mut().zip(deltas) {
+            *b += d;
+        }
         self.applied += 1;
         Some(row.clone())
     }
@@ -64,58 +74,65 @@ impl Counters {
     /// already (which may be ahead of the database). Only where nothing else writes the row
     /// until the commit: PostgreSQL's batches hold the claims lock (`batch::run_batch`).
     pub fn keep_read(&mut self, row: JobRow) {
-        self.jobs.entry(row.id.clone()).or_insert((row, false));
+        self.jobs
+            .entry(row.id.clone())
+            .or_insert(JobCopy { row, behind: None });
     }
 
     /// Keeps the job's row as a statement of this transaction returned it.
     pub fn keep(&mut self, row: &JobRow) {
-        self.jobs.insert(row.id.clone(), (row.clone(), false));
+        self.jobs.insert(
+            row.id.clone(),
+            JobCopy {
+                row: row.clone(),
+                behind: None,
+            },
+        );
+    }
+
+    /// The copies the database is behind on, by job id (in that order: the order the rows are
+    /// locked in), with the changes it lacks and the time of the last; forgets every copy.
+    fn take_behind(&mut self) -> Vec<(String, Deltas, i64)> {
+        let mut behind: Vec<(String, Deltas, i64)> = std::mem::take(&mut self.jobs)
+            .into_iter()
+            .filter_map(|(id, c)| c.behind.map(|d| (id, d, c.row.updated_at)))
+            .collect();
+        behind.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        behind
     }
 
     /// Writes the counters the database is behind on, then forgets every copy (the batch does
-    /// this before its events and its commit).
+    /// this before its events and its commit). The changes are added to the row as it is
+    /// (not the copy written over it), so a change committed by another transaction since the
+    /// copy was read is kept.
     pub async fn write_back(&mut self) -> Result<(), DbError> {
-        for (id, (row, behind)) in std::mem::take(&mut self.jobs) {
-            if !behind {
-                continue;
-            }
+        for (id, [total, completed, failed, running], at) in self.take_behind() {
             self.inner
                 .execute(
-                    "UPDATE jobs SET tasks_total = $2, tasks_completed = $3, tasks_failed = $4, \
-                     tasks_running = $5, updated_at = $6 WHERE id = $1",
-                    args![
-                        id,
-                        row.tasks_total,
-                        row.tasks_completed,
-                        row.tasks_failed,
-                        row.tasks_running,
-                        row.updated_at
-                    ],
+                    "UPDATE jobs SET tasks_total = tasks_total + $2, tasks_completed = tasks_completed + $3, \
+                     tasks_failed = tasks_failed + $4, tasks_running = tasks_running + $5, updated_at = $6 \
+                     WHERE id = $1",
+                    args![id, total, completed, failed, running, at],
                 )
                 .await?;
         }
         Ok(())
     }
 
-    /// The statements that write the counters the database is behind on, with their values
-    /// written out (numbers, and ids checked to be UUIDs: nothing to quote), and forgets every
-    /// copy: PostgreSQL sends them with the batch's `COMMIT`, in one round trip.
+    /// The statements that write the counters the database is behind on (as [`write_back`]
+    /// does), with their values written out (numbers, and ids checked to be UUIDs: nothing to
+    /// quote), and forgets every copy: PostgreSQL sends them with the batch's `COMMIT`, in one
+    /// round trip.
     pub fn write_back_sql(&mut self) -> Result<String, DbError> {
         let mut sql = String::new();
-        for (id, (row, behind)) in std::mem::take(&mut self.jobs) {
-            if !behind {
-                continue;
-            }
+        for (id, [total, completed, failed, running], at) in self.take_behind() {
             let id = uuid::Uuid::parse_str(&id)
                 .map_err(|_| DbError::Decode("jobs.id".into(), "a uuid"))?;
             sql.push_str(&format!(
-                "UPDATE jobs SET tasks_total = {}, tasks_completed = {}, tasks_failed = {}, \
-                 tasks_running = {}, updated_at = {} WHERE id = '{id}'; ",
-                row.tasks_total,
-                row.tasks_completed,
-                row.tasks_failed,
-                row.tasks_running,
-                row.updated_at
+                "UPDATE jobs SET tasks_total = tasks_total + {total}, \
+                 tasks_completed = tasks_completed + {completed}, \
+                 tasks_failed = tasks_failed + {failed}, tasks_running = tasks_running + {running}, \
+                 updated_at = {at} WHERE id = '{id}'; "
             ));
         }
         Ok(sql)
