@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::ahead::{prepare, Hint};
 use super::db::{DbError, Exec};
 use super::events::{events_commit_sql, events_committed, events_flush, EventDraft};
-use super::writer::{Job, Msg, Publisher, Reply, WriteCtx};
+use super::writer::{Finish, Job, Msg, Publisher, Reply, WriteCtx};
 use super::Backend;
 
 /// Most operations in one transaction.
@@ -37,15 +37,27 @@ pub(crate) fn next_batch(
     batch
 }
 
-/// `BEGIN`, then the claims lock (see [`run_batch`]), in one round trip.
-fn begin_postgres() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({})",
-            super::steps::graph::CLAIM_LOCK
-        )
-    })
+/// `BEGIN`, then the claims lock (see [`run_batch`]), in one round trip: shared when every
+/// operation of the batch may run beside other replicas' and no pending task has an exclusive
+/// key (`tasks_keyed_pending`), else exclusive. Says whether it is shared.
+async fn begin_postgres(ctx: &mut WriteCtx, shared: bool) -> Result<bool, DbError> {
+    static SQL: [std::sync::OnceLock<String>; 2] = [const { std::sync::OnceLock::new() }; 2];
+    let lock = super::steps::graph::CLAIM_LOCK;
+    let sql = SQL[usize::from(shared)].get_or_init(|| match shared {
+        false => format!("BEGIN; SELECT pg_advisory_xact_lock({lock})::text || 'x' AS mode"),
+        true => format!(
+            "BEGIN; SELECT CASE WHEN EXISTS (SELECT 1 FROM tasks WHERE status = 'pending' \
+             AND task_key IS NOT NULL) THEN pg_advisory_xact_lock({lock})::text || 'x' \
+             ELSE pg_advisory_xact_lock_shared({lock})::text || 's' END AS mode"
+        ),
+    });
+    let rows = ctx.db.fetch(sql, &[]).await?;
+    let mode = rows.iter().find_map(|r| r.get::<String>("mode").ok());
+    match mode.as_deref() {
+        Some("x") => Ok(false),
+        Some("s") => Ok(true),
+        _ => Err(DbError::Decode("mode".into(), "the claims lock's mode")),
+    }
 }
 
 /// The statement that ends a batch: `COMMIT`, on PostgreSQL after the jobs' counters
@@ -56,6 +68,7 @@ fn begin_postgres() -> &'static str {
 fn commit_sql(
     publisher: &Publisher,
     write_back: &str,
+    settle_check: &str,
     drafts: &[(EventDraft, i64)],
     work_added: bool,
 ) -> std::borrow::Cow<'static, str> {
@@ -77,7 +90,45 @@ fn commit_sql(
     if events.is_empty() && write_back.is_empty() && notify.is_empty() {
         return "COMMIT".into();
     }
-    format!("{write_back}{events}{notify}COMMIT").into()
+    format!("{write_back}{settle_check}{events}{notify}COMMIT").into()
+}
+
+/// A shared batch's check, after it wrote its counters (`jobs`, in the same transaction): the
+/// jobs it changed that are executing with every task finished, as `settle`. A batch beside
+/// it may have finished the other tasks: neither copy of the counters saw them all, and the
+/// last of the two to write its counters sees the sum.
+fn settle_check_sql(jobs: &[uuid::Uuid]) -> String {
+    if jobs.is_empty() {
+        return String::new();
+    }
+    let ids: Vec<String> = jobs.iter().map(|id| format!("'{id}'")).collect();
+    format!(
+        "SELECT id AS settle FROM jobs WHERE id IN ({}) AND status = '{}' \
+         AND tasks_completed + tasks_failed >= tasks_total; ",
+        ids.join(", "),
+        agora_shared::JobStatus::Executing.as_str()
+    )
+}
+
+/// The operation a shared batch queues for the jobs its check found (`settle_check_sql`): each
+/// settled from its row as it is, locked, in a batch of its own.
+fn settle_job(jobs: Vec<uuid::Uuid>) -> Job {
+    Job {
+        run: Box::new(move |ctx: &mut WriteCtx| {
+            Box::pin(async move {
+                let settled = super::steps::jobs::jobs_settle(ctx, jobs).await;
+                if let Err(e) = &settled {
+                    tracing::error!(error = %e, "settling jobs after a shared batch");
+                }
+                Finish {
+                    ok: settled.is_ok(),
+                    reply: Box::new(|_| {}),
+                }
+            })
+        }),
+        hint: None,
+        shared: false,
+    }
 }
 
 /// Runs a batch in one transaction. Operations check before they write (a refused operation
@@ -109,7 +160,13 @@ pub(crate) async fn run_batch(
     loop {
         let begun = match ctx.backend {
             Backend::Sqlite => ctx.db.execute("BEGIN IMMEDIATE", &[]).await.map(|_| ()),
-            Backend::Postgres => ctx.db.execute(begin_postgres(), &[]).await.map(|_| ()),
+            Backend::Postgres => {
+                let shared = pending.iter().all(|j| j.shared);
+                begin_postgres(ctx, shared).await.map(|shared| {
+                    ctx.shared = shared;
+                    ctx.db.defer(shared);
+                })
+            }
         };
         // What the operations' hints let the batch do ahead, in set statements (`ahead.rs`).
         ctx.now = ctx.clock.now_ms();
@@ -196,13 +253,19 @@ pub(crate) async fn run_batch(
         // The jobs' counters kept in memory (`counters.rs`): on SQLite now, on PostgreSQL with
         // the commit, before the batch's events.
         let mut write_back = String::new();
+        let mut settle_check = String::new();
         let mut drafts = Vec::new();
         if flushed.is_ok() {
             flushed = match ctx.backend {
                 Backend::Sqlite => ctx.db.write_back().await,
                 Backend::Postgres => {
                     drafts = ctx.take_drafts();
-                    ctx.db.write_back_sql().map(|sql| write_back = sql)
+                    ctx.db.write_back_sql().map(|(sql, jobs)| {
+                        write_back = sql;
+                        if ctx.shared {
+                            settle_check = settle_check_sql(&jobs);
+                        }
+                    })
                 }
             };
         }
@@ -213,40 +276,43 @@ pub(crate) async fn run_batch(
             }
             return Err(e);
         }
-        let commit = commit_sql(publisher, &write_back, &drafts, work_added);
-        let committed = match drafts.is_empty() {
-            true => ctx.db.execute(&commit, &[]).await.map(|_| None),
-            false => ctx
-                .db
-                .fetch(&commit, &[])
-                .await
-                .map(|rows| rows.iter().find_map(|r| r.get::<i64>("last_event").ok())),
+        let commit = commit_sql(publisher, &write_back, &settle_check, &drafts, work_added);
+        let committed = match drafts.is_empty() && settle_check.is_empty() {
+            true => ctx.db.execute(&commit, &[]).await.map(|_| Vec::new()),
+            false => ctx.db.fetch(&commit, &[]).await,
         };
-        return match committed {
-            Ok(last) => {
-                crate::telemetry::batch_committed(replies.len());
-                for r in replies {
-                    r(None);
-                }
-                match last {
-                    Some(last) => events.extend(events_committed(drafts, last)),
-                    // Committed, but with ids not read back: the pump reads them from the
-                    // table (they do not follow what it published last).
-                    None if !drafts.is_empty() => tracing::error!(
-                        "a batch's events were committed without their ids read back"
-                    ),
-                    None => {}
-                }
-                publisher.publish(events, work_added);
-                Ok(())
-            }
+        let rows = match committed {
+            Ok(rows) => rows,
             Err(e) => {
                 let _ = ctx.db.execute("ROLLBACK", &[]).await;
                 for r in replies {
                     r(Some(&e));
                 }
-                Err(e)
+                return Err(e);
             }
         };
+        crate::telemetry::batch_committed(replies.len());
+        for r in replies {
+            r(None);
+        }
+        match rows.iter().find_map(|r| r.get::<i64>("last_event").ok()) {
+            Some(last) => events.extend(events_committed(drafts, last)),
+            // Committed, but with ids not read back: the pump reads them from the table
+            // (they do not follow what it published last).
+            None if !drafts.is_empty() => {
+                tracing::error!("a batch's events were committed without their ids read back")
+            }
+            None => {}
+        }
+        publisher.publish(events, work_added);
+        let settle: Vec<uuid::Uuid> = rows
+            .iter()
+            .filter_map(|r| r.get::<String>("settle").ok())
+            .filter_map(|id| uuid::Uuid::parse_str(&id).ok())
+            .collect();
+        if settle.is_empty() {
+            return Ok(());
+        }
+        pending.push_back(settle_job(settle));
     }
 }

@@ -27,6 +27,10 @@ pub struct Counters {
     jobs: HashMap<String, JobCopy>,
     /// Changes applied in memory so far (counted as writes).
     applied: u64,
+    /// PostgreSQL's shared batches (`batch::run_batch`): a statement that only reads `jobs`
+    /// leaves the changes pending (they are added at the commit, in job id order, so that
+    /// replicas' batches never wait on each other's job rows before then).
+    defer: bool,
 }
 
 /// The counters' deltas of one task's move: total, completed, failed, running.
@@ -45,6 +49,7 @@ impl Counters {
             inner,
             jobs: HashMap::new(),
             applied: 0,
+            defer: false,
         }
     }
 
@@ -63,6 +68,11 @@ impl Counters {
         }
         self.applied += 1;
         Some(row.clone())
+    }
+
+    /// Sets whether reads of `jobs` leave the changes pending (see `defer`), for a batch.
+    pub fn defer(&mut self, on: bool) {
+        self.defer = on;
     }
 
     /// Counts a write done for the running operation by another statement (`ahead.rs`).
@@ -122,9 +132,10 @@ impl Counters {
     /// The statements that write the counters the database is behind on (as [`write_back`]
     /// does), with their values written out (numbers, and ids checked to be UUIDs: nothing to
     /// quote), and forgets every copy: PostgreSQL sends them with the batch's `COMMIT`, in one
-    /// round trip.
-    pub fn write_back_sql(&mut self) -> Result<String, DbError> {
+    /// round trip. Also the ids of the jobs written.
+    pub fn write_back_sql(&mut self) -> Result<(String, Vec<uuid::Uuid>), DbError> {
         let mut sql = String::new();
+        let mut ids = Vec::new();
         for (id, [total, completed, failed, running], at) in self.take_behind() {
             let id = uuid::Uuid::parse_str(&id)
                 .map_err(|_| DbError::Decode("jobs.id".into(), "a uuid"))?;
@@ -134,8 +145,9 @@ impl Counters {
                  tasks_failed = tasks_failed + {failed}, tasks_running = tasks_running + {running}, \
                  updated_at = {at} WHERE id = '{id}'; "
             ));
+            ids.push(id);
         }
-        Ok(sql)
+        Ok((sql, ids))
     }
 
     /// What a statement means for the copies, before it runs.
@@ -148,7 +160,7 @@ impl Counters {
             self.jobs.clear();
             return Ok(());
         }
-        if names_jobs(sql) {
+        if names_jobs(sql) && (!self.defer || locks_jobs(sql)) {
             return self.write_back().await;
         }
         Ok(())
@@ -164,6 +176,15 @@ fn names_jobs(sql: &str) -> bool {
         let after = bytes.get(i + 4).copied();
         !before.is_some_and(word) && !after.is_some_and(word)
     })
+}
+
+/// Whether a statement that names `jobs` writes or locks its rows (else it only reads them, or
+/// it locks tasks and joins jobs, as the claims' and completions' set statements do).
+fn locks_jobs(sql: &str) -> bool {
+    sql.contains("UPDATE jobs")
+        || sql.contains("INTO jobs")
+        || sql.contains("DELETE FROM jobs")
+        || (sql.contains(" FOR ") && !sql.contains("UPDATE tasks"))
 }
 
 #[async_trait]
@@ -197,7 +218,20 @@ impl Exec for Counters {
 
 #[cfg(test)]
 mod tests {
-    use super::names_jobs;
+    use super::{locks_jobs, names_jobs};
+
+    #[test]
+    fn reads_of_jobs_are_told_from_writes_and_locks() {
+        assert!(locks_jobs("UPDATE jobs SET status = $2 WHERE id = $1"));
+        assert!(locks_jobs(
+            "SELECT id FROM jobs JOIN job_specs ON job_specs.job_id = jobs.id WHERE id = $1 FOR NO KEY UPDATE"
+        ));
+        assert!(!locks_jobs("SELECT id, status FROM jobs WHERE id = $1"));
+        assert!(!locks_jobs(
+            "UPDATE tasks SET status = 'running' FROM jobs j WHERE j.id = tasks.job_id \
+             AND tasks.id = (SELECT id FROM tasks FOR NO KEY UPDATE SKIP LOCKED)"
+        ));
+    }
 
     #[test]
     fn the_jobs_table_is_told_from_words_that_contain_it() {

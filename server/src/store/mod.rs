@@ -271,17 +271,18 @@ impl Store {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        self.inner.writer.submit(None, op).await
+        self.inner.writer.submit(None, false, op).await
     }
 
-    /// [`Store::write`] for an operation whose first step the batch may do ahead, together
-    /// with its others' (`ahead.rs`), when it has a `hint`.
-    pub(crate) async fn write_hinted<T, F>(&self, hint: Option<ahead::Hint>, op: F) -> Result<T>
+    /// [`Store::write`] for a claim, start or completion: an operation that PostgreSQL may run
+    /// beside other replicas' (see `batch::run_batch`), and whose first step the batch may do
+    /// ahead, together with its others' (`ahead.rs`), when it has a `hint`.
+    pub(crate) async fn write_shared<T, F>(&self, hint: Option<ahead::Hint>, op: F) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        self.inner.writer.submit(hint, op).await
+        self.inner.writer.submit(hint, true, op).await
     }
 
     /// Live committed events. Subscribe before reading the backlog so that nothing falls between.
@@ -501,8 +502,10 @@ impl Store {
     /// nothing is available, and skips agents unregistered meanwhile.
     /// Each agent with whether it asked for `auto_start` (its task is started in the batch).
     pub async fn task_claim_many(&self, agents: Vec<(uuid::Uuid, bool)>) -> Result<ClaimBatch> {
-        self.write(move |ctx| Box::pin(tasks::task_claim_many(ctx, agents)))
-            .await
+        self.write_shared(None, move |ctx| {
+            Box::pin(tasks::task_claim_many(ctx, agents))
+        })
+        .await
     }
 
     /// An offered task goes back to pending, no attempt counted (if `held` is still its
@@ -542,7 +545,7 @@ impl Store {
             agent: p.agent_id,
             lease: p.lease_id,
         });
-        self.write_hinted(hint, move |ctx| Box::pin(tasks::task_start(ctx, p)))
+        self.write_shared(hint, move |ctx| Box::pin(tasks::task_start(ctx, p)))
             .await
     }
 
@@ -562,7 +565,7 @@ impl Store {
             result: p.result.to_string(),
             next: p.next,
         };
-        self.write_hinted(Some(hint), move |ctx| {
+        self.write_shared(Some(hint), move |ctx| {
             Box::pin(tasks::task_complete(ctx, p))
         })
         .await

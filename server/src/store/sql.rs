@@ -115,10 +115,15 @@ pub fn for_update_skip_locked(backend: Backend) -> &'static str {
 /// a claim that starts the task in the same statement (`auto_start`: `running`, started at
 /// `$2`; as after a separate start, the row keeps the claim's lease until the sweep sets it to
 /// the deadline, see `agora_shared::effective_lease_expiry`).
-pub fn task_claim(backend: Backend, started: bool) -> &'static str {
-    static SQL: [std::sync::OnceLock<String>; 4] = [const { std::sync::OnceLock::new() }; 4];
-    let i = usize::from(backend == Backend::Postgres) * 2 + usize::from(started);
-    SQL[i].get_or_init(|| task_claim_sql(backend, started))
+///
+/// `keys: false` passes over every task with an exclusive key (a PostgreSQL batch that runs
+/// beside others, `batch::run_batch`, cannot count a key's holders exactly).
+pub fn task_claim(backend: Backend, started: bool, keys: bool) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; 8] = [const { std::sync::OnceLock::new() }; 8];
+    let i = usize::from(backend == Backend::Postgres) * 4
+        + usize::from(started) * 2
+        + usize::from(keys);
+    SQL[i].get_or_init(|| task_claim_sql(backend, started, keys))
 }
 
 /// The claim: the next ready task (pending, every dependency completed, not waiting out a
@@ -134,9 +139,10 @@ pub fn task_claim(backend: Backend, started: bool) -> &'static str {
 /// queue whose head is thousands of tasks the asking agent cannot take, for want of a
 /// capability or of a free key, costs each of its claims that walk). The
 /// unary `+` keeps `available_at` such a filter too, never an index range of its own (which
-/// would sort every pending task). On PostgreSQL claims take one lock first
-/// (`steps::graph::CLAIM_LOCK`, taken by every batch), so that the count of a key's holders is exact.
-fn task_claim_sql(backend: Backend, started: bool) -> String {
+/// would sort every pending task). On PostgreSQL a batch that may claim keyed tasks holds the
+/// claims lock exclusively (`steps::graph::CLAIM_LOCK`, see `batch::run_batch`), so that the
+/// count of a key's holders is exact.
+fn task_claim_sql(backend: Backend, started: bool, keys: bool) -> String {
     let (lock, routed) = match backend {
         Backend::Sqlite => (
             "",
@@ -148,7 +154,13 @@ fn task_claim_sql(backend: Backend, started: bool) -> String {
             "t.requires::jsonb <@ (SELECT a.capabilities::jsonb FROM agents a WHERE a.id = $1)",
         ),
     };
-    let held = key_holders_of_t();
+    let key_free = match keys {
+        true => format!(
+            "(t.task_key IS NULL OR ({}) < t.key_limit)",
+            key_holders_of_t()
+        ),
+        false => "t.task_key IS NULL".to_string(),
+    };
     let (status, started_at) = match started {
         false => ("'claimed'", "NULL"),
         true => ("'running'", "$2"),
@@ -158,7 +170,7 @@ fn task_claim_sql(backend: Backend, started: bool) -> String {
         "UPDATE tasks SET {set} \
          WHERE id = (SELECT t.id FROM tasks t WHERE {READY_T} AND +t.available_at <= $2 \
          AND (t.requires IS NULL OR {routed}) \
-         AND (t.task_key IS NULL OR ({held}) < t.key_limit) \
+         AND {key_free} \
          ORDER BY {QUEUE_ORDER_T} LIMIT 1{lock}) \
          RETURNING {TASK_COLUMNS}"
     )

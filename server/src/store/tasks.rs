@@ -269,7 +269,7 @@ async fn task_claim_next(
             let row: Option<TaskRow> = ctx
                 .db
                 .opt(
-                    sql::task_claim(ctx.backend, start),
+                    sql::task_claim(ctx.backend, start, !ctx.shared),
                     args![
                         agent_id,
                         ctx.now,
@@ -1036,7 +1036,7 @@ mod tests {
     #[tokio::test]
     async fn the_claim_is_one_walk_of_the_ready_index() {
         for started in [false, true] {
-            let claim = crate::store::sql::task_claim(crate::store::Backend::Sqlite, started);
+            let claim = crate::store::sql::task_claim(crate::store::Backend::Sqlite, started, true);
             let args = crate::args!["agent", 0i64, "lease", 1000i64, "claim", None::<String>];
             let plan = query_plan(claim, args).await;
             assert!(

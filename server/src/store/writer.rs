@@ -36,6 +36,10 @@ pub struct WriteCtx {
     pub(crate) clock: Clock,
     /// Rows the batch changed ahead of the operations that own them (`ahead.rs`).
     pub(crate) ahead: super::ahead::Ahead,
+    /// PostgreSQL: the batch runs beside other replicas' shared batches (`batch::run_batch`):
+    /// its claims pass over tasks with an exclusive key, and its jobs' counters are written
+    /// at the commit.
+    pub(crate) shared: bool,
 }
 
 /// Agent id → when its `last_seen_at` was last written (ms).
@@ -63,6 +67,7 @@ impl WriteCtx {
             rules,
             clock,
             ahead: super::ahead::Ahead::default(),
+            shared: false,
         }
     }
 
@@ -191,6 +196,9 @@ pub(crate) type Run = Box<dyn for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, 
 pub(crate) struct Job {
     pub run: Run,
     pub hint: Option<super::ahead::Hint>,
+    /// Safe to run beside other replicas' batches of such operations on PostgreSQL (see
+    /// `batch::run_batch`): claims, starts and completions.
+    pub shared: bool,
 }
 
 pub(crate) enum Msg {
@@ -217,7 +225,12 @@ impl WriterHandle {
         }
     }
 
-    pub async fn submit<T, F>(&self, hint: Option<super::ahead::Hint>, op: F) -> Result<T>
+    pub async fn submit<T, F>(
+        &self,
+        hint: Option<super::ahead::Hint>,
+        shared: bool,
+        op: F,
+    ) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, Result<T>> + Send + 'static,
@@ -245,7 +258,7 @@ impl WriterHandle {
             })
         });
         self.queue
-            .send(Msg::Job(Job { run, hint }))
+            .send(Msg::Job(Job { run, hint, shared }))
             .await
             .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
         rx.await

@@ -25,6 +25,10 @@ pub(crate) async fn job_fetch(ctx: &mut WriteCtx, id: Uuid) -> Result<JobRow> {
 }
 
 /// Moves a job along its lifecycle (checked by `JobStatus::transition`) and writes the event.
+/// The move is made only from the status `job` has: a PostgreSQL batch beside another
+/// (`batch::run_batch`) decides on a copy of the row read unlocked, which the other may have
+/// moved on since (both batches' first claims of a ready job, say). Then nothing is written and
+/// the row comes back as it now is.
 pub(crate) async fn job_transition(
     ctx: &mut WriteCtx,
     job: &JobRow,
@@ -34,13 +38,16 @@ pub(crate) async fn job_transition(
     let from = job.status()?;
     let to = from.transition(event)?;
     let finished = to.is_terminal().then_some(ctx.now);
-    let row: JobRow = ctx.db.one(&format!(
+    let row: Option<JobRow> = ctx.db.opt(&format!(
         "UPDATE jobs SET status = $2, updated_at = $3, finished_at = $4, error = COALESCE($5, error) \
-         WHERE id = $1 RETURNING {JOB_STATE_COLUMNS}"
-    ), args![&job.id, to.as_str(), ctx.now, finished, error.clone()])
+         WHERE id = $1 AND status = $6 RETURNING {JOB_STATE_COLUMNS}"
+    ), args![&job.id, to.as_str(), ctx.now, finished, error.clone(), from.as_str()])
     .await?;
-    ctx.db.keep(&row);
     let id = crate::store::rows::uuid(&job.id)?;
+    let Some(row) = row else {
+        return job_fetch(ctx, id).await;
+    };
+    ctx.db.keep(&row);
     let data = EventData::job(JobChanged {
         from: Some(from),
         status: to,
@@ -79,6 +86,20 @@ pub(crate) async fn job_task_changed(
     // (see `store::counters`).
     let job = match ctx.db.apply(job_id, deltas, ctx.now) {
         Some(job) => job,
+        // A shared batch reads the row without locking it and adds its changes at the commit.
+        None if ctx.shared => {
+            let job: JobRow = ctx
+                .db
+                .one(
+                    &format!("SELECT {JOB_STATE_COLUMNS} FROM jobs WHERE id = $1"),
+                    args![job_id],
+                )
+                .await?;
+            ctx.db.keep_read(job);
+            ctx.db
+                .apply(job_id, deltas, ctx.now)
+                .ok_or_else(|| StoreError::not_found("job", job_id))?
+        }
         None => {
             let [added, completed, failed, running] = deltas;
             let job: JobRow = ctx
@@ -114,6 +135,16 @@ pub(crate) async fn job_task_changed(
         (TaskType::Work, TaskStatus::Completed | TaskStatus::Failed) => job_settle(ctx, job).await,
         _ => Ok(job),
     }
+}
+
+/// Settles each job, read locked as it now is (`job_settle`): the jobs whose last tasks a
+/// PostgreSQL batch may have finished beside another's (`batch::run_batch`).
+pub(crate) async fn jobs_settle(ctx: &mut WriteCtx, jobs: Vec<Uuid>) -> Result<()> {
+    for id in jobs {
+        let job = job_fetch(ctx, id).await?;
+        job_settle(ctx, job).await?;
+    }
+    Ok(())
 }
 
 /// An executing job whose tasks are all terminal completes, or fails if one failed for good.
