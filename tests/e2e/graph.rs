@@ -454,40 +454,7 @@ async fn fifty_racing_agents_never_hold_one_key_twice_and_complete_every_task_on
     }
     assert_eq!(total, 200);
     assert_eq!(app.job(job).await["status"], "completed");
-    // Replay the events table: holders per key never above one.
-    let tasks = tasks_of(&app, job).await;
-    let key_of: HashMap<String, String> = tasks
-        .values()
-        .filter_map(|t| Some((id_of(t), t["key"].as_str()?.to_string())))
-        .collect();
-    assert_eq!(key_of.len(), 200);
-    let mut held: HashMap<&str, i32> = HashMap::new();
-    let mut completed: HashMap<&str, u32> = HashMap::new();
-    let events = app.all_events(job).await;
-    for e in &events {
-        let Some(key) = e["task_id"].as_str().and_then(|t| key_of.get(t)) else {
-            continue;
-        };
-        match e["kind"].as_str().unwrap() {
-            "task.claimed" => {
-                let n = held.entry(key).or_default();
-                *n += 1;
-                assert!(*n <= 1, "two holders of {key} at event {}", e["id"]);
-            }
-            "task.completed" | "task.failed" | "task.released" => {
-                *held.entry(key).or_default() -= 1;
-                if e["kind"] == "task.completed" {
-                    *completed.entry(e["task_id"].as_str().unwrap()).or_default() += 1;
-                }
-            }
-            _ => {}
-        }
-    }
-    assert_eq!(completed.len(), 200);
-    assert!(
-        completed.values().all(|n| *n == 1),
-        "every task completed once"
-    );
+    app.assert_keys_held_once(job, 200).await;
 }
 
 #[tokio::test]

@@ -426,6 +426,47 @@ impl TestApp {
         page.into_iter().map(json_of).collect()
     }
 
+    /// Replays the job's events in id order (commit order): no key ever has two holders (each
+    /// key of the job has limit one), and each of its `tasks` keyed tasks was completed once.
+    pub async fn assert_keys_held_once(&self, job: Uuid, tasks: usize) {
+        let page = self.get(&format!("/jobs/{job}/tasks?limit=500")).await.ok();
+        let key_of: std::collections::HashMap<String, String> = page["items"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .filter_map(|t| Some((id_of(t), t["key"].as_str()?.to_string())))
+            .collect();
+        assert_eq!(key_of.len(), tasks);
+        let mut held: std::collections::HashMap<&str, i32> = Default::default();
+        let mut completed: std::collections::HashMap<&str, u32> = Default::default();
+        let events = self.all_events(job).await;
+        for e in &events {
+            let Some(key) = e["task_id"].as_str().and_then(|t| key_of.get(t)) else {
+                continue;
+            };
+            match e["kind"].as_str().expect("kind") {
+                "task.claimed" => {
+                    let n = held.entry(key).or_default();
+                    *n += 1;
+                    assert!(*n <= 1, "two holders of {key} at event {}", e["id"]);
+                }
+                "task.completed" | "task.failed" | "task.released" => {
+                    *held.entry(key).or_default() -= 1;
+                    if e["kind"] == "task.completed" {
+                        let task = e["task_id"].as_str().expect("task id");
+                        *completed.entry(task).or_default() += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(completed.len(), tasks);
+        assert!(
+            completed.values().all(|n| *n == 1),
+            "every task completed once"
+        );
+    }
+
     /// A REST agent that reports with `?next=true` (one round trip a task), long-polling when
     /// the queue is empty, until `done` reaches `total`; the ids of the tasks it completed.
     pub async fn rest_next_worker(
