@@ -39,17 +39,14 @@ pub(crate) fn next_batch(
 
 /// `BEGIN`, then the claims lock (see [`run_batch`]), in one round trip: shared when every
 /// operation of the batch may run beside other replicas' and no pending task has an exclusive
-/// key (`tasks_keyed_pending`), else exclusive. Says whether it is shared.
+/// key (the function `agora_claims_lock`, migration 0008), else exclusive. Says whether it is
+/// shared.
 async fn begin_postgres(ctx: &mut WriteCtx, shared: bool) -> Result<bool, DbError> {
     static SQL: [std::sync::OnceLock<String>; 2] = [const { std::sync::OnceLock::new() }; 2];
     let lock = super::steps::graph::CLAIM_LOCK;
     let sql = SQL[usize::from(shared)].get_or_init(|| match shared {
         false => format!("BEGIN; SELECT pg_advisory_xact_lock({lock})::text || 'x' AS mode"),
-        true => format!(
-            "BEGIN; SELECT CASE WHEN EXISTS (SELECT 1 FROM tasks WHERE status = 'pending' \
-             AND task_key IS NOT NULL) THEN pg_advisory_xact_lock({lock})::text || 'x' \
-             ELSE pg_advisory_xact_lock_shared({lock})::text || 's' END AS mode"
-        ),
+        true => format!("BEGIN; SELECT agora_claims_lock({lock}) AS mode"),
     });
     let rows = ctx.db.fetch(sql, &[]).await?;
     let mode = rows.iter().find_map(|r| r.get::<String>("mode").ok());
@@ -68,7 +65,6 @@ async fn begin_postgres(ctx: &mut WriteCtx, shared: bool) -> Result<bool, DbErro
 fn commit_sql(
     publisher: &Publisher,
     write_back: &str,
-    settle_check: &str,
     drafts: &[(EventDraft, i64)],
     work_added: bool,
 ) -> std::borrow::Cow<'static, str> {
@@ -90,27 +86,11 @@ fn commit_sql(
     if events.is_empty() && write_back.is_empty() && notify.is_empty() {
         return "COMMIT".into();
     }
-    format!("{write_back}{settle_check}{events}{notify}COMMIT").into()
+    format!("{write_back}{events}{notify}COMMIT").into()
 }
 
-/// A shared batch's check, after it wrote its counters (`jobs`, in the same transaction): the
-/// jobs it changed that are executing with every task finished, as `settle`. A batch beside
-/// it may have finished the other tasks: neither copy of the counters saw them all, and the
-/// last of the two to write its counters sees the sum.
-fn settle_check_sql(jobs: &[uuid::Uuid]) -> String {
-    if jobs.is_empty() {
-        return String::new();
-    }
-    let ids: Vec<String> = jobs.iter().map(|id| format!("'{id}'")).collect();
-    format!(
-        "SELECT id AS settle FROM jobs WHERE id IN ({}) AND status = '{}' \
-         AND tasks_completed + tasks_failed >= tasks_total; ",
-        ids.join(", "),
-        agora_shared::JobStatus::Executing.as_str()
-    )
-}
-
-/// The operation a shared batch queues for the jobs its check found (`settle_check_sql`): each
+/// The operation a shared batch queues for the jobs its counters' write found ready to settle
+/// (`Counters::write_back_sql`): each
 /// settled from its row as it is, locked, in a batch of its own.
 fn settle_job(jobs: Vec<uuid::Uuid>) -> Job {
     Job {
@@ -253,19 +233,15 @@ pub(crate) async fn run_batch(
         // The jobs' counters kept in memory (`counters.rs`): on SQLite now, on PostgreSQL with
         // the commit, before the batch's events.
         let mut write_back = String::new();
-        let mut settle_check = String::new();
         let mut drafts = Vec::new();
         if flushed.is_ok() {
             flushed = match ctx.backend {
                 Backend::Sqlite => ctx.db.write_back().await,
                 Backend::Postgres => {
                     drafts = ctx.take_drafts();
-                    ctx.db.write_back_sql().map(|(sql, jobs)| {
-                        write_back = sql;
-                        if ctx.shared {
-                            settle_check = settle_check_sql(&jobs);
-                        }
-                    })
+                    ctx.db
+                        .write_back_sql(ctx.shared)
+                        .map(|sql| write_back = sql)
                 }
             };
         }
@@ -276,8 +252,9 @@ pub(crate) async fn run_batch(
             }
             return Err(e);
         }
-        let commit = commit_sql(publisher, &write_back, &settle_check, &drafts, work_added);
-        let committed = match drafts.is_empty() && settle_check.is_empty() {
+        let commit = commit_sql(publisher, &write_back, &drafts, work_added);
+        let settle_checked = ctx.shared && !write_back.is_empty();
+        let committed = match drafts.is_empty() && !settle_checked {
             true => ctx.db.execute(&commit, &[]).await.map(|_| Vec::new()),
             false => ctx.db.fetch(&commit, &[]).await,
         };

@@ -132,10 +132,20 @@ impl Counters {
     /// The statements that write the counters the database is behind on (as [`write_back`]
     /// does), with their values written out (numbers, and ids checked to be UUIDs: nothing to
     /// quote), and forgets every copy: PostgreSQL sends them with the batch's `COMMIT`, in one
-    /// round trip. Also the ids of the jobs written.
-    pub fn write_back_sql(&mut self) -> Result<(String, Vec<uuid::Uuid>), DbError> {
+    /// round trip. With `settle`, each returns its job's id as `settle` when the job is executing
+    /// with every task finished: a batch beside this one (`batch::run_batch`) may have finished
+    /// the others, so that neither copy saw them all; the last of the two to write its counters
+    /// sees the sum (the row is locked and read as it is then).
+    pub fn write_back_sql(&mut self, settle: bool) -> Result<String, DbError> {
         let mut sql = String::new();
-        let mut ids = Vec::new();
+        let returning = match settle {
+            true => format!(
+                " RETURNING CASE WHEN status = '{}' AND tasks_completed + tasks_failed >= tasks_total \
+                 THEN id END AS settle",
+                agora_shared::JobStatus::Executing.as_str()
+            ),
+            false => String::new(),
+        };
         for (id, [total, completed, failed, running], at) in self.take_behind() {
             let id = uuid::Uuid::parse_str(&id)
                 .map_err(|_| DbError::Decode("jobs.id".into(), "a uuid"))?;
@@ -143,11 +153,10 @@ impl Counters {
                 "UPDATE jobs SET tasks_total = tasks_total + {total}, \
                  tasks_completed = tasks_completed + {completed}, \
                  tasks_failed = tasks_failed + {failed}, tasks_running = tasks_running + {running}, \
-                 updated_at = {at} WHERE id = '{id}'; "
+                 updated_at = {at} WHERE id = '{id}'{returning}; "
             ));
-            ids.push(id);
         }
-        Ok((sql, ids))
+        Ok(sql)
     }
 
     /// What a statement means for the copies, before it runs.
