@@ -118,6 +118,14 @@ impl DbError {
             {
                 Fault::Duplicate(format!("already exists ({})", e.message()))
             }
+            // PostgreSQL undid this transaction to break a deadlock (replicas' batches that
+            // each hold a job row mid-batch, see `batch::run_batch`) or a serialisation
+            // conflict: nothing of it was written.
+            DbError::Sqlx(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("40P01" | "40001")) =>
+            {
+                Fault::Busy(format!("{}; retry", e.message()))
+            }
             DbError::Sqlx(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
                 Fault::Busy("the database has no free connection; retry".into())
             }

@@ -247,9 +247,12 @@ impl WriterHandle {
                                 "the write was rolled back with its batch; retry".into(),
                             ))
                         }
-                        (Some(e), Ok(_)) => {
-                            Err(StoreError::Internal(anyhow::anyhow!("commit failed: {e}")))
-                        }
+                        (Some(e), Ok(_)) => match e.interpret() {
+                            super::db::Fault::Busy(why) => Err(StoreError::Unavailable(format!(
+                                "the write was rolled back with its batch: {why}"
+                            ))),
+                            _ => Err(StoreError::Internal(anyhow::anyhow!("commit failed: {e}"))),
+                        },
                         (_, r) => r,
                     };
                     let _ = tx.send(answer);
