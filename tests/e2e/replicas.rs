@@ -11,6 +11,21 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 use crate::push_helpers::SseClient;
 
+/// Two replicas (A, B) on one fresh database, which lives as long as the handle; `None` (said
+/// on stderr) outside the PostgreSQL pass.
+async fn two_replicas(
+    tweak: impl Fn(&mut agora_server::Config),
+) -> Option<(TestApp, TestApp, PgDatabase)> {
+    if test_backend() != "postgres" {
+        eprintln!("replicas: runs in the PostgreSQL pass (TEST_BACKEND=postgres)");
+        return None;
+    }
+    let (mut apps, db) = spawn_replicas(2, tweak).await;
+    let b = apps.pop()?;
+    let a = apps.pop()?;
+    Some((a, b, db))
+}
+
 /// Claims and completes over REST until everything is done, moving to the next replica when
 /// the current one stops answering.
 async fn rest_worker(
@@ -110,19 +125,16 @@ async fn sse_reader(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_drain_two_thousand_tasks_and_survive_losing_one() {
-    if test_backend() != "postgres" {
-        eprintln!("replicas: runs in the PostgreSQL pass (TEST_BACKEND=postgres)");
-        return;
-    }
     const PER_JOB: usize = 1000;
-    let (mut apps, _db) = spawn_replicas(2, |c| {
+    let Some((a, b, _db)) = two_replicas(|c| {
         c.approvals_required = 1;
         // Both replicas sweep often, concurrently with the agents: the sweeps must do no harm.
         c.scheduler_interval_secs = 0.1;
     })
-    .await;
-    let b = apps.pop().unwrap();
-    let a = apps.pop().unwrap();
+    .await
+    else {
+        return;
+    };
 
     // One job submitted through each replica.
     let planner_a = a.register("planner-a").await;
@@ -453,14 +465,11 @@ async fn four_replicas_two_hundred_agents_five_thousand_tasks_every_feed_is_the_
 /// events table, replayed in commit order, never shows a key held twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_on_two_replicas_never_hold_one_key_twice() {
-    if test_backend() != "postgres" {
-        eprintln!("replicas: runs in the PostgreSQL pass (TEST_BACKEND=postgres)");
-        return;
-    }
     const TASKS: usize = 240;
-    let (mut apps, _db) = spawn_replicas(2, |c| c.approvals_required = 1).await;
-    let b = Arc::new(apps.pop().unwrap());
-    let a = Arc::new(apps.pop().unwrap());
+    let Some((a, b, _db)) = two_replicas(|c| c.approvals_required = 1).await else {
+        return;
+    };
+    let (a, b) = (Arc::new(a), Arc::new(b));
     let planner = a.register("planner").await;
     // Every other task has one of six keys; the rest none.
     let specs: Vec<Value> = (0..TASKS)
@@ -499,17 +508,14 @@ async fn agents_on_two_replicas_never_hold_one_key_twice() {
 /// sweep that would also repair it is off here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_whose_last_tasks_finish_on_two_replicas_at_once_completes() {
-    if test_backend() != "postgres" {
-        eprintln!("replicas: runs in the PostgreSQL pass (TEST_BACKEND=postgres)");
-        return;
-    }
-    let (mut apps, _db) = spawn_replicas(2, |c| {
+    let Some((a, b, _db)) = two_replicas(|c| {
         c.approvals_required = 1;
         c.approval_cooldown_secs = 0;
     })
-    .await;
-    let b = apps.pop().unwrap();
-    let a = apps.pop().unwrap();
+    .await
+    else {
+        return;
+    };
     let planner = a.register("planner").await;
     let on_a = a.register("on-a").await;
     let on_b = b.register("on-b").await;
