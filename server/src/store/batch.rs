@@ -90,8 +90,8 @@ fn commit_sql(
 }
 
 /// The operation a shared batch queues for the jobs its counters' write found ready to settle
-/// (`Counters::write_back_sql`): each
-/// settled from its row as it is, locked, in a batch of its own.
+/// (`Counters::write_back_sql`): each settled from its row as it is, locked, in a batch of its
+/// own.
 fn settle_job(jobs: Vec<uuid::Uuid>) -> Job {
     Job {
         run: Box::new(move |ctx: &mut WriteCtx| {
@@ -120,12 +120,18 @@ fn settle_job(jobs: Vec<uuid::Uuid>) -> Job {
 /// fails ends the transaction's usefulness (every later statement fails), so a failed statement
 /// counts as breaking the batch as well, written or not.
 ///
-/// On PostgreSQL each batch first takes the claims lock (`steps::graph::CLAIM_LOCK`): every batch of every
-/// replica then takes its row locks in one order after it, so batches can never deadlock
-/// (one batch at a time across replicas; each batch is many operations). The events of the
-/// batch's operations are written with its `COMMIT`, under the event append lock taken there
-/// (`events::events_commit_sql`), so event ids are handed out in commit order, with one
-/// notification for the other replicas.
+/// On PostgreSQL each batch first takes the claims lock (`steps::graph::CLAIM_LOCK`, see
+/// [`begin_postgres`]). A shared batch (claims, starts and completions only, no keyed task
+/// pending) runs beside other replicas' shared batches: its claims pass over keyed tasks, its
+/// jobs' counters are added at the commit in job id order, and the jobs its counters' write
+/// finds ready to settle are settled right after the commit, in an exclusive batch of its own
+/// (a batch beside it may have finished their other tasks). An exclusive batch runs alone, as
+/// every batch did before. A shared batch that moves a job mid-batch (its first claim, a settle
+/// from its copy) holds that job's row until its commit: two such batches that each also write
+/// the other's job can deadlock, and PostgreSQL undoes one (its callers are answered 503,
+/// retry). The events of the batch's operations are written with its `COMMIT`, under the event
+/// append lock taken there (`events::events_commit_sql`), so event ids are handed out in commit
+/// order, with one notification for the other replicas.
 pub(crate) async fn run_batch(
     ctx: &mut WriteCtx,
     batch: Vec<Job>,

@@ -81,8 +81,10 @@ impl Counters {
     }
 
     /// Keeps the job's row as a statement of this transaction read it, unless a copy is kept
-    /// already (which may be ahead of the database). Only where nothing else writes the row
-    /// until the commit: PostgreSQL's batches hold the claims lock (`batch::run_batch`).
+    /// already (which may be ahead of the database). Its counters are exact while nothing else
+    /// writes the row until the commit (SQLite's one writer, PostgreSQL's exclusive batches);
+    /// beside other batches (PostgreSQL's shared ones, `batch::run_batch`) they may miss what
+    /// those commit meanwhile, which the changes added at the commit keep.
     pub fn keep_read(&mut self, row: JobRow) {
         self.jobs
             .entry(row.id.clone())

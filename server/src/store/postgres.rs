@@ -1,6 +1,8 @@
 //! The PostgreSQL store, for several replicas on one database. Writes: each replica's writer
 //! task runs the queued operations in batches, one transaction each (group commit, see
-//! `batch::run_batch`); row locks, `SKIP LOCKED` and the claims lock do the serialising.
+//! `batch::run_batch`); row locks and `SKIP LOCKED` do the serialising, with the claims lock
+//! held exclusively by the batches that need one at a time (keyed claims, everything but
+//! claims, starts and completions).
 //! Events: every replica publishes to its own WebSocket and SSE clients in id order (the pump):
 //! its own batches as the writer hands them over when they follow the last event published,
 //! the other replicas' by reading the events table when `LISTEN agora_events` announces a newer

@@ -175,8 +175,10 @@ fn dep_params(job_id: &str, idx: &[u32]) -> Vec<DbValue> {
 }
 
 /// The claims lock: on PostgreSQL every batch takes this advisory lock (an arbitrary constant)
-/// before anything else (`batch::run_batch`), so claims are serialised: a claim's statement
-/// then sees every earlier claim committed, and a key's holders are counted exactly (two
-/// concurrent claims could otherwise both see a key free). Taken first, it can never close a
-/// cycle with row locks. SQLite's one writer needs none.
+/// before anything else (`batch::run_batch`). Claims, starts and completions take it shared
+/// while no pending task has an exclusive key, and their claims then pass over keyed tasks;
+/// every other batch takes it exclusively, so a keyed claim's statement sees every earlier
+/// claim committed and counts a key's holders exactly (two concurrent claims could otherwise
+/// both see a key free). Taken first, it can never close a cycle with row locks. SQLite's one
+/// writer needs none.
 pub(crate) const CLAIM_LOCK: i64 = 0x4147_4f52_434c_4d4b;
