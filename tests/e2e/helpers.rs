@@ -429,12 +429,11 @@ impl TestApp {
     /// Replays the job's events in id order (commit order): no key ever has two holders (each
     /// key of the job has limit one), and each of its `tasks` keyed tasks was completed once.
     pub async fn assert_keys_held_once(&self, job: Uuid, tasks: usize) {
-        let page = self.get(&format!("/jobs/{job}/tasks?limit=500")).await.ok();
-        let key_of: std::collections::HashMap<String, String> = page["items"]
-            .as_array()
-            .expect("tasks")
-            .iter()
-            .filter_map(|t| Some((id_of(t), t["key"].as_str()?.to_string())))
+        let key_of: std::collections::HashMap<String, String> = self
+            .work_tasks(job)
+            .await
+            .into_iter()
+            .filter_map(|t| Some((t.id.to_string(), t.key?)))
             .collect();
         assert_eq!(key_of.len(), tasks);
         let mut held: std::collections::HashMap<&str, i32> = Default::default();

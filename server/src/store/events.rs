@@ -83,7 +83,7 @@ fn insert_sql(n: usize) -> &'static str {
 }
 
 /// The advisory lock that orders event appends on PostgreSQL (an arbitrary constant).
-pub(crate) const EVENT_APPEND_LOCK: i64 = 0x4147_4f52_4145_5654;
+const EVENT_APPEND_LOCK: i64 = 0x4147_4f52_4145_5654;
 
 /// PostgreSQL: the last event id the sequence handed out (0 before the first), as `last`.
 const LAST_EVENT_ID: &str =
@@ -170,7 +170,7 @@ pub(crate) fn events_committed(drafts: Vec<(EventDraft, i64)>, last: i64) -> Vec
 
 /// SQLite: writes the operation's events, when it has finished (the one writer hands out ids
 /// in commit order). PostgreSQL writes a batch's events with its `COMMIT` instead
-/// ([`events_sql`]).
+/// ([`events_commit_sql`]).
 pub(crate) async fn events_flush(
     ctx: &mut WriteCtx,
 ) -> std::result::Result<(), super::db::DbError> {
