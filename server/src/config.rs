@@ -35,6 +35,10 @@ pub struct Config {
     /// postgres://… switches the store to PostgreSQL.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
+    /// PostgreSQL: write batches one replica runs at once (each in its own transaction, side by
+    /// side). Across all replicas, about what the database's cores can run.
+    #[arg(long, env = "DB_WRITERS", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub db_writers: u8,
     /// Where per-job git repositories live.
     #[arg(long, env = "REPOS_DIR", default_value = "data/repos")]
     pub repos_dir: PathBuf,
@@ -201,6 +205,7 @@ impl Config {
             key_limits: std::sync::Arc::new(self.key_limits.iter().cloned().collect()),
             idempotency_ttl_ms: ms(Duration::from_secs(self.idempotency_ttl_secs)),
             max_inputs_bytes: self.max_spec_bytes,
+            writers: usize::from(self.db_writers),
         }
     }
 

@@ -130,6 +130,8 @@ pub struct QueueRules {
     pub idempotency_ttl_ms: i64,
     /// Most bytes of dependency results a claim carries as `inputs` (`MAX_SPEC_BYTES`).
     pub max_inputs_bytes: usize,
+    /// PostgreSQL: batches one replica's writer runs at once (`DB_WRITERS`).
+    pub writers: usize,
 }
 
 impl QueueRules {
@@ -152,6 +154,7 @@ impl Default for QueueRules {
             key_limits: Default::default(),
             idempotency_ttl_ms: 86_400_000,
             max_inputs_bytes: agora_shared::DEFAULT_MAX_SPEC_BYTES,
+            writers: 2,
         }
     }
 }

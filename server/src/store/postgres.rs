@@ -85,23 +85,84 @@ pub(super) async fn open(
     })
 }
 
-/// The replica's writer: takes every queued operation (up to `batch::MAX_BATCH`) and runs them
-/// in one transaction on its connection (group commit, as SQLite's writer thread does), so
-/// that a job's row, which every task operation updates, is locked once per batch instead of
-/// once per operation. A batch whose connection failed gets a fresh one for the next.
+/// The replica's writer: `DB_WRITERS` loops (`QueueRules::writers`) that each take every
+/// queued operation (up to `batch::MAX_BATCH`) and run them in one transaction on a connection
+/// of their own (group commit, as SQLite's writer thread does), so that a job's row, which every task operation
+/// updates, is locked once per batch instead of once per operation. A batch whose connection
+/// failed gets a fresh one for the next. While one batch waits for PostgreSQL (its statements,
+/// its commit's fsync), the next loop takes what was queued meanwhile and runs it beside, as
+/// another replica's batch would (see `batch::run_batch`: shared batches run side by side,
+/// exclusive ones one at a time under the claims lock). A close request stops every loop; it
+/// is answered when the batches in flight have ended.
 async fn run_writer(
     pool: AnyPool,
-    mut rx: mpsc::Receiver<Msg>,
+    rx: mpsc::Receiver<Msg>,
     publisher: Publisher,
     rules: QueueRules,
     clock: Clock,
 ) {
+    let queue = Arc::new(Queue {
+        rx: tokio::sync::Mutex::new(rx),
+        closed: AtomicBool::new(false),
+    });
     let seen = Seen::default();
+    let loops: Vec<_> = (0..rules.writers.max(1))
+        .map(|_| {
+            tokio::spawn(write_loop(
+                pool.clone(),
+                queue.clone(),
+                publisher.clone(),
+                seen.clone(),
+                rules.clone(),
+                clock.clone(),
+            ))
+        })
+        .collect();
+    let mut closing = None;
+    for ended in loops {
+        match ended.await {
+            Ok(done) => closing = closing.or(done),
+            // A loop that panicked: the writer's supervisor reports it.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {}
+        }
+    }
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+/// The queue the writer's loops take batches from, one loop at a time.
+struct Queue {
+    rx: tokio::sync::Mutex<mpsc::Receiver<Msg>>,
+    /// A loop took the close request: the others stop too.
+    closed: AtomicBool,
+}
+
+/// One of the writer's loops; returns the close request if it took it.
+async fn write_loop(
+    pool: AnyPool,
+    queue: Arc<Queue>,
+    publisher: Publisher,
+    seen: Seen,
+    rules: QueueRules,
+    clock: Clock,
+) -> Option<tokio::sync::oneshot::Sender<()>> {
     let mut ctx: Option<WriteCtx> = None;
     let mut closing = None;
     while closing.is_none() {
-        let Some(first) = rx.recv().await else { break };
-        let batch = next_batch(first, &mut rx, &mut closing);
+        let batch = {
+            let mut rx = queue.rx.lock().await;
+            if queue.closed.load(Ordering::SeqCst) {
+                break;
+            }
+            let Some(first) = rx.recv().await else { break };
+            let batch = next_batch(first, &mut rx, &mut closing);
+            if closing.is_some() {
+                queue.closed.store(true, Ordering::SeqCst);
+            }
+            batch
+        };
         if batch.is_empty() {
             continue;
         }
@@ -129,10 +190,7 @@ async fn run_writer(
             ctx = None;
         }
     }
-    drop(ctx);
-    if let Some(done) = closing {
-        let _ = done.send(());
-    }
+    closing
 }
 
 /// Channel name of the notifications.
