@@ -1,6 +1,6 @@
 //! The group commit both stores share: a batch of queued operations in one transaction,
-//! answered after the commit. SQLite's writer thread and PostgreSQL's writer task each take
-//! every operation queued (up to [`MAX_BATCH`]) and run them here.
+//! answered after the commit. SQLite's writer thread and each of a PostgreSQL replica's writer
+//! loops take every operation queued (up to [`MAX_BATCH`]) and run them here.
 
 use tokio::sync::{mpsc, oneshot};
 

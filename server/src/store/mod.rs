@@ -11,7 +11,7 @@
 //! - `rows.rs` (rows to shared types), `sql.rs` (shared SQL fragments), `db.rs` (one
 //!   interface over rusqlite and sqlx), `error.rs` ([`StoreError`]), `clock.rs` ([`Clock`]);
 //! - the backends: `sqlite.rs` (the file, its lock, the writer thread) and `postgres.rs` (the
-//!   pool, the writer task, the event pump and `LISTEN`), sharing the write path of `writer.rs`
+//!   pool, the writer loops, the event pump and `LISTEN`), sharing the write path of `writer.rs`
 //!   and the group commit of `batch.rs`.
 //!
 //! Writes go through [`Store::write`]: an operation is an async closure over a [`WriteCtx`].

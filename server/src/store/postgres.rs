@@ -1,5 +1,6 @@
 //! The PostgreSQL store, for several replicas on one database. Writes: each replica's writer
-//! task runs the queued operations in batches, one transaction each (group commit, see
+//! loops (`DB_WRITERS`) run the queued operations in batches, one transaction each, side by
+//! side (group commit, see
 //! `batch::run_batch`); row locks and `SKIP LOCKED` do the serialising, with the claims lock
 //! held exclusively by the batches that need one at a time (keyed claims, everything but
 //! claims, starts and completions).

@@ -1,8 +1,8 @@
 //! The write path both stores share: what an operation sees ([`WriteCtx`]), how its answer
 //! waits for the commit, and where committed effects go ([`Publisher`]). Both stores queue
 //! operations to one writer that commits them in batches (`batch.rs`): SQLite's thread owns the
-//! only write connection (`sqlite.rs`); each PostgreSQL replica has a writer task on a pooled
-//! connection (`postgres.rs`).
+//! only write connection (`sqlite.rs`); each PostgreSQL replica has `DB_WRITERS` writer loops,
+//! each on a pooled connection, taking turns at the queue (`postgres.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
