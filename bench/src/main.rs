@@ -204,8 +204,10 @@ async fn main() -> anyhow::Result<()> {
             samples.push(format!("{:.0}", server.rss_mb()));
         }
         println!(
-            "server RSS every 10 s for a minute after: {} MB",
-            samples.join(" → ")
+            "server RSS every 10 s for a minute after: {} MB (then anonymous {:.1} MB, files {:.1} MB)",
+            samples.join(" → "),
+            server.status_mb("RssAnon"),
+            server.status_mb("RssFile")
         );
         drop(held);
     }

@@ -87,11 +87,17 @@ impl Server {
 
     /// Resident memory of the server process, from /proc.
     pub fn rss_mb(&self) -> f64 {
+        self.status_mb("VmRSS")
+    }
+
+    /// A size from `/proc/PID/status` in MB (`VmRSS`, `RssAnon`: the heap and stacks,
+    /// `RssFile`: the binary's code and other mapped files).
+    pub fn status_mb(&self, field: &str) -> f64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|kb| kb.parse::<f64>().ok())
             .map(|kb| kb / 1024.0)

@@ -49,6 +49,7 @@ enum RepoCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    agora_server::memory::configure();
     // Each thread gives its free memory back when it idles after a quiet-time trim
     // (`agora_server::memory`).
     tokio::runtime::Builder::new_multi_thread()
