@@ -86,6 +86,12 @@ pub fn give_back() -> bool {
     committed() < before
 }
 
+/// How many times [`give_back`] has asked: a thread that keeps caches of its own (the SQLite
+/// writer) drops them when this moves.
+pub fn asked() -> u64 {
+    ASKED.load(Ordering::Relaxed)
+}
+
 /// Collects this thread's free pages now (a thread that has just freed its caches).
 pub fn collect_here() {
     #[cfg(feature = "mimalloc")]

@@ -66,6 +66,7 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "scheduler sweep failed; will retry"),
         }
+        crate::telemetry::upkeep();
         let minute = store.clock().minute();
         if sampled_minute != Some(minute) {
             match store.stats_sample().await {

@@ -45,6 +45,13 @@ fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// Folds the histograms' samples recorded since the last call into their buckets. Without it
+/// every sample stays in memory until `/metrics` is read, which a server nobody scrapes never
+/// is (1.4 MB after 50,000 tasks, and growing); the scheduler calls it each tick.
+pub fn upkeep() {
+    handle().run_upkeep();
+}
+
 /// Log lines to stdout: `text`, or `json` (one object per line); `RUST_LOG` filters (default
 /// `info,sqlx=warn`).
 pub fn init_logs(format: &str) {

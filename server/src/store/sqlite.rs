@@ -111,13 +111,13 @@ async fn run_writer(
     let mut closing = None;
     let death = crate::fault::writer_death_at();
     let mut released = true;
+    let mut released_for = crate::memory::asked();
     while closing.is_none() {
         let received = tokio::select! {
             m = rx.recv() => m,
             _ = crate::fault::at(death) => panic!("fault hook: the writer thread was told to die"),
             _ = tokio::time::sleep(QUIET), if !released => {
-                super::db::Exec::release_memory(&mut ctx.db);
-                crate::memory::collect_here();
+                ctx.release_memory();
                 released = true;
                 continue;
             }
@@ -130,6 +130,13 @@ async fn run_writer(
         }
         if let Err(e) = run_batch(&mut ctx, batch, &publisher).await {
             tracing::error!(error = ?e, "write batch failed and was rolled back");
+        }
+        // The server went quiet (no event for a scheduler interval) while the writer still
+        // has work, such as idle agents' `last_seen`: it gives its caches back too.
+        let asked = crate::memory::asked();
+        if asked != released_for {
+            released_for = asked;
+            ctx.release_memory();
         }
     }
     drop(ctx);

@@ -71,6 +71,16 @@ impl WriteCtx {
         }
     }
 
+    /// Gives back what the writer keeps only for speed, between batches: the connection's page
+    /// cache and prepared statements, and the room a burst's batches left in its maps.
+    pub(crate) fn release_memory(&mut self) {
+        super::db::Exec::release_memory(&mut self.db);
+        self.ahead = super::ahead::Ahead::default();
+        self.events = Vec::new();
+        self.drafts = Vec::new();
+        crate::memory::collect_here();
+    }
+
     /// What `take` takes of the rows the batch changed ahead (`ahead.rs`), counted as a write
     /// of this operation's.
     pub(crate) fn take_ahead<T>(
