@@ -86,10 +86,19 @@ pub fn give_back() -> bool {
     committed() < before
 }
 
-/// How many times [`give_back`] has asked: a thread that keeps caches of its own (the SQLite
-/// writer) drops them when this moves.
-pub fn asked() -> u64 {
-    ASKED.load(Ordering::Relaxed)
+/// Bumped at every quiet scheduler tick ([`drop_caches`]).
+static CACHES: AtomicU64 = AtomicU64::new(0);
+
+/// Asks threads that keep caches of their own (the SQLite writer) to drop them: the server is
+/// quiet (no event for a scheduler interval), though it may still be writing (idle agents'
+/// `last_seen`), and what such writes fill again is dropped at the next quiet tick.
+pub fn drop_caches() {
+    CACHES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many times [`drop_caches`] has asked; a thread drops its caches when this moves.
+pub fn caches_asked() -> u64 {
+    CACHES.load(Ordering::Relaxed)
 }
 
 /// Collects this thread's free pages now (a thread that has just freed its caches).

@@ -83,7 +83,10 @@ pub async fn run(
             // At every quiet tick, not only while trimming: a connection busy with another
             // read during the trim is closed at a later tick.
             let readers_closed = match tick.quiet {
-                true => store.readers_close_idle().await,
+                true => {
+                    crate::memory::drop_caches();
+                    store.readers_close_idle().await
+                }
                 false => 0,
             };
             if tick.trim || readers_closed > 0 {

@@ -111,7 +111,7 @@ async fn run_writer(
     let mut closing = None;
     let death = crate::fault::writer_death_at();
     let mut released = true;
-    let mut released_for = crate::memory::asked();
+    let mut released_for = crate::memory::caches_asked();
     while closing.is_none() {
         let received = tokio::select! {
             m = rx.recv() => m,
@@ -131,9 +131,9 @@ async fn run_writer(
         if let Err(e) = run_batch(&mut ctx, batch, &publisher).await {
             tracing::error!(error = ?e, "write batch failed and was rolled back");
         }
-        // The server went quiet (no event for a scheduler interval) while the writer still
-        // has work, such as idle agents' `last_seen`: it gives its caches back too.
-        let asked = crate::memory::asked();
+        // The server is quiet (no event for a scheduler interval) while the writer still has
+        // work, such as idle agents' `last_seen`: it gives its caches back at each quiet tick.
+        let asked = crate::memory::caches_asked();
         if asked != released_for {
             released_for = asked;
             ctx.release_memory();
