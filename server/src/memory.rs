@@ -52,8 +52,9 @@ fn committed() -> usize {
 #[cfg(feature = "mimalloc")]
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// How long freed pages wait before they are given back, milliseconds, unless
-/// `MIMALLOC_PURGE_DELAY` says otherwise: mimalloc 2's default. mimalloc 3's (1 s) kept 8-10 MB more a minute after the throughput
-/// runs (62-71 MB against 54), for no throughput measured (64 agents, three interleaved pairs).
+/// `MIMALLOC_PURGE_DELAY` says otherwise: mimalloc 2's default. mimalloc 3's (1 s) kept 8-10 MB
+/// more a minute after the throughput runs (62-71 MB against 54-59), for no throughput
+/// measured (64 agents, three interleaved pairs).
 #[cfg(feature = "mimalloc")]
 const PURGE_DELAY_MS: std::os::raw::c_long = 10;
 

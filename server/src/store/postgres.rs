@@ -1,9 +1,8 @@
 //! The PostgreSQL store, for several replicas on one database. Writes: each replica's writer
 //! loops (`DB_WRITERS`) run the queued operations in batches, one transaction each, side by
-//! side (group commit, see
-//! `batch::run_batch`); row locks and `SKIP LOCKED` do the serialising, with the claims lock
-//! held exclusively by the batches that need one at a time (keyed claims, everything but
-//! claims, starts and completions).
+//! side (group commit, see `batch::run_batch`); row locks and `SKIP LOCKED` do the
+//! serialising, with the claims lock held exclusively by the batches that need one at a time
+//! (keyed claims, everything but claims, starts and completions).
 //! Events: every replica publishes to its own WebSocket and SSE clients in id order (the pump):
 //! its own batches as the writer hands them over when they follow the last event published,
 //! the other replicas' by reading the events table when `LISTEN agora_events` announces a newer
@@ -88,9 +87,9 @@ pub(super) async fn open(
 
 /// The replica's writer: `DB_WRITERS` loops (`QueueRules::writers`) that each take every
 /// queued operation (up to `batch::MAX_BATCH`) and run them in one transaction on a connection
-/// of their own (group commit, as SQLite's writer thread does), so that a job's row, which every task operation
-/// updates, is locked once per batch instead of once per operation. A batch whose connection
-/// failed gets a fresh one for the next. While one batch waits for PostgreSQL (its statements,
+/// of their own (group commit, as SQLite's writer thread does), so that a job's row, which
+/// every task operation updates, is locked once per batch instead of once per operation. A
+/// batch whose connection failed gets a fresh one for the next. While one batch waits for PostgreSQL (its statements,
 /// its commit's fsync), the next loop takes what was queued meanwhile and runs it beside, as
 /// another replica's batch would (see `batch::run_batch`: shared batches run side by side,
 /// exclusive ones one at a time under the claims lock). A close request stops every loop; it
