@@ -341,9 +341,26 @@ impl GitHistory {
     }
 
     /// Brings one job's repository up to date: with `Some(ids)` only those tasks are looked at
-    /// (the event feed named them), with `None` every finished task of the job.
+    /// (the event feed named them), with `None` every finished task of the job. What the
+    /// repository holds is kept in memory while the job runs and forgotten once it has ended
+    /// (a late change reads it from the repository again), so that it does not grow with every
+    /// job the server has seen.
     async fn sync_tasks(&self, job_id: Uuid, ids: Option<Vec<Uuid>>) -> anyhow::Result<()> {
         let mut all = self.recorded.lock().await;
+        let ended = self.sync_recorded(&mut all, job_id, ids).await?;
+        if ended {
+            all.remove(&job_id);
+        }
+        Ok(())
+    }
+
+    /// [`Self::sync_tasks`] with the map locked; whether the job has ended.
+    async fn sync_recorded(
+        &self,
+        all: &mut HashMap<Uuid, Recorded>,
+        job_id: Uuid,
+        ids: Option<Vec<Uuid>>,
+    ) -> anyhow::Result<bool> {
         let rec = match all.entry(job_id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -399,8 +416,9 @@ impl GitHistory {
             commits.push(self.plan_commit(plan, &job).await);
         }
         commits.extend(self.task_commits(&new_tasks, &job).await);
+        let ended = job.status.is_terminal();
         if commits.is_empty() {
-            return Ok(());
+            return Ok(ended);
         }
         let dir = self.repo_dir(job_id);
         self.writes
@@ -418,7 +436,7 @@ impl GitHistory {
                 rec.tasks.insert(t.index);
             }
         }
-        Ok(())
+        Ok(ended)
     }
 
     /// The job's first commit: `job.json`, by its submitter.
