@@ -81,12 +81,13 @@ pub async fn run(
             let tick = trim.tick(newest);
             let started = std::time::Instant::now();
             // At every quiet tick, not only while trimming: a connection busy with another
-            // read during the trim is closed at a later tick.
+            // read during the trim is closed at a later tick, and what a busy writer's caches
+            // took again since the last tick is given back.
+            if tick.quiet {
+                crate::memory::drop_caches();
+            }
             let readers_closed = match tick.quiet {
-                true => {
-                    crate::memory::drop_caches();
-                    store.readers_close_idle().await
-                }
+                true => store.readers_close_idle().await,
                 false => 0,
             };
             if tick.trim || readers_closed > 0 {

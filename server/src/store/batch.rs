@@ -259,10 +259,10 @@ pub(crate) async fn run_batch(
             return Err(e);
         }
         let commit = commit_sql(publisher, &write_back, &drafts, work_added);
-        let settle_checked = ctx.shared && !write_back.is_empty();
-        let committed = match drafts.is_empty() && !settle_checked {
-            true => ctx.db.execute(&commit, &[]).await.map(|_| Vec::new()),
-            false => ctx.db.fetch(&commit, &[]).await,
+        // Whatever goes with the `COMMIT` may return rows (the events' ids, the jobs to settle).
+        let committed = match commit.as_ref() {
+            "COMMIT" => ctx.db.execute(&commit, &[]).await.map(|_| Vec::new()),
+            _ => ctx.db.fetch(&commit, &[]).await,
         };
         let rows = match committed {
             Ok(rows) => rows,

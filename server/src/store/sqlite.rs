@@ -133,10 +133,12 @@ async fn run_writer(
         }
         // The server is quiet (no event for a scheduler interval) while the writer still has
         // work, such as idle agents' `last_seen`: it gives its caches back at each quiet tick.
+        // (A writer with no work at all gives them back after `QUIET`, above.)
         let asked = crate::memory::caches_asked();
         if asked != released_for {
             released_for = asked;
             ctx.release_memory();
+            released = true;
         }
     }
     drop(ctx);
