@@ -21,15 +21,18 @@ async fn a_quiet_server_closes_the_read_connections_a_burst_opened() {
         opened > before,
         "64 reads at once should open more read connections than the {before} there were"
     );
+    // What the server promises is about idle connections: on PostgreSQL the writer's loops
+    // take connections from the same pool as they first get work and keep them, so the pool's
+    // size alone may stay above what it was before the burst.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let now = pool.size();
-        if now <= before {
+        let (now, idle) = (pool.size(), pool.num_idle());
+        if idle <= 1 && now < opened {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{now} read connections ({} idle) 10 s after the burst (it opened {opened}, there were {before})", pool.num_idle()
+            "{now} read connections ({idle} idle) 10 s after the burst (it opened {opened}, there were {before})"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
