@@ -493,3 +493,155 @@ async fn work_from_a_plan_completed_over_a_websocket_is_offered_at_once() {
         until_acked(&mut worker, "ready").await;
     }
 }
+
+/// An SSE reader that stops reading while the feed keeps
+/// going falls behind the segments the server keeps; when it reads again it gets what was
+/// waiting, then `event: resync` with the last id it was sent, and the response ends.
+/// Reconnecting from that id gets every later event: each progress report made meanwhile is
+/// seen exactly once across the two streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_that_stops_reading_is_told_to_resync_and_resumes_without_loss() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let addr: std::net::SocketAddr = app
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/api")
+        .parse()
+        .expect("the app's address");
+    // A plain socket that is not read (its receive buffer is the kernel's default; a tiny one
+    // would leave it waiting on the sender's zero-window probes once it reads again).
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stalled
+        .write_all(format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    // The feed goes on: far more than the kernel's socket buffers hold (the server's side grows
+    // to 4 MB), then far more than the server's 64 segments (one every 25 ms at most). Eight
+    // agents report progress with long messages, 2 KB events, 10 MB in all.
+    let agents = app.register_many("p", 8).await;
+    app.planned_job(&agents, &agents[0], (0..8).map(|i| json!(i)).collect())
+        .await;
+    let message = "m".repeat(2000);
+    let total = AtomicUsize::new(0);
+    let reports = futures::future::join_all(agents.iter().map(|a| {
+        let (app, message, total) = (&app, &message, &total);
+        async move {
+            let claimed = app.claim(a).await.expect("a work task");
+            let task = id_of(&claimed["task"]);
+            let r = app.task_call(a, &task, "start", json!({})).await;
+            assert!(r.status.is_success(), "{}: {}", r.status, r.body);
+            let started = Instant::now();
+            let mut sent = 0u32;
+            while total.load(Ordering::Relaxed) < 5000 || started.elapsed() < Duration::from_secs(3)
+            {
+                let body = json!({ "progress": sent % 100, "message": message });
+                let r = app.task_call(a, &task, "progress", body).await;
+                assert!(r.status.is_success(), "{}: {}", r.status, r.body);
+                sent += 1;
+                total.fetch_add(1, Ordering::Relaxed);
+            }
+            (task, sent)
+        }
+    }))
+    .await;
+    let marker = app.submit("marker", json!({})).await.to_string();
+    // Read it all now: the stream must end (chunked body's last chunk) with a resync.
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = stalled.read(&mut buf).await.expect("read");
+            raw.extend_from_slice(&buf[..n]);
+            if n == 0 || raw.ends_with(b"\r\n0\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the stalled reader's response did not end within 20 s of reading again ({} bytes)",
+        raw.len()
+    );
+    let messages = sse_messages(&dechunk(&raw));
+    let (last, before) = messages.split_last().expect("some messages");
+    assert_eq!(
+        last.event.as_deref(),
+        Some("resync"),
+        "the last message of a reader that fell behind is a resync"
+    );
+    let resync: serde_json::Value = serde_json::from_str(&last.data).expect("resync JSON");
+    let ids: Vec<i64> = before.iter().filter_map(|m| m.id).collect();
+    assert!(!ids.is_empty(), "it got what was waiting before the resync");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids strictly increase");
+    assert_eq!(
+        resync["last_event_id"].as_i64(),
+        ids.last().copied(),
+        "resync names the last id it was sent"
+    );
+    // Reconnect from there and read until the job submitted last.
+    let mut sse = SseClient::connect(&app, "/events", ids.last().copied()).await;
+    let mut resumed = Vec::new();
+    loop {
+        let e = sse.next_event().await;
+        let done = e["job_id"].as_str() == Some(marker.as_str());
+        resumed.push(e);
+        if done {
+            break;
+        }
+    }
+    let mut all: Vec<serde_json::Value> = before
+        .iter()
+        .map(|m| serde_json::from_str(&m.data).expect("event JSON"))
+        .collect();
+    all.extend(resumed);
+    let all_ids: Vec<i64> = all.iter().filter_map(|e| e["id"].as_i64()).collect();
+    assert!(
+        all_ids.windows(2).all(|w| w[0] < w[1]),
+        "no duplicate across the resync and the reconnect"
+    );
+    let mut progress = std::collections::HashMap::<String, u32>::new();
+    for e in all.iter().filter(|e| e["kind"] == "task.progress") {
+        *progress
+            .entry(e["task_id"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    for (task, sent) in reports {
+        assert_eq!(
+            progress.get(&task).copied().unwrap_or(0),
+            sent,
+            "every progress report of task {task} once, across the resync and the reconnect"
+        );
+    }
+}
+
+/// An HTTP/1.1 response's chunked body, decoded (the head skipped).
+fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let start = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |p| p + 4);
+    let mut rest = &raw[start..];
+    let mut body = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&rest[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .expect("a chunk size line");
+        if size == 0 || rest.len() < eol + 2 + size {
+            break;
+        }
+        body.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+        rest = &rest[eol + 2 + size + 2..];
+    }
+    body
+}
+
+/// The messages of an SSE body (comments skipped).
+fn sse_messages(body: &[u8]) -> Vec<SseMsg> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(SseMsg::parse)
+        .collect()
+}

@@ -135,6 +135,31 @@ pub struct SseMsg {
     pub data: String,
 }
 
+impl SseMsg {
+    /// One message's block (its lines without the blank line after); `None` for a comment.
+    pub fn parse(block: &str) -> Option<SseMsg> {
+        let mut msg = SseMsg {
+            id: None,
+            event: None,
+            data: String::new(),
+        };
+        let mut any = false;
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id:") {
+                msg.id = v.trim().parse().ok();
+                any = true;
+            } else if let Some(v) = line.strip_prefix("event:") {
+                msg.event = Some(v.trim().to_string());
+                any = true;
+            } else if let Some(v) = line.strip_prefix("data:") {
+                msg.data.push_str(v.trim_start());
+                any = true;
+            }
+        }
+        any.then_some(msg)
+    }
+}
+
 /// A minimal SSE reader over a streaming HTTP response.
 pub struct SseClient {
     body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
@@ -169,25 +194,7 @@ impl SseClient {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
-                let mut msg = SseMsg {
-                    id: None,
-                    event: None,
-                    data: String::new(),
-                };
-                let mut any = false;
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        msg.id = v.trim().parse().ok();
-                        any = true;
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        msg.event = Some(v.trim().to_string());
-                        any = true;
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        msg.data.push_str(v.trim_start());
-                        any = true;
-                    }
-                }
-                if any {
+                if let Some(msg) = SseMsg::parse(&block) {
                     return Some(msg);
                 }
                 continue;

@@ -5,8 +5,8 @@
 //! message and the stream ends; reconnecting with its last id repairs it from the table.
 //!
 //! Live events are written as segments (`crate::segments`): the events of a short stretch,
-//! encoded and joined once, written by every reader as the same bytes. A comment line keeps an
-//! idle stream open.
+//! encoded and joined once, written by every reader as the same bytes, straight from the
+//! segments' broadcast by the connection's own task. A comment line keeps an idle stream open.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -17,10 +17,8 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures::StreamExt;
 use serde::Deserialize;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::frames::{self, SSE_KEEP_ALIVE};
@@ -30,12 +28,6 @@ use crate::error::{ApiError, Result};
 use crate::state::AppState;
 use crate::store::{EventListParams, Store};
 
-/// Messages buffered per client before it counts as slow: live ones are segments of up to
-/// 64 KB (shared with the other readers), so at most 4 MB, and at least 1.6 s of the busiest
-/// feed (a segment per 25 ms).
-const CLIENT_BUFFER: usize = 64;
-/// How long a client may leave its buffer full before it is cut off.
-const SLOW_CLIENT: Duration = Duration::from_secs(5);
 /// Rows per replay query.
 const REPLAY_PAGE: u32 = 1000;
 /// An idle stream gets a comment this often.
@@ -76,8 +68,6 @@ fn resume_point(headers: &HeaderMap, q: &StreamQuery) -> Result<Option<i64>> {
     }
 }
 
-type Feed = ReceiverStream<Bytes>;
-
 /// Every event, live; with `Last-Event-ID` the missed ones first.
 #[utoipa::path(get, path = "/api/events", tag = "push", params(StreamQuery),
     responses((status = 200, description = "text/event-stream of Event JSON", content_type = "text/event-stream"),
@@ -106,9 +96,12 @@ pub async fn stream_job(
     Ok(sse(start(state, Some(id), after).await?))
 }
 
-/// The response: `text/event-stream` of the feed's messages, as they come.
-fn sse(feed: Feed) -> Response {
-    let body = Body::from_stream(feed.map(Ok::<_, Infallible>));
+/// The response: `text/event-stream` of the reader's messages, as the connection asks for them.
+fn sse(reader: Reader) -> Response {
+    let feed = futures::stream::unfold(reader, |mut r| async move {
+        let next = r.next().await?;
+        Some((Ok::<_, Infallible>(next), r))
+    });
     (
         [
             (
@@ -117,12 +110,12 @@ fn sse(feed: Feed) -> Response {
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
-        body,
+        Body::from_stream(feed),
     )
         .into_response()
 }
 
-async fn start(state: AppState, job: Option<Uuid>, after: Option<i64>) -> Result<Feed> {
+async fn start(state: AppState, job: Option<Uuid>, after: Option<i64>) -> Result<Reader> {
     // Without a resume point the stream starts at the newest event: read its id *before*
     // subscribing and replay from there, so an event committed in between is not lost.
     let after = match after {
@@ -131,106 +124,111 @@ async fn start(state: AppState, job: Option<Uuid>, after: Option<i64>) -> Result
     };
     // Subscribe before reading the table, so nothing committed in between is missed.
     let live = state.sse.subscribe();
-    let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
-    tokio::spawn(feed(
-        state.store.clone(),
-        state.shutdown.clone(),
+    Ok(Reader {
+        store: state.store.clone(),
+        shutdown: state.shutdown.clone(),
         live,
-        tx,
         job,
-        after,
-    ));
-    Ok(ReceiverStream::new(rx))
+        last: after,
+        replaying: true,
+        keep_alive: tokio::time::Instant::now() + KEEP_ALIVE,
+        ended: false,
+        _counted: crate::telemetry::SseClient::count(),
+    })
 }
 
-async fn feed(
+/// One SSE reader: what it has been sent, and where the next comes from. It is the response
+/// body itself, read by the connection's own task when its socket can take more (no task or
+/// queue of its own between the live segments and the socket): a reader that does not read
+/// costs nothing but its place in the segments' broadcast, and when it has fallen
+/// [`crate::segments`]' buffer behind it is told to resync.
+struct Reader {
     store: Store,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-    mut live: broadcast::Receiver<std::sync::Arc<crate::segments::Segment>>,
-    tx: mpsc::Sender<Bytes>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    live: broadcast::Receiver<std::sync::Arc<crate::segments::Segment>>,
     job: Option<Uuid>,
-    after: i64,
-) {
-    let _counted = crate::telemetry::SseClient::count();
-    // The highest id already sent (or deliberately skipped), across all jobs.
-    let mut last = after;
-    loop {
-        let page = match store
-            .event_list(EventListParams {
-                job_id: job,
-                after: last,
-                limit: REPLAY_PAGE,
-                newest_first: false,
-            })
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "SSE replay failed");
-                return;
-            }
-        };
-        let full = page.len() as u32 == REPLAY_PAGE;
-        for e in &page {
-            // A client that stops reading during the replay is told to resync, as in the live
-            // part; and the replay stops with the server.
-            let sent = tokio::select! {
-                r = tx.send_timeout(frames::sse_event(e), SLOW_CLIENT) => r,
-                _ = shutdown.changed() => return,
-            };
-            if sent.is_err() {
-                resync(&tx, last);
-                return;
-            }
-            last = e.id;
-        }
-        if !full {
-            break;
-        }
-    }
-    let mut keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
-    loop {
-        let received = tokio::select! {
-            r = live.recv() => r,
-            _ = tokio::time::sleep_until(keep_alive) => {
-                keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
-                // A full buffer already keeps the stream busy.
-                let _ = tx.try_send(Bytes::from_static(SSE_KEEP_ALIVE));
-                continue;
-            }
-            _ = shutdown.changed() => return,
-        };
-        match received {
-            Ok(segment) if segment.gap => {
-                resync(&tx, last);
-                return;
-            }
-            Ok(segment) => {
-                let upto = last.max(segment.last_id());
-                let Some(chunk) = segment.after(last, job) else {
-                    last = upto;
-                    continue;
-                };
-                // A client that does not drain its buffer in time is told to resync rather
-                // than queued for without bound.
-                if tx.send_timeout(chunk, SLOW_CLIENT).await.is_err() {
-                    resync(&tx, last);
-                    return;
-                }
-                last = upto;
-                keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
-            }
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                resync(&tx, last);
-                return;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
-    }
+    /// The highest id already sent (or deliberately skipped), across all jobs.
+    last: i64,
+    /// Still reading the table for what was committed after the resume point.
+    replaying: bool,
+    keep_alive: tokio::time::Instant,
+    /// Told to resync: nothing more.
+    ended: bool,
+    _counted: crate::telemetry::SseClient,
 }
 
-/// Tells a client that fell behind to reconnect from `last` (the table has everything after it).
-fn resync(tx: &mpsc::Sender<Bytes>, last: i64) {
-    let data = serde_json::json!({ "last_event_id": last }).to_string();
-    let _ = tx.try_send(frames::sse_named("resync", &data));
+impl Reader {
+    /// The next bytes to write; `None` ends the stream.
+    async fn next(&mut self) -> Option<Bytes> {
+        if self.ended {
+            return None;
+        }
+        if self.replaying {
+            match self.replay_page().await {
+                Ok(Some(page)) => return Some(page),
+                Ok(None) => self.replaying = false,
+                Err(()) => return None,
+            }
+        }
+        loop {
+            let received = tokio::select! {
+                r = self.live.recv() => r,
+                _ = tokio::time::sleep_until(self.keep_alive) => {
+                    self.keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
+                    return Some(Bytes::from_static(SSE_KEEP_ALIVE));
+                }
+                _ = self.shutdown.changed() => return None,
+            };
+            match received {
+                Ok(segment) if segment.gap => return Some(self.resync()),
+                Ok(segment) => {
+                    let upto = self.last.max(segment.last_id());
+                    let chunk = segment.after(self.last, self.job);
+                    self.last = upto;
+                    if let Some(chunk) = chunk {
+                        self.keep_alive = tokio::time::Instant::now() + KEEP_ALIVE;
+                        return Some(chunk);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => return Some(self.resync()),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// The next page of missed events from the table, as one chunk; `Ok(None)` when there
+    /// is no more, `Err` when the stream must end (the store failed, the server stops).
+    async fn replay_page(&mut self) -> std::result::Result<Option<Bytes>, ()> {
+        let read = self.store.event_list(EventListParams {
+            job_id: self.job,
+            after: self.last,
+            limit: REPLAY_PAGE,
+            newest_first: false,
+        });
+        let page = tokio::select! {
+            r = read => r,
+            _ = self.shutdown.changed() => return Err(()),
+        };
+        let page = page.map_err(|e| tracing::warn!(error = %e, "SSE replay failed"))?;
+        let Some(newest) = page.last() else {
+            return Ok(None);
+        };
+        self.last = newest.id;
+        if (page.len() as u32) < REPLAY_PAGE {
+            self.replaying = false;
+        }
+        let mut chunk = Vec::new();
+        for e in &page {
+            chunk.extend_from_slice(&frames::sse_event(e));
+        }
+        Ok(Some(Bytes::from(chunk)))
+    }
+
+    /// Tells a reader that fell behind to reconnect from its last id (the table has everything
+    /// after it); the stream ends after this message.
+    fn resync(&mut self) -> Bytes {
+        self.ended = true;
+        let data = serde_json::json!({ "last_event_id": self.last }).to_string();
+        frames::sse_named("resync", &data)
+    }
 }
