@@ -494,11 +494,10 @@ async fn work_from_a_plan_completed_over_a_websocket_is_offered_at_once() {
     }
 }
 
-/// An SSE reader that stops reading while the feed keeps
-/// going falls behind the segments the server keeps; when it reads again it gets what was
-/// waiting, then `event: resync` with the last id it was sent, and the response ends.
-/// Reconnecting from that id gets every later event: each progress report made meanwhile is
-/// seen exactly once across the two streams.
+/// An SSE reader that stops reading while the feed keeps going falls behind the segments the
+/// server keeps; when it reads again it gets what was waiting, then `event: resync` with the
+/// last id it was sent, and the response ends. Reconnecting from that id gets every later
+/// event: each progress report made meanwhile is seen exactly once across the two streams.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_that_stops_reading_is_told_to_resync_and_resumes_without_loss() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -89,11 +89,11 @@ pub(super) async fn open(
 /// queued operation (up to `batch::MAX_BATCH`) and run them in one transaction on a connection
 /// of their own (group commit, as SQLite's writer thread does), so that a job's row, which
 /// every task operation updates, is locked once per batch instead of once per operation. A
-/// batch whose connection failed gets a fresh one for the next. While one batch waits for PostgreSQL (its statements,
-/// its commit's fsync), the next loop takes what was queued meanwhile and runs it beside, as
-/// another replica's batch would (see `batch::run_batch`: shared batches run side by side,
-/// exclusive ones one at a time under the claims lock). A close request stops every loop; it
-/// is answered when the batches in flight have ended.
+/// batch whose connection failed gets a fresh one for the next. While one batch waits for
+/// PostgreSQL (its statements, its commit's fsync), the next loop takes what was queued
+/// meanwhile and runs it beside, as another replica's batch would (see `batch::run_batch`:
+/// shared batches run side by side, exclusive ones one at a time under the claims lock). A
+/// close request stops every loop; it is answered when the batches in flight have ended.
 async fn run_writer(
     pool: AnyPool,
     rx: mpsc::Receiver<Msg>,
