@@ -131,6 +131,13 @@ pub struct GitHistory {
     writing: Arc<std::sync::atomic::AtomicBool>,
 }
 
+thread_local! {
+    /// The history thread's read connection (SQLite), opened at its first read and closed
+    /// when the thread has been idle for a second, with its page cache.
+    static OWN_READER: std::cell::RefCell<Option<crate::store::OwnReader>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// A piece of work for [`GitThread`].
 type GitWork = Box<dyn FnOnce() + Send>;
 
@@ -150,12 +157,18 @@ impl GitThread {
                 let (tx, rx) = std::sync::mpsc::channel::<GitWork>();
                 let spawned = std::thread::Builder::new()
                     .name("agora-git".into())
-                    .spawn(move || loop {
-                        use std::sync::mpsc::RecvTimeoutError;
-                        match rx.recv_timeout(Duration::from_secs(1)) {
-                            Ok(work) => work(),
-                            Err(RecvTimeoutError::Timeout) => crate::memory::collect_if_asked(),
-                            Err(RecvTimeoutError::Disconnected) => break,
+                    .spawn(move || {
+                        give_way();
+                        loop {
+                            use std::sync::mpsc::RecvTimeoutError;
+                            match rx.recv_timeout(Duration::from_secs(1)) {
+                                Ok(work) => work(),
+                                Err(RecvTimeoutError::Timeout) => {
+                                    OWN_READER.with(|r| r.borrow_mut().take());
+                                    crate::memory::collect_if_asked();
+                                }
+                                Err(RecvTimeoutError::Disconnected) => break,
+                            }
                         }
                     });
                 match spawned {
@@ -186,6 +199,22 @@ impl GitThread {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(_)) => anyhow::bail!("git: a write panicked"),
             Err(_) => anyhow::bail!("git: the history's thread has ended"),
+        }
+    }
+}
+
+/// Lowers the calling thread's priority (nice 10): the history is background work, and under
+/// load its thread (its reads and writes, on SQLite) gives way to the agents' work; its
+/// flushes then come further apart and catch up with larger commits (`write_while`). An idle
+/// core it still uses in full.
+fn give_way() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take and return plain integers; PRIO_PROCESS with a
+    // thread id sets that thread's nice value only.
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) != 0 {
+            tracing::debug!("git: could not lower the history thread's priority");
         }
     }
 }
@@ -394,11 +423,7 @@ impl GitHistory {
         };
         let finished = match ids.is_empty() {
             true => Vec::new(),
-            false => self
-                .store
-                .tasks_finished_by_id(job_id, &ids)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            false => self.finished_by_id(job_id, ids).await?,
         };
         let mut new_plans = Vec::new();
         let mut new_tasks = Vec::new();
@@ -437,6 +462,33 @@ impl GitHistory {
             }
         }
         Ok(ended)
+    }
+
+    /// These tasks of the job, if finished: on SQLite read by the history's own thread, on a
+    /// connection of its own ([`OWN_READER`]), else from the read pool.
+    async fn finished_by_id(&self, job_id: Uuid, ids: Vec<Uuid>) -> anyhow::Result<Vec<Task>> {
+        if self.store.backend() != crate::store::Backend::Sqlite {
+            return self
+                .store
+                .tasks_finished_by_id(job_id, &ids)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"));
+        }
+        let store = self.store.clone();
+        self.writes
+            .run(move || {
+                OWN_READER.with(|reader| {
+                    let mut reader = reader.borrow_mut();
+                    let reader = match &mut *reader {
+                        Some(r) => r,
+                        none => none.insert(store.own_reader().context("no SQLite path")??),
+                    };
+                    reader
+                        .tasks_finished_by_id(job_id, &ids)
+                        .map_err(|e| anyhow::anyhow!("{e}"))
+                })
+            })
+            .await?
     }
 
     /// The job's first commit: `job.json`, by its submitter.

@@ -29,6 +29,8 @@ pub mod error;
 mod events;
 mod jobs;
 pub mod leadership;
+mod own_reader;
+pub use own_reader::OwnReader;
 mod postgres;
 mod rows;
 pub mod sql;
@@ -107,6 +109,8 @@ struct Inner {
     /// second server on the same file refuses to start (its events would never reach this
     /// one's readers).
     lock: std::sync::Mutex<Option<std::fs::File>>,
+    /// SQLite: the database file, for connections of a thread's own ([`OwnReader`]).
+    sqlite_path: Option<std::path::PathBuf>,
     /// When the writer last answered a health check, and whether it did.
     last_ping: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
     clock: Clock,
@@ -248,6 +252,7 @@ impl Store {
                 work_available,
                 pump: opened.pump,
                 lock: std::sync::Mutex::new(opened.lock),
+                sqlite_path: (opened.backend == Backend::Sqlite).then(|| db_path.to_path_buf()),
                 last_ping: std::sync::Mutex::new(None),
                 clock,
             }),

@@ -949,22 +949,32 @@ impl Store {
 }
 
 impl Store {
-    /// These tasks of a job, if terminal (the git writer's incremental read).
+    /// These tasks of a job, if terminal (the git writer's incremental read; on SQLite it
+    /// reads on a connection of its own, [`super::OwnReader`]).
     pub async fn tasks_finished_by_id(&self, job_id: Uuid, ids: &[Uuid]) -> Result<Vec<Task>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let mut params = vec![DbValue::from(job_id)];
-            params.extend(chunk.iter().map(|id| DbValue::from(*id)));
-            let rows: Vec<TaskRow> = self
-                .read_all(&finished_by_id_sql(chunk.len()), &params)
-                .await?;
-            for r in rows {
-                out.push(r.into_task()?);
-            }
-        }
-        out.sort_by_key(|t| (t.finished_at, t.index));
-        Ok(out)
+        let mut conn = self.reader().acquire().await?;
+        finished_by_id(&mut *conn, job_id, ids).await
     }
+}
+
+/// [`Store::tasks_finished_by_id`] on the connection `db`, in the order they finished.
+pub(crate) async fn finished_by_id<E: Exec + ?Sized>(
+    db: &mut E,
+    job_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<Task>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let mut params = vec![DbValue::from(job_id)];
+        params.extend(chunk.iter().map(|id| DbValue::from(*id)));
+        let rows: Vec<TaskRow> =
+            super::db::ExecExt::all(db, &finished_by_id_sql(chunk.len()), &params).await?;
+        for r in rows {
+            out.push(r.into_task()?);
+        }
+    }
+    out.sort_by_key(|t| (t.finished_at, t.index));
+    Ok(out)
 }
 
 /// Tasks `$2..` of job `$1`, if terminal. Each is found by its id: the job check is an
