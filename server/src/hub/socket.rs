@@ -249,17 +249,38 @@ async fn recv_event(
     }
 }
 
+/// Frames written to the socket together at most (see [`write_frames`]).
+const FRAMES_PER_WRITE: usize = 64;
+
+/// Writes the connection's frames as they are queued: each with whatever else is queued by
+/// then (up to [`FRAMES_PER_WRITE`]), flushed once: a report's answer and the agent's next
+/// offer go in one write, not one each.
 async fn write_frames<S: Sink<Message> + Unpin>(
     mut sink: S,
     mut rx: mpsc::Receiver<Message>,
     queued: Arc<AtomicUsize>,
 ) {
-    while let Some(m) = rx.recv().await {
-        let closing = matches!(m, Message::Close(_));
-        let n = frame_len(&m);
-        let sent = sink.send(m).await;
-        queued.fetch_sub(n, Ordering::Relaxed);
-        if sent.is_err() || closing {
+    'frames: while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut fed = 0;
+        while let Some(m) = next.take() {
+            let closing = matches!(m, Message::Close(_));
+            let n = frame_len(&m);
+            let sent = sink.feed(m).await.is_ok();
+            queued.fetch_sub(n, Ordering::Relaxed);
+            if !sent {
+                break 'frames;
+            }
+            if closing {
+                let _ = sink.flush().await;
+                break 'frames;
+            }
+            fed += 1;
+            if fed < FRAMES_PER_WRITE {
+                next = rx.try_recv().ok();
+            }
+        }
+        if sink.flush().await.is_err() {
             break;
         }
     }
