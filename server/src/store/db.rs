@@ -613,7 +613,7 @@ impl Exec for SqliteExec {
     }
 
     /// The prepared statements (a set statement of 512 rows is a large program) and the page
-    /// cache (up to 2 MB); the next burst prepares and reads them again.
+    /// cache (up to 16 MB, `writer_connection`); the next burst prepares and reads them again.
     fn release_memory(&mut self) {
         self.conn.flush_prepared_statement_cache();
         if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory") {
