@@ -29,12 +29,8 @@ impl Store {
 
 impl OwnReader {
     fn open(path: &Path) -> anyhow::Result<OwnReader> {
-        use rusqlite::OpenFlags;
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = rusqlite::Connection::open_with_flags(path, flags)?;
-        conn.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;")?;
         Ok(OwnReader {
-            db: SqliteExec::new(conn),
+            db: SqliteExec::new(super::sqlite::reader_connection(path)?),
         })
     }
 

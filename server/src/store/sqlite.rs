@@ -193,10 +193,24 @@ fn writer_connection(path: &std::path::Path) -> rusqlite::Result<rusqlite::Conne
     Ok(conn)
 }
 
+/// What every read connection runs first: the read pool's and a thread's own.
+const READER_PRAGMAS: &str =
+    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;";
+
 async fn reader_pragmas(conn: &mut sqlx::AnyConnection) -> std::result::Result<(), sqlx::Error> {
-    conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
-        .await?;
+    conn.execute(READER_PRAGMAS).await?;
     Ok(())
+}
+
+/// A read connection for one thread of its own (`store::OwnReader`): like the pool's, but
+/// used where it is opened, without sqlx.
+pub(super) fn reader_connection(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    // Only the thread that opened it uses it: no SQLite-level mutex needed.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+    conn.execute_batch(READER_PRAGMAS)?;
+    Ok(conn)
 }
 
 #[cfg(test)]

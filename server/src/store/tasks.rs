@@ -967,8 +967,7 @@ pub(crate) async fn finished_by_id<E: Exec + ?Sized>(
     for chunk in ids.chunks(500) {
         let mut params = vec![DbValue::from(job_id)];
         params.extend(chunk.iter().map(|id| DbValue::from(*id)));
-        let rows: Vec<TaskRow> =
-            super::db::ExecExt::all(db, &finished_by_id_sql(chunk.len()), &params).await?;
+        let rows: Vec<TaskRow> = db.all(&finished_by_id_sql(chunk.len()), &params).await?;
         for r in rows {
             out.push(r.into_task()?);
         }
