@@ -189,12 +189,12 @@ pub(crate) async fn prepare(ctx: &mut WriteCtx, hints: &[&Hint]) -> Result<(), D
     {
         unblocks |= row.get::<i64>("job_has_deps")? != 0;
         jobs.extend(job_of(&row)?);
-        let task = TaskRow::from_row(&row)?;
+        let task = TaskRow::from_row_owned(row)?;
         ctx.ahead.finished.insert(id_of(&task)?, task);
     }
     let start = move |n| sql::task_start_many(backend, n);
     for row in run_set(ctx, start, vec![ctx.now.into()], starts, &[TEXT_NULL; 3]).await? {
-        let task = TaskRow::from_row(&row)?;
+        let task = TaskRow::from_row_owned(row)?;
         ctx.ahead.started.insert(id_of(&task)?, task);
     }
     if !unblocks {
@@ -326,7 +326,7 @@ pub(crate) async fn claim_ahead(
     let sql_of = move |n| sql::task_claim_many(backend, n);
     for row in run_set(ctx, sql_of, vec![ctx.now.into()], rows, &CLAIM_PADDING).await? {
         jobs.extend(job_of(&row)?);
-        let row = TaskRow::from_row(&row)?;
+        let row = TaskRow::from_row_owned(row)?;
         let Some((lease, (agent, kind))) = row
             .lease_id
             .as_deref()

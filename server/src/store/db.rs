@@ -191,6 +191,37 @@ impl Row {
         T::from_cell(self.cell(name)?).ok_or_else(|| DbError::Decode(name.to_string(), T::EXPECTED))
     }
 
+    /// [`Row::get`] for columns read in the order the statement lists them: the search starts
+    /// at `next` (the column after the one read before) and moves it on, so reading a row's
+    /// columns in order compares each name once instead of scanning from the first.
+    pub fn get_next<T: FromCell>(&self, name: &str, next: &mut usize) -> Result<T, DbError> {
+        let at = self.find_from(name, next)?;
+        self.cells
+            .get(at)
+            .and_then(T::from_cell)
+            .ok_or_else(|| DbError::Decode(name.to_string(), T::EXPECTED))
+    }
+
+    /// [`Row::get_next`] that takes the cell's text instead of copying it (the cell reads as
+    /// NULL after): for a row read once, into a struct.
+    pub fn take_next<T: FromCell>(&mut self, name: &str, next: &mut usize) -> Result<T, DbError> {
+        let at = self.find_from(name, next)?;
+        self.cells
+            .get_mut(at)
+            .and_then(T::take_cell)
+            .ok_or_else(|| DbError::Decode(name.to_string(), T::EXPECTED))
+    }
+
+    /// The index of column `name`, searched from `next`, which it moves past the column.
+    fn find_from(&self, name: &str, next: &mut usize) -> Result<usize, DbError> {
+        let at = (*next..self.names.len())
+            .chain(0..*next)
+            .find(|&i| self.names[i] == name)
+            .ok_or_else(|| DbError::Decode(name.to_string(), "no such column"))?;
+        *next = at + 1;
+        Ok(at)
+    }
+
     pub fn at<T: FromCell>(&self, i: usize) -> Result<T, DbError> {
         let cell = self
             .cells
@@ -204,6 +235,10 @@ impl Row {
 pub trait FromCell: Sized {
     const EXPECTED: &'static str;
     fn from_cell(v: &Value) -> Option<Self>;
+    /// The value, taking what it can from the cell instead of copying it.
+    fn take_cell(v: &mut Value) -> Option<Self> {
+        Self::from_cell(v)
+    }
 }
 
 impl FromCell for i64 {
@@ -235,6 +270,12 @@ impl FromCell for String {
             _ => None,
         }
     }
+    fn take_cell(v: &mut Value) -> Option<Self> {
+        match v {
+            Value::Text(t) => t.take(),
+            _ => None,
+        }
+    }
 }
 
 impl FromCell for Option<String> {
@@ -246,11 +287,22 @@ impl FromCell for Option<String> {
             _ => None,
         }
     }
+    fn take_cell(v: &mut Value) -> Option<Self> {
+        match v {
+            Value::Text(t) => Some(t.take()),
+            Value::Int(None) | Value::Real(None) => Some(None),
+            _ => None,
+        }
+    }
 }
 
 /// A row type read from a result row.
 pub trait FromRow: Sized {
     fn from_row(row: &Row) -> Result<Self, DbError>;
+    /// [`FromRow::from_row`] of a row read once: its texts are moved, not copied.
+    fn from_row_owned(row: Row) -> Result<Self, DbError> {
+        Self::from_row(&row)
+    }
 }
 
 impl<A: FromCell> FromRow for (A,) {
@@ -285,7 +337,15 @@ macro_rules! db_row {
         $vis struct $name { $($fvis $field: $ty),* }
         impl $crate::store::db::FromRow for $name {
             fn from_row(row: &$crate::store::db::Row) -> Result<Self, $crate::store::db::DbError> {
-                Ok($name { $($field: row.get(stringify!($field))?),* })
+                // Fields are initialised in the order written, which is the columns' order.
+                let mut next = 0;
+                Ok($name { $($field: row.get_next(stringify!($field), &mut next)?),* })
+            }
+            fn from_row_owned(
+                mut row: $crate::store::db::Row,
+            ) -> Result<Self, $crate::store::db::DbError> {
+                let mut next = 0;
+                Ok($name { $($field: row.take_next(stringify!($field), &mut next)?),* })
             }
         }
     };
@@ -387,16 +447,17 @@ pub trait ExecExt: Exec {
     async fn all<T: FromRow>(&mut self, sql: &str, args: &[Value]) -> Result<Vec<T>, DbError> {
         self.fetch(sql, args)
             .await?
-            .iter()
-            .map(T::from_row)
+            .into_iter()
+            .map(T::from_row_owned)
             .collect()
     }
 
     async fn opt<T: FromRow>(&mut self, sql: &str, args: &[Value]) -> Result<Option<T>, DbError> {
         self.fetch(sql, args)
             .await?
-            .first()
-            .map(T::from_row)
+            .into_iter()
+            .next()
+            .map(T::from_row_owned)
             .transpose()
     }
 

@@ -279,6 +279,12 @@ fn task_claim_many_sql(backend: Backend, n: usize) -> String {
         Backend::Postgres => " FOR NO KEY UPDATE SKIP LOCKED",
     };
     let (jobs, job_match, returning) = with_job(backend);
+    // A claim unblocks nothing, so its job's `has_deps` goes unread: SQLite, where it costs a
+    // lookup of the job per row, returns the task alone.
+    let returning = match backend {
+        Backend::Sqlite => TASK_COLUMNS.to_string(),
+        Backend::Postgres => returning,
+    };
     // Some agent of the set has every capability `t` requires.
     let any_may = match backend {
         Backend::Sqlite => {
