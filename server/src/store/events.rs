@@ -67,7 +67,7 @@ pub async fn event_insert(ctx: &mut WriteCtx, draft: EventDraft) -> Result<()> {
 const INSERT_ROWS: usize = 64;
 
 /// SQLite: `INSERT INTO events … VALUES (…), (…)` for `n` events (1 to [`INSERT_ROWS`]),
-/// rendered once per count: an operation's events go in one statement.
+/// rendered once per count: a batch's events go in as few statements as that allows.
 fn insert_sql(n: usize) -> &'static str {
     static SQL: [std::sync::OnceLock<String>; INSERT_ROWS] =
         [const { std::sync::OnceLock::new() }; INSERT_ROWS];
