@@ -232,9 +232,7 @@ pub(crate) async fn run_batch(
         // cost a quarter of the writer's time under load); PostgreSQL writes them with its
         // `COMMIT`.
         if flushed.is_ok() && ctx.backend == Backend::Sqlite {
-            ctx.events.clear();
-            flushed = events_flush(ctx).await;
-            events.append(&mut ctx.events);
+            flushed = events_flush(ctx).await.map(|written| events = written);
         }
         // The jobs' counters kept in memory (`counters.rs`): on SQLite now, on PostgreSQL with
         // the commit, before the batch's events.

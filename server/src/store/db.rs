@@ -160,14 +160,6 @@ pub struct Row {
 }
 
 impl Row {
-    fn cell(&self, name: &str) -> Result<&Value, DbError> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .and_then(|i| self.cells.get(i))
-            .ok_or_else(|| DbError::Decode(name.to_string(), "no such column"))
-    }
-
     /// The columns named `{prefix}…`, without the prefix (a row of another table returned
     /// beside this one's, such as a task's job).
     pub fn with_prefix(&self, prefix: &str) -> Row {
@@ -188,7 +180,7 @@ impl Row {
     }
 
     pub fn get<T: FromCell>(&self, name: &str) -> Result<T, DbError> {
-        T::from_cell(self.cell(name)?).ok_or_else(|| DbError::Decode(name.to_string(), T::EXPECTED))
+        self.get_next(name, &mut 0)
     }
 
     /// [`Row::get`] for columns read in the order the statement lists them: the search starts

@@ -172,15 +172,14 @@ pub(crate) fn events_committed(drafts: Vec<(EventDraft, i64)>, last: i64) -> Vec
 }
 
 /// SQLite: writes the batch's events, when its operations have run, in the order they were
-/// drafted (the one writer hands out ids in commit order). PostgreSQL writes a batch's events
-/// with its `COMMIT` instead ([`events_commit_sql`]).
+/// drafted (the one writer hands out ids in commit order), and returns them as written, to
+/// publish after the commit. PostgreSQL writes a batch's events with its `COMMIT` instead
+/// ([`events_commit_sql`]).
 pub(crate) async fn events_flush(
     ctx: &mut WriteCtx,
-) -> std::result::Result<(), super::db::DbError> {
+) -> std::result::Result<Vec<Event>, super::db::DbError> {
     let drafts = ctx.take_drafts();
-    if drafts.is_empty() {
-        return Ok(());
-    }
+    let mut written = Vec::with_capacity(drafts.len());
     let mut drafts = drafts.into_iter().peekable();
     while drafts.peek().is_some() {
         let rows: Vec<(EventDraft, i64)> = drafts.by_ref().take(INSERT_ROWS).collect();
@@ -196,22 +195,24 @@ pub(crate) async fn events_flush(
             ]);
         }
         let inserted = ctx.db.execute(insert_sql(rows.len()), &args).await?;
-        // The rows of one INSERT get consecutive ids, in row order (AUTOINCREMENT, one
-        // writer), the last of them the connection's last insert id: no RETURNING (which
-        // collects the rows in a temporary table of its own, a tenth of the events' cost).
-        let (last,): (i64,) = ctx.db.one(LAST_INSERT_ID, &[]).await?;
         if inserted != rows.len() as u64 {
             return Err(super::db::DbError::Decode(
                 format!("{inserted} rows written for {} events", rows.len()),
                 "one row per event",
             ));
         }
+        // The rows of one INSERT get consecutive ids, in row order (AUTOINCREMENT, one
+        // writer), the last of them the connection's last insert id: no RETURNING (which
+        // collects the rows in a temporary table of its own, a tenth of the events' cost).
+        let (last,): (i64,) = ctx.db.one(LAST_INSERT_ID, &[]).await?;
         let first = last - rows.len() as i64 + 1;
-        for ((draft, at), id) in rows.into_iter().zip(first..) {
-            ctx.emitted(draft.into_event(id, at));
-        }
+        written.extend(
+            rows.into_iter()
+                .zip(first..)
+                .map(|((draft, at), id)| draft.into_event(id, at)),
+        );
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Which events to read: those after `after`, optionally of one job, oldest first.

@@ -18,13 +18,12 @@ use super::error::{Result, StoreError};
 use super::Backend;
 
 /// What an operation sees: the connection inside the open transaction, the time of the
-/// operation, and a place to leave the events it wrote.
+/// operation, and a place to leave the events it drafts.
 pub struct WriteCtx {
     pub(crate) db: super::counters::Counters,
     pub backend: Backend,
     /// Milliseconds since the epoch when the operation started.
     pub now: i64,
-    pub(crate) events: Vec<Event>,
     /// Events recorded by the operation, written when it has finished.
     pub(crate) drafts: Vec<(super::events::EventDraft, i64)>,
     pub(crate) work_added: bool,
@@ -60,7 +59,6 @@ impl WriteCtx {
             db: super::counters::Counters::new(db),
             backend,
             now: clock.now_ms(),
-            events: Vec::new(),
             drafts: Vec::new(),
             work_added: false,
             seen,
@@ -76,7 +74,6 @@ impl WriteCtx {
     pub(crate) fn release_memory(&mut self) {
         super::db::Exec::release_memory(&mut self.db);
         self.ahead = super::ahead::Ahead::default();
-        self.events = Vec::new();
         self.drafts = Vec::new();
         crate::memory::collect_here();
     }
@@ -122,11 +119,6 @@ impl WriteCtx {
 
     pub(crate) fn take_drafts(&mut self) -> Vec<(super::events::EventDraft, i64)> {
         std::mem::take(&mut self.drafts)
-    }
-
-    /// Records an event written in this operation, to publish after the commit.
-    pub(crate) fn emitted(&mut self, event: Event) {
-        self.events.push(event);
     }
 
     /// Marks that this operation made a task pending (wakes long-polls and the dispatcher).
