@@ -83,7 +83,7 @@ async fn connect(agent: &Client, lat: mpsc::UnboundedSender<f64>) -> anyhow::Res
 
 /// An SSE reader of every event that counts the `id:` lines it sees without parsing them (500
 /// readers parsing every event would load the bench's own cores, not the server's).
-fn sse_reader(base: String, seen: Arc<AtomicU64>) {
+fn sse_reader(base: String, seen: Arc<AtomicU64>, resynced: Arc<AtomicU64>) {
     tokio::spawn(async move {
         let Ok(res) = reqwest::get(format!("{base}/events")).await else {
             return;
@@ -95,6 +95,9 @@ fn sse_reader(base: String, seen: Arc<AtomicU64>) {
             // both cores during the burst, the server's time as much as the bench's.
             let n = memchr::memmem::find_iter(&chunk, b"id: ").count();
             seen.fetch_add(n as u64, Ordering::Relaxed);
+            if memchr::memmem::find(&chunk, b"event: resync").is_some() {
+                resynced.fetch_add(1, Ordering::Relaxed);
+            }
         }
     });
 }
@@ -153,8 +156,9 @@ pub async fn run(
         server.rss_mb()
     );
     let counters: Vec<Arc<AtomicU64>> = (0..sse).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let resynced = Arc::new(AtomicU64::new(0));
     for c in &counters {
-        sse_reader(server.base.clone(), c.clone());
+        sse_reader(server.base.clone(), c.clone(), resynced.clone());
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     println!(
@@ -197,7 +201,9 @@ pub async fn run(
     slow.write_all(format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await?;
     let mut rss = vec![server.rss_mb()];
-    for _ in 0..5 {
+    // 20,000 tasks: ~20 MB of events, more than the server's buffer of segments (8 MB) and
+    // the socket's own buffers together.
+    for _ in 0..10 {
         job_of(&approver, 2000).await?;
         let mut got = 0;
         while got < 2000 {
@@ -229,16 +235,34 @@ pub async fn run(
     let cut_off = text.contains("event: resync") && seen.ends_with(b"\r\n0\r\n\r\n");
     let series: Vec<String> = rss.iter().map(|r| format!("{r:.0}")).collect();
     println!(
-        "  slow SSE reader (never reads) during 10,000 more tasks: server RSS after each 2,000: {} MB; it held {} KB when the server told it to resync and ended its stream: {}",
+        "  slow SSE reader (never reads) during 20,000 more tasks: server RSS after each 2,000: {} MB; it held {} KB when the server told it to resync and ended its stream: {}",
         series.join(" → "),
         seen.len() / 1024,
         if cut_off { "yes" } else { "no" }
     );
+    // The readers may still be catching up (the server holds events while it offers): wait
+    // until their counts stop moving.
+    let total = || {
+        counters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let mut last = total();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = total();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
     let seen: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     println!(
-        "  SSE readers saw {}..{} events each",
+        "  SSE readers saw {}..{} events each; {} of them fell behind and were told to resync",
         seen.iter().min().unwrap_or(&0),
-        seen.iter().max().unwrap_or(&0)
+        seen.iter().max().unwrap_or(&0),
+        resynced.load(Ordering::Relaxed)
     );
     Ok(())
 }

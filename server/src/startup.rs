@@ -82,8 +82,11 @@ impl Application {
                 shutdown_rx.clone(),
             )),
         );
-        let (sse, joiner) =
-            crate::segments::Segments::start(store.subscribe(), shutdown_rx.clone());
+        let (sse, joiner) = crate::segments::Segments::start(
+            store.subscribe(),
+            hub.offering(),
+            shutdown_rx.clone(),
+        );
         supervisor.watch("the SSE segment joiner", joiner);
         let state = AppState {
             sse,

@@ -101,9 +101,12 @@ impl Slots {
     }
 }
 
+/// `offering` is true from a claim that left more work for free slots until the dispatcher
+/// finds nothing more to hand out (SSE segments wait for it: [`crate::segments::HOLD_MAX`]).
 pub async fn run(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<DispatchMsg>,
+    offering: watch::Sender<bool>,
     mut draining: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -136,6 +139,7 @@ pub async fn run(
                         let n = batch.claimed.iter().flatten().count();
                         crate::telemetry::claimed("push", n);
                         queue_empty = batch.queue_empty;
+                        set(&offering, n > 0 && !queue_empty);
                         for ((conn_id, (agent_id, _)), task) in picked.iter().zip(batch.claimed) {
                             if let Some(task) = task {
                                 deliver(&store, &mut slots, *conn_id, *agent_id, task).await;
@@ -162,6 +166,7 @@ pub async fn run(
                 continue;
             }
         }
+        set(&offering, false);
         // Biased: when a wake-up and a slot message are ready together, the wake-up is taken
         // (the message waits in the channel); a random pick would drop the wake-up with the
         // `notified` future and leave the work to the safety re-check.
@@ -182,6 +187,10 @@ pub async fn run(
         }
         woke_at = std::time::Instant::now();
     }
+}
+
+fn set(offering: &watch::Sender<bool>, now: bool) {
+    offering.send_if_modified(|was| std::mem::replace(was, now) != now);
 }
 
 /// Hands a claimed task to its connection; if the connection is gone, the task goes back.

@@ -78,6 +78,8 @@ pub struct Hub {
 struct HubInner {
     /// Control messages to the dispatcher.
     dispatch: mpsc::UnboundedSender<DispatchMsg>,
+    /// True while the dispatcher has more offers to hand out.
+    offering: watch::Receiver<bool>,
     /// Agent id → its live socket.
     live: Mutex<HashMap<Uuid, LiveConn>>,
     next_conn_id: AtomicU64,
@@ -95,11 +97,13 @@ impl Hub {
         supervisor: &crate::supervise::Supervisor,
     ) -> Hub {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (offering_tx, offering) = watch::channel(false);
         supervisor.watch(
             "the dispatcher",
             tokio::spawn(dispatcher::run(
                 store.clone(),
                 rx,
+                offering_tx,
                 draining,
                 shutdown.clone(),
             )),
@@ -107,6 +111,7 @@ impl Hub {
         let hub = Hub {
             inner: Arc::new(HubInner {
                 dispatch: tx,
+                offering,
                 live: Mutex::new(HashMap::new()),
                 next_conn_id: AtomicU64::new(1),
                 sockets: tokio_util::task::TaskTracker::new(),
@@ -117,6 +122,11 @@ impl Hub {
             tokio::spawn(route_revocations(hub.clone(), store.subscribe(), shutdown)),
         );
         hub
+    }
+
+    /// True while the dispatcher has more offers to hand out.
+    pub fn offering(&self) -> watch::Receiver<bool> {
+        self.inner.offering.clone()
     }
 
     /// Held by a socket's task from its upgrade until it has let go of its tasks.
