@@ -220,7 +220,10 @@ async fn join(
     // The dispatcher is gone (the server stops): nothing holds the events any more.
     let mut dispatcher_gone = false;
     loop {
-        let due = held.due(paced_until, !dispatcher_gone && *offering.borrow());
+        let due = held.due(
+            paced_until,
+            !dispatcher_gone && *offering.borrow_and_update(),
+        );
         if due.is_some_and(|d| d <= Instant::now()) {
             held.send(&tx);
             paced_until = Instant::now() + PACE;
@@ -250,7 +253,8 @@ async fn join(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
-            r = offering.changed(), if !dispatcher_gone => dispatcher_gone = r.is_err(),
+            // Only while something is held: the flag changes with each round of offers.
+            r = offering.changed(), if due.is_some() && !dispatcher_gone => dispatcher_gone = r.is_err(),
             _ = shutdown.changed() => return,
         }
     }
