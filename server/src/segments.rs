@@ -159,8 +159,6 @@ struct Held {
     building: Builder,
     /// When the oldest of them arrived.
     since: Option<Instant>,
-    /// A gap is among them: they go at once (every reader resyncs anyway).
-    gap: bool,
 }
 
 impl Held {
@@ -176,7 +174,6 @@ impl Held {
         self.since.get_or_insert_with(Instant::now);
         self.finish_building();
         self.done.push(Segment::gap());
-        self.gap = true;
     }
 
     fn finish_building(&mut self) {
@@ -189,7 +186,8 @@ impl Held {
     /// [`HOLD_SEGMENTS`] wait). `None` when nothing is held.
     fn due(&self, paced_until: Instant, offering: bool) -> Option<Instant> {
         let since = self.since?;
-        if self.gap {
+        if self.done.iter().any(|s| s.gap) {
+            // Every reader resyncs anyway: at once.
             return Some(since);
         }
         if offering && self.done.len() < HOLD_SEGMENTS {
@@ -205,7 +203,6 @@ impl Held {
             let _ = tx.send(Arc::new(segment));
         }
         self.since = None;
-        self.gap = false;
     }
 }
 

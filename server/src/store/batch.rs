@@ -171,7 +171,6 @@ pub(crate) async fn run_batch(
             return Err(e);
         }
         let mut replies: Vec<Reply> = Vec::new();
-        let mut events = Vec::new();
         let mut work_added = false;
         let mut broken = false;
         ctx.drafts.clear();
@@ -231,6 +230,7 @@ pub(crate) async fn run_batch(
         // The batch's events: on SQLite now, 64 rows a statement (one statement per operation
         // cost a quarter of the writer's time under load); PostgreSQL writes them with its
         // `COMMIT`.
+        let mut events = Vec::new();
         if flushed.is_ok() && ctx.backend == Backend::Sqlite {
             flushed = events_flush(ctx).await.map(|written| events = written);
         }

@@ -56,8 +56,9 @@ impl EventDraft {
     }
 }
 
-/// Records an event of the current operation. It is written when the operation has finished
-/// (see [`events_flush`]) and published after the commit.
+/// Records an event of the current operation. It is written when the batch's operations have
+/// run (SQLite, [`events_flush`]) or with the batch's `COMMIT` (PostgreSQL), dropped if the
+/// operation fails, and published after the commit.
 pub async fn event_insert(ctx: &mut WriteCtx, draft: EventDraft) -> Result<()> {
     ctx.drafted(draft);
     Ok(())

@@ -24,7 +24,7 @@ pub struct WriteCtx {
     pub backend: Backend,
     /// Milliseconds since the epoch when the operation started.
     pub now: i64,
-    /// Events recorded by the operation, written when it has finished.
+    /// Events recorded by the batch's operations, written at its end (`events::event_insert`).
     pub(crate) drafts: Vec<(super::events::EventDraft, i64)>,
     pub(crate) work_added: bool,
     /// When this server last wrote each agent's `last_seen_at`, shared by all operations.
