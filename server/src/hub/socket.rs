@@ -249,6 +249,9 @@ async fn recv_event(
     }
 }
 
+/// The room a frame's text starts with: a task offer's, so that it is not grown on the way.
+const FRAME_ROOM: usize = 1024;
+
 /// Frames written to the socket together at most (see [`write_frames`]).
 const FRAMES_PER_WRITE: usize = 64;
 
@@ -293,7 +296,10 @@ impl Conn {
     }
 
     fn send(&self, msg: &ServerMsg) -> Result<(), End> {
-        let text = serde_json::to_string(msg).map_err(|_| End::Closed)?;
+        // Room for a task offer at once (about 1 KB), not grown and copied on the way.
+        let mut bytes = Vec::with_capacity(FRAME_ROOM);
+        serde_json::to_writer(&mut bytes, msg).map_err(|_| End::Closed)?;
+        let text = String::from_utf8(bytes).map_err(|_| End::Closed)?;
         self.out.push(Message::Text(text.into()))
     }
 
