@@ -400,6 +400,7 @@ pub struct Event {
     /// `kind` and `data`.
     #[serde(flatten)]
     pub payload: EventData,
+    #[serde(with = "crate::wire_time")]
     pub at: DateTime<Utc>,
 }
 

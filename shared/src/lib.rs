@@ -28,6 +28,7 @@ pub mod system;
 pub mod task;
 pub mod task_rules;
 pub mod validate;
+pub mod wire_time;
 pub mod ws;
 
 pub use agent::*;

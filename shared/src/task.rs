@@ -33,20 +33,23 @@ pub struct Task {
     /// so that people read names; absent elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_name: Option<String>,
+    #[serde(default, with = "crate::wire_time::option")]
     pub claimed_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "crate::wire_time::option")]
     pub started_at: Option<DateTime<Utc>>,
     /// A claimed or running task past this counts as a failed attempt.
+    #[serde(default, with = "crate::wire_time::option")]
     pub deadline: Option<DateTime<Utc>>,
     /// When the current delivery's lease runs out: an offer or an unstarted claim then goes back
     /// to pending; a started task counts a failed attempt (its running deadline, or sooner with
     /// `heartbeat_secs`).
-    #[serde(default)]
+    #[serde(default, with = "crate::wire_time::option")]
     pub lease_expires_at: Option<DateTime<Utc>>,
     /// Set at start: the lease of the running task lasts this long from each progress or heartbeat.
     #[serde(default)]
     pub heartbeat_secs: Option<u64>,
     /// A task waiting out its retry backoff is not claimable before this.
-    #[serde(default)]
+    #[serde(default, with = "crate::wire_time::option")]
     pub available_at: Option<DateTime<Utc>>,
     /// Its name in the plan (`depends_on` and `inputs` use it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,8 +74,11 @@ pub struct Task {
     pub progress_message: Option<String>,
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
+    #[serde(with = "crate::wire_time")]
     pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::wire_time")]
     pub updated_at: DateTime<Utc>,
+    #[serde(default, with = "crate::wire_time::option")]
     pub finished_at: Option<DateTime<Utc>>,
 }
 

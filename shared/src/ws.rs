@@ -127,6 +127,7 @@ pub enum ServerMsg {
         task: Box<Task>,
         /// The job's id, title, status and priority (not its spec).
         job: Box<JobSummary>,
+        #[serde(with = "crate::wire_time")]
         expires_at: DateTime<Utc>,
         lease_id: Uuid,
         /// The results of the tasks it depends on, by name (see `ClaimedTask::inputs`).
