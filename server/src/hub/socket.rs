@@ -299,6 +299,12 @@ impl Conn {
         // Room for a task offer at once (about 1 KB), not grown and copied on the way.
         let mut bytes = Vec::with_capacity(FRAME_ROOM);
         serde_json::to_writer(&mut bytes, msg).map_err(|_| End::Closed)?;
+        // The outbox's byte budget counts a frame's length, and a queued frame keeps its
+        // allocation: a small one (an ack) gives the spare room back, so that a socket that
+        // never reads holds at most twice its budget, as when the text grew by doubling.
+        if bytes.len() < bytes.capacity() / 2 {
+            bytes.shrink_to_fit();
+        }
         let text = String::from_utf8(bytes).map_err(|_| End::Closed)?;
         self.out.push(Message::Text(text.into()))
     }
