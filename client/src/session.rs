@@ -168,7 +168,7 @@ impl Session {
             };
             match socket.next().await {
                 Some(Ok(Message::Text(t))) => {
-                    let msg: ServerMsg = serde_json::from_str(t.as_str()).map_err(ws_error)?;
+                    let msg = ServerMsg::from_json(t.as_str()).map_err(ws_error)?;
                     match &msg {
                         ServerMsg::TaskOffer { task, lease_id, .. } => {
                             self.leases.insert(task.id, *lease_id);

@@ -25,6 +25,7 @@ pub mod plan;
 pub mod query;
 pub mod review;
 pub mod system;
+pub mod tag_first;
 pub mod task;
 pub mod task_rules;
 pub mod validate;

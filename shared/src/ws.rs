@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::api::ApiErrorBody;
 use crate::event::Event;
 use crate::job::JobSummary;
+use crate::tag_first::{self, tag_first_enum};
 use crate::task::Task;
 
 /// The protocol version the server speaks, sent in `hello`.
@@ -23,6 +24,7 @@ pub struct ClientFrame {
     pub msg: ClientMsg,
 }
 
+tag_first_enum! {
 /// Agent → server.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -79,8 +81,22 @@ pub enum ClientMsg {
         job_id: Option<Uuid>,
     },
 }
+twin ClientMsgTwin = "ClientMsg",
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+}
 
 impl ClientFrame {
+    /// Reads a frame in one pass when it is written as the SDK writes it (`ref`, if any, then
+    /// `type`, then the message's own fields and nothing else). `None` for anything else,
+    /// well formed or not: read that with serde's derived reader, which takes the fields in
+    /// any order, and look for [`unknown_field`](Self::unknown_field).
+    pub fn read_plain(text: &str) -> Option<ClientFrame> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let (reference, msg) = tag_first::read(&mut de, true).ok()?;
+        de.end().ok()?;
+        Some(ClientFrame { reference, msg })
+    }
+
     /// A field of `raw` (the frame as received) that the parsed frame does not have: serde
     /// cannot refuse unknown fields through `flatten`, so this does it, as REST bodies do. A
     /// misspelt optional field (`extend_sec`) would otherwise be ignored without a word.
@@ -107,6 +123,7 @@ impl ClientMsg {
     }
 }
 
+tag_first_enum! {
 /// Server → agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -158,6 +175,21 @@ pub enum ServerMsg {
         task_id: Uuid,
         reason: String,
     },
+}
+twin ServerMsgTwin = "ServerMsg",
+#[serde(rename_all = "snake_case")]
+}
+
+impl ServerMsg {
+    /// Reads a frame from the server: in one pass when `type` comes first (the server always
+    /// writes it first), else the derived way, with the same result and the same errors.
+    pub fn from_json(text: &str) -> serde_json::Result<ServerMsg> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        match tag_first::read(&mut de, false).and_then(|(_, msg)| de.end().map(|()| msg)) {
+            Ok(msg) => Ok(msg),
+            Err(_) => serde_json::from_str(text),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +257,78 @@ mod tests {
         ] {
             let frame: ClientFrame = serde_json::from_value(raw.clone()).unwrap();
             assert_eq!(frame.unknown_field(&raw).as_deref(), unknown, "{raw}");
+            // The one-pass reader gives the same frame or leaves it to the derived one, and
+            // never takes a frame with a field the message lacks.
+            let plain = ClientFrame::read_plain(&raw.to_string());
+            if unknown.is_some() || raw.get("ref").is_some() {
+                assert_eq!(plain, None, "{raw}");
+            } else {
+                assert_eq!(plain.as_ref(), Some(&frame), "{raw}");
+            }
+        }
+    }
+
+    #[test]
+    fn frames_as_the_sdk_writes_them_are_read_in_one_pass() {
+        let id = Uuid::new_v4();
+        let msgs = [
+            ClientMsg::Ready {
+                slots: 3,
+                auto_start: true,
+            },
+            ClientMsg::Accept { offer_id: id },
+            ClientMsg::Decline {
+                offer_id: id,
+                reason: Some("busy".into()),
+            },
+            ClientMsg::Progress {
+                task_id: id,
+                progress: 40,
+                message: None,
+                extend_secs: Some(9),
+                lease_id: Some(id),
+            },
+            ClientMsg::Complete {
+                task_id: id,
+                result: json!({"files": ["a", "b"], "n": 1.5, "type": "x"}),
+                lease_id: None,
+            },
+            ClientMsg::Fail {
+                task_id: id,
+                error: "boom".into(),
+                retryable: Some(false),
+                lease_id: None,
+            },
+            ClientMsg::Subscribe { job_id: None },
+        ];
+        for msg in msgs {
+            for reference in [None, Some("r1".to_string())] {
+                let frame = ClientFrame {
+                    reference,
+                    msg: msg.clone(),
+                };
+                let text = serde_json::to_string(&frame).unwrap();
+                assert_eq!(
+                    ClientFrame::read_plain(&text).as_ref(),
+                    Some(&frame),
+                    "{text}"
+                );
+            }
+        }
+        // Out of order, misspelt, two tags, trailing text, not an object: left to serde.
+        for text in [
+            r#"{"slots": 1, "type": "ready"}"#,
+            r#"{"type": "ready", "ref": "a", "slots": 1}"#,
+            r#"{"type": "ready", "slots": 1, "type": "ready"}"#,
+            r#"{"type": "ready", "slots": 1, "slots": 2}"#,
+            r#"{"type": "ready", "slot": 1}"#,
+            r#"{"type": "dance"}"#,
+            r#"{"type": "ready", "slots": 1} x"#,
+            r#"{"ref": 5, "type": "ready", "slots": 1}"#,
+            r#"[1]"#,
+            r#"{"#,
+        ] {
+            assert_eq!(ClientFrame::read_plain(text), None, "{text}");
         }
     }
 
@@ -238,5 +342,82 @@ mod tests {
         assert_eq!(v["type"], "task_revoked");
         let back: ServerMsg = serde_json::from_value(v).unwrap();
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn server_messages_read_in_one_pass_as_the_derived_reader_reads_them() {
+        let id = Uuid::new_v4();
+        let task: Task = serde_json::from_value(json!({
+            "id": id, "job_id": Uuid::nil(), "index": 2, "type": "work",
+            "task_spec": {"type": "nested", "n": [1, 2]}, "status": "running", "attempts": 1,
+            "max_retries": 3, "timeout_secs": 60, "agent_id": id,
+            "claimed_at": "2026-12-07T10:00:00.123Z", "started_at": "2026-12-07T10:00:00Z",
+            "deadline": null, "progress": 0, "progress_message": null, "result": null,
+            "error": null, "created_at": "2026-12-07T09:00:00Z",
+            "updated_at": "2026-12-07T10:00:00.123456Z", "finished_at": null, "depends_on": [1],
+        }))
+        .unwrap();
+        let job: JobSummary = serde_json::from_value(json!({
+            "id": id, "title": "t", "status": "executing", "priority": 0
+        }))
+        .unwrap();
+        let msgs = [
+            ServerMsg::Hello {
+                agent_id: id,
+                protocol: PROTOCOL_VERSION,
+                ping_interval_secs: 20.0,
+                offer_ttl_secs: 30.5,
+            },
+            ServerMsg::TaskOffer {
+                offer_id: id,
+                task: Box::new(task.clone()),
+                job: Box::new(job),
+                expires_at: task.created_at,
+                lease_id: id,
+                inputs: [("a".to_string(), json!({"x": 1}))].into_iter().collect(),
+                inputs_omitted: vec!["b".into()],
+                started: true,
+            },
+            ServerMsg::Ack {
+                reference: Some("c1".into()),
+                kind: "complete".into(),
+                ok: true,
+                error: None,
+                task: Some(Box::new(task)),
+            },
+            ServerMsg::Ack {
+                reference: None,
+                kind: "unknown".into(),
+                ok: false,
+                error: Some(ApiErrorBody {
+                    code: crate::api::ErrorCode::ValidationError,
+                    message: "m".into(),
+                    field: Some("slots".into()),
+                    details: None,
+                }),
+                task: None,
+            },
+            ServerMsg::TaskRevoked {
+                task_id: id,
+                reason: "timed out".into(),
+            },
+        ];
+        for m in msgs {
+            let text = serde_json::to_string(&m).unwrap();
+            let mut de = serde_json::Deserializer::from_str(&text);
+            let (_, fast): (_, ServerMsg) = tag_first::read(&mut de, false).unwrap();
+            assert_eq!(fast, m, "{text}");
+            assert_eq!(ServerMsg::from_json(&text).unwrap(), m);
+            // With `type` last, the derived reader takes it.
+            let mut v: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&text).unwrap();
+            let tag = v.shift_remove("type").unwrap();
+            v.insert("type".into(), tag);
+            let moved = serde_json::to_string(&v).unwrap();
+            let mut de = serde_json::Deserializer::from_str(&moved);
+            assert!(tag_first::read::<ServerMsg, _>(&mut de, false).is_err());
+            assert_eq!(ServerMsg::from_json(&moved).unwrap(), m);
+        }
+        assert!(ServerMsg::from_json(r#"{"type": "task_revoked", "task_id": 1}"#).is_err());
     }
 }

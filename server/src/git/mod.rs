@@ -444,27 +444,33 @@ impl GitHistory {
         for plan in &new_plans {
             commits.push(self.plan_commit(plan, &job).await);
         }
-        commits.extend(self.task_commits(&new_tasks, &job).await);
+        let with_dir: Vec<u32> = new_tasks
+            .iter()
+            .chain(new_plans.iter())
+            .filter(|t| t.task_type == TaskType::Work || t.status == TaskStatus::Failed)
+            .map(|t| t.index)
+            .collect();
+        let last_plan = new_plans.last().map(|p| p.index);
+        let task_commits = self.task_commits(new_tasks, &job).await;
         let ended = job.status.is_terminal();
-        if commits.is_empty() {
+        if commits.is_empty() && task_commits.is_empty() {
             return Ok(ended);
         }
         let dir = self.repo_dir(job_id);
+        // The tasks' files (their specs and results as pretty JSON) are written on the
+        // history's thread too, in the idle class, not on the runtime the agents use.
         self.writes
             .run(move || -> Result<(), git2::Error> {
+                commits.extend(task_commits.into_iter().map(TaskCommit::into_commit));
                 repo::commit_packed(&dir, &commits)?;
                 Ok(())
             })
             .await??;
         rec.job = true;
-        if let Some(last) = new_plans.last() {
-            rec.plan = Some(last.index);
+        if let Some(last) = last_plan {
+            rec.plan = Some(last);
         }
-        for t in new_tasks.iter().chain(new_plans.iter()) {
-            if t.task_type == TaskType::Work || t.status == TaskStatus::Failed {
-                rec.tasks.insert(t.index);
-            }
-        }
+        rec.tasks.extend(with_dir);
         Ok(ended)
     }
 
@@ -540,42 +546,30 @@ impl GitHistory {
     }
 
     /// Finished tasks: a commit each by its agent, or one commit for many.
-    async fn task_commits(&self, new_tasks: &[Task], job: &Job) -> Vec<repo::NewCommit> {
-        let mut commits = Vec::new();
+    async fn task_commits(&self, new_tasks: Vec<Task>, job: &Job) -> Vec<TaskCommit> {
         if new_tasks.is_empty() {
-            return commits;
+            return Vec::new();
         }
-        if new_tasks.len() <= COMMIT_EACH_UP_TO {
-            for t in new_tasks {
-                let author = self.task_author(t).await;
-                let verb = if t.status == TaskStatus::Completed {
-                    "completed"
-                } else {
-                    "failed"
-                };
-                commits.push(repo::NewCommit {
-                    files: task_files(t),
-                    message: format!("Task {} {verb} ({author})", t.index),
-                    author,
-                    at: t.finished_at.unwrap_or(job.updated_at),
-                });
-            }
-        } else {
-            let mut body = String::new();
-            let mut files = Vec::new();
-            for t in new_tasks {
-                body.push_str(&format!("\n- task {}: {}", t.index, t.status));
-                files.extend(task_files(t));
-            }
-            commits.push(repo::NewCommit {
-                files,
-                message: format!("{} tasks finished\n{body}", new_tasks.len()),
-                author: "agora".into(),
-                at: new_tasks
-                    .iter()
-                    .filter_map(|t| t.finished_at)
-                    .max()
-                    .unwrap_or(job.updated_at),
+        if new_tasks.len() > COMMIT_EACH_UP_TO {
+            let at = new_tasks
+                .iter()
+                .filter_map(|t| t.finished_at)
+                .max()
+                .unwrap_or(job.updated_at);
+            return vec![TaskCommit {
+                tasks: new_tasks,
+                by: None,
+                at,
+            }];
+        }
+        let mut commits = Vec::new();
+        for task in new_tasks {
+            let author = self.task_author(&task).await;
+            let at = task.finished_at.unwrap_or(job.updated_at);
+            commits.push(TaskCommit {
+                tasks: vec![task],
+                by: Some(author),
+                at,
             });
         }
         commits
@@ -666,6 +660,44 @@ fn read_retrying<T: Default>(
         }
     }
     Err(last.unwrap_or_else(|| git2::Error::from_str("repository unreadable")))
+}
+
+/// The commit of finished tasks, made into files and a message by [`TaskCommit::into_commit`]
+/// on the history's thread: one task by its agent (`by`), or many together by `agora`.
+struct TaskCommit {
+    tasks: Vec<Task>,
+    by: Option<String>,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+impl TaskCommit {
+    fn into_commit(self) -> repo::NewCommit {
+        let files = self.tasks.iter().flat_map(task_files).collect();
+        let (message, author) = match (self.by, &self.tasks[..]) {
+            (Some(author), [task]) => {
+                let verb = if task.status == TaskStatus::Completed {
+                    "completed"
+                } else {
+                    "failed"
+                };
+                (format!("Task {} {verb} ({author})", task.index), author)
+            }
+            _ => {
+                let mut body = String::new();
+                for t in &self.tasks {
+                    body.push_str(&format!("\n- task {}: {}", t.index, t.status));
+                }
+                let message = format!("{} tasks finished\n{body}", self.tasks.len());
+                (message, "agora".to_string())
+            }
+        };
+        repo::NewCommit {
+            files,
+            message,
+            author,
+            at: self.at,
+        }
+    }
 }
 
 fn task_files(t: &Task) -> Vec<(String, Vec<u8>)> {

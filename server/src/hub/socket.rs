@@ -386,16 +386,23 @@ impl Conn {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
-        let frame: ClientFrame = match parse_json(text.as_bytes()) {
-            Ok(f) => f,
-            Err(e) => {
-                self.land_all().await?;
-                return self.ack(None, "unknown", Err(e));
-            }
+        // A frame as the SDK writes it is read in one pass and has no unknown field; any other
+        // is read the derived way, which names what is wrong with it.
+        let (frame, unknown) = match ClientFrame::read_plain(text) {
+            Some(frame) => (frame, None),
+            None => match parse_json::<ClientFrame>(text.as_bytes()) {
+                Ok(frame) => {
+                    let unknown = serde_json::from_str(text)
+                        .ok()
+                        .and_then(|raw| frame.unknown_field(&raw));
+                    (frame, unknown)
+                }
+                Err(e) => {
+                    self.land_all().await?;
+                    return self.ack(None, "unknown", Err(e));
+                }
+            },
         };
-        let unknown = serde_json::from_str(text)
-            .ok()
-            .and_then(|raw| frame.unknown_field(&raw));
         if unknown.is_none() && pipeline::flies(&frame.msg) {
             return self.board(frame).await;
         }
