@@ -36,6 +36,7 @@ pub mod state;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;
+mod threads;
 pub mod tokens;
 
 pub use config::Config;

@@ -158,7 +158,12 @@ impl GitThread {
                 let spawned = std::thread::Builder::new()
                     .name("agora-git".into())
                     .spawn(move || {
-                        give_way();
+                        // The history is background work: in the idle class it never
+                        // takes CPU from the agents' work (at nice 10 it still took a fifth
+                        // of both cores during a 64-agent burst); its flushes then come
+                        // further apart and catch up with larger commits (`write_while`)
+                        // once the burst is over.
+                        crate::threads::idle_class();
                         loop {
                             use std::sync::mpsc::RecvTimeoutError;
                             match rx.recv_timeout(Duration::from_secs(1)) {
@@ -199,26 +204,6 @@ impl GitThread {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(_)) => anyhow::bail!("git: a write panicked"),
             Err(_) => anyhow::bail!("git: the history's thread has ended"),
-        }
-    }
-}
-
-/// Puts the calling thread in the idle class (`SCHED_IDLE`): the history is background work,
-/// and its thread runs only on a core nothing else wants, so under load it never takes CPU from
-/// the agents' work (at nice 10 it still took a fifth of both cores during a 64-agent burst);
-/// its flushes then come further apart and catch up with larger commits (`write_while`) once
-/// the burst is over. Where the class is refused, nice 19.
-fn give_way() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: gettid, sched_setscheduler and setpriority take plain integers and a pointer to
-    // a parameter that outlives the call; with a thread id they change that thread only.
-    unsafe {
-        let tid = libc::gettid();
-        let param = libc::sched_param { sched_priority: 0 };
-        if libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) != 0
-            && libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) != 0
-        {
-            tracing::debug!("git: could not lower the history thread's priority");
         }
     }
 }

@@ -22,6 +22,7 @@
 mod agents;
 mod ahead;
 mod batch;
+mod checkpoint;
 mod clock;
 mod counters;
 pub mod db;

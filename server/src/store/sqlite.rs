@@ -11,6 +11,7 @@ use sqlx::Executor;
 use tokio::sync::{mpsc, watch};
 
 use super::batch::{next_batch, run_batch, QUEUE};
+use super::checkpoint::{Checkpointer, WRITER_BACKSTOP_PAGES};
 use super::clock::Clock;
 use super::db::SqliteExec;
 use super::writer::{Msg, Publisher, Seen, WriteCtx, WriterHandle};
@@ -47,9 +48,17 @@ pub(super) async fn open(
         .await
         .context("running the SQLite migrations")?;
     migrator_pool.close().await;
-    let conn = writer_connection(db_path).context("opening the SQLite writer")?;
-    let writer =
-        start_writer(conn, publisher, rules, clock).context("starting the SQLite writer")?;
+    let checkpointer = match Checkpointer::start(db_path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "no checkpoint thread: the writer checkpoints the WAL itself");
+            None
+        }
+    };
+    let conn =
+        writer_connection(db_path, checkpointer.is_some()).context("opening the SQLite writer")?;
+    let writer = start_writer(conn, checkpointer, publisher, rules, clock)
+        .context("starting the SQLite writer")?;
     // A reader connection keeps a page cache of up to 2 MB: those a burst opened are closed
     // once quiet for a while, and their memory goes back (the busy path reopens one in a
     // millisecond).
@@ -73,6 +82,7 @@ pub(super) async fn open(
 /// The writer: its own thread, owning the only write connection.
 fn start_writer(
     conn: rusqlite::Connection,
+    checkpointer: Option<Checkpointer>,
     publisher: Publisher,
     rules: QueueRules,
     clock: Clock,
@@ -89,6 +99,7 @@ fn start_writer(
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 runtime.block_on(run_writer(
                     SqliteExec::new(conn),
+                    checkpointer,
                     rx,
                     publisher,
                     rules,
@@ -102,6 +113,7 @@ fn start_writer(
 
 async fn run_writer(
     db: SqliteExec,
+    checkpointer: Option<Checkpointer>,
     mut rx: mpsc::Receiver<Msg>,
     publisher: Publisher,
     rules: QueueRules,
@@ -130,6 +142,9 @@ async fn run_writer(
         }
         if let Err(e) = run_batch(&mut ctx, batch, &publisher).await {
             tracing::error!(error = ?e, "write batch failed and was rolled back");
+        }
+        if let Some(c) = &checkpointer {
+            c.committed();
         }
         // The server is quiet (no event for a scheduler interval) while the writer still has
         // work, such as idle agents' `last_seen`: it gives its caches back at each quiet tick.
@@ -177,8 +192,12 @@ fn lock(db_path: &std::path::Path) -> anyhow::Result<std::fs::File> {
 /// and SQLite keeps an undo copy of every page such a statement touches (its statement
 /// journal): in memory, not in a temporary file (a `pwrite` per page was a sixth of the
 /// writer's time). The page cache holds a busy queue's pages (at 2 MB, a `pread` per miss was
-/// another eighth); it is given back when the server is quiet (`release_memory`).
-fn writer_connection(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+/// another eighth); it is given back when the server is quiet (`release_memory`). With a
+/// checkpoint thread (`checkpointed`), the writer's own checkpoint is only its backstop.
+fn writer_connection(
+    path: &std::path::Path,
+    checkpointed: bool,
+) -> rusqlite::Result<rusqlite::Connection> {
     use rusqlite::OpenFlags;
     // Only the writer thread touches this connection: no SQLite-level mutex needed.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -189,6 +208,9 @@ fn writer_connection(path: &std::path::Path) -> rusqlite::Result<rusqlite::Conne
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
          PRAGMA busy_timeout = 5000; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;",
     )?;
+    if checkpointed {
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_BACKSTOP_PAGES)?;
+    }
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
