@@ -70,7 +70,7 @@ enum Head {
 /// Reads an object whose first keys are `ref` (optional, and only when `with_ref`) and then
 /// `type`, the rest being the variant's fields: the `ref` and the value. Anything else is an
 /// error, and the caller then reads the text the derived way.
-pub(crate) fn read<'de, T: Twin<'de>, D: Deserializer<'de>>(
+fn read<'de, T: Twin<'de>, D: Deserializer<'de>>(
     d: D,
     with_ref: bool,
 ) -> Result<(Option<String>, T), D::Error> {
@@ -78,6 +78,17 @@ pub(crate) fn read<'de, T: Twin<'de>, D: Deserializer<'de>>(
         with_ref,
         _out: PhantomData,
     })
+}
+
+/// [`read`] of a whole JSON text: the object and nothing after it.
+pub(crate) fn read_str<'de, T: Twin<'de>>(
+    text: &'de str,
+    with_ref: bool,
+) -> serde_json::Result<(Option<String>, T)> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let read = read(&mut de, with_ref)?;
+    de.end()?;
+    Ok(read)
 }
 
 struct Object<T> {

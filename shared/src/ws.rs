@@ -91,9 +91,7 @@ impl ClientFrame {
     /// well formed or not: read that with serde's derived reader, which takes the fields in
     /// any order, and look for [`unknown_field`](Self::unknown_field).
     pub fn read_plain(text: &str) -> Option<ClientFrame> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let (reference, msg) = tag_first::read(&mut de, true).ok()?;
-        de.end().ok()?;
+        let (reference, msg) = tag_first::read_str(text, true).ok()?;
         Some(ClientFrame { reference, msg })
     }
 
@@ -184,9 +182,8 @@ impl ServerMsg {
     /// Reads a frame from the server: in one pass when `type` comes first (the server always
     /// writes it first), else the derived way, with the same result and the same errors.
     pub fn from_json(text: &str) -> serde_json::Result<ServerMsg> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        match tag_first::read(&mut de, false).and_then(|(_, msg)| de.end().map(|()| msg)) {
-            Ok(msg) => Ok(msg),
+        match tag_first::read_str(text, false) {
+            Ok((_, msg)) => Ok(msg),
             Err(_) => serde_json::from_str(text),
         }
     }
@@ -404,8 +401,7 @@ mod tests {
         ];
         for m in msgs {
             let text = serde_json::to_string(&m).unwrap();
-            let mut de = serde_json::Deserializer::from_str(&text);
-            let (_, fast): (_, ServerMsg) = tag_first::read(&mut de, false).unwrap();
+            let (_, fast): (_, ServerMsg) = tag_first::read_str(&text, false).unwrap();
             assert_eq!(fast, m, "{text}");
             assert_eq!(ServerMsg::from_json(&text).unwrap(), m);
             // With `type` last, the derived reader takes it.
@@ -414,8 +410,7 @@ mod tests {
             let tag = v.shift_remove("type").unwrap();
             v.insert("type".into(), tag);
             let moved = serde_json::to_string(&v).unwrap();
-            let mut de = serde_json::Deserializer::from_str(&moved);
-            assert!(tag_first::read::<ServerMsg, _>(&mut de, false).is_err());
+            assert!(tag_first::read_str::<ServerMsg>(&moved, false).is_err());
             assert_eq!(ServerMsg::from_json(&moved).unwrap(), m);
         }
         assert!(ServerMsg::from_json(r#"{"type": "task_revoked", "task_id": 1}"#).is_err());
