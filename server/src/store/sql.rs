@@ -274,9 +274,11 @@ fn per_size(
 /// agents left over claim one at a time. (Claims one after another would also find the tasks a completion in between made
 /// ready; callers that complete first claim this way only when no completion can.)
 fn task_claim_many_sql(backend: Backend, n: usize) -> String {
-    let lock = match backend {
-        Backend::Sqlite => "",
-        Backend::Postgres => " FOR NO KEY UPDATE SKIP LOCKED",
+    // The chosen rows are named by SQLite's rowid (the claim index holds it), so that the
+    // update finds each at once rather than through the index of task ids.
+    let (lock, key) = match backend {
+        Backend::Sqlite => ("", "rowid"),
+        Backend::Postgres => (" FOR NO KEY UPDATE SKIP LOCKED", "id"),
     };
     let (jobs, job_match, returning) = with_job(backend);
     // A claim unblocks nothing, so its job's `has_deps` goes unread: SQLite, where it costs a
@@ -310,15 +312,15 @@ fn task_claim_many_sql(backend: Backend, n: usize) -> String {
     let agents = values_rows(n, true, &["TEXT", "TEXT", "TEXT", "BIGINT", "TEXT"]);
     format!(
         "WITH v AS (VALUES {agents}) UPDATE tasks SET {set} \
-         FROM (SELECT c.c_id, c.c_n FROM (SELECT t.id AS c_id, ROW_NUMBER() OVER w AS c_n, \
+         FROM (SELECT c.c_id, c.c_n FROM (SELECT t.c_key AS c_id, ROW_NUMBER() OVER w AS c_n, \
          SUM(CASE WHEN t.requires IS NULL AND t.task_key IS NULL THEN 0 ELSE 1 END) OVER w AS c_stop \
-         FROM (SELECT t.id, t.requires, t.task_key, t.job_priority, t.job_created_at, t.job_id, t.idx \
+         FROM (SELECT t.{key} AS c_key, t.requires, t.task_key, t.job_priority, t.job_created_at, t.job_id, t.idx \
          FROM tasks t WHERE {READY_T} AND +t.available_at <= $1 \
          AND (t.requires IS NULL OR {any_may}) \
          ORDER BY {QUEUE_ORDER_T} LIMIT {n}{lock}) t \
          WINDOW w AS (ORDER BY {QUEUE_ORDER_T} ROWS UNBOUNDED PRECEDING)) c WHERE c.c_stop = 0) p \
          JOIN v ON v.column1 = p.c_n{jobs} \
-         WHERE tasks.id = p.c_id AND v.column2 IS NOT NULL AND {job_match} \
+         WHERE tasks.{key} = p.c_id AND v.column2 IS NOT NULL AND {job_match} \
          RETURNING {returning}"
     )
 }

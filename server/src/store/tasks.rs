@@ -1061,12 +1061,14 @@ mod tests {
         }
     }
 
-    /// The claim for many agents at once walks the same index in queue order; the set
+    /// The claim for many agents at once walks the same index in queue order and finds the
+    /// rows it chose by their rowid (no second search through the ids' index); the set
     /// completion and start find each task by its id.
     #[tokio::test]
     async fn the_set_statements_walk_the_ready_index_and_find_tasks_by_id() {
         use crate::store::{sql, Backend};
         const BY_ID: &str = "SEARCH tasks USING INDEX sqlite_autoindex_tasks_1 (id=?)";
+        const BY_ROWID: &str = "SEARCH tasks USING INTEGER PRIMARY KEY (rowid=?)";
         for started in [false, true] {
             let claim = sql::task_claim_many(Backend::Sqlite, 2);
             let status = if started { "running" } else { "claimed" };
@@ -1078,7 +1080,8 @@ mod tests {
                 plan.iter().any(|p| p == "SCAN t USING INDEX tasks_claim"),
                 "{plan:?}"
             );
-            assert!(plan.iter().any(|p| p == BY_ID), "{plan:?}");
+            assert!(plan.iter().any(|p| p == BY_ROWID), "{plan:?}");
+            assert!(!plan.iter().any(|p| p == BY_ID), "{plan:?}");
         }
         let complete = sql::task_complete_many(Backend::Sqlite, 1);
         let args = crate::args![
