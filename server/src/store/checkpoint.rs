@@ -89,56 +89,74 @@ fn run(conn: rusqlite::Connection, stop: &AtomicBool) {
 
 /// One passive checkpoint: (pages in the WAL, pages copied back).
 fn checkpoint(conn: &rusqlite::Connection) -> rusqlite::Result<(i64, i64)> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get(1)?, r.get(2)?))
-    })
+    let once = || {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(1)?, r.get(2)?))
+        })
+    };
+    match once()? {
+        // A connection that has read nothing yet has not opened the WAL, and SQLite answers
+        // that the database is not in WAL mode: a read opens it.
+        (-1, -1) => {
+            conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+            once()
+        }
+        done => Ok(done),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args;
+    use crate::store::db::Exec;
+    use crate::store::Store;
 
-    /// Rows in table `t` as the database file alone holds them (a copy of it without its WAL),
-    /// or `None` when the file has no such table yet.
-    fn copied_back(path: &Path) -> Option<i64> {
+    /// Agents as the database file alone holds them (a copy of it without its WAL).
+    fn copied_back(path: &Path) -> i64 {
         let dir = tempfile::tempdir().unwrap();
         let copy = dir.path().join("copy.db");
         std::fs::copy(path, &copy).unwrap();
         let conn = rusqlite::Connection::open(&copy).unwrap();
-        conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
-            .ok()
+        conn.query_row("SELECT COUNT(*) FROM agents", [], |r| r.get(0))
+            .unwrap()
     }
 
-    /// The writer's commits stay in the WAL (its own checkpoint comes only past the backstop)
-    /// until the thread, nudged, copies them back into the database file.
-    #[test]
-    fn commits_are_copied_back_by_the_thread_not_the_writer() {
+    /// The store's commits reach the database file through the checkpoint thread: far below
+    /// the writer's backstop, nothing else copies them back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_stores_commits_are_copied_back_by_the_thread() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.db");
-        let writer = rusqlite::Connection::open(&path).unwrap();
-        writer
-            .execute_batch(&format!(
-                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = {WRITER_BACKSTOP_PAGES}; \
-                 CREATE TABLE t (n INTEGER);"
-            ))
-            .unwrap();
-        for n in 0..50 {
-            writer.execute("INSERT INTO t VALUES (?1)", [n]).unwrap();
-        }
-        assert_eq!(copied_back(&path), None, "the writer checkpointed itself");
-        let checkpointer = Checkpointer::start(&path).unwrap();
-        for n in 50..100 {
-            writer.execute("INSERT INTO t VALUES (?1)", [n]).unwrap();
-            checkpointer.committed();
+        let path = dir.path().join("t.db");
+        let store = Store::connect(None, &path).await.unwrap();
+        assert_eq!(copied_back(&path), 0);
+        for i in 0..20 {
+            store
+                .write(move |ctx| {
+                    Box::pin(async move {
+                        ctx.db
+                            .execute(
+                                "INSERT INTO agents (id, name, status, token_hash, registered_at, \
+                                 last_seen_at) VALUES ($1, $2, 'online', $1, 0, 0)",
+                                args![uuid::Uuid::new_v4(), format!("a{i}")],
+                            )
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .await
+                .unwrap();
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while copied_back(&path) != Some(100) {
+        while copied_back(&path) != 20 {
             assert!(
                 std::time::Instant::now() < deadline,
-                "the thread did not copy the commits back: {:?}",
+                "the commits were not copied back: {} of 20",
                 copied_back(&path)
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(GATHER).await;
         }
     }
 }
