@@ -70,6 +70,9 @@ fn connection(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
 }
 
 fn run(conn: rusqlite::Connection, stop: &AtomicBool) {
+    // Below the writer and the runtime, but not in the idle class (as the git history is): a
+    // checkpoint holds SQLite's locks for moments that the writer may wait on, and a thread
+    // that runs only on idle cores could keep it waiting under load.
     crate::threads::lower_priority(10);
     loop {
         // Returns at once if the writer committed since the last checkpoint began.
