@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How long the thread lets commits gather before it checkpoints them.
-const GATHER: Duration = Duration::from_millis(50);
+pub(super) const GATHER: Duration = Duration::from_millis(50);
 
 /// The WAL's length in pages (4 KB each) past which the writer checkpoints itself
 /// (`wal_autocheckpoint`).
@@ -107,59 +107,5 @@ fn checkpoint(conn: &rusqlite::Connection) -> rusqlite::Result<(i64, i64)> {
             once()
         }
         done => Ok(done),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::args;
-    use crate::store::db::Exec;
-    use crate::store::Store;
-
-    /// Agents as the database file alone holds them (a copy of it without its WAL).
-    fn copied_back(path: &Path) -> i64 {
-        let dir = tempfile::tempdir().unwrap();
-        let copy = dir.path().join("copy.db");
-        std::fs::copy(path, &copy).unwrap();
-        let conn = rusqlite::Connection::open(&copy).unwrap();
-        conn.query_row("SELECT COUNT(*) FROM agents", [], |r| r.get(0))
-            .unwrap()
-    }
-
-    /// The store's commits reach the database file through the checkpoint thread: far below
-    /// the writer's backstop, nothing else copies them back.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_stores_commits_are_copied_back_by_the_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let store = Store::connect(None, &path).await.unwrap();
-        assert_eq!(copied_back(&path), 0);
-        for i in 0..20 {
-            store
-                .write(move |ctx| {
-                    Box::pin(async move {
-                        ctx.db
-                            .execute(
-                                "INSERT INTO agents (id, name, status, token_hash, registered_at, \
-                                 last_seen_at) VALUES ($1, $2, 'online', $1, 0, 0)",
-                                args![uuid::Uuid::new_v4(), format!("a{i}")],
-                            )
-                            .await?;
-                        Ok(())
-                    })
-                })
-                .await
-                .unwrap();
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while copied_back(&path) != 20 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the commits were not copied back: {} of 20",
-                copied_back(&path)
-            );
-            tokio::time::sleep(GATHER).await;
-        }
     }
 }

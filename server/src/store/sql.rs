@@ -312,9 +312,9 @@ fn task_claim_many_sql(backend: Backend, n: usize) -> String {
     let agents = values_rows(n, true, &["TEXT", "TEXT", "TEXT", "BIGINT", "TEXT"]);
     format!(
         "WITH v AS (VALUES {agents}) UPDATE tasks SET {set} \
-         FROM (SELECT c.c_id, c.c_n FROM (SELECT t.c_key AS c_id, ROW_NUMBER() OVER w AS c_n, \
+         FROM (SELECT c.c_id, c.c_n FROM (SELECT t.c_id, ROW_NUMBER() OVER w AS c_n, \
          SUM(CASE WHEN t.requires IS NULL AND t.task_key IS NULL THEN 0 ELSE 1 END) OVER w AS c_stop \
-         FROM (SELECT t.{key} AS c_key, t.requires, t.task_key, t.job_priority, t.job_created_at, t.job_id, t.idx \
+         FROM (SELECT t.{key} AS c_id, t.requires, t.task_key, t.job_priority, t.job_created_at, t.job_id, t.idx \
          FROM tasks t WHERE {READY_T} AND +t.available_at <= $1 \
          AND (t.requires IS NULL OR {any_may}) \
          ORDER BY {QUEUE_ORDER_T} LIMIT {n}{lock}) t \

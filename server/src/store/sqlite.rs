@@ -373,4 +373,46 @@ mod tests {
             );
         }
     }
+
+    /// Agents as the database file alone holds them (a copy of it without its WAL).
+    fn copied_back(path: &std::path::Path) -> i64 {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(path, &copy).unwrap();
+        let conn = rusqlite::Connection::open(&copy).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM agents", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// The store's commits reach the database file through the checkpoint thread
+    /// (`checkpoint.rs`): far below the writer's backstop, nothing else copies them back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_stores_commits_are_copied_back_by_the_checkpoint_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Store::connect(None, &path).await.unwrap();
+        assert_eq!(copied_back(&path), 0);
+        for i in 0..20 {
+            store
+                .write(move |ctx| {
+                    Box::pin(async move {
+                        ctx.db
+                            .execute(INSERT_AGENT, args![uuid::Uuid::new_v4(), format!("a{i}")])
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .await
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while copied_back(&path) != 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the commits were not copied back: {} of 20",
+                copied_back(&path)
+            );
+            tokio::time::sleep(super::super::checkpoint::GATHER).await;
+        }
+    }
 }
